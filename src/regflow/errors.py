@@ -1,0 +1,124 @@
+"""One error hierarchy for everything regflow reports to a user.
+
+A :class:`SpecError` carries structured :class:`Problem` entries, each pointing into a
+YAML file (``file.yaml:line:col``), so that every problem of a spec is reported at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file (1-based line and column)."""
+
+    file: str
+    line: int | None = None
+    col: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.col is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a spec or rule file."""
+
+    message: str
+    location: Location | None = None
+    key_path: str = ""
+    context: str = ""  # the offending line(s) with a caret under the bad value
+    hint: str = ""  # the suggested fix
+    severity: str = "error"  # error | warning
+
+    def format(self) -> str:
+        head = f"{self.location}: " if self.location else ""
+        where = f" (at {self.key_path})" if self.key_path else ""
+        label = "warning: " if self.severity == "warning" else "error: "
+        parts = [f"{head}{label}{self.message}{where}"]
+        if self.context:
+            parts.append(self.context)
+        if self.hint:
+            parts.append(f"  hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class RegflowError(Exception):
+    """Root of every error regflow raises for a user mistake or a failed run."""
+
+
+class ConfigError(RegflowError):
+    """Bad configuration: environment, command line or connection."""
+
+
+@dataclass
+class _Problems:
+    problems: list[Problem] = field(default_factory=list)
+
+
+class SpecError(RegflowError):
+    """A pipeline spec is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__(self.render())
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    def render(self) -> str:
+        errors = [p for p in self.problems if p.severity == "error"]
+        n = len(errors)
+        head = f"{n} error{'s' if n != 1 else ''} in pipeline spec"
+        return head + ":\n" + "\n".join(p.format() for p in self.problems)
+
+
+class PlanError(RegflowError):
+    """The spec is valid YAML but cannot be compiled into a plan."""
+
+
+class OperatorError(RegflowError):
+    """An operator is badly registered (duplicate name, bad declaration)."""
+
+
+class RunError(RegflowError):
+    """A run failed. Names the pipeline, node and cob, and keeps the original cause."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pipeline: str | None = None,
+        node: str | None = None,
+        cob: str | None = None,
+    ):
+        self.pipeline = pipeline
+        self.node = node
+        self.cob = cob
+        where = ", ".join(
+            f"{k}={v}" for k, v in (("pipeline", pipeline), ("node", node), ("cob", cob)) if v
+        )
+        super().__init__(f"[{where}] {message}" if where else message)
+
+
+class UserCodeError(RunError):
+    """An operator (user code) crashed. The cause is chained as ``__cause__``."""
+
+
+class LineageError(RunError):
+    """An operator dropped or duplicated the lineage id of its rows."""
+
+
+class DataError(RunError):
+    """Input data violates its contract (missing FX rate, duplicate keys, missing source)."""
+
+
+class StorageError(RegflowError):
+    """Reading or writing the storage root failed, or the requested output does not exist."""

@@ -1,0 +1,124 @@
+"""Static analysis of Spark SQL expressions written in specs, through sqlglot.
+
+Used by the compiler to find column references that do not exist and to infer result types.
+sqlglot is imported lazily: compiled plans are cached, so most DAG parses never need it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from regflow.spec.types import Schema
+
+_SQLGLOT_TO_TYPE = {
+    "BOOLEAN": "boolean",
+    "VARCHAR": "string",
+    "TEXT": "string",
+    "CHAR": "string",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+    "DATETIME": "timestamp",
+    "INT": "int",
+    "SMALLINT": "int",
+    "TINYINT": "int",
+    "BIGINT": "bigint",
+    "DOUBLE": "double",
+    "FLOAT": "double",
+    "DECIMAL": "decimal",
+}
+
+
+class ExprError(ValueError):
+    """An expression does not parse."""
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> Any:
+    import sqlglot
+    from sqlglot.errors import ParseError
+
+    if not text or not str(text).strip():
+        raise ExprError("empty expression")
+    try:
+        return sqlglot.parse_one(str(text), read="spark")
+    except ParseError as exc:
+        first = exc.errors[0]["description"] if exc.errors else str(exc)
+        raise ExprError(f"cannot parse expression '{text}': {first}") from None
+
+
+def referenced_columns(text: str) -> list[str]:
+    """Column names an expression reads, in order of appearance, without duplicates.
+
+    Lambda parameters of higher-order functions (``transform(xs, x -> x + 1)``) are skipped.
+    """
+    from sqlglot import exp
+
+    tree = _parse(text)
+    bound: set[str] = set()
+    for lam in tree.find_all(exp.Lambda):
+        for ident in lam.expressions:
+            bound.add(ident.name)
+    out: list[str] = []
+    for col in tree.find_all(exp.Column):
+        name = col.name
+        if name and name not in bound and name not in out:
+            out.append(name)
+    return out
+
+
+def check_expression(text: str, schema: Schema) -> list[tuple[str, str]]:
+    """Problems of an expression against a known input schema, as ``(message, hint)``."""
+    import difflib
+
+    try:
+        cols = referenced_columns(text)
+    except ExprError as exc:
+        return [(str(exc), "write a Spark SQL expression, e.g. \"amount * usd_rate\"")]
+    if not schema.known:
+        return []
+    problems = []
+    for name in cols:
+        if name not in schema:
+            close = difflib.get_close_matches(name, schema.names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                "available columns: " + ", ".join(n for n in schema.names if not n.startswith("_"))
+            )
+            problems.append((f"unknown column '{name}' in expression '{text}'", hint))
+    return problems
+
+
+def infer_type(text: str, schema: Schema) -> str:
+    """Best-effort result type of an expression; ``unknown`` when sqlglot can't tell.
+
+    Decimal results come back as ``decimal`` without precision: Spark's precision rules
+    differ from sqlglot's, and the runtime records the real type.
+    """
+    from sqlglot import exp
+    from sqlglot.optimizer.annotate_types import annotate_types
+
+    try:
+        tree = _parse(text).copy()
+    except ExprError:
+        return "unknown"
+    spark_schema = {"t": {c.name: _to_sqlglot(c.type) for c in schema.columns}}
+    select = exp.select(tree.as_("out")).from_("t")
+    for col in select.find_all(exp.Column):
+        col.set("table", exp.to_identifier("t"))
+    try:
+        annotated = annotate_types(select, schema=spark_schema, dialect="spark")
+    except Exception:  # sqlglot may not know every function; typing is best-effort
+        return "unknown"
+    dtype = annotated.selects[0].type
+    if dtype is None:
+        return "unknown"
+    name = dtype.this.name if hasattr(dtype.this, "name") else str(dtype.this)
+    return _SQLGLOT_TO_TYPE.get(name.upper(), "unknown")
+
+
+def _to_sqlglot(t: str) -> str:
+    if t.startswith("decimal("):
+        return t.upper()
+    if t == "decimal":
+        return "DECIMAL(38,10)"
+    return {"string": "STRING", "unknown": "STRING"}.get(t, t.upper())

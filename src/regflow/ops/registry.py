@@ -1,0 +1,146 @@
+"""The op registry: built-ins, ``@operator``-decorated functions and entry points.
+
+Third-party packages register ops through the ``regflow.operators`` entry-point group;
+a project registers its own in ``operators/*.py``. A name may be registered only once:
+a second registration from another place is refused with both origins named.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import inspect
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from regflow.errors import OperatorError
+from regflow.ops.base import CheckRule, LineageKind, OpDef, OpParams, SchemaRule
+from regflow.ops.builtin import BUILTIN_OPS
+
+_LOCK = threading.RLock()
+_REGISTRY: dict[str, OpDef] = {op.name: op for op in BUILTIN_OPS}
+_LOADED_FILES: dict[str, float] = {}
+_ENTRY_POINTS_LOADED = False
+ENTRY_POINT_GROUP = "regflow.operators"
+
+
+class NoParams(OpParams):
+    """An op without settings."""
+
+
+def register(op: OpDef) -> OpDef:
+    with _LOCK:
+        existing = _REGISTRY.get(op.name)
+        if existing is not None and existing.origin != op.origin:
+            raise OperatorError(
+                f"operator '{op.name}' is already registered by {existing.origin}; "
+                f"refusing the second registration from {op.origin}. Rename one of them."
+            )
+        _REGISTRY[op.name] = op
+        return op
+
+
+def operator(
+    name: str,
+    *,
+    params: type[OpParams] = NoParams,
+    lineage: LineageKind = "rowwise",
+    schema: SchemaRule | None = None,
+    check: CheckRule | None = None,
+    inputs: int | tuple[int, int | None] = 1,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a custom op.
+
+    The function receives the input DataFrame(s), the validated params and a run context,
+    and returns a DataFrame: ``fn(df, params, ctx)`` (several inputs come as positional
+    DataFrames). Import pyspark inside the function, never at module level: Airflow imports
+    ``operators/`` every time it parses the DAG file.
+
+    ``lineage``: ``rowwise`` ops must return the input's ``_lineage_id`` on every row (the
+    framework verifies it); ``rollup`` ops may add total rows built with
+    :func:`regflow.runtime.lineage.rollup_rows`; ``aggregate`` ops get a lineage checkpoint.
+    ``schema(input_schemas, params) -> Schema`` lets the compiler check downstream columns.
+    """
+    lo, hi = (inputs, inputs) if isinstance(inputs, int) else inputs
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        origin = f"{inspect.getsourcefile(fn) or fn.__module__}:{fn.__name__}"
+        register(
+            OpDef(
+                name=name, params=params, lineage=lineage, min_inputs=lo, max_inputs=hi,
+                output_schema=schema, check=check, func=fn, doc=inspect.getdoc(fn) or "",
+                origin=origin,
+            )
+        )
+        return fn
+
+    return wrap
+
+
+def get(name: str) -> OpDef:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(name) from None
+
+
+def suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "known ops: " + ", ".join(sorted(_REGISTRY))
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()  # importing the module runs its @operator decorators
+    _ENTRY_POINTS_LOADED = True
+
+
+def load_operator_files(directory: Path) -> list[str]:
+    """Import every ``*.py`` in ``directory`` (a project's ``operators/``), once per version."""
+    loaded = []
+    if not directory.is_dir():
+        return loaded
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        key = str(path.resolve())
+        mtime = path.stat().st_mtime
+        with _LOCK:
+            if _LOADED_FILES.get(key) == mtime:
+                continue
+            mod_name = f"regflow_project_operators.{path.stem}"
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or spec.loader is None:  # pragma: no cover
+                continue
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except OperatorError:
+                raise
+            except Exception as exc:
+                raise OperatorError(f"cannot import operator file {path}: {exc}") from exc
+            _LOADED_FILES[key] = mtime
+            loaded.append(key)
+    return loaded
+
+
+def _reset_for_tests() -> None:
+    with _LOCK:
+        _REGISTRY.clear()
+        _REGISTRY.update({op.name: op for op in BUILTIN_OPS})
+        _LOADED_FILES.clear()

@@ -1,0 +1,146 @@
+"""The plan: a frozen, serialisable description of what will run.
+
+Nodes carry their inferred output schemas; stages are the units Airflow runs as tasks.
+``regflow plan`` prints these very objects, and the runtime executes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from regflow.spec.types import Column, Schema
+
+
+def schema_to_json(s: Schema) -> dict[str, Any]:
+    return {"known": s.known, "columns": [[c.name, c.type] for c in s.columns]}
+
+
+def schema_from_json(d: dict[str, Any]) -> Schema:
+    return Schema(tuple(Column(n, t) for n, t in d["columns"]), known=d["known"])
+
+
+@dataclass(frozen=True)
+class PlanSource:
+    name: str
+    format: str
+    path: str  # template
+    primary_key: tuple[str, ...]
+    schema: Schema
+    cob_column: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    data_hash: str = ""
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    id: str
+    op: str
+    inputs: tuple[str, ...]
+    params: dict[str, Any]
+    schema: Schema
+    lineage: str  # rowwise | aggregate | rollup | union
+    stage: str
+    persisted: bool
+    checkpoint: bool = False
+    description: str = ""
+    data_hash: str = ""
+
+    @property
+    def lineage_checkpoint(self) -> str | None:
+        """Name of the row-level lineage checkpoint this node writes, if any."""
+        return f"{self.id}.lineage" if self.lineage in ("aggregate", "rollup") else None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A maximal chain of nodes run in one Spark application (one Airflow task)."""
+
+    id: str
+    nodes: tuple[str, ...]
+    sources: tuple[str, ...]  # sources read by this stage
+    inputs: tuple[str, ...]  # persisted node outputs of upstream stages read by this stage
+    outputs: tuple[str, ...]  # node outputs this stage persists
+    checkpoints: tuple[str, ...]  # lineage checkpoints this stage writes
+    upstream: tuple[str, ...]  # stage ids this stage waits for
+    boundary: str  # why the stage ends: aggregate | checkpoint | fan-out | sink
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: str
+    file: str
+    description: str
+    owner: str
+    tags: tuple[str, ...]
+    schedule: str | None
+    start_date: str
+    params: dict[str, Any]
+    sources: tuple[PlanSource, ...]
+    nodes: tuple[PlanNode, ...]
+    stages: tuple[Stage, ...]
+    data_hash: str
+    metadata_hash: str
+    regflow_version: str
+    warnings: tuple[str, ...] = ()
+
+    def node(self, node_id: str) -> PlanNode:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def source(self, name: str) -> PlanSource:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def stage(self, stage_id: str) -> Stage:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise KeyError(stage_id)
+
+    def is_source(self, name: str) -> bool:
+        return any(s.name == name for s in self.sources)
+
+    def schema_of(self, name: str) -> Schema:
+        return self.source(name).schema if self.is_source(name) else self.node(name).schema
+
+    # ------------------------------------------------------------------ serialisation
+    def to_json(self) -> str:
+        def enc(o: Any) -> Any:
+            if isinstance(o, Schema):
+                return schema_to_json(o)
+            raise TypeError(type(o))
+
+        d = asdict(self)
+        for s in d["sources"]:
+            s["schema"] = schema_to_json(Schema(tuple(Column(**c) for c in s["schema"]["columns"]),
+                                                known=s["schema"]["known"]))
+        for n in d["nodes"]:
+            n["schema"] = schema_to_json(Schema(tuple(Column(**c) for c in n["schema"]["columns"]),
+                                                known=n["schema"]["known"]))
+        return json.dumps(d, sort_keys=True, default=enc)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        d = json.loads(text)
+        sources = tuple(
+            PlanSource(**{**s, "primary_key": tuple(s["primary_key"]),
+                          "schema": schema_from_json(s["schema"])})
+            for s in d.pop("sources")
+        )
+        nodes = tuple(
+            PlanNode(**{**n, "inputs": tuple(n["inputs"]), "schema": schema_from_json(n["schema"])})
+            for n in d.pop("nodes")
+        )
+        stages = tuple(
+            Stage(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+            for s in d.pop("stages")
+        )
+        return cls(**{**d, "tags": tuple(d["tags"]), "warnings": tuple(d["warnings"])},
+                   sources=sources, nodes=nodes, stages=stages)

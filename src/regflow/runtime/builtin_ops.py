@@ -1,0 +1,201 @@
+"""The Spark half of the built-in ops. Each is a small pure function:
+DataFrame(s) plus validated params in, DataFrame out.
+
+Data checks (a join without a match, a row no classify rule matches) are raised from
+inside the Spark job with ``raise_error`` in a filter, so they cost no extra pass over the
+data. Their message starts with ``[regflow:node=<id>]`` so the executor can name the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from regflow.errors import DataError
+from regflow.ops.builtin import (
+    AggregateParams,
+    CalcParams,
+    ClassifyParams,
+    FilterParams,
+    JoinParams,
+    UnionParams,
+)
+from regflow.runtime.lineage import group_lineage_id
+from regflow.runtime.sources import spark_type
+from regflow.spec.models import LINEAGE_COLUMN
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+    from regflow.runtime.context import OpContext
+
+
+def node_tag(node: str) -> str:
+    return f"[regflow:node={node}]"
+
+
+def _assert_rows(df: DataFrame, failing: Column, message: Column) -> DataFrame:
+    """Fail the Spark job with ``message`` on the first row where ``failing`` holds."""
+    from pyspark.sql import functions as F
+
+    return df.where(F.when(failing, F.raise_error(message)).otherwise(F.lit(True)))
+
+
+def calc(inputs: list[DataFrame], p: CalcParams, ctx: OpContext) -> DataFrame:
+    """New or replaced columns, computed in order (a later column may use an earlier one)."""
+    from pyspark.sql import functions as F
+
+    df = inputs[0]
+    for name, expr, typ in p.items():
+        col = F.expr(expr)
+        df = df.withColumn(name, col.cast(spark_type(typ)) if typ else col)
+    return df
+
+
+def filter_rows(inputs: list[DataFrame], p: FilterParams, ctx: OpContext) -> DataFrame:
+    """Keep the rows for which ``where`` is true (null counts as false, as in SQL)."""
+    from pyspark.sql import functions as F
+
+    return inputs[0].where(F.expr(p.where))
+
+
+def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
+    """Enrich the left rows with lookup columns; the left lineage id is kept.
+
+    The lookup's keys must be unique (else rows would be duplicated): checked up front.
+    With ``require_match`` a left row without a lookup row fails the run, naming its key.
+    """
+    from pyspark.sql import functions as F
+
+    left, right = inputs
+    pairs = p.pairs()
+    right_keys = [r for _, r in pairs]
+    take = p.columns if p.columns is not None else [
+        c for c in right.columns if c not in right_keys and c != LINEAGE_COLUMN
+        and c not in left.columns
+    ]
+    dups = right.groupBy(*right_keys).count().where(F.col("count") > 1).limit(3).collect()
+    if dups:
+        keys = "; ".join(", ".join(f"{k}={r[k]}" for k in right_keys) for r in dups)
+        raise DataError(
+            f"join lookup '{ctx.inputs[1]}' has duplicate keys ({keys}); each left row must "
+            "match at most one lookup row",
+            pipeline=ctx.pipeline, node=ctx.node, cob=ctx.cob,
+        )
+    marker = "__regflow_matched"
+    renamed = {r: f"__rk_{i}" for i, r in enumerate(right_keys)}
+    r = right.select(
+        *[F.col(k).alias(renamed[k]) for k in right_keys], *[F.col(c) for c in take],
+        F.lit(True).alias(marker),
+    )
+    cond = None
+    for lk, rk in pairs:
+        c = left[lk] == r[renamed[rk]]
+        cond = c if cond is None else cond & c
+    how = "left" if (p.require_match or p.how == "left") else "inner"
+    if r.count() <= 100_000:  # a lookup: ship it to every executor instead of shuffling deals
+        r = F.broadcast(r)
+    out = left.join(r, cond, how)
+    if p.require_match:
+        msg = F.concat(
+            F.lit(f"{node_tag(ctx.node)} no match in '{ctx.inputs[1]}' for "),
+            F.concat_ws(", ", *[F.concat(F.lit(f"{lk}="), F.coalesce(F.col(lk).cast("string"),
+                                                                       F.lit("null")))
+                                for lk, _ in pairs]),
+            F.lit(" (lineage id "), F.col(LINEAGE_COLUMN).cast("string"), F.lit(")"),
+        )
+        out = _assert_rows(out, F.col(marker).isNull(), msg)
+    elif p.how == "inner":
+        out = out.where(F.col(marker).isNotNull())
+    return out.drop(marker, *renamed.values())
+
+
+def classify(inputs: list[DataFrame], p: ClassifyParams, ctx: OpContext) -> DataFrame:
+    """Ordered decision table: the first rule whose ``when`` is true sets ``output``."""
+    from pyspark.sql import functions as F
+
+    df = inputs[0]
+    value: Any = None
+    rule: Any = None
+    typ = spark_type(p.type)
+    for i, r in enumerate(p.rules):
+        cond = F.expr(r.when)
+        lit = F.lit(r.value).cast(typ)
+        rid = F.lit(r.id or f"#{i + 1}")
+        value = F.when(cond, lit) if value is None else value.when(cond, lit)
+        rule = F.when(cond, rid) if rule is None else rule.when(cond, rid)
+    rule_col = rule.otherwise(F.lit(None).cast("string"))
+    if p.on_no_match == "error":
+        tmp = "__regflow_rule"
+        df = df.withColumn(tmp, rule_col)
+        msg = F.concat(
+            F.lit(f"{node_tag(ctx.node)} no classify rule matches the row with lineage id "),
+            F.col(LINEAGE_COLUMN).cast("string"),
+            F.lit("; add a rule or a default, or set on_no_match: default"),
+        )
+        df = _assert_rows(df, F.col(tmp).isNull(), msg)
+        df = df.withColumn(p.output, value.otherwise(F.lit(None).cast(typ)))
+        if p.rule_column:
+            df = df.withColumn(p.rule_column, F.col(tmp))
+        return df.drop(tmp)
+    df = df.withColumn(p.output, value.otherwise(F.lit(p.default).cast(typ)))
+    if p.rule_column:
+        df = df.withColumn(p.rule_column, rule_col)
+    return df
+
+
+def union(inputs: list[DataFrame], p: UnionParams, ctx: OpContext) -> DataFrame:
+    """Stack inputs by column name."""
+    out = inputs[0]
+    for df in inputs[1:]:
+        out = out.unionByName(df, allowMissingColumns=p.allow_missing_columns)
+    return out
+
+
+# ------------------------------------------------------------------------ aggregate
+def aggregate_contributions(df: DataFrame, p: AggregateParams) -> DataFrame:
+    """The narrow lineage checkpoint: group key, member lineage id, and each row's
+    contribution to each measure (null where the row does not contribute)."""
+    from pyspark.sql import functions as F
+
+    cols = [F.col(c) for c in p.group_by] + [F.col(LINEAGE_COLUMN)]
+    for name, m in p.measures.items():
+        expr = F.expr(m.expr)
+        if m.func == "count":
+            expr = F.when(expr.isNotNull(), F.lit(1).cast("bigint"))
+        contrib = F.when(F.expr(m.where), expr) if m.where else expr
+        if m.type:
+            contrib = contrib.cast(spark_type(m.type))
+        cols.append(contrib.alias(name))
+    return df.select(*cols)
+
+
+def aggregate_finish(checkpoint: DataFrame, p: AggregateParams, node: str) -> DataFrame:
+    """Aggregate the checkpointed contributions: the reported figures are sums of exactly
+    the rows a drill-through shows."""
+    from pyspark.sql import functions as F
+
+    aggs = []
+    for name, m in p.measures.items():
+        c = F.col(name)
+        if m.func in ("sum", "count"):
+            agg = F.coalesce(F.sum(c), F.lit(0).cast(checkpoint.schema[name].dataType))
+            if m.func == "count":
+                agg = F.coalesce(F.sum(c), F.lit(0)).cast("bigint")
+        elif m.func == "min":
+            agg = F.min(c)
+        else:
+            agg = F.max(c)
+        aggs.append(agg.alias(name))
+    out = checkpoint.groupBy(*p.group_by).agg(*aggs)
+    out = out.withColumn(LINEAGE_COLUMN, group_lineage_id(node, p.group_by))
+    return out.select(*p.group_by, LINEAGE_COLUMN, *p.measures.keys())
+
+
+BUILTIN_IMPLS: dict[str, Callable[..., DataFrame]] = {
+    "calc": calc,
+    "filter": filter_rows,
+    "join": join,
+    "classify": classify,
+    "union": union,
+}

@@ -1,0 +1,20 @@
+"""What an operator may know about the run it is part of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class OpContext:
+    pipeline: str
+    node: str
+    cob: str
+    run_id: str
+    inputs: tuple[str, ...]
+    variables: dict[str, Any] = field(default_factory=dict)
+    spark: SparkSession | None = None

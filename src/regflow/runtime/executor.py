@@ -1,0 +1,325 @@
+"""Execute one stage of a plan on Spark: read inputs, apply ops, write checkpoints and outputs.
+
+Every op call runs inside an error boundary that names the pipeline, node and cob and keeps
+the original exception as the cause. Lineage is verified: row-wise ops must keep the
+``_lineage_id`` column, and every persisted output and checkpoint must have unique ids
+(when they are not, the node that duplicated them is found and named).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from regflow import __version__
+from regflow.errors import (
+    DataError,
+    LineageError,
+    RegflowError,
+    RunError,
+    UserCodeError,
+)
+from regflow.ops import registry
+from regflow.ops.builtin import AggregateParams
+from regflow.plan.model import Plan, PlanNode, Stage
+from regflow.runtime import builtin_ops
+from regflow.runtime.context import OpContext
+from regflow.runtime.lineage import (
+    duplicate_ids,
+    foreign_ids,
+    require_lineage_column,
+    rollup_lineage_id,
+)
+from regflow.runtime.sources import read_source
+from regflow.spec.loader import project_dir_of
+from regflow.spec.models import LINEAGE_COLUMN
+from regflow.storage import RunRef, discard, new_temp_dir, promote, write_json_atomic
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+_NODE_TAG = re.compile(r"\[regflow:node=([a-z0-9_]+)\]\s*([^\n]*)")
+
+
+@dataclass
+class OutputReport:
+    name: str
+    kind: str  # output | lineage
+    rows: int
+    seconds: float
+    path: str
+
+
+@dataclass
+class StageReport:
+    pipeline: str
+    stage: str
+    cob: str
+    run_id: str
+    seconds: float = 0.0
+    outputs: list[OutputReport] = field(default_factory=list)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline, "stage": self.stage, "cob": self.cob,
+            "run_id": self.run_id, "seconds": round(self.seconds, 3),
+            "outputs": [vars(o) for o in self.outputs], "sources": self.sources,
+        }
+
+
+def run_variables(plan: Plan, cob: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    spec_path = Path(plan.file).resolve()
+    merged = {**plan.params, **{k: v for k, v in (params or {}).items() if v is not None}}
+    return {
+        **merged, "cob": cob, "spec_dir": str(spec_path.parent),
+        "project_dir": str(project_dir_of(spec_path)),
+    }
+
+
+class StageRunner:
+    """Runs one stage. Holds the DataFrames of the stage's nodes while it runs."""
+
+    def __init__(
+        self, plan: Plan, stage: Stage, run: RunRef, variables: dict[str, Any],
+        spark: SparkSession, *, run_meta: dict[str, Any] | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.plan, self.stage, self.run, self.variables = plan, stage, run, variables
+        self.spark = spark
+        self.run_meta = run_meta or {}
+        self.log = log
+        self.frames: dict[str, DataFrame] = {}
+        self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
+
+    # ------------------------------------------------------------------ inputs
+    def _input(self, name: str) -> DataFrame:
+        if name in self.frames:
+            return self.frames[name]
+        if self.plan.is_source(name):
+            with self._boundary(name, user_code=False):
+                df, facts = read_source(self.spark, self.plan.source(name), self.variables,
+                                        pipeline=self.plan.pipeline)
+            self.report.sources[name] = facts
+        else:
+            if not self.run.is_complete(name):
+                raise RunError(
+                    f"upstream output '{name}' is missing in {self.run.run_dir}; run its stage "
+                    f"'{self.plan.node(name).stage}' first",
+                    pipeline=self.plan.pipeline, node=name, cob=self.run.cob,
+                )
+            df = self.spark.read.parquet(str(self.run.node_dir(name)))
+        self.frames[name] = df
+        return df
+
+    # ------------------------------------------------------------------ errors
+    @contextmanager
+    def _boundary(self, node: str, *, user_code: bool) -> Iterator[None]:
+        try:
+            yield
+        except RegflowError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, node, user_code) from exc
+
+    def _wrap(self, exc: Exception, node: str, user_code: bool) -> RunError:
+        text = str(exc)
+        m = _NODE_TAG.search(text)
+        kw = {"pipeline": self.plan.pipeline, "cob": self.run.cob}
+        if m:
+            return DataError(m.group(2).strip(), node=m.group(1), **kw)
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        if user_code:
+            return UserCodeError(f"operator failed: {type(exc).__name__}: {first}", node=node, **kw)
+        return RunError(f"{type(exc).__name__}: {first}", node=node, **kw)
+
+    # ------------------------------------------------------------------ run
+    def execute(self) -> StageReport:
+        t0 = time.perf_counter()
+        self.log(f"stage {self.stage.id}: nodes {', '.join(self.stage.nodes)}")
+        for node_id in self.stage.nodes:
+            self._run_node(self.plan.node(node_id))
+        self.report.seconds = time.perf_counter() - t0
+        write_json_atomic(self.run.stage_report(self.stage.id), self.report.to_dict())
+        return self.report
+
+    def _ctx(self, node: PlanNode) -> OpContext:
+        return OpContext(
+            pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob, run_id=self.run.run_id,
+            inputs=node.inputs, variables=dict(self.variables), spark=self.spark,
+        )
+
+    def _run_node(self, node: PlanNode) -> None:
+        op = registry.get(node.op)
+        inputs = [self._input(i) for i in node.inputs]
+        params = op.params.model_validate(node.params)
+        ctx = self._ctx(node)
+        custom = op.func is not None
+        with self._boundary(node.id, user_code=custom):
+            if op.lineage == "aggregate":
+                if not isinstance(params, AggregateParams):
+                    raise RunError("custom aggregate ops are not supported; use 'rollup'",
+                                   pipeline=self.plan.pipeline, node=node.id)
+                contrib = builtin_ops.aggregate_contributions(inputs[0], params)
+                ckpt = self._write(node, f"{node.id}.lineage", contrib.orderBy(*params.group_by),
+                                   kind="lineage", keys=[*params.group_by, LINEAGE_COLUMN])
+                out = builtin_ops.aggregate_finish(ckpt, params, node.id)
+            else:
+                if op.lineage == "rollup":
+                    self._write_rollup_checkpoint(node, inputs[0], params)
+                if custom:
+                    assert op.func is not None
+                    out = op.func(*inputs, params, ctx)
+                else:
+                    out = builtin_ops.BUILTIN_IMPLS[node.op](inputs, params, ctx)
+            require_lineage_column(out, node=node.id, pipeline=self.plan.pipeline, cob=self.run.cob)
+            self._check_schema(node, out)
+            if custom and op.lineage in ("rowwise", "rollup"):
+                self._verify_custom(node, inputs[0], out)
+        self.frames[node.id] = out
+        if node.persisted:
+            keys = [LINEAGE_COLUMN]
+            if op.lineage == "aggregate":
+                keys = [*params.group_by]
+            with self._boundary(node.id, user_code=False):
+                self.frames[node.id] = self._write(node, node.id, out, kind="output", keys=keys)
+
+    def _check_schema(self, node: PlanNode, out: DataFrame) -> None:
+        if not node.schema.known:
+            return
+        missing = [c for c in node.schema.names if c not in out.columns]
+        if missing:
+            raise LineageError(
+                f"output lacks column(s) {', '.join(missing)} that the plan expects "
+                f"(the op's schema rule and its function disagree)",
+                pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob,
+            )
+
+    def _verify_custom(self, node: PlanNode, inp: DataFrame, out: DataFrame) -> None:
+        """A custom row-wise op must not invent, replace or duplicate lineage ids."""
+        new = out
+        if node.lineage == "rollup":
+            by = node.params.get("rollup_by") or []
+            new = out.where(out[LINEAGE_COLUMN] != rollup_lineage_id(node.id, by))
+        bad = foreign_ids(new, inp)
+        if bad:
+            raise LineageError(
+                f"operator '{node.op}' returned rows whose lineage ids are not in its input "
+                f"(e.g. {bad[0]}); it must carry '{LINEAGE_COLUMN}' through unchanged",
+                pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob,
+            )
+        dups = duplicate_ids(out)
+        if dups:
+            raise LineageError(
+                f"operator '{node.op}' duplicated rows: lineage id {dups[0]} occurs more than "
+                "once. Row-wise operators must return each input row at most once.",
+                pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob,
+            )
+
+    def _write_rollup_checkpoint(self, node: PlanNode, inp: DataFrame, params: Any) -> None:
+        from pyspark.sql import functions as F
+
+        by = list(getattr(params, "rollup_by", []) or [])
+        members = inp.select(
+            *by, F.col(LINEAGE_COLUMN),
+            rollup_lineage_id(node.id, by).alias("_lineage_rollup_id"),
+        )
+        self._write(node, f"{node.id}.lineage", members.orderBy(*by), kind="lineage",
+                    keys=[*by, LINEAGE_COLUMN])
+
+    # ------------------------------------------------------------------ writes
+    def _write(
+        self, node: PlanNode, name: str, df: DataFrame, *, kind: str, keys: list[str]
+    ) -> DataFrame:
+        t0 = time.perf_counter()
+        final = self.run.node_dir(name)
+        tmp = new_temp_dir(final)
+        try:
+            df.write.mode("overwrite").parquet(str(tmp))
+            written = self.spark.read.parquet(str(tmp))
+            dups = duplicate_ids(written)
+            if dups:
+                self._raise_duplicates(node, dups)
+            rows = _parquet_rows(tmp)
+            meta = self._metadata(node, name, kind, rows, keys, written, time.perf_counter() - t0)
+            promote(tmp, final, meta)
+        except BaseException:
+            discard(tmp)
+            raise
+        seconds = time.perf_counter() - t0
+        self.report.outputs.append(OutputReport(name, kind, rows, round(seconds, 3), str(final)))
+        self.log(f"  wrote {name}: {rows:,} rows in {seconds:.1f}s")
+        return self.spark.read.parquet(str(final))
+
+    def _raise_duplicates(self, node: PlanNode, dups: list[int]) -> None:
+        """Find where duplicates first appear: a source with repeated keys, or a node."""
+        for name in self.stage.sources:
+            if name in self.frames and duplicate_ids(self.frames[name], 1):
+                pk = ", ".join(self.plan.source(name).primary_key)
+                raise DataError(
+                    f"source '{name}' has duplicate primary keys ({pk}); lineage ids must be "
+                    "unique. De-duplicate the input or fix the declared primary_key.",
+                    pipeline=self.plan.pipeline, node=name, cob=self.run.cob,
+                )
+        for nid in self.stage.nodes:
+            if nid in self.frames and duplicate_ids(self.frames[nid], 1):
+                raise LineageError(
+                    f"node '{nid}' duplicates rows: lineage id {dups[0]} occurs more than once",
+                    pipeline=self.plan.pipeline, node=nid, cob=self.run.cob,
+                )
+        raise LineageError(f"duplicate lineage ids in the output of '{node.id}' (e.g. {dups[0]})",
+                           pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob)
+
+    def _metadata(
+        self, node: PlanNode, name: str, kind: str, rows: int, keys: list[str],
+        df: DataFrame, seconds: float,
+    ) -> dict[str, Any]:
+        inputs = {}
+        for i in node.inputs:
+            if self.plan.is_source(i):
+                inputs[i] = self.report.sources.get(i, {}).get("fingerprint", "")
+            else:
+                inputs[i] = self.plan.node(i).data_hash
+        return {
+            "pipeline": self.plan.pipeline, "cob": self.run.cob, "run_id": self.run.run_id,
+            "node": node.id, "name": name, "kind": kind, "stage": self.stage.id,
+            "rows": rows, "key_columns": keys,
+            "schema": [[f.name, f.dataType.simpleString()] for f in df.schema.fields],
+            "input_hashes": inputs, "node_hash": node.data_hash,
+            "spec_hash": self.plan.data_hash, "metadata_hash": self.plan.metadata_hash,
+            "adjustment_set_hash": self.run_meta.get("adjustment_set_hash", "none"),
+            "code_version": f"regflow {__version__}",
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+        }
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.glob("*.parquet")))
+
+
+def run_stage(
+    plan: Plan, stage_id: str, *, cob: str, run_id: str, root: Path,
+    params: dict[str, Any] | None = None, spark: SparkSession | None = None,
+    run_meta: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+) -> StageReport:
+    """Run one stage for ``cob`` into ``root``; the public entry point of the runtime."""
+    from regflow.runtime.session import get_spark
+
+    try:
+        stage = plan.stage(stage_id)
+    except KeyError:
+        raise RunError(f"no stage '{stage_id}' in the plan", pipeline=plan.pipeline) from None
+    spark = spark or get_spark()
+    run = RunRef(root, plan.pipeline, cob, run_id)
+    runner = StageRunner(plan, stage, run, run_variables(plan, cob, params), spark,
+                         run_meta=run_meta, log=log)
+    return runner.execute()

@@ -1,0 +1,84 @@
+"""A lazily created SparkSession, reused by every stage run in the same process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from typing import TYPE_CHECKING
+
+from regflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_LOCK = threading.Lock()
+_SESSION: SparkSession | None = None
+
+
+def check_java() -> str:
+    """Fail early, and clearly, when no Java 17+ is available (Spark 4 needs it)."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise ConfigError(
+            "Java 17 or newer is required by Spark but was not found. Install a JDK "
+            "(e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME."
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    text = out.stderr or out.stdout
+    version = _java_major(text)
+    if version is not None and version < 17:
+        raise ConfigError(
+            f"Spark 4 needs Java 17 or newer, but {java} is Java {version}. "
+            "Install a newer JDK or point JAVA_HOME at one."
+        )
+    return text.splitlines()[0] if text else java
+
+
+def _java_major(text: str) -> int | None:
+    import re
+
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def get_spark() -> SparkSession:
+    """The process-wide session: ``local[*]`` unless ``REGFLOW_SPARK_MASTER`` says otherwise."""
+    global _SESSION
+    with _LOCK:
+        if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():  # type: ignore[union-attr]
+            return _SESSION
+        check_java()
+        from pyspark.sql import SparkSession
+
+        master = os.environ.get("REGFLOW_SPARK_MASTER", "local[*]")
+        builder = (
+            SparkSession.builder.appName("regflow")
+            .master(master)
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8"))
+            .config("spark.sql.adaptive.enabled", "true")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.parquet.compression.codec", "snappy")
+            .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+            .config("spark.sql.sources.partitionOverwriteMode", "static")
+            .config("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
+            .config("spark.sql.ansi.enabled", "true")
+        )
+        _SESSION = builder.getOrCreate()
+        _SESSION.sparkContext.setLogLevel("ERROR")
+        return _SESSION
+
+
+def stop_spark() -> None:
+    global _SESSION
+    with _LOCK:
+        if _SESSION is not None:
+            _SESSION.stop()
+            _SESSION = None

@@ -1,0 +1,148 @@
+"""Typed, immutable models of a pipeline spec (``pipelines/*.yaml``).
+
+Op-specific settings of a node are validated by the op's own params model (see
+:mod:`regflow.ops`), so a misspelled key fails for built-in and custom ops alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from regflow.spec.types import TypeParseError, normalize_type
+
+ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,126}$"
+_ID = re.compile(ID_PATTERN)
+_COLUMN = re.compile(COLUMN_PATTERN)
+LINEAGE_COLUMN = "_lineage_id"
+RESERVED_PREFIX = "_lineage"
+BUILTIN_TEMPLATE_VARS = ("cob", "spec_dir", "project_dir")
+
+Scalar = str | int | float | bool | dt.date | None
+
+
+class StrictModel(BaseModel):
+    """Base for every spec model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def check_identifier(value: str, what: str = "id") -> str:
+    if not _ID.match(value):
+        raise ValueError(
+            f"{what} '{value}' must be lower_snake_case: a letter, then letters, digits or '_' "
+            "(at most 63 characters)"
+        )
+    return value
+
+
+def check_column(value: str) -> str:
+    if not _COLUMN.match(value):
+        raise ValueError(
+            f"column name '{value}' must start with a letter or '_' and contain only letters, "
+            "digits and '_'"
+        )
+    if value.startswith(RESERVED_PREFIX):
+        raise ValueError(f"column name '{value}' uses the reserved prefix '{RESERVED_PREFIX}'")
+    return value
+
+
+class SourceSpec(StrictModel):
+    """A dataset read from storage at the start of a run."""
+
+    format: Literal["parquet", "csv"] = "parquet"
+    path: str = Field(description="Path template; may use {param}, {cob}, {spec_dir}.")
+    primary_key: tuple[str, ...] = Field(min_length=1)
+    schema_: dict[str, str] | None = Field(
+        default=None, alias="schema", description="Declared columns and types."
+    )
+    cob_column: str | None = Field(
+        default=None, description="Keep only rows whose column equals the run's cob."
+    )
+    description: str = ""
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("primary_key")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            check_column(c)
+        if len(set(v)) != len(v):
+            raise ValueError("primary_key lists a column twice")
+        return v
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return v
+        out = {}
+        for name, t in v.items():
+            check_column(name)
+            try:
+                out[name] = normalize_type(t)
+            except TypeParseError as exc:
+                raise ValueError(f"column '{name}': {exc}") from None
+        return out
+
+
+class NodeSpec(StrictModel):
+    """One node: an op applied to named inputs. ``params`` is the op's own model."""
+
+    id: str
+    op: str
+    inputs: tuple[str, ...] = Field(min_length=1)
+    checkpoint: bool = False
+    description: str = ""
+    params: Any = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_identifier(v, "node id")
+
+
+NODE_COMMON_KEYS = ("id", "op", "inputs", "checkpoint", "description")
+
+
+class PipelineHeader(StrictModel):
+    """The top-level settings of a pipeline, without its sources and nodes."""
+
+    pipeline: str
+    description: str = ""
+    owner: str = "regflow"
+    tags: tuple[str, ...] = ()
+    schedule: str | None = None
+    start_date: dt.date = dt.date(2024, 1, 1)
+    params: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline(cls, v: str) -> str:
+        return check_identifier(v, "pipeline id")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Scalar]) -> dict[str, Scalar]:
+        for name in v:
+            check_identifier(name, "param name")
+            if name in BUILTIN_TEMPLATE_VARS:
+                raise ValueError(f"param name '{name}' is reserved (built-in template variable)")
+        return v
+
+
+class PipelineSpec(PipelineHeader):
+    """A whole pipeline: params, sources and nodes, plus scheduling metadata."""
+
+    sources: dict[str, SourceSpec] = Field(min_length=1)
+    nodes: tuple[NodeSpec, ...] = Field(min_length=1)
+
+    def node(self, node_id: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
