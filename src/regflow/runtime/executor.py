@@ -28,7 +28,7 @@ from regflow.errors import (
 from regflow.ops import registry
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
-from regflow.runtime import builtin_ops
+from regflow.runtime import builtin_ops, progress
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
     duplicate_ids,
@@ -89,7 +89,7 @@ class StageRunner:
     def __init__(
         self, plan: Plan, stage: Stage, run: RunRef, variables: dict[str, Any],
         spark: SparkSession, *, run_meta: dict[str, Any] | None = None,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] = progress.log,
     ):
         self.plan, self.stage, self.run, self.variables = plan, stage, run, variables
         self.spark = spark
@@ -309,7 +309,7 @@ def _parquet_rows(path: Path) -> int:
 def run_stage(
     plan: Plan, stage_id: str, *, cob: str, run_id: str, root: Path,
     params: dict[str, Any] | None = None, spark: SparkSession | None = None,
-    run_meta: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+    run_meta: dict[str, Any] | None = None, log: Callable[[str], None] = progress.log,
 ) -> StageReport:
     """Run one stage for ``cob`` into ``root``; the public entry point of the runtime."""
     from regflow.runtime.session import get_spark
@@ -318,6 +318,13 @@ def run_stage(
         stage = plan.stage(stage_id)
     except KeyError:
         raise RunError(f"no stage '{stage_id}' in the plan", pipeline=plan.pipeline) from None
+    registry.load_entry_points()
+    registry.load_operator_files(project_dir_of(Path(plan.file)) / "operators")
+    missing = [n.op for n in plan.nodes if n.op not in registry.names()]
+    if missing:
+        raise RunError(f"op(s) {', '.join(sorted(set(missing)))} are not registered; is the "
+                       "project's operators/ folder deployed next to pipelines/?",
+                       pipeline=plan.pipeline, cob=cob)
     spark = spark or get_spark()
     run = RunRef(root, plan.pipeline, cob, run_id)
     runner = StageRunner(plan, stage, run, run_variables(plan, cob, params), spark,

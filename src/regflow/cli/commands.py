@@ -1,0 +1,216 @@
+"""The CLI's commands. Each takes the parsed arguments and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from regflow.errors import ConfigError, RegflowError
+
+PROJECT_ENV = "REGFLOW_PROJECT"
+
+
+def project_dir() -> Path:
+    return Path(os.environ.get(PROJECT_ENV) or Path.cwd()).resolve()
+
+
+def resolve_spec(pipeline: str) -> Path:
+    """A pipeline id (``lcr`` -> ``pipelines/lcr.yaml``) or a path to a spec."""
+    path = Path(pipeline)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"no spec file at {path}")
+        return path.resolve()
+    for ext in (".yaml", ".yml"):
+        cand = project_dir() / "pipelines" / f"{pipeline}{ext}"
+        if cand.is_file():
+            return cand
+    folder = project_dir() / "pipelines"
+    known = sorted(p.stem for p in folder.glob("*.y*ml")) if folder.is_dir() else []
+    raise ConfigError(
+        f"no pipeline '{pipeline}' in {folder}"
+        + (f"; known pipelines: {', '.join(known)}" if known else "")
+    )
+
+
+def parse_cob(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ConfigError(f"--cob '{text}' is not a date; use YYYY-MM-DD") from None
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param '{pair}' must look like key=value")
+        out[key.strip()] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- validate
+def _spec_paths(paths: list[str]) -> list[Path]:
+    if not paths:
+        paths = [str(project_dir() / "pipelines")]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ConfigError(f"no such file or folder: {p}")
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from regflow.plan.compiler import check_file
+
+    files = _spec_paths(args.paths)
+    if not files:
+        print("no pipeline specs found", file=sys.stderr)
+        return 1
+    n_err = 0
+    for path in files:
+        plan, problems = check_file(path)
+        errors = [p for p in problems if p.severity == "error"]
+        n_err += len(errors)
+        for p in problems:
+            print(p.format(), file=sys.stderr)
+        if plan is not None:
+            print(f"ok  {path}  ({len(plan.nodes)} nodes, {len(plan.stages)} stages)")
+        else:
+            print(f"FAIL {path}  ({len(errors)} error{'s' if len(errors) != 1 else ''})")
+    return 1 if n_err else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from regflow.ops import registry
+    from regflow.spec.jsonschema import spec_json_schema
+
+    registry.load_entry_points()
+    registry.load_operator_files(project_dir() / "operators")
+    print(json.dumps(spec_json_schema(), indent=2))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from regflow.plan.compiler import compile_file
+    from regflow.plan.explain import explain
+
+    plan = compile_file(resolve_spec(args.pipeline))
+    print(plan.to_json() if args.json else explain(plan))
+    return 0
+
+
+# ---------------------------------------------------------------------------- run
+def _storage(url: str | None) -> Path:
+    from regflow.storage import resolve_root
+
+    return resolve_root(url)
+
+
+def _absolute_params(params: dict[str, str]) -> dict[str, str]:
+    # A relative data_root means relative to where the user typed the command.
+    out = {}
+    for k, v in params.items():
+        out[k] = str(Path(v).resolve()) if k.endswith(("_root", "_dir", "_path")) else v
+    return out
+
+
+def run_pipeline(spec: Path, cob: str, params: dict[str, str], storage: Path,
+                 verbose: bool = False) -> Any:
+    from regflow.cli.airflow_run import run_through_airflow
+    from regflow.plan.cache import load_plan
+
+    plan = load_plan(spec)
+    merged = {k: str(v) for k, v in plan.params.items() if v is not None}
+    merged.update(params)
+    merged = _absolute_params(merged)
+    print(f"running {plan.pipeline} for cob {cob} through Airflow "
+          f"({len(plan.stages)} stages) -> {storage}", flush=True)
+    return run_through_airflow(spec, cob=cob, params=merged, storage_root=storage,
+                               verbose=verbose)
+
+
+def print_run_summary(result: Any) -> None:
+    print(f"\nrun {result.run_id}: {result.state} in {result.seconds:.1f}s")
+    print(f"  {'stage':<20} {'output':<26} {'rows':>12} {'seconds':>8}")
+    for st in result.stages:
+        for o in st["outputs"]:
+            print(f"  {st['stage']:<20} {o['name']:<26} {o['rows']:>12,} {o['seconds']:>8.1f}")
+        print(f"  {st['stage']:<20} {'(stage total)':<26} {'':>12} {st['seconds']:>8.1f}")
+    print(f"  Airflow log: {result.log_file}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args.pipeline)
+    result = run_pipeline(spec, parse_cob(args.cob), parse_params(args.param),
+                          _storage(args.storage), verbose=args.verbose)
+    print_run_summary(result)
+    return 0
+
+
+# ---------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from regflow.cli.export import export_node
+
+    plan_id = resolve_spec(args.pipeline).stem if not Path(args.pipeline).exists() else None
+    pipeline = plan_id or _pipeline_id(args.pipeline)
+    export_node(_storage(args.storage), pipeline, args.node, parse_cob(args.cob),
+                fmt=args.format, out=args.out, run_id=args.run)
+    return 0
+
+
+def _pipeline_id(arg: str) -> str:
+    from regflow.plan.cache import load_plan
+
+    return load_plan(resolve_spec(arg)).pipeline
+
+
+# ---------------------------------------------------------------------------- demo
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from regflow.demo.data import generate_demo_data
+
+    cob = dt.date.fromisoformat(parse_cob(args.cob))
+    if args.deals < 1 or args.entities < 1:
+        raise ConfigError("--deals and --entities must be positive")
+    summary = generate_demo_data(Path(args.dir), cob=cob, deals=args.deals,
+                                 entities=args.entities, seed=args.seed,
+                                 progress=lambda m: print(f"  {m}", flush=True))
+    print(f"wrote {summary.deals:,} deals for {summary.entities} entities, cob {cob}, "
+          f"into {summary.root}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from regflow.cli.export import format_lcr_table, read_node
+    from regflow.demo.data import generate_demo_data
+    from regflow.storage import latest_run
+
+    cob = parse_cob(args.cob)
+    data_root = (project_dir() / ".regflow" / "demo-data").resolve()
+    print(f"1/3 generating {args.deals:,} synthetic deals for {args.entities} entities "
+          f"into {data_root}")
+    generate_demo_data(data_root, cob=dt.date.fromisoformat(cob), deals=args.deals,
+                       entities=args.entities, seed=args.seed)
+    print("2/3 running the LCR pipeline through Airflow")
+    storage = _storage(args.storage)
+    result = run_pipeline(resolve_spec("lcr"), cob, {"data_root": str(data_root)}, storage)
+    print_run_summary(result)
+    run = latest_run(storage, "lcr", cob)
+    table = read_node(run, "entity_lcr")
+    print(f"\n3/3 Liquidity Coverage Ratio, cob {cob} (run {run.run_id})\n")
+    print(format_lcr_table(table))
+    print(f"\nDrill down: regflow export lcr entity_buckets.lineage --cob {cob} "
+          "(every deal behind every figure)")
+    return 0
+
+

@@ -1,0 +1,64 @@
+"""Read stored node outputs with pyarrow (no Spark needed) and write them out."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from regflow.errors import StorageError
+from regflow.storage import RunRef, latest_run
+
+
+def read_node(run: RunRef, node: str) -> Any:
+    import pyarrow.parquet as pq
+
+    path = run.node_dir(node)
+    if not run.is_complete(node):
+        raise StorageError(
+            f"run {run.run_id} of {run.pipeline} for cob {run.cob} has no complete output "
+            f"'{node}' (looked in {path})"
+        )
+    files = sorted(path.glob("*.parquet"))
+    return pq.ParquetDataset([str(f) for f in files]).read() if files else pq.read_table(path)
+
+
+def export_node(
+    root: Path, pipeline: str, node: str, cob: str, *, fmt: str = "csv",
+    out: str | None = None, run_id: str | None = None,
+) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    run = RunRef(root, pipeline, cob, run_id) if run_id else latest_run(root, pipeline, cob)
+    table = read_node(run, node)
+    if fmt == "parquet":
+        if out is None and sys.stdout.isatty():
+            raise StorageError("refusing to write Parquet to a terminal; use --out FILE")
+        pq.write_table(table, out or sys.stdout.buffer)
+    else:
+        pacsv.write_csv(table, out or sys.stdout.buffer)
+    if out:
+        print(f"wrote {table.num_rows:,} rows of {pipeline}.{node} (cob {cob}, run {run.run_id}) "
+              f"to {out}", file=sys.stderr)
+
+
+def _money(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{Decimal(v) / Decimal(1_000_000):,.1f}"
+
+
+def format_lcr_table(table: Any) -> str:
+    rows = sorted(table.to_pylist(), key=lambda r: (r["legal_entity"] == "GROUP",
+                                                    r["legal_entity"]))
+    cols = ["l1", "l2a", "l2b", "adj_15", "adj_40", "hqla", "outflows", "inflows",
+            "net_outflows"]
+    head = f"{'entity':<8}" + "".join(f"{c:>14}" for c in cols) + f"{'LCR':>9}"
+    lines = [head + "   (amounts in USD millions)", "-" * len(head)]
+    for r in rows:
+        lcr = "n/a" if r["lcr"] is None else f"{r['lcr'] * 100:.1f}%"
+        lines.append(f"{r['legal_entity']:<8}" + "".join(f"{_money(r[c]):>14}" for c in cols)
+                     + f"{lcr:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The ``regflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from regflow import __version__
+from regflow.errors import RegflowError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="regflow",
+        description="YAML pipeline specs compiled into Airflow 3 DAGs of lineage-preserving "
+        "PySpark operators.",
+    )
+    p.add_argument("--version", action="version", version=f"regflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="validate pipeline specs; report every error at once")
+    v.add_argument("paths", nargs="*", help="spec files or folders (default: pipelines/)")
+
+    sub.add_parser("schema", help="print the JSON Schema of a pipeline spec")
+
+    pl = sub.add_parser("plan", help="show what would run, stage by stage")
+    pl.add_argument("pipeline", help="pipeline id or spec path")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    r = sub.add_parser("run", help="run a pipeline for one cob through Airflow (dag.test)")
+    r.add_argument("pipeline", help="pipeline id or spec path")
+    r.add_argument("--cob", required=True, help="close-of-business date, YYYY-MM-DD")
+    r.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="override a spec param (repeatable)")
+    r.add_argument("--storage", help="storage root (default: $REGFLOW_STORAGE or "
+                   "./.regflow/storage)")
+    r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
+
+    e = sub.add_parser("export", help="write a node's latest successful output for a cob")
+    e.add_argument("pipeline")
+    e.add_argument("node", help="node id, or '<node>.lineage' for a lineage checkpoint")
+    e.add_argument("--cob", required=True)
+    e.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    e.add_argument("--storage")
+    e.add_argument("--run", help="a specific run id instead of the latest successful one")
+    e.add_argument("--out", help="output file (default: stdout)")
+
+    d = sub.add_parser("demo-data", help="generate synthetic LCR inputs")
+    d.add_argument("dir")
+    d.add_argument("--cob", default="2026-03-31")
+    d.add_argument("--deals", type=int, default=10_000)
+    d.add_argument("--entities", type=int, default=5)
+    d.add_argument("--seed", type=int, default=42)
+
+    dm = sub.add_parser("demo", help="generate data, run the LCR pipeline, print the LCR table")
+    dm.add_argument("--cob", default="2026-03-31")
+    dm.add_argument("--deals", type=int, default=10_000)
+    dm.add_argument("--entities", type=int, default=5)
+    dm.add_argument("--seed", type=int, default=42)
+    dm.add_argument("--storage")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from regflow.cli import commands
+
+    handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
+    try:
+        return int(handler(args) or 0)
+    except RegflowError as exc:
+        print(f"regflow: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("regflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

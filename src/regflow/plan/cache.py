@@ -1,0 +1,66 @@
+"""Compiled plans cached by content hash, so Airflow's frequent DAG parses stay cheap.
+
+The key covers the spec text, regflow's version and the project's operator files: editing any
+of them recompiles. A cache that cannot be written (read-only image) is simply skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from regflow import __version__
+from regflow.plan.model import Plan
+from regflow.spec.loader import project_dir_of
+
+
+def cache_dir(project_dir: Path) -> Path:
+    env = os.environ.get("REGFLOW_CACHE_DIR")
+    return Path(env) if env else project_dir / ".regflow" / "cache" / "plans"
+
+
+def _operators_digest(project_dir: Path) -> str:
+    h = hashlib.sha256()
+    ops = project_dir / "operators"
+    if ops.is_dir():
+        for f in sorted(ops.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def plan_key(spec_path: Path, text: str | None = None) -> str:
+    text = text if text is not None else spec_path.read_text(encoding="utf-8")
+    project = project_dir_of(spec_path)
+    h = hashlib.sha256()
+    for part in (__version__, str(spec_path.resolve()), text, _operators_digest(project)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def load_plan(spec_path: Path | str, *, use_cache: bool = True) -> Plan:
+    """Compile a spec, or load its compiled plan from the cache. Raises ``SpecError``."""
+    from regflow.plan.compiler import compile_file
+
+    spec_path = Path(spec_path)
+    if not use_cache:
+        return compile_file(spec_path)
+    text = spec_path.read_text(encoding="utf-8")
+    key = plan_key(spec_path, text)
+    cached = cache_dir(project_dir_of(spec_path)) / f"{key}.json"
+    if cached.exists():
+        try:
+            return Plan.from_json(cached.read_text())
+        except (ValueError, KeyError, TypeError):
+            pass  # stale format: recompile
+    plan = compile_file(spec_path)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(plan.to_json())
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return plan

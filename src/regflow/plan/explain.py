@@ -1,0 +1,46 @@
+"""Print a plan readably: what ``regflow plan`` shows, stage by stage."""
+
+from __future__ import annotations
+
+from regflow.plan.model import Plan
+
+
+def explain(plan: Plan) -> str:
+    out = [
+        f"pipeline {plan.pipeline}  ({plan.file})",
+        f"  owner {plan.owner} · tags {', '.join(plan.tags) or '-'} · "
+        f"schedule {plan.schedule or 'manual'}",
+        f"  data hash {plan.data_hash} · metadata hash {plan.metadata_hash}",
+        f"  params: {', '.join(f'{k}={v}' for k, v in plan.params.items()) or 'none'}",
+        "",
+        "sources:",
+    ]
+    for s in plan.sources:
+        cols = len([c for c in s.schema.columns if not c.name.startswith("_")])
+        schema = f"{cols} columns" if s.schema.known else "schema inferred at run time"
+        out.append(f"  {s.name:<16} {s.format:<8} {s.path}  key=({', '.join(s.primary_key)}) "
+                   f"{schema}")
+    out.append("")
+    for i, st in enumerate(plan.stages, start=1):
+        after = f" after {', '.join(st.upstream)}" if st.upstream else ""
+        out.append(f"stage {i}: {st.id}  (task '{st.id}', ends at {st.boundary}{after})")
+        reads = [*st.sources, *st.inputs]
+        out.append(f"  reads   {', '.join(reads)}")
+        for nid in st.nodes:
+            n = plan.node(nid)
+            marks = []
+            if n.persisted:
+                marks.append("persisted")
+            if n.lineage_checkpoint:
+                marks.append(f"checkpoint {n.lineage_checkpoint}")
+            mark = f"  [{'; '.join(marks)}]" if marks else ""
+            out.append(f"  {n.id:<18} {n.op:<10} <- {', '.join(n.inputs)}{mark}")
+            if n.schema.known:
+                cols = [f"{c.name}:{c.type}" for c in n.schema.columns if not c.name.startswith("_")]
+                out.append(f"  {'':<18} -> {', '.join(cols)}")
+        out.append(f"  writes  {', '.join([*st.outputs, *st.checkpoints])}")
+        out.append("")
+    out.append("then: publish (marks the run complete)")
+    if plan.warnings:
+        out += ["", "warnings:", *plan.warnings]
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Render plans as Airflow DAGs. The only layer that imports airflow."""

@@ -1,0 +1,77 @@
+"""Build one Airflow DAG from a plan: one task per stage, then ``publish``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Param
+
+from regflow.plan.model import Plan
+from regflow.render.docs import dag_doc, stage_doc
+
+
+def _param(default: Any) -> Param:
+    if isinstance(default, bool):
+        return Param(default, type="boolean")
+    if isinstance(default, int):
+        return Param(default, type="integer")
+    if isinstance(default, float):
+        return Param(default, type="number")
+    return Param(None if default is None else str(default), type=["null", "string"])
+
+
+def build_dag(plan: Plan) -> DAG:
+    params: dict[str, Any] = {
+        "cob": Param(
+            None, type=["null", "string"], format="date",
+            description="Close-of-business date (YYYY-MM-DD); defaults to the run's date.",
+        ),
+    }
+    params.update({k: _param(v) for k, v in plan.params.items()})
+    dag = DAG(
+        dag_id=plan.pipeline,
+        description=(plan.description.strip().splitlines() or [plan.pipeline])[0][:200],
+        doc_md=dag_doc(plan),
+        schedule=plan.schedule,
+        start_date=dt.datetime.fromisoformat(plan.start_date).replace(tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=4,
+        tags=["regflow", *plan.tags],
+        params=params,
+        default_args={"owner": plan.owner, "retries": 0},
+    )
+    tasks = {}
+    for stage in plan.stages:
+        tasks[stage.id] = PythonOperator(
+            task_id=stage.id,
+            dag=dag,
+            python_callable=_run_stage_task,
+            op_kwargs={"spec_file": plan.file, "stage_id": stage.id},
+            doc_md=stage_doc(plan, stage),
+        )
+    for stage in plan.stages:
+        for up in stage.upstream:
+            tasks[up] >> tasks[stage.id]
+    publish = PythonOperator(
+        task_id="publish", dag=dag, python_callable=_publish_task,
+        op_kwargs={"spec_file": plan.file},
+        doc_md="Marks the run complete and makes it the cob's latest good run.",
+    )
+    for t in tasks.values():
+        if not t.downstream_list:
+            t >> publish
+    return dag
+
+
+def _run_stage_task(spec_file: str, stage_id: str, **context: Any) -> dict[str, Any]:
+    from regflow.render.tasks import run_stage_task
+
+    return run_stage_task(spec_file, stage_id, context)
+
+
+def _publish_task(spec_file: str, **context: Any) -> dict[str, Any]:
+    from regflow.render.tasks import publish_task
+
+    return publish_task(spec_file, context)
