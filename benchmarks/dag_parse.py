@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def airflow_env(work: Path) -> None:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     os.environ["REGFLOW_CACHE_DIR"] = str(work / "plan_cache")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.simplefilter("ignore")  # dag-factory 1.1 imports deprecated airflow.operators.*
     (work / "empty_dags_folder").mkdir(exist_ok=True)
 
 
@@ -152,8 +154,7 @@ def handwritten_dag(plan: Any, tasks: dict[str, list[str]]) -> str:
         f"    tags={['regflow', *plan.tags]!r},",
         "    params={",
         '        "cob": Param(None, type=["null", "string"], format="date"),',
-        '        "data_root": Param("./.regflow/bench-data", type=["null", "string"]),',
-        '        "threshold": Param(None, type=["null", "string"]),',
+        *[f"        {k!r}: {_param_src(v)}," for k, v in plan.params.items()],
         "    },",
         f'    default_args={{"owner": "{plan.owner}", "retries": 0}},',
         "):",
@@ -177,6 +178,15 @@ def handwritten_dag(plan: Any, tasks: dict[str, list[str]]) -> str:
         elif ups:
             lines.append(f"    [{', '.join(ups)}] >> {var}")
     return "\n".join(lines) + "\n"
+
+
+def _param_src(default: Any) -> str:
+    if isinstance(default, bool):
+        return f"Param({default!r}, type=\"boolean\")"
+    if isinstance(default, int | float):
+        kind = "integer" if isinstance(default, int) else "number"
+        return f"Param({default!r}, type=\"{kind}\")"
+    return f"Param({default!r}, type=[\"null\", \"string\"])"
 
 
 BENCH_TASKS = '''"""Task callables for the dag-factory configs."""
@@ -223,7 +233,7 @@ def dagfactory_yaml(plan: Any, tasks: dict[str, list[str]]) -> str:
             "catchup": False,
             "max_active_runs": 4,
             "tags": ["regflow", *plan.tags],
-            "params": {"cob": None, "data_root": "./.regflow/bench-data", "threshold": None},
+            "params": {"cob": None, **plan.params},
             "tasks": cfg_tasks,
         }
     }

@@ -60,6 +60,7 @@ class OpDef:
     doc: str = ""
     origin: str = "builtin"  # builtin | file path | entry point
     keeps_keys: bool = True
+    fingerprint: str = ""  # hash of the op's code: the same code loaded twice is one op
     extra: dict[str, Any] = field(default_factory=dict)
 
     def infer(self, inputs: list[Schema], params: Any) -> Schema:

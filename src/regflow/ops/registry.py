@@ -8,6 +8,7 @@ a second registration from another place is refused with both origins named.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import inspect
 import sys
@@ -34,7 +35,9 @@ class NoParams(OpParams):
 def register(op: OpDef) -> OpDef:
     with _LOCK:
         existing = _REGISTRY.get(op.name)
-        if existing is not None and existing.origin != op.origin:
+        same_code = existing is not None and op.fingerprint and (
+            existing.fingerprint == op.fingerprint)
+        if existing is not None and existing.origin != op.origin and not same_code:
             raise OperatorError(
                 f"operator '{op.name}' is already registered by {existing.origin}; "
                 f"refusing the second registration from {op.origin}. Rename one of them."
@@ -68,11 +71,15 @@ def operator(
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         origin = f"{inspect.getsourcefile(fn) or fn.__module__}:{fn.__name__}"
+        try:
+            code = inspect.getsource(fn) + repr(params.model_json_schema())
+        except (OSError, TypeError):
+            code = origin
         register(
             OpDef(
                 name=name, params=params, lineage=lineage, min_inputs=lo, max_inputs=hi,
                 output_schema=schema, check=check, func=fn, doc=inspect.getdoc(fn) or "",
-                origin=origin,
+                origin=origin, fingerprint=hashlib.sha256(code.encode()).hexdigest(),
             )
         )
         return fn
