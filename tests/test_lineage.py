@@ -25,7 +25,8 @@ def run_all(plan, root, run_id, spark, params=None):
 
 
 def read(path: Path):
-    return pq.ParquetDataset(sorted(str(p) for p in path.glob("*.parquet"))).read()
+    files = sorted(str(p) for p in path.glob("*.parquet"))
+    return pq.ParquetDataset(files, partitioning=None).read()
 
 
 def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spark):

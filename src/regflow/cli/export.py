@@ -21,7 +21,10 @@ def read_node(run: RunRef, node: str) -> Any:
             f"'{node}' (looked in {path})"
         )
     files = sorted(path.glob("*.parquet"))
-    return pq.ParquetDataset([str(f) for f in files]).read() if files else pq.read_table(path)
+    if not files:
+        raise StorageError(f"output '{node}' in {path} has no Parquet files")
+    # partitioning=None: the cob=/run= folders of the layout are not data columns
+    return pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
 
 
 def export_node(

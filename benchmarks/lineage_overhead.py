@@ -1,0 +1,419 @@
+"""Lineage overhead: the LCR on 1M deals through regflow's runtime vs a hand-written PySpark job.
+
+Both sides run in one process on the same SparkSession (``regflow.runtime.session.get_spark``,
+``local[*]``):
+
+* ``regflow``: every stage of ``pipelines/lcr.yaml`` in order with
+  ``regflow.runtime.executor.run_stage`` (lineage ids, lineage checkpoints, duplicate checks,
+  metadata, atomic promotion), each repetition into a new run id;
+* ``hand-written``: ``benchmarks/lcr_handwritten.py`` (one Spark plan, no lineage), writing
+  its result to Parquet.
+
+Each side is warmed up once, then the sides alternate for ``--reps`` repetitions; the figure
+is the median wall time and the ratio regflow / hand-written (goal: <= 1.3x). Both results
+must agree (amounts within 0.01, lcr within 1e-9 relative), and also agree with the
+independent exact oracle in ``tests/lcr_reference.py``; any disagreement fails the run.
+
+Then one more, instrumented regflow run attributes its time to the parts of the runtime
+(Spark jobs of each write, duplicate-id checks, lookup checks in ``join``, source reads,
+row counts and metadata), and ``--experiments`` re-runs regflow with candidate fixes
+patched in (this process only, nothing under ``src/`` is changed) to measure what they save.
+
+Run: ``.venv/bin/python benchmarks/lineage_overhead.py`` (about 3-4 minutes with the
+experiments). Writes ``benchmarks/results/lineage_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from _common import BENCH_DIR, PROJECT_DIR, fresh_dir, print_table, summary, write_result
+
+COB = date(2026, 3, 31)
+DEALS = 1_000_000
+ENTITIES = 10
+SEED = 7
+SPEC = PROJECT_DIR / "pipelines" / "lcr.yaml"
+GOAL = 1.3
+AMOUNT_COLUMNS = ("l1", "l2a", "l2b", "adj_15", "adj_40", "hqla", "outflows", "inflows",
+                  "capped_inflows", "net_outflows")
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- the two sides
+class Bench:
+    def __init__(self, work: Path, data_root: Path, spark: Any):
+        from regflow.plan.compiler import compile_file
+
+        self.work, self.data_root, self.spark = work, data_root, spark
+        self.plan = compile_file(SPEC)
+        self.storage = work / "storage"
+        self.runs = 0
+
+    def regflow(self) -> tuple[float, Any, list[Any]]:
+        """All stages of the plan, in order, into a fresh run id. Returns (seconds, df, reports)."""
+        from regflow.runtime.executor import run_stage
+        from regflow.storage import RunRef
+
+        self.runs += 1
+        run_id = f"bench{self.runs:03d}"
+        shutil.rmtree(self.storage, ignore_errors=True)
+        t0 = time.perf_counter()
+        reports = [
+            run_stage(self.plan, stage.id, cob=COB.isoformat(), run_id=run_id, root=self.storage,
+                      params={"data_root": str(self.data_root)}, spark=self.spark, log=quiet)
+            for stage in self.plan.stages
+        ]
+        seconds = time.perf_counter() - t0
+        run = RunRef(self.storage, self.plan.pipeline, COB.isoformat(), run_id)
+        return seconds, _read_result(run.node_dir("entity_lcr")), reports
+
+    def handwritten(self) -> tuple[float, Any]:
+        from lcr_handwritten import run_handwritten
+
+        out = self.work / "handwritten_out"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        df = run_handwritten(self.spark, self.data_root, COB, out)
+        return time.perf_counter() - t0, df
+
+
+def _read_result(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(str(path), columns=["cob_date", "legal_entity", *AMOUNT_COLUMNS, "lcr"])
+    return table.to_pandas().sort_values("legal_entity").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- checks
+def compare(name_a: str, a: Any, name_b: str, b: Any) -> None:
+    """Fail loudly unless both results have the same rows and figures (README tolerances)."""
+    from decimal import Decimal
+
+    ra = {r["legal_entity"]: r for r in a.to_dict("records")}
+    rb = {r["legal_entity"]: r for r in b.to_dict("records")}
+    if set(ra) != set(rb):
+        raise SystemExit(f"{name_a} and {name_b} have different rows: {sorted(ra)} vs {sorted(rb)}")
+    if "GROUP" not in ra or len(ra) != ENTITIES + 1:
+        raise SystemExit(f"expected {ENTITIES} entities plus GROUP, got {sorted(ra)}")
+    problems = []
+    for entity in sorted(ra):
+        x, y = ra[entity], rb[entity]
+        if str(x["cob_date"]) != str(y["cob_date"]):
+            problems.append(f"{entity} cob_date {x['cob_date']} vs {y['cob_date']}")
+        for col in AMOUNT_COLUMNS:
+            if abs(Decimal(str(x[col])) - Decimal(str(y[col]))) > Decimal("0.01"):
+                problems.append(f"{entity}.{col}: {x[col]} vs {y[col]}")
+        lx, ly = x["lcr"], y["lcr"]
+        if _is_null(lx) or _is_null(ly):
+            if _is_null(lx) != _is_null(ly):
+                problems.append(f"{entity}.lcr: {lx} vs {ly}")
+        elif abs(float(lx) - float(ly)) > 1e-9 * max(abs(float(lx)), abs(float(ly))):
+            problems.append(f"{entity}.lcr: {lx!r} vs {ly!r}")
+    if problems:
+        raise SystemExit(f"{name_a} and {name_b} disagree:\n  " + "\n  ".join(problems[:20]))
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def oracle(data_root: Path) -> Any | None:
+    """The independent exact computation of tests/lcr_reference.py, if present."""
+    sys.path.insert(0, str(PROJECT_DIR / "tests"))
+    try:
+        from lcr_reference import compute_lcr_reference
+    except ImportError:
+        return None
+    finally:
+        sys.path.pop(0)
+    return compute_lcr_reference(data_root, COB)
+
+
+# --------------------------------------------------------------------------- breakdown
+def breakdown(reports: list[Any]) -> dict[str, Any]:
+    """Per stage: total seconds, and per output the seconds of its write (as reported)."""
+    stages = []
+    for r in reports:
+        outs = [{"name": o.name, "kind": o.kind, "rows": o.rows, "seconds": o.seconds}
+                for o in r.outputs]
+        written = sum(o.seconds for o in r.outputs)
+        stages.append({"stage": r.stage, "seconds": round(r.seconds, 3), "outputs": outs,
+                       "not_in_writes": round(r.seconds - written, 3)})
+    return {"stages": stages}
+
+
+class Timers:
+    """Wall time of named calls, patched in for one instrumented run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._stack: list[str] = []
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            # Only the outermost timed call counts: a nested one is part of its parent.
+            if self._stack:
+                return fn(*args, **kwargs)
+            self._stack.append(name)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+                self._stack.pop()
+
+        return timed
+
+
+@contextlib.contextmanager
+def patched(target: Any, attr: str, value: Any) -> Iterator[None]:
+    old = getattr(target, attr)
+    setattr(target, attr, value)
+    try:
+        yield
+    finally:
+        setattr(target, attr, old)
+
+
+def instrumented_run(bench: Bench) -> dict[str, Any]:
+    """One regflow run with timers around every part of the runtime that runs Spark jobs."""
+    from pyspark.sql.readwriter import DataFrameWriter
+
+    from regflow.runtime import builtin_ops, executor
+
+    t = Timers()
+    impls = dict(builtin_ops.BUILTIN_IMPLS)
+    timed_impls = {k: t.wrap(f"op {k} (eager lookup checks)", v) for k, v in impls.items()}
+    orig_parquet = DataFrameWriter.parquet
+
+    def write_parquet(self: Any, path: str, *a: Any, **kw: Any) -> Any:
+        name = Path(path).name.split(".tmp-")[0].lstrip(".")
+        kind = "lineage checkpoint" if name.endswith(".lineage") else "output"
+        return t.wrap(f"Spark write job: {kind} {name}", orig_parquet)(self, path, *a, **kw)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(patched(DataFrameWriter, "parquet", write_parquet))
+        stack.enter_context(patched(builtin_ops, "BUILTIN_IMPLS", timed_impls))
+        stack.enter_context(patched(executor, "duplicate_ids",
+                                    t.wrap("duplicate-id check", executor.duplicate_ids)))
+        stack.enter_context(patched(executor, "_parquet_rows",
+                                    t.wrap("row count (pyarrow footers)", executor._parquet_rows)))
+        stack.enter_context(patched(executor, "read_source",
+                                    t.wrap("read sources (list files, schema)",
+                                           executor.read_source)))
+        stack.enter_context(patched(executor, "promote",
+                                    t.wrap("metadata + promote", executor.promote)))
+        seconds, _, reports = bench.regflow()
+    parts = {k: round(v, 3) for k, v in sorted(t.seconds.items(), key=lambda kv: -kv[1])}
+    other = seconds - sum(t.seconds.values())
+    return {"seconds": round(seconds, 3), "parts": parts, "calls": dict(t.calls),
+            "other (planning, re-reads, stage reports)": round(other, 3),
+            "reports": [r.to_dict() for r in reports]}
+
+
+# --------------------------------------------------------------------------- experiments
+def experiments(bench: Bench, reps: int) -> dict[str, Any]:
+    """regflow with candidate fixes patched in, ``reps`` runs each, interleaved with baseline.
+
+    * ``no_checkpoint_sort``: write the aggregate/rollup lineage checkpoints unsorted;
+    * ``no_checkpoint_dup_check``: skip the duplicate-id pass over the lineage checkpoints
+      (the ids are those of the aggregate's input rows, already guaranteed unique by the
+      source primary key and by join's lookup-key check);
+    * ``both``: the two together.
+    """
+    from regflow.runtime import executor
+
+    def no_sort_write(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: Any, node: Any, name: str, df: Any, *, kind: str, keys: list[str]):
+            if kind == "lineage":
+                df = _unsorted(df)
+            return orig(self, node, name, df, kind=kind, keys=keys)
+        return write
+
+    def no_ckpt_dup(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def dup(df: Any, limit: int = 5) -> list[int]:
+            if "_lineage_rollup_id" in df.columns or _is_contrib(df):
+                return []
+            return orig(df, limit)
+        return dup
+
+    variants: dict[str, list[tuple[Any, str, Callable[[Any], Any]]]] = {
+        "baseline": [],
+        "no_checkpoint_sort": [(executor.StageRunner, "_write", no_sort_write)],
+        "no_checkpoint_dup_check": [(executor, "duplicate_ids", no_ckpt_dup)],
+        "both": [(executor.StageRunner, "_write", no_sort_write),
+                 (executor, "duplicate_ids", no_ckpt_dup)],
+    }
+    out: dict[str, list[float]] = {k: [] for k in variants}
+    for rep in range(reps):
+        for name, patches in variants.items():
+            with contextlib.ExitStack() as stack:
+                for target, attr, make in patches:
+                    stack.enter_context(patched(target, attr, make(getattr(target, attr))))
+                seconds, df, _ = bench.regflow()
+            out[name].append(seconds)
+            if rep == 0:
+                compare("hand-written", bench.reference, f"regflow[{name}]", df)
+        print(f"  experiments rep {rep + 1}/{reps}: " + ", ".join(
+            f"{k} {v[-1]:.2f}s" for k, v in out.items()), flush=True)
+    return {k: summary(v) for k, v in out.items()}
+
+
+def _unsorted(df: Any) -> Any:
+    """Drop a trailing ``orderBy`` from the checkpoint's logical plan."""
+    plan = df._jdf.queryExecution().logical()
+    if plan.nodeName() == "Sort":
+        from pyspark.sql import DataFrame
+
+        child = plan.child()
+        jdf = df.sparkSession._jvm.org.apache.spark.sql.classic.Dataset.ofRows(
+            df.sparkSession._jsparkSession, child)
+        return DataFrame(jdf, df.sparkSession)
+    return df
+
+
+def _is_contrib(df: Any) -> bool:
+    """An aggregate's lineage checkpoint (group key, member id, contributions)?"""
+    try:
+        paths = df.inputFiles()
+    except Exception:
+        return False
+    return any(".lineage" in p for p in paths)
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per side")
+    parser.add_argument("--deals", type=int, default=DEALS)
+    parser.add_argument("--experiments", type=int, default=2, metavar="N",
+                        help="repetitions of the patched-runtime experiments (0: skip)")
+    args = parser.parse_args()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    from regflow.demo.data import generate_demo_data
+    from regflow.runtime.session import get_spark
+
+    work = fresh_dir("lineage_overhead")
+    data_root = work / "data"
+    t0 = time.perf_counter()
+    generate_demo_data(data_root, cob=COB, deals=args.deals, entities=ENTITIES, seed=SEED)
+    print(f"generated {args.deals:,} deals, {ENTITIES} entities, cob {COB} in "
+          f"{time.perf_counter() - t0:.1f}s ({data_root.relative_to(PROJECT_DIR)})", flush=True)
+
+    t0 = time.perf_counter()
+    spark = get_spark()
+    print(f"SparkSession up in {time.perf_counter() - t0:.1f}s "
+          f"(master {spark.sparkContext.master}, "
+          f"{spark.sparkContext.defaultParallelism} cores)", flush=True)
+    bench = Bench(work, data_root, spark)
+
+    w_rf, df_rf, _ = bench.regflow()
+    w_hw, df_hw = bench.handwritten()
+    print(f"warm-up: regflow {w_rf:.2f}s, hand-written {w_hw:.2f}s", flush=True)
+    compare("hand-written", df_hw, "regflow", df_rf)
+    bench.reference = df_hw
+    t0 = time.perf_counter()
+    ref = oracle(data_root)
+    if ref is not None:
+        compare("oracle (tests/lcr_reference.py)", ref, "hand-written", df_hw)
+        compare("oracle (tests/lcr_reference.py)", ref, "regflow", df_rf)
+        print(f"results agree with each other and with the exact oracle "
+              f"({time.perf_counter() - t0:.1f}s)", flush=True)
+    else:
+        print("results agree (oracle tests/lcr_reference.py not found)", flush=True)
+
+    times: dict[str, list[float]] = {"regflow": [], "handwritten": []}
+    last_reports: list[Any] = []
+    for rep in range(args.reps):
+        order = ("regflow", "handwritten") if rep % 2 == 0 else ("handwritten", "regflow")
+        for side in order:
+            if side == "regflow":
+                seconds, df, last_reports = bench.regflow()
+                compare("hand-written", df_hw, "regflow", df)
+            else:
+                seconds, df = bench.handwritten()
+                compare("hand-written (warm-up)", df_hw, "hand-written", df)
+            times[side].append(seconds)
+        print(f"  rep {rep + 1}/{args.reps}: regflow {times['regflow'][-1]:.2f}s, "
+              f"hand-written {times['handwritten'][-1]:.2f}s", flush=True)
+
+    med_rf = statistics.median(times["regflow"])
+    med_hw = statistics.median(times["handwritten"])
+    ratio = med_rf / med_hw
+    print()
+    print(f"LCR on {args.deals:,} deals (wall seconds)")
+    print_table(["side", "median", "min", "max"], [
+        ["hand-written PySpark", med_hw, min(times["handwritten"]), max(times["handwritten"])],
+        ["regflow (all stages)", med_rf, min(times["regflow"]), max(times["regflow"])],
+    ])
+    print(f"ratio regflow / hand-written: {ratio:.2f}x (goal <= {GOAL}x: "
+          f"{'met' if ratio <= GOAL else 'NOT met'})")
+
+    bd = breakdown(last_reports)
+    print("\nregflow breakdown of the last timed run (from the StageReports)")
+    rows = []
+    for st in bd["stages"]:
+        for o in st["outputs"]:
+            rows.append([st["stage"], f"write {o['kind']} {o['name']}", o["rows"], o["seconds"]])
+        rows.append([st["stage"], "outside the writes", "", st["not_in_writes"]])
+        rows.append([st["stage"], "stage total", "", st["seconds"]])
+    print_table(["stage", "part", "rows", "seconds"], rows)
+
+    print("\ninstrumented regflow run (timers around the runtime's Spark jobs)", flush=True)
+    prof = instrumented_run(bench)
+    rows = [[k, prof["calls"].get(k, 1), v] for k, v in prof["parts"].items()]
+    rows.append(["other (planning, re-reads, stage reports)", "",
+                 prof["other (planning, re-reads, stage reports)"]])
+    rows.append(["total", "", prof["seconds"]])
+    print_table(["part", "calls", "seconds"], rows)
+
+    exp: dict[str, Any] = {}
+    if args.experiments:
+        print(f"\nexperiments: regflow with candidate fixes patched in ({args.experiments} "
+              "repetitions each)", flush=True)
+        exp = experiments(bench, args.experiments)
+        base = exp["baseline"]["median"]
+        print_table(["variant", "median", "vs hand-written", "saves vs baseline"], [
+            [k, v["median"], v["median"] / med_hw, base - v["median"]] for k, v in exp.items()
+        ])
+
+    path = write_result("lineage_overhead", {
+        "setup": {"deals": args.deals, "entities": ENTITIES, "seed": SEED, "cob": str(COB),
+                  "repetitions": args.reps, "spark_master": spark.sparkContext.master,
+                  "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+                  "spec": str(SPEC.relative_to(PROJECT_DIR))},
+        "seconds": {"regflow": summary(times["regflow"]),
+                    "handwritten": summary(times["handwritten"]),
+                    "warmup": {"regflow": round(w_rf, 3), "handwritten": round(w_hw, 3)}},
+        "ratio_regflow_vs_handwritten": round(ratio, 3),
+        "goal": {"max_ratio": GOAL, "met": ratio <= GOAL},
+        "results_agree": True,
+        "oracle_checked": ref is not None,
+        "regflow_breakdown": bd,
+        "instrumented_run": {k: v for k, v in prof.items() if k != "reports"},
+        "experiments": exp,
+    })
+    print(f"\nwrote {path.relative_to(BENCH_DIR.parent)}")
+
+
+if __name__ == "__main__":
+    main()
