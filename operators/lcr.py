@@ -14,8 +14,19 @@ from regflow.spec.types import Column, Schema
 MEASURES = ("l1", "l2a", "l2b", "outflows", "inflows")
 AMOUNT = "decimal(38,6)"
 OUTPUT = (
-    "cob_date", "legal_entity", "l1", "l2a", "l2b", "adj_15", "adj_40", "hqla",
-    "outflows", "inflows", "capped_inflows", "net_outflows", "lcr",
+    "cob_date",
+    "legal_entity",
+    "l1",
+    "l2a",
+    "l2b",
+    "adj_15",
+    "adj_40",
+    "hqla",
+    "outflows",
+    "inflows",
+    "capped_inflows",
+    "net_outflows",
+    "lcr",
 )
 
 
@@ -27,8 +38,10 @@ class LcrCapsParams(OpParams):
 
 def lcr_caps_schema(inputs: list[Schema], p: LcrCapsParams) -> Schema:
     base = inputs[0]
-    cols = [Column("cob_date", base.type_of("cob_date") if "cob_date" in base else "date"),
-            Column(p.entity_column, "string")]
+    cols = [
+        Column("cob_date", base.type_of("cob_date") if "cob_date" in base else "date"),
+        Column(p.entity_column, "string"),
+    ]
     cols += [Column(c, AMOUNT) for c in OUTPUT[2:-1]]
     cols += [Column("lcr", "double"), Column("_lineage_id", "bigint")]
     return Schema(tuple(cols))
@@ -41,12 +54,14 @@ def _check(inputs: list[Schema], p: LcrCapsParams) -> list[Any]:
     if not s.known:
         return []
     need = [*p.rollup_by, p.entity_column, *MEASURES]
-    return [Check(f"input lacks column '{c}' needed by lcr_caps", ("inputs",)) for c in need
-            if c not in s]
+    return [
+        Check(f"input lacks column '{c}' needed by lcr_caps", ("inputs",))
+        for c in need
+        if c not in s
+    ]
 
 
-@operator("lcr_caps", params=LcrCapsParams, lineage="rollup", schema=lcr_caps_schema,
-          check=_check)
+@operator("lcr_caps", params=LcrCapsParams, lineage="rollup", schema=lcr_caps_schema, check=_check)
 def lcr_caps(df: Any, params: LcrCapsParams, ctx: Any) -> Any:
     """Per row: the Level 2 caps, HQLA, capped inflows, net outflows and the LCR.
 
@@ -60,10 +75,19 @@ def lcr_caps(df: Any, params: LcrCapsParams, ctx: Any) -> Any:
 
     from regflow.runtime.lineage import add_rollup
 
-    df = df.select(*params.rollup_by, params.entity_column,
-                   *[F.col(m).cast(AMOUNT).alias(m) for m in MEASURES], "_lineage_id")
-    df = add_rollup(df, node=ctx.node, by=params.rollup_by,
-                    labels={params.entity_column: params.total_label}, sums=MEASURES)
+    df = df.select(
+        *params.rollup_by,
+        params.entity_column,
+        *[F.col(m).cast(AMOUNT).alias(m) for m in MEASURES],
+        "_lineage_id",
+    )
+    df = add_rollup(
+        df,
+        node=ctx.node,
+        by=params.rollup_by,
+        labels={params.entity_column: params.total_label},
+        sums=MEASURES,
+    )
     l1, l2a, l2b = F.col("l1"), F.col("l2a"), F.col("l2b")
     outflows, inflows = F.col("outflows"), F.col("inflows")
     zero = F.lit(0).cast(AMOUNT)
@@ -80,7 +104,9 @@ def lcr_caps(df: Any, params: LcrCapsParams, ctx: Any) -> Any:
     df = df.withColumn("net_outflows", amt(outflows - F.col("capped_inflows")))
     df = df.withColumn(
         "lcr",
-        F.when(F.col("net_outflows") != 0,
-               F.col("hqla").cast("double") / F.col("net_outflows").cast("double")),
+        F.when(
+            F.col("net_outflows") != 0,
+            F.col("hqla").cast("double") / F.col("net_outflows").cast("double"),
+        ),
     )
     return df.select(*OUTPUT, "_lineage_id")

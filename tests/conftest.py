@@ -37,6 +37,5 @@ def lcr_data(tmp_path_factory) -> Path:
 def project(tmp_path) -> Path:
     """A copy of the repository's project folders (pipelines, operators, dags)."""
     for name in ("pipelines", "operators", "dags"):
-        shutil.copytree(ROOT / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path

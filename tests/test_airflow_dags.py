@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import json, sys, time
     from airflow.dag_processing.dagbag import DagBag
     t = time.perf_counter()
@@ -28,15 +28,24 @@ PROBE = textwrap.dedent('''
             "task_docs": {t.task_id: t.doc_md for t in dag.tasks},
         }
     print(json.dumps(out))
-''')
+""")
 
 
 def dagbag(dags_folder: Path, tmp_path: Path) -> dict:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder)}
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(dags_folder)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(dags_folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -67,7 +76,8 @@ def test_lcr_dag_shape_docs_params(tmp_path):
 
 
 def test_a_broken_spec_is_an_import_error_for_that_pipeline_only(project, tmp_path):
-    (project / "pipelines" / "broken.yaml").write_text(textwrap.dedent('''\
+    (project / "pipelines" / "broken.yaml").write_text(
+        textwrap.dedent("""\
         pipeline: broken
         sources:
           s: {path: x, primary_key: [id], schema: {id: string}}
@@ -76,7 +86,8 @@ def test_a_broken_spec_is_an_import_error_for_that_pipeline_only(project, tmp_pa
             op: calc
             inputs: [s]
             colums: {x: "id"}
-    '''))
+    """)
+    )
     out = dagbag(project / "dags", tmp_path)
     assert "lcr" in out["dags"], "the good pipeline must still load"
     assert "broken" not in out["dags"]

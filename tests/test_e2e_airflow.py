@@ -16,14 +16,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
+from conftest import COB
 from lcr_reference import compute_lcr_reference
 
-from conftest import COB
-
 pytestmark = pytest.mark.slow
-CONTRACT = ["cob_date", "legal_entity", "l1", "l2a", "l2b", "adj_15", "adj_40", "hqla",
-            "outflows", "inflows", "capped_inflows", "net_outflows", "lcr"]
+CONTRACT = [
+    "cob_date",
+    "legal_entity",
+    "l1",
+    "l2a",
+    "l2b",
+    "adj_15",
+    "adj_40",
+    "hqla",
+    "outflows",
+    "inflows",
+    "capped_inflows",
+    "net_outflows",
+    "lcr",
+]
 AMOUNTS = CONTRACT[2:-1]
 
 
@@ -31,16 +42,24 @@ def regflow(project: Path, airflow_home: Path, *args: str, check: bool = True):
     env = {**os.environ, "AIRFLOW_HOME": str(airflow_home), "REGFLOW_PROJECT": str(project)}
     env.pop("REGFLOW_STORAGE", None)
     exe = Path(sys.executable).parent / "regflow"
-    proc = subprocess.run([str(exe), *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [str(exe), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if check:
         assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
 def export_csv(project, home, storage, node) -> list[dict]:
-    out = regflow(project, home, "export", "lcr", node, "--cob", COB.isoformat(),
-                  "--storage", str(storage)).stdout
+    out = regflow(
+        project, home, "export", "lcr", node, "--cob", COB.isoformat(), "--storage", str(storage)
+    ).stdout
     return list(csv.DictReader(io.StringIO(out)))
 
 
@@ -55,10 +74,21 @@ def e2e(tmp_path_factory, lcr_data):
     home, storage = base / "airflow", base / "storage"
     runs = []
     for _ in range(2):
-        runs.append(regflow(project, home, "run", "lcr", "--cob", COB.isoformat(),
-                            "--param", f"data_root={lcr_data}", "--storage", str(storage)))
-    return {"project": project, "home": home, "storage": storage, "data": lcr_data,
-            "runs": runs}
+        runs.append(
+            regflow(
+                project,
+                home,
+                "run",
+                "lcr",
+                "--cob",
+                COB.isoformat(),
+                "--param",
+                f"data_root={lcr_data}",
+                "--storage",
+                str(storage),
+            )
+        )
+    return {"project": project, "home": home, "storage": storage, "data": lcr_data, "runs": runs}
 
 
 def test_run_prints_a_per_stage_summary(e2e):
@@ -100,8 +130,10 @@ def test_rerun_gives_identical_outputs_and_lineage_ids(e2e):
 def test_lineage_checkpoint_drills_down_to_deals(e2e):
     members = export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_buckets.lineage")
     assert len(members) == 10_000
-    lcr = {r["legal_entity"]: r for r in
-           export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")}
+    lcr = {
+        r["legal_entity"]: r
+        for r in export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
+    }
     le1 = [m for m in members if m["legal_entity"] == "LE001" and m["l1"]]
     assert abs(sum(Decimal(m["l1"]) for m in le1) - Decimal(lcr["LE001"]["l1"])) < Decimal("0.01")
 
@@ -113,12 +145,23 @@ def test_a_failed_run_reports_clearly_and_keeps_the_last_good_output(e2e, tmp_pa
     fx = pq.read_table(fx_dir)
     for f in fx_dir.glob("*.parquet"):
         f.unlink()
-    pq.write_table(fx.filter(pa.compute.not_equal(fx.column("currency"), "JPY")),
-                   fx_dir / "part-00000.parquet")
+    pq.write_table(
+        fx.filter(pa.compute.not_equal(fx.column("currency"), "JPY")), fx_dir / "part-00000.parquet"
+    )
     before = export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
-    proc = regflow(e2e["project"], e2e["home"], "run", "lcr", "--cob", COB.isoformat(),
-                   "--param", f"data_root={data}", "--storage", str(e2e["storage"]),
-                   check=False)
+    proc = regflow(
+        e2e["project"],
+        e2e["home"],
+        "run",
+        "lcr",
+        "--cob",
+        COB.isoformat(),
+        "--param",
+        f"data_root={data}",
+        "--storage",
+        str(e2e["storage"]),
+        check=False,
+    )
     assert proc.returncode == 1
     assert "no match in 'fx_rates'" in proc.stderr and "currency=JPY" in proc.stderr
     assert "node=deals_fx" in proc.stderr

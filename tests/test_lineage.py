@@ -20,8 +20,19 @@ COB = "2026-03-31"
 
 
 def run_all(plan, root, run_id, spark, params=None):
-    return [run_stage(plan, s.id, cob=COB, run_id=run_id, root=root, params=params,
-                      spark=spark, log=lambda m: None) for s in plan.stages]
+    return [
+        run_stage(
+            plan,
+            s.id,
+            cob=COB,
+            run_id=run_id,
+            root=root,
+            params=params,
+            spark=spark,
+            log=lambda m: None,
+        )
+        for s in plan.stages
+    ]
 
 
 def read(path: Path):
@@ -41,12 +52,15 @@ def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spar
     assert len(set(ids_a)) == 10_000  # one row per deal, unique
     assert ids_a == b.column(LID).to_pylist()  # same order too: sorted by group key
     # the checkpoint is sorted by its group key
-    keys = list(zip(a.column("cob_date").to_pylist(), a.column("legal_entity").to_pylist(),
-                    strict=True))
+    keys = list(
+        zip(a.column("cob_date").to_pylist(), a.column("legal_entity").to_pylist(), strict=True)
+    )
     assert keys == sorted(keys)
     # the aggregate's figures are exactly the sums of its checkpointed members
-    out = {r["legal_entity"]: r for r in
-           read(RunRef(root, "lcr", COB, "first").node_dir("entity_buckets")).to_pylist()}
+    out = {
+        r["legal_entity"]: r
+        for r in read(RunRef(root, "lcr", COB, "first").node_dir("entity_buckets")).to_pylist()
+    }
     for entity in out:
         members = [r for r in a.to_pylist() if r["legal_entity"] == entity]
         assert sum((r["l1"] for r in members if r["l1"] is not None), 0) == out[entity]["l1"]
@@ -95,7 +109,7 @@ def test_missing_fx_rate_fails_naming_node_and_currency(project, lcr_data, tmp_p
 
 
 # ----------------------------------------------------------------- custom-op projects
-OPS = '''
+OPS = """
 from regflow import OpParams, operator
 
 
@@ -118,9 +132,9 @@ def boom(df, params, ctx):
 def newid(df, params, ctx):
     from pyspark.sql import functions as F
     return df.withColumn("_lineage_id", F.col("_lineage_id") + 1)
-'''
+"""
 
-SPEC = '''
+SPEC = """
 pipeline: {name}
 params: {{data_root: .}}
 sources:
@@ -137,7 +151,7 @@ nodes:
     inputs: [step]
     group_by: [item_id]
     measures: {{v: {{sum: v}}}}
-'''
+"""
 
 
 def make_project(tmp_path: Path, name: str, op_suffix: str, rows=None) -> Path:
@@ -149,17 +163,22 @@ def make_project(tmp_path: Path, name: str, op_suffix: str, rows=None) -> Path:
     items = tmp_path / "items"
     items.mkdir(exist_ok=True)
     rows = rows or [("a", 1), ("b", 2), ("c", 3)]
-    pq.write_table(pa.table({"item_id": [r[0] for r in rows], "v": [r[1] for r in rows]}),
-                   items / "part-0.parquet")
+    pq.write_table(
+        pa.table({"item_id": [r[0] for r in rows], "v": [r[1] for r in rows]}),
+        items / "part-0.parquet",
+    )
     return spec
 
 
-@pytest.mark.parametrize(("suffix", "error", "text"), [
-    ("drop", LineageError, "dropped the lineage id"),
-    ("dup", LineageError, "duplicated rows"),
-    ("newid", LineageError, "not in its input"),
-    ("boom", UserCodeError, "operator failed: ZeroDivisionError: user bug"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "error", "text"),
+    [
+        ("drop", LineageError, "dropped the lineage id"),
+        ("dup", LineageError, "duplicated rows"),
+        ("newid", LineageError, "not in its input"),
+        ("boom", UserCodeError, "operator failed: ZeroDivisionError: user bug"),
+    ],
+)
 def test_custom_operator_breaking_lineage_is_caught(tmp_path, spark, suffix, error, text):
     name = f"lin_{suffix}"
     spec = make_project(tmp_path, name, suffix)
@@ -174,8 +193,9 @@ def test_custom_operator_breaking_lineage_is_caught(tmp_path, spark, suffix, err
 
 def test_duplicate_primary_keys_in_a_source_are_reported(tmp_path, spark):
     spec = make_project(tmp_path, "dupkeys", "drop", rows=[("a", 1), ("a", 2)])
-    spec.write_text(spec.read_text().replace("op: dupkeys_drop", "op: calc\n    columns: "
-                                             "{w: 'v * 2'}"))
+    spec.write_text(
+        spec.read_text().replace("op: dupkeys_drop", "op: calc\n    columns: {w: 'v * 2'}")
+    )
     plan = compile_file(spec)
     with pytest.raises(DataError, match="source 'items' has duplicate primary keys"):
         run_all(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})

@@ -56,7 +56,8 @@ def test_latest_run_ignores_unpublished_runs(tmp_path):
 
 def test_run_ids_and_roots(tmp_path, monkeypatch):
     assert safe_run_id("manual__2026-11-21T22:43:13.120847+00:00") == (
-        "manual__2026-11-21T22_43_13.120847_00_00")
+        "manual__2026-11-21T22_43_13.120847_00_00"
+    )
     monkeypatch.setenv("REGFLOW_STORAGE", str(tmp_path / "s"))
     assert resolve_root() == (tmp_path / "s").resolve()
     assert resolve_root(f"file://{tmp_path}/x") == (tmp_path / "x").resolve()
@@ -80,8 +81,10 @@ def test_cli_errors_are_clear(capsys, monkeypatch, tmp_path):
     assert "no pipeline 'nope'" in capsys.readouterr().err and True
     assert main(["export", "lcr", "entity_lcr", "--cob", "2026-13-01"]) == 1
     assert "YYYY-MM-DD" in capsys.readouterr().err
-    assert main(["export", "lcr", "entity_lcr", "--cob", "2026-03-31",
-                 "--storage", str(tmp_path)]) == 1
+    assert (
+        main(["export", "lcr", "entity_lcr", "--cob", "2026-03-31", "--storage", str(tmp_path)])
+        == 1
+    )
     assert "no successful run" in capsys.readouterr().err
 
 
@@ -94,8 +97,23 @@ def test_schema_cli_prints_json_schema(capsys, monkeypatch):
 
 
 def test_demo_data_cli(tmp_path, capsys):
-    assert main(["demo-data", str(tmp_path / "d"), "--cob", "2026-03-31", "--deals", "500",
-                 "--entities", "3", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "demo-data",
+                str(tmp_path / "d"),
+                "--cob",
+                "2026-03-31",
+                "--deals",
+                "500",
+                "--entities",
+                "3",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "d" / "deals" / "cob=2026-03-31").is_dir()
     assert (tmp_path / "d" / "entities.parquet").is_file()
 

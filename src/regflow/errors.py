@@ -7,7 +7,7 @@ YAML file (``file.yaml:line:col``), so that every problem of a spec is reported 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,6 @@ class RegflowError(Exception):
 
 class ConfigError(RegflowError):
     """Bad configuration: environment, command line or connection."""
-
-
-@dataclass
-class _Problems:
-    problems: list[Problem] = field(default_factory=list)
 
 
 class SpecError(RegflowError):

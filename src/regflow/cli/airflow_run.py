@@ -52,8 +52,11 @@ def ensure_db(home: Path, log: TextIO) -> None:
         return
     print(f"preparing the Airflow metadata database in {home} (first run) ...", flush=True)
     airflow = Path(sys.executable).parent / "airflow"
-    cmd = [str(airflow), "db", "migrate"] if airflow.exists() else [
-        sys.executable, "-m", "airflow", "db", "migrate"]
+    cmd = (
+        [str(airflow), "db", "migrate"]
+        if airflow.exists()
+        else [sys.executable, "-m", "airflow", "db", "migrate"]
+    )
     proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         raise ConfigError(f"`airflow db migrate` failed (exit {proc.returncode}); see {log.name}")
@@ -131,7 +134,11 @@ def run_through_airflow(
             result.errors.append(json.loads(err.read_text()))
     if state != "success":
         detail = "; ".join(e["message"] for e in result.errors) or (
-            f"the DAG run ended in state '{state}'")
-        raise RunError(f"{detail}\n(Airflow log: {log_path}; previous successful outputs are "
-                       "untouched)", pipeline=plan.pipeline, cob=cob)
+            f"the DAG run ended in state '{state}'"
+        )
+        raise RunError(
+            f"{detail}\n(Airflow log: {log_path}; previous successful outputs are untouched)",
+            pipeline=plan.pipeline,
+            cob=cob,
+        )
     return result

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from regflow.errors import ConfigError, RegflowError
+from regflow.errors import ConfigError
 
 PROJECT_ENV = "REGFLOW_PROJECT"
 
@@ -125,8 +125,9 @@ def _absolute_params(params: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def run_pipeline(spec: Path, cob: str, params: dict[str, str], storage: Path,
-                 verbose: bool = False) -> Any:
+def run_pipeline(
+    spec: Path, cob: str, params: dict[str, str], storage: Path, verbose: bool = False
+) -> Any:
     from regflow.cli.airflow_run import run_through_airflow
     from regflow.plan.cache import load_plan
 
@@ -134,10 +135,12 @@ def run_pipeline(spec: Path, cob: str, params: dict[str, str], storage: Path,
     merged = {k: str(v) for k, v in plan.params.items() if v is not None}
     merged.update(params)
     merged = _absolute_params(merged)
-    print(f"running {plan.pipeline} for cob {cob} through Airflow "
-          f"({len(plan.stages)} stages) -> {storage}", flush=True)
-    return run_through_airflow(spec, cob=cob, params=merged, storage_root=storage,
-                               verbose=verbose)
+    print(
+        f"running {plan.pipeline} for cob {cob} through Airflow "
+        f"({len(plan.stages)} stages) -> {storage}",
+        flush=True,
+    )
+    return run_through_airflow(spec, cob=cob, params=merged, storage_root=storage, verbose=verbose)
 
 
 def print_run_summary(result: Any) -> None:
@@ -152,8 +155,13 @@ def print_run_summary(result: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.pipeline)
-    result = run_pipeline(spec, parse_cob(args.cob), parse_params(args.param),
-                          _storage(args.storage), verbose=args.verbose)
+    result = run_pipeline(
+        spec,
+        parse_cob(args.cob),
+        parse_params(args.param),
+        _storage(args.storage),
+        verbose=args.verbose,
+    )
     print_run_summary(result)
     return 0
 
@@ -164,8 +172,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     plan_id = resolve_spec(args.pipeline).stem if not Path(args.pipeline).exists() else None
     pipeline = plan_id or _pipeline_id(args.pipeline)
-    export_node(_storage(args.storage), pipeline, args.node, parse_cob(args.cob),
-                fmt=args.format, out=args.out, run_id=args.run)
+    export_node(
+        _storage(args.storage),
+        pipeline,
+        args.node,
+        parse_cob(args.cob),
+        fmt=args.format,
+        out=args.out,
+        run_id=args.run,
+    )
     return 0
 
 
@@ -182,11 +197,18 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     cob = dt.date.fromisoformat(parse_cob(args.cob))
     if args.deals < 1 or args.entities < 1:
         raise ConfigError("--deals and --entities must be positive")
-    summary = generate_demo_data(Path(args.dir), cob=cob, deals=args.deals,
-                                 entities=args.entities, seed=args.seed,
-                                 progress=lambda m: print(f"  {m}", flush=True))
-    print(f"wrote {summary.deals:,} deals for {summary.entities} entities, cob {cob}, "
-          f"into {summary.root}")
+    summary = generate_demo_data(
+        Path(args.dir),
+        cob=cob,
+        deals=args.deals,
+        entities=args.entities,
+        seed=args.seed,
+        progress=lambda m: print(f"  {m}", flush=True),
+    )
+    print(
+        f"wrote {summary.deals:,} deals for {summary.entities} entities, cob {cob}, "
+        f"into {summary.root}"
+    )
     return 0
 
 
@@ -197,10 +219,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cob = parse_cob(args.cob)
     data_root = (project_dir() / ".regflow" / "demo-data").resolve()
-    print(f"1/3 generating {args.deals:,} synthetic deals for {args.entities} entities "
-          f"into {data_root}")
-    generate_demo_data(data_root, cob=dt.date.fromisoformat(cob), deals=args.deals,
-                       entities=args.entities, seed=args.seed)
+    print(
+        f"1/3 generating {args.deals:,} synthetic deals for {args.entities} entities "
+        f"into {data_root}"
+    )
+    generate_demo_data(
+        data_root,
+        cob=dt.date.fromisoformat(cob),
+        deals=args.deals,
+        entities=args.entities,
+        seed=args.seed,
+    )
     print("2/3 running the LCR pipeline through Airflow")
     storage = _storage(args.storage)
     result = run_pipeline(resolve_spec("lcr"), cob, {"data_root": str(data_root)}, storage)
@@ -209,8 +238,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     table = read_node(run, "entity_lcr")
     print(f"\n3/3 Liquidity Coverage Ratio, cob {cob} (run {run.run_id})\n")
     print(format_lcr_table(table))
-    print(f"\nDrill down: regflow export lcr entity_buckets.lineage --cob {cob} "
-          "(every deal behind every figure)")
+    print(
+        f"\nDrill down: regflow export lcr entity_buckets.lineage --cob {cob} "
+        "(every deal behind every figure)"
+    )
     return 0
-
-

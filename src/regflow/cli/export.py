@@ -28,8 +28,14 @@ def read_node(run: RunRef, node: str) -> Any:
 
 
 def export_node(
-    root: Path, pipeline: str, node: str, cob: str, *, fmt: str = "csv",
-    out: str | None = None, run_id: str | None = None,
+    root: Path,
+    pipeline: str,
+    node: str,
+    cob: str,
+    *,
+    fmt: str = "csv",
+    out: str | None = None,
+    run_id: str | None = None,
 ) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -43,8 +49,11 @@ def export_node(
     else:
         pacsv.write_csv(table, out or sys.stdout.buffer)
     if out:
-        print(f"wrote {table.num_rows:,} rows of {pipeline}.{node} (cob {cob}, run {run.run_id}) "
-              f"to {out}", file=sys.stderr)
+        print(
+            f"wrote {table.num_rows:,} rows of {pipeline}.{node} (cob {cob}, run {run.run_id}) "
+            f"to {out}",
+            file=sys.stderr,
+        )
 
 
 def _money(v: Any) -> str:
@@ -54,14 +63,15 @@ def _money(v: Any) -> str:
 
 
 def format_lcr_table(table: Any) -> str:
-    rows = sorted(table.to_pylist(), key=lambda r: (r["legal_entity"] == "GROUP",
-                                                    r["legal_entity"]))
-    cols = ["l1", "l2a", "l2b", "adj_15", "adj_40", "hqla", "outflows", "inflows",
-            "net_outflows"]
+    rows = sorted(
+        table.to_pylist(), key=lambda r: (r["legal_entity"] == "GROUP", r["legal_entity"])
+    )
+    cols = ["l1", "l2a", "l2b", "adj_15", "adj_40", "hqla", "outflows", "inflows", "net_outflows"]
     head = f"{'entity':<8}" + "".join(f"{c:>14}" for c in cols) + f"{'LCR':>9}"
     lines = [head + "   (amounts in USD millions)", "-" * len(head)]
     for r in rows:
         lcr = "n/a" if r["lcr"] is None else f"{r['lcr'] * 100:.1f}%"
-        lines.append(f"{r['legal_entity']:<8}" + "".join(f"{_money(r[c]):>14}" for c in cols)
-                     + f"{lcr:>9}")
+        lines.append(
+            f"{r['legal_entity']:<8}" + "".join(f"{_money(r[c]):>14}" for c in cols) + f"{lcr:>9}"
+        )
     return "\n".join(lines)

@@ -31,10 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a pipeline for one cob through Airflow (dag.test)")
     r.add_argument("pipeline", help="pipeline id or spec path")
     r.add_argument("--cob", required=True, help="close-of-business date, YYYY-MM-DD")
-    r.add_argument("--param", action="append", default=[], metavar="K=V",
-                   help="override a spec param (repeatable)")
-    r.add_argument("--storage", help="storage root (default: $REGFLOW_STORAGE or "
-                   "./.regflow/storage)")
+    r.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="override a spec param (repeatable)",
+    )
+    r.add_argument(
+        "--storage", help="storage root (default: $REGFLOW_STORAGE or ./.regflow/storage)"
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
 
     e = sub.add_parser("export", help="write a node's latest successful output for a cob")

@@ -118,7 +118,7 @@ def load_entry_points() -> None:
 
 def load_operator_files(directory: Path) -> list[str]:
     """Import every ``*.py`` in ``directory`` (a project's ``operators/``), once per version."""
-    loaded = []
+    loaded: list[str] = []
     if not directory.is_dir():
         return loaded
     for path in sorted(directory.glob("*.py")):

@@ -119,19 +119,30 @@ class Plan:
 
         d = asdict(self)
         for s in d["sources"]:
-            s["schema"] = schema_to_json(Schema(tuple(Column(**c) for c in s["schema"]["columns"]),
-                                                known=s["schema"]["known"]))
+            s["schema"] = schema_to_json(
+                Schema(
+                    tuple(Column(**c) for c in s["schema"]["columns"]), known=s["schema"]["known"]
+                )
+            )
         for n in d["nodes"]:
-            n["schema"] = schema_to_json(Schema(tuple(Column(**c) for c in n["schema"]["columns"]),
-                                                known=n["schema"]["known"]))
+            n["schema"] = schema_to_json(
+                Schema(
+                    tuple(Column(**c) for c in n["schema"]["columns"]), known=n["schema"]["known"]
+                )
+            )
         return json.dumps(d, sort_keys=True, default=enc)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         d = json.loads(text)
         sources = tuple(
-            PlanSource(**{**s, "primary_key": tuple(s["primary_key"]),
-                          "schema": schema_from_json(s["schema"])})
+            PlanSource(
+                **{
+                    **s,
+                    "primary_key": tuple(s["primary_key"]),
+                    "schema": schema_from_json(s["schema"]),
+                }
+            )
             for s in d.pop("sources")
         )
         nodes = tuple(
@@ -139,8 +150,12 @@ class Plan:
             for n in d.pop("nodes")
         )
         stages = tuple(
-            Stage(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+            Stage(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})  # type: ignore[arg-type]
             for s in d.pop("stages")
         )
-        return cls(**{**d, "tags": tuple(d["tags"]), "warnings": tuple(d["warnings"])},
-                   sources=sources, nodes=nodes, stages=stages)
+        return cls(
+            **{**d, "tags": tuple(d["tags"]), "warnings": tuple(d["warnings"])},
+            sources=sources,
+            nodes=nodes,
+            stages=stages,
+        )

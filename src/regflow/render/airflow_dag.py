@@ -25,7 +25,9 @@ def _param(default: Any) -> Param:
 def build_dag(plan: Plan) -> DAG:
     params: dict[str, Any] = {
         "cob": Param(
-            None, type=["null", "string"], format="date",
+            None,
+            type=["null", "string"],
+            format="date",
             description="Close-of-business date (YYYY-MM-DD); defaults to the run's date.",
         ),
     }
@@ -55,7 +57,9 @@ def build_dag(plan: Plan) -> DAG:
         for up in stage.upstream:
             tasks[up] >> tasks[stage.id]
     publish = PythonOperator(
-        task_id="publish", dag=dag, python_callable=_publish_task,
+        task_id="publish",
+        dag=dag,
+        python_callable=_publish_task,
         op_kwargs={"spec_file": plan.file},
         doc_md="Marks the run complete and makes it the cob's latest good run.",
     )

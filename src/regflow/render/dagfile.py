@@ -19,7 +19,7 @@ from regflow.errors import RegflowError
 class BrokenPipelineDAG(DAG):
     """Stands for a pipeline whose spec does not compile; refuses to be bagged."""
 
-    def validate(self) -> None:  # type: ignore[override]
+    def validate(self) -> None:
         raise RegflowError(self.doc_md or "broken pipeline spec")
 
 

@@ -26,14 +26,23 @@ def dag_doc(plan: Plan) -> str:
             f"{', '.join(f'`{x}`' for x in s.outputs)} | "
             f"{', '.join(f'`{x}`' for x in s.checkpoints) or '-'} | {s.boundary} |"
         )
-    lines += ["", "The final `publish` task marks the run complete; `regflow export` reads "
-              "only published runs."]
+    lines += [
+        "",
+        "The final `publish` task marks the run complete; `regflow export` reads "
+        "only published runs.",
+    ]
     return "\n".join(lines)
 
 
 def stage_doc(plan: Plan, stage: Stage) -> str:
-    lines = [f"### Stage `{stage.id}`", "", f"Ends at a **{stage.boundary}** boundary.", "",
-             "| node | op | description |", "|---|---|---|"]
+    lines = [
+        f"### Stage `{stage.id}`",
+        "",
+        f"Ends at a **{stage.boundary}** boundary.",
+        "",
+        "| node | op | description |",
+        "|---|---|---|",
+    ]
     for nid in stage.nodes:
         n = plan.node(nid)
         desc = n.description.replace("\n", " ") or "-"

@@ -31,23 +31,28 @@ def _run_params(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_stage_task(spec_file: str, stage_id: str, context: dict[str, Any]) -> dict[str, Any]:
-    from regflow.runtime.executor import run_stage
-
     from regflow.errors import RegflowError
+    from regflow.runtime.executor import run_stage
     from regflow.storage import write_json_atomic
 
     plan = load_plan(spec_file)
     cob = _cob(context)
     run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
-        report = run_stage(plan, stage_id, cob=cob, run_id=run.run_id, root=run.root,
-                           params=_run_params(context))
+        report = run_stage(
+            plan, stage_id, cob=cob, run_id=run.run_id, root=run.root, params=_run_params(context)
+        )
     except RegflowError as exc:
         # Keep the user-facing message next to the run, for `regflow run` and for operators.
-        write_json_atomic(run.run_dir / "_stages" / f"{stage_id}.error.json", {
-            "stage": stage_id, "error": type(exc).__name__, "message": str(exc),
-            "node": getattr(exc, "node", None),
-        })
+        write_json_atomic(
+            run.run_dir / "_stages" / f"{stage_id}.error.json",
+            {
+                "stage": stage_id,
+                "error": type(exc).__name__,
+                "message": str(exc),
+                "node": getattr(exc, "node", None),
+            },
+        )
         raise
     return report.to_dict()
 
@@ -61,7 +66,9 @@ def publish_task(spec_file: str, context: dict[str, Any]) -> dict[str, Any]:
         path = run.stage_report(stage.id)
         stages[stage.id] = json.loads(path.read_text()) if path.exists() else None
     summary = {
-        "pipeline": plan.pipeline, "cob": cob, "spec_hash": plan.data_hash,
+        "pipeline": plan.pipeline,
+        "cob": cob,
+        "spec_hash": plan.data_hash,
         "adjustment_set_hash": "none",
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,

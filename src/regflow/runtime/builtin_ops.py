@@ -70,22 +70,30 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     left, right = inputs
     pairs = p.pairs()
     right_keys = [r for _, r in pairs]
-    take = p.columns if p.columns is not None else [
-        c for c in right.columns if c not in right_keys and c != LINEAGE_COLUMN
-        and c not in left.columns
-    ]
+    take = (
+        p.columns
+        if p.columns is not None
+        else [
+            c
+            for c in right.columns
+            if c not in right_keys and c != LINEAGE_COLUMN and c not in left.columns
+        ]
+    )
     dups = right.groupBy(*right_keys).count().where(F.col("count") > 1).limit(3).collect()
     if dups:
         keys = "; ".join(", ".join(f"{k}={r[k]}" for k in right_keys) for r in dups)
         raise DataError(
             f"join lookup '{ctx.inputs[1]}' has duplicate keys ({keys}); each left row must "
             "match at most one lookup row",
-            pipeline=ctx.pipeline, node=ctx.node, cob=ctx.cob,
+            pipeline=ctx.pipeline,
+            node=ctx.node,
+            cob=ctx.cob,
         )
     marker = "__regflow_matched"
     renamed = {r: f"__rk_{i}" for i, r in enumerate(right_keys)}
     r = right.select(
-        *[F.col(k).alias(renamed[k]) for k in right_keys], *[F.col(c) for c in take],
+        *[F.col(k).alias(renamed[k]) for k in right_keys],
+        *[F.col(c) for c in take],
         F.lit(True).alias(marker),
     )
     cond = None
@@ -99,10 +107,16 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     if p.require_match:
         msg = F.concat(
             F.lit(f"{node_tag(ctx.node)} no match in '{ctx.inputs[1]}' for "),
-            F.concat_ws(", ", *[F.concat(F.lit(f"{lk}="), F.coalesce(F.col(lk).cast("string"),
-                                                                       F.lit("null")))
-                                for lk, _ in pairs]),
-            F.lit(" (lineage id "), F.col(LINEAGE_COLUMN).cast("string"), F.lit(")"),
+            F.concat_ws(
+                ", ",
+                *[
+                    F.concat(F.lit(f"{lk}="), F.coalesce(F.col(lk).cast("string"), F.lit("null")))
+                    for lk, _ in pairs
+                ],
+            ),
+            F.lit(" (lineage id "),
+            F.col(LINEAGE_COLUMN).cast("string"),
+            F.lit(")"),
         )
         out = _assert_rows(out, F.col(marker).isNull(), msg)
     elif p.how == "inner":

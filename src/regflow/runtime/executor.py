@@ -68,9 +68,13 @@ class StageReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pipeline": self.pipeline, "stage": self.stage, "cob": self.cob,
-            "run_id": self.run_id, "seconds": round(self.seconds, 3),
-            "outputs": [vars(o) for o in self.outputs], "sources": self.sources,
+            "pipeline": self.pipeline,
+            "stage": self.stage,
+            "cob": self.cob,
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "outputs": [vars(o) for o in self.outputs],
+            "sources": self.sources,
         }
 
 
@@ -78,7 +82,9 @@ def run_variables(plan: Plan, cob: str, params: dict[str, Any] | None) -> dict[s
     spec_path = Path(plan.file).resolve()
     merged = {**plan.params, **{k: v for k, v in (params or {}).items() if v is not None}}
     return {
-        **merged, "cob": cob, "spec_dir": str(spec_path.parent),
+        **merged,
+        "cob": cob,
+        "spec_dir": str(spec_path.parent),
         "project_dir": str(project_dir_of(spec_path)),
     }
 
@@ -87,8 +93,14 @@ class StageRunner:
     """Runs one stage. Holds the DataFrames of the stage's nodes while it runs."""
 
     def __init__(
-        self, plan: Plan, stage: Stage, run: RunRef, variables: dict[str, Any],
-        spark: SparkSession, *, run_meta: dict[str, Any] | None = None,
+        self,
+        plan: Plan,
+        stage: Stage,
+        run: RunRef,
+        variables: dict[str, Any],
+        spark: SparkSession,
+        *,
+        run_meta: dict[str, Any] | None = None,
         log: Callable[[str], None] = progress.log,
     ):
         self.plan, self.stage, self.run, self.variables = plan, stage, run, variables
@@ -104,15 +116,18 @@ class StageRunner:
             return self.frames[name]
         if self.plan.is_source(name):
             with self._boundary(name, user_code=False):
-                df, facts = read_source(self.spark, self.plan.source(name), self.variables,
-                                        pipeline=self.plan.pipeline)
+                df, facts = read_source(
+                    self.spark, self.plan.source(name), self.variables, pipeline=self.plan.pipeline
+                )
             self.report.sources[name] = facts
         else:
             if not self.run.is_complete(name):
                 raise RunError(
                     f"upstream output '{name}' is missing in {self.run.run_dir}; run its stage "
                     f"'{self.plan.node(name).stage}' first",
-                    pipeline=self.plan.pipeline, node=name, cob=self.run.cob,
+                    pipeline=self.plan.pipeline,
+                    node=name,
+                    cob=self.run.cob,
                 )
             df = self.spark.read.parquet(str(self.run.node_dir(name)))
         self.frames[name] = df
@@ -151,8 +166,13 @@ class StageRunner:
 
     def _ctx(self, node: PlanNode) -> OpContext:
         return OpContext(
-            pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob, run_id=self.run.run_id,
-            inputs=node.inputs, variables=dict(self.variables), spark=self.spark,
+            pipeline=self.plan.pipeline,
+            node=node.id,
+            cob=self.run.cob,
+            run_id=self.run.run_id,
+            inputs=node.inputs,
+            variables=dict(self.variables),
+            spark=self.spark,
         )
 
     def _run_node(self, node: PlanNode) -> None:
@@ -164,11 +184,19 @@ class StageRunner:
         with self._boundary(node.id, user_code=custom):
             if op.lineage == "aggregate":
                 if not isinstance(params, AggregateParams):
-                    raise RunError("custom aggregate ops are not supported; use 'rollup'",
-                                   pipeline=self.plan.pipeline, node=node.id)
+                    raise RunError(
+                        "custom aggregate ops are not supported; use 'rollup'",
+                        pipeline=self.plan.pipeline,
+                        node=node.id,
+                    )
                 contrib = builtin_ops.aggregate_contributions(inputs[0], params)
-                ckpt = self._write(node, f"{node.id}.lineage", contrib.orderBy(*params.group_by),
-                                   kind="lineage", keys=[*params.group_by, LINEAGE_COLUMN])
+                ckpt = self._write(
+                    node,
+                    f"{node.id}.lineage",
+                    contrib.orderBy(*params.group_by),
+                    kind="lineage",
+                    keys=[*params.group_by, LINEAGE_COLUMN],
+                )
                 out = builtin_ops.aggregate_finish(ckpt, params, node.id)
             else:
                 if op.lineage == "rollup":
@@ -185,7 +213,7 @@ class StageRunner:
         self.frames[node.id] = out
         if node.persisted:
             keys = [LINEAGE_COLUMN]
-            if op.lineage == "aggregate":
+            if isinstance(params, AggregateParams):
                 keys = [*params.group_by]
             with self._boundary(node.id, user_code=False):
                 self.frames[node.id] = self._write(node, node.id, out, kind="output", keys=keys)
@@ -198,7 +226,9 @@ class StageRunner:
             raise LineageError(
                 f"output lacks column(s) {', '.join(missing)} that the plan expects "
                 f"(the op's schema rule and its function disagree)",
-                pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob,
+                pipeline=self.plan.pipeline,
+                node=node.id,
+                cob=self.run.cob,
             )
 
     def _verify_custom(self, node: PlanNode, inp: DataFrame, out: DataFrame) -> None:
@@ -212,14 +242,18 @@ class StageRunner:
             raise LineageError(
                 f"operator '{node.op}' returned rows whose lineage ids are not in its input "
                 f"(e.g. {bad[0]}); it must carry '{LINEAGE_COLUMN}' through unchanged",
-                pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob,
+                pipeline=self.plan.pipeline,
+                node=node.id,
+                cob=self.run.cob,
             )
         dups = duplicate_ids(out)
         if dups:
             raise LineageError(
                 f"operator '{node.op}' duplicated rows: lineage id {dups[0]} occurs more than "
                 "once. Row-wise operators must return each input row at most once.",
-                pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob,
+                pipeline=self.plan.pipeline,
+                node=node.id,
+                cob=self.run.cob,
             )
 
     def _write_rollup_checkpoint(self, node: PlanNode, inp: DataFrame, params: Any) -> None:
@@ -227,11 +261,17 @@ class StageRunner:
 
         by = list(getattr(params, "rollup_by", []) or [])
         members = inp.select(
-            *by, F.col(LINEAGE_COLUMN),
+            *by,
+            F.col(LINEAGE_COLUMN),
             rollup_lineage_id(node.id, by).alias("_lineage_rollup_id"),
         )
-        self._write(node, f"{node.id}.lineage", members.orderBy(*by), kind="lineage",
-                    keys=[*by, LINEAGE_COLUMN])
+        self._write(
+            node,
+            f"{node.id}.lineage",
+            members.orderBy(*by),
+            kind="lineage",
+            keys=[*by, LINEAGE_COLUMN],
+        )
 
     # ------------------------------------------------------------------ writes
     def _write(
@@ -265,20 +305,34 @@ class StageRunner:
                 raise DataError(
                     f"source '{name}' has duplicate primary keys ({pk}); lineage ids must be "
                     "unique. De-duplicate the input or fix the declared primary_key.",
-                    pipeline=self.plan.pipeline, node=name, cob=self.run.cob,
+                    pipeline=self.plan.pipeline,
+                    node=name,
+                    cob=self.run.cob,
                 )
         for nid in self.stage.nodes:
             if nid in self.frames and duplicate_ids(self.frames[nid], 1):
                 raise LineageError(
                     f"node '{nid}' duplicates rows: lineage id {dups[0]} occurs more than once",
-                    pipeline=self.plan.pipeline, node=nid, cob=self.run.cob,
+                    pipeline=self.plan.pipeline,
+                    node=nid,
+                    cob=self.run.cob,
                 )
-        raise LineageError(f"duplicate lineage ids in the output of '{node.id}' (e.g. {dups[0]})",
-                           pipeline=self.plan.pipeline, node=node.id, cob=self.run.cob)
+        raise LineageError(
+            f"duplicate lineage ids in the output of '{node.id}' (e.g. {dups[0]})",
+            pipeline=self.plan.pipeline,
+            node=node.id,
+            cob=self.run.cob,
+        )
 
     def _metadata(
-        self, node: PlanNode, name: str, kind: str, rows: int, keys: list[str],
-        df: DataFrame, seconds: float,
+        self,
+        node: PlanNode,
+        name: str,
+        kind: str,
+        rows: int,
+        keys: list[str],
+        df: DataFrame,
+        seconds: float,
     ) -> dict[str, Any]:
         inputs = {}
         for i in node.inputs:
@@ -287,12 +341,20 @@ class StageRunner:
             else:
                 inputs[i] = self.plan.node(i).data_hash
         return {
-            "pipeline": self.plan.pipeline, "cob": self.run.cob, "run_id": self.run.run_id,
-            "node": node.id, "name": name, "kind": kind, "stage": self.stage.id,
-            "rows": rows, "key_columns": keys,
+            "pipeline": self.plan.pipeline,
+            "cob": self.run.cob,
+            "run_id": self.run.run_id,
+            "node": node.id,
+            "name": name,
+            "kind": kind,
+            "stage": self.stage.id,
+            "rows": rows,
+            "key_columns": keys,
             "schema": [[f.name, f.dataType.simpleString()] for f in df.schema.fields],
-            "input_hashes": inputs, "node_hash": node.data_hash,
-            "spec_hash": self.plan.data_hash, "metadata_hash": self.plan.metadata_hash,
+            "input_hashes": inputs,
+            "node_hash": node.data_hash,
+            "spec_hash": self.plan.data_hash,
+            "metadata_hash": self.plan.metadata_hash,
             "adjustment_set_hash": self.run_meta.get("adjustment_set_hash", "none"),
             "code_version": f"regflow {__version__}",
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -307,9 +369,16 @@ def _parquet_rows(path: Path) -> int:
 
 
 def run_stage(
-    plan: Plan, stage_id: str, *, cob: str, run_id: str, root: Path,
-    params: dict[str, Any] | None = None, spark: SparkSession | None = None,
-    run_meta: dict[str, Any] | None = None, log: Callable[[str], None] = progress.log,
+    plan: Plan,
+    stage_id: str,
+    *,
+    cob: str,
+    run_id: str,
+    root: Path,
+    params: dict[str, Any] | None = None,
+    spark: SparkSession | None = None,
+    run_meta: dict[str, Any] | None = None,
+    log: Callable[[str], None] = progress.log,
 ) -> StageReport:
     """Run one stage for ``cob`` into ``root``; the public entry point of the runtime."""
     from regflow.runtime.session import get_spark
@@ -322,11 +391,15 @@ def run_stage(
     registry.load_operator_files(project_dir_of(Path(plan.file)) / "operators")
     missing = [n.op for n in plan.nodes if n.op not in registry.names()]
     if missing:
-        raise RunError(f"op(s) {', '.join(sorted(set(missing)))} are not registered; is the "
-                       "project's operators/ folder deployed next to pipelines/?",
-                       pipeline=plan.pipeline, cob=cob)
+        raise RunError(
+            f"op(s) {', '.join(sorted(set(missing)))} are not registered; is the "
+            "project's operators/ folder deployed next to pipelines/?",
+            pipeline=plan.pipeline,
+            cob=cob,
+        )
     spark = spark or get_spark()
     run = RunRef(root, plan.pipeline, cob, run_id)
-    runner = StageRunner(plan, stage, run, run_variables(plan, cob, params), spark,
-                         run_meta=run_meta, log=log)
+    runner = StageRunner(
+        plan, stage, run, run_variables(plan, cob, params), spark, run_meta=run_meta, log=log
+    )
     return runner.execute()

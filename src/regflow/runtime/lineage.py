@@ -64,7 +64,9 @@ def require_lineage_column(df: DataFrame, *, node: str, pipeline: str, cob: str)
             f"operator output has no '{LINEAGE_COLUMN}' column: the operator dropped the lineage "
             "id. Row-wise operators must keep it (select it, or use withColumn instead of "
             "select).",
-            pipeline=pipeline, node=node, cob=cob,
+            pipeline=pipeline,
+            node=node,
+            cob=cob,
         )
 
 
@@ -72,16 +74,16 @@ def duplicate_ids(df: DataFrame, limit: int = 5) -> list[int]:
     """Lineage ids that occur more than once (at most ``limit`` of them)."""
     from pyspark.sql import functions as F
 
-    rows = (
-        df.groupBy(LINEAGE_COLUMN).count().where(F.col("count") > 1).limit(limit).collect()
-    )
+    rows = df.groupBy(LINEAGE_COLUMN).count().where(F.col("count") > 1).limit(limit).collect()
     return [r[LINEAGE_COLUMN] for r in rows]
 
 
 def foreign_ids(out: DataFrame, inp: DataFrame, limit: int = 5) -> list[int]:
     """Ids in ``out`` that are not in ``inp`` (a row-wise op invented or replaced ids)."""
     rows = (
-        out.select(LINEAGE_COLUMN).join(inp.select(LINEAGE_COLUMN), LINEAGE_COLUMN, "left_anti")
-        .limit(limit).collect()
+        out.select(LINEAGE_COLUMN)
+        .join(inp.select(LINEAGE_COLUMN), LINEAGE_COLUMN, "left_anti")
+        .limit(limit)
+        .collect()
     )
     return [r[LINEAGE_COLUMN] for r in rows]

@@ -51,7 +51,7 @@ def get_spark() -> SparkSession:
     """The process-wide session: ``local[*]`` unless ``REGFLOW_SPARK_MASTER`` says otherwise."""
     global _SESSION
     with _LOCK:
-        if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():  # type: ignore[union-attr]
+        if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():
             return _SESSION
         check_java()
         from pyspark.sql import SparkSession
@@ -61,7 +61,9 @@ def get_spark() -> SparkSession:
             SparkSession.builder.appName("regflow")
             .master(master)
             .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8"))
+            .config(
+                "spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8")
+            )
             .config("spark.sql.adaptive.enabled", "true")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")

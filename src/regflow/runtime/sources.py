@@ -37,7 +37,8 @@ def resolve_source_path(src: PlanSource, variables: dict[str, Any]) -> tuple[Pat
     for cand in candidates:
         if cand.is_dir():
             files = sorted(
-                p for p in cand.rglob(f"*.{src.format}")
+                p
+                for p in cand.rglob(f"*.{src.format}")
                 if not any(part.startswith((".", "_")) for part in p.relative_to(cand).parts)
             )
             if files:
@@ -68,15 +69,17 @@ def read_source(
 
     cob = str(variables["cob"])
     path, files = resolve_source_path(src, variables)
-    declared = Schema(tuple(c for c in src.schema.columns if c.name != LINEAGE_COLUMN),
-                      known=src.schema.known)
+    declared = Schema(
+        tuple(c for c in src.schema.columns if c.name != LINEAGE_COLUMN), known=src.schema.known
+    )
     reader = spark.read
     if src.format == "csv":
         opts = {"header": "true", **{k: str(v) for k, v in src.options.items()}}
         reader = reader.options(**opts)
         if declared.known:
-            reader = reader.schema(", ".join(f"`{c.name}` {spark_type(c.type)}"
-                                             for c in declared.columns))
+            reader = reader.schema(
+                ", ".join(f"`{c.name}` {spark_type(c.type)}" for c in declared.columns)
+            )
         df = reader.csv(str(path))
     else:
         df = reader.options(**{k: str(v) for k, v in src.options.items()}).parquet(str(path))
@@ -86,11 +89,14 @@ def read_source(
             raise DataError(
                 f"source '{src.name}' at {path} lacks declared column(s) {', '.join(missing)}; "
                 f"it has {', '.join(df.columns)}",
-                pipeline=pipeline, node=src.name, cob=cob,
+                pipeline=pipeline,
+                node=src.name,
+                cob=cob,
             )
         # Cast to the declared types (e.g. decimal scale), and keep only declared columns.
-        df = df.select(*[F.col(c.name).cast(spark_type(c.type)).alias(c.name)
-                         for c in declared.columns])
+        df = df.select(
+            *[F.col(c.name).cast(spark_type(c.type)).alias(c.name) for c in declared.columns]
+        )
     if src.cob_column:
         df = df.where(F.col(src.cob_column) == F.lit(cob).cast("date"))
     df = df.withColumn(LINEAGE_COLUMN, source_lineage_id(src.name, cob, src.primary_key))

@@ -37,7 +37,7 @@ def resolve_root(url: str | None = None) -> Path:
     """The storage root from ``--storage``, then ``REGFLOW_STORAGE``, then the default."""
     raw = url or os.environ.get("REGFLOW_STORAGE") or DEFAULT_STORAGE
     if raw.startswith("file://"):
-        raw = raw[len("file://"):]
+        raw = raw[len("file://") :]
     elif "://" in raw:
         raise ConfigError(
             f"storage URL '{raw}' is not supported on this runtime; use a local path or file://"
@@ -119,7 +119,7 @@ def iter_runs(root: Path, pipeline: str, cob: str) -> Iterator[RunRef]:
     if not cob_dir.is_dir():
         return
     for d in sorted(cob_dir.glob("run=*")):
-        yield RunRef(root, pipeline, cob, d.name[len("run="):])
+        yield RunRef(root, pipeline, cob, d.name[len("run=") :])
 
 
 def latest_run(root: Path, pipeline: str, cob: str) -> RunRef:
