@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from regflow.ops.base import Check, OpDef, OpParams
 from regflow.ops.exprs import check_expression, infer_type
 from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column
-from regflow.spec.types import Column, Schema, TypeParseError, normalize_type
+from regflow.spec.types import Column, Schema, normalize_type
 
 
 def _expr_checks(text: str, schema: Schema, path: tuple[str | int, ...]) -> list[Check]:
@@ -41,10 +41,7 @@ class CalcColumn(OpParams):
     def _type(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        try:
-            return normalize_type(v)
-        except TypeParseError as exc:
-            raise ValueError(str(exc)) from None
+        return normalize_type(v)  # a TypeParseError carries its hint to the loader
 
 
 class CalcParams(OpParams):
@@ -188,10 +185,7 @@ class ClassifyParams(OpParams):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str) -> str:
-        try:
-            return normalize_type(v)
-        except TypeParseError as exc:
-            raise ValueError(str(exc)) from None
+        return normalize_type(v)  # a TypeParseError carries its hint to the loader
 
     @model_validator(mode="after")
     def _ids(self) -> ClassifyParams:

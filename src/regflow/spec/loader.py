@@ -86,18 +86,57 @@ def _nested_models(annotation: Any) -> list[type[BaseModel]]:
     return out
 
 
+_NO_DATA = object()
+
+
+def _data_loc(loc: tuple[Any, ...], data: Any, etype: str) -> tuple[tuple[Any, ...], bool]:
+    """The part of a pydantic ``loc`` that is a real path into ``data``, and whether it
+    names a mapping key (``[key]``).
+
+    pydantic puts union members (``str``, ``CalcColumn``, ``list[str]``) and validator tags
+    in ``loc``; a user's key may look just like them, so the data decides what is a path.
+    """
+    out: list[Any] = []
+    cur = data
+    is_key = False
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if part == "[key]":
+            is_key = True
+        elif isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif last and etype == "missing":
+            out.append(part)
+    return tuple(out), is_key
+
+
+def _legacy_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()) and p != "str")
+
+
 def pydantic_problems(
     exc: ValidationError, smap: SourceMap, prefix: KeyPath, model: type[BaseModel],
-    extra_keys: tuple[str, ...] = (),
+    extra_keys: tuple[str, ...] = (), data: Any = _NO_DATA,
 ) -> list[Problem]:
-    out = []
+    """Problems of a pydantic error, located in the YAML. Pass the validated ``data`` so
+    that union-member names in pydantic's locations are told apart from real keys."""
+    out: list[Problem] = []
     allowed = _model_fields(model) | set(extra_keys)
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # pydantic puts union member names in loc (e.g. "str", "CalcColumn"): drop them
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()) and p != "str")
-        path = (*prefix, *loc)
         etype = err["type"]
+        is_key = False
+        if data is _NO_DATA:
+            loc = _legacy_loc(tuple(err["loc"]))
+        else:
+            loc, is_key = _data_loc(tuple(err["loc"]), data, etype)
+        path = (*prefix, *loc)
+        cause = (err.get("ctx") or {}).get("error")
+        hint = getattr(cause, "hint", "") or _hint_for(etype)
         if etype == "extra_forbidden":
             key = loc[-1] if loc else "?"
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
@@ -115,7 +154,9 @@ def pydantic_problems(
             )
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            out.append(smap.problem(msg, path, hint=_hint_for(etype)))
+            problem = smap.problem(msg, path, hint=hint, key=is_key)
+            if problem not in out:
+                out.append(problem)
     return out
 
 
@@ -127,7 +168,35 @@ def _hint_for(etype: str) -> str:
         "bool_type": "use true or false",
         "too_short": "add at least one entry",
         "literal_error": "use one of the allowed values",
+        "tuple_type": "write a YAML list, e.g. [a, b]",
+        "int_parsing": "write a whole number",
+        "bool_parsing": "use true or false",
+        "model_type": "write a YAML mapping (key: value)",
+        "model_attributes_type": "write a YAML mapping (key: value)",
     }.get(etype, "")
+
+
+def _validate(
+    model: type[BaseModel], data: Any, smap: SourceMap, path: KeyPath,
+    problems: list[Problem], extra_keys: tuple[str, ...] = (),
+) -> Any:
+    """Validate ``data`` as ``model``, adding its problems. When the only problems are
+    unknown keys, the part is still returned without them, so that the checks downstream
+    of it (columns, graph) still run: one typo must not hide the other errors."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems += pydantic_problems(exc, smap, path, model, extra_keys, data=data)
+        errs = exc.errors()
+        if not isinstance(data, dict) or not all(
+            e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in errs
+        ):
+            return None
+        unknown = {e["loc"][0] for e in errs}
+        try:
+            return model.model_validate({k: v for k, v in data.items() if k not in unknown})
+        except ValidationError:
+            return None
 
 
 def load_spec(path: Path | str) -> LoadedSpec:
@@ -140,34 +209,36 @@ def load_spec(path: Path | str) -> LoadedSpec:
 def load_spec_text(text: str, file: str, *, path: Path | None = None) -> LoadedSpec:
     path = path or Path(file)
     empty = PipelineSpec.model_construct(pipeline=path.stem, sources={}, nodes=())
+    yaml_problems: list[Problem] = []
     try:
-        raw, smap = load_yaml(text, file)
+        raw, smap = load_yaml(text, file, problems=yaml_problems)
     except YamlSyntaxError as exc:
         smap = SourceMap(file=file, text=text)
         return LoadedSpec(path, text, empty, smap, problems=(exc.problem,))
     if not isinstance(raw, dict):
         return LoadedSpec(
             path, text, empty, smap,
-            problems=(smap.problem("a pipeline spec must be a YAML mapping", (),
-                                   hint="start with 'pipeline: <id>'"),),
+            problems=(*yaml_problems,
+                      smap.problem("a pipeline spec must be a YAML mapping", (),
+                                   hint="start with 'pipeline: <id>'")),
         )
     registry.load_entry_points()
     registry.load_operator_files(project_dir_of(path) / "operators")
 
-    problems: list[Problem] = []
+    problems: list[Problem] = list(yaml_problems)
     header_raw = {k: v for k, v in raw.items() if k not in ("sources", "nodes")}
-    header: PipelineHeader | None = None
-    try:
-        header = PipelineHeader.model_validate(header_raw)
-    except ValidationError as exc:
-        problems += pydantic_problems(exc, smap, (), PipelineHeader, ("sources", "nodes"))
+    header: PipelineHeader | None = _validate(
+        PipelineHeader, header_raw, smap, (), problems, ("sources", "nodes")
+    )
 
     sources, broken = _load_sources(raw, smap, problems)
     nodes, node_index, broken_nodes = _load_nodes(raw, smap, problems, set(sources) | broken)
     broken |= broken_nodes
 
-    params = dict(header.params) if header else {}
-    _check_templates(sources, params, smap, problems)
+    raw_params = raw.get("params")
+    params = dict(header.params) if header else (
+        dict(raw_params) if isinstance(raw_params, dict) else {})
+    _check_templates(raw.get("sources"), params, smap, problems)
 
     fields = header.model_dump() if header else {"pipeline": path.stem}
     spec = PipelineSpec.model_construct(**fields, sources=sources, nodes=tuple(nodes))
@@ -196,14 +267,15 @@ def _load_sources(
         try:
             check_identifier(str(name), "source name")
         except ValueError as exc:
-            problems.append(smap.problem(str(exc), path, key=True))
+            problems.append(smap.problem(str(exc), path, key=True,
+                                         hint=getattr(exc, "hint", "")))
             broken.add(str(name))
             continue
-        try:
-            sources[name] = SourceSpec.model_validate(body if body is not None else {})
-        except ValidationError as exc:
-            problems += pydantic_problems(exc, smap, path, SourceSpec)
+        src = _validate(SourceSpec, body if body is not None else {}, smap, path, problems)
+        if src is None:
             broken.add(name)
+        else:
+            sources[name] = src
     return sources, broken
 
 
@@ -240,11 +312,7 @@ def _load_nodes(
             index[node_id] = i
         common = {k: v for k, v in body.items() if k in NODE_COMMON_KEYS}
         settings = {k: v for k, v in body.items() if k not in NODE_COMMON_KEYS}
-        node: NodeSpec | None = None
-        try:
-            node = NodeSpec.model_validate(common)
-        except ValidationError as exc:
-            problems += pydantic_problems(exc, smap, path, NodeSpec)
+        node: NodeSpec | None = _validate(NodeSpec, common, smap, path, problems)
         op_name = body.get("op")
         params = None
         if isinstance(op_name, str):
@@ -255,12 +323,7 @@ def _load_nodes(
                                              hint=registry.suggest(op_name)))
                 op = None
             if op is not None:
-                try:
-                    params = op.params.model_validate(settings)
-                except ValidationError as exc:
-                    problems += pydantic_problems(
-                        exc, smap, path, op.params, NODE_COMMON_KEYS
-                    )
+                params = _validate(op.params, settings, smap, path, problems, NODE_COMMON_KEYS)
         if node is None or params is None:
             if isinstance(node_id, str):
                 broken.add(node_id)
@@ -270,12 +333,15 @@ def _load_nodes(
 
 
 def _check_templates(
-    sources: dict[str, SourceSpec], params: dict[str, Any], smap: SourceMap,
-    problems: list[Problem],
+    raw_sources: Any, params: dict[str, Any], smap: SourceMap, problems: list[Problem],
 ) -> None:
+    # The raw paths, so that a source broken for another reason is still checked.
     known = set(params) | set(BUILTIN_TEMPLATE_VARS)
-    for name, src in sources.items():
-        for var in _TEMPLATE_VAR.findall(src.path):
+    for name, body in (raw_sources if isinstance(raw_sources, dict) else {}).items():
+        src_path = body.get("path") if isinstance(body, dict) else None
+        if not isinstance(src_path, str):
+            continue
+        for var in _TEMPLATE_VAR.findall(src_path):
             if var not in known:
                 close = difflib.get_close_matches(var, sorted(known), n=1)
                 hint = f"did you mean '{{{close[0]}}}'?" if close else (

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from regflow.spec.types import TypeParseError, normalize_type
+from regflow.spec.types import SpecValueError, normalize_type
 
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,126}$"
@@ -31,24 +31,38 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _snake(value: str) -> str:
+    out = re.sub(r"[^a-z0-9_]+", "_", str(value).lower()).strip("_")
+    return out if out[:1].isalpha() else f"x_{out}"
+
+
 def check_identifier(value: str, what: str = "id") -> str:
     if not _ID.match(value):
-        raise ValueError(
+        raise SpecValueError(
             f"{what} '{value}' must be lower_snake_case: a letter, then letters, digits or '_' "
-            "(at most 63 characters)"
+            "(at most 63 characters)",
+            hint=f"e.g. '{_snake(value)[:63]}'",
         )
     return value
 
 
 def check_column(value: str) -> str:
     if not _COLUMN.match(value):
-        raise ValueError(
+        raise SpecValueError(
             f"column name '{value}' must start with a letter or '_' and contain only letters, "
-            "digits and '_'"
+            "digits and '_'",
+            hint="rename the column, e.g. '" + re.sub(r"\W+", "_", str(value)).strip("_") + "'",
         )
     if value.startswith(RESERVED_PREFIX):
-        raise ValueError(f"column name '{value}' uses the reserved prefix '{RESERVED_PREFIX}'")
+        raise SpecValueError(
+            f"column name '{value}' uses the reserved prefix '{RESERVED_PREFIX}'",
+            hint="regflow adds the lineage column itself; rename this one",
+        )
     return value
+
+
+ColumnName = Annotated[str, AfterValidator(check_column)]
+ColumnType = Annotated[str, AfterValidator(normalize_type)]
 
 
 class SourceSpec(StrictModel):
@@ -56,8 +70,8 @@ class SourceSpec(StrictModel):
 
     format: Literal["parquet", "csv"] = "parquet"
     path: str = Field(description="Path template; may use {param}, {cob}, {spec_dir}.")
-    primary_key: tuple[str, ...] = Field(min_length=1)
-    schema_: dict[str, str] | None = Field(
+    primary_key: tuple[ColumnName, ...] = Field(min_length=1)
+    schema_: dict[ColumnName, ColumnType] | None = Field(
         default=None, alias="schema", description="Declared columns and types."
     )
     cob_column: str | None = Field(
@@ -69,25 +83,9 @@ class SourceSpec(StrictModel):
     @field_validator("primary_key")
     @classmethod
     def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for c in v:
-            check_column(c)
         if len(set(v)) != len(v):
-            raise ValueError("primary_key lists a column twice")
+            raise SpecValueError("primary_key lists a column twice", hint="list each column once")
         return v
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is None:
-            return v
-        out = {}
-        for name, t in v.items():
-            check_column(name)
-            try:
-                out[name] = normalize_type(t)
-            except TypeParseError as exc:
-                raise ValueError(f"column '{name}': {exc}") from None
-        return out
 
 
 class NodeSpec(StrictModel):
@@ -131,7 +129,10 @@ class PipelineHeader(StrictModel):
         for name in v:
             check_identifier(name, "param name")
             if name in BUILTIN_TEMPLATE_VARS:
-                raise ValueError(f"param name '{name}' is reserved (built-in template variable)")
+                raise SpecValueError(
+                    f"param name '{name}' is reserved (built-in template variable)",
+                    hint=f"rename it, e.g. '{name}_value'",
+                )
         return v
 
 

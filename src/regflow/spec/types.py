@@ -24,8 +24,22 @@ _DECIMAL = re.compile(r"^decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 NUMERIC_SIMPLE = {"int", "bigint", "double"}
 
 
-class TypeParseError(ValueError):
-    pass
+TYPE_HINT = "use one of string, boolean, date, timestamp, int, bigint, double, decimal(p,s)"
+
+
+class SpecValueError(ValueError):
+    """A bad value in a spec; ``hint`` suggests the fix (the loader shows it)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+class TypeParseError(SpecValueError):
+    """A type that regflow does not know."""
+
+    def __init__(self, message: str, hint: str = TYPE_HINT):
+        super().__init__(message, hint)
 
 
 def normalize_type(text: str) -> str:
@@ -35,12 +49,17 @@ def normalize_type(text: str) -> str:
     if t in _SIMPLE:
         return t
     if t == "decimal":
-        raise TypeParseError("decimal needs a precision and scale, for example decimal(38,10)")
+        raise TypeParseError(
+            "decimal needs a precision and scale", hint="write decimal(p,s), e.g. decimal(38,10)"
+        )
     m = _DECIMAL.match(t)
     if m:
         p, s = int(m.group(1)), int(m.group(2))
         if not 1 <= p <= 38 or s > p:
-            raise TypeParseError(f"decimal({p},{s}) needs 1 <= precision <= 38 and scale <= precision")
+            raise TypeParseError(
+                f"decimal({p},{s}) needs 1 <= precision <= 38 and scale <= precision",
+                hint=f"e.g. decimal(38,{min(s, 38)})",
+            )
         return f"decimal({p},{s})"
     raise TypeParseError(
         f"unknown type '{text}'; use one of string, boolean, date, timestamp, int, bigint, "

@@ -113,10 +113,15 @@ class YamlSyntaxError(Exception):
         super().__init__(problem.format())
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+def load_yaml(
+    text: str, file: str, *, problems: list[Problem] | None = None
+) -> tuple[Any, SourceMap]:
     """Parse ``text`` into Python data and a :class:`SourceMap`.
 
-    Duplicate mapping keys are an error (PyYAML silently keeps the last one).
+    Duplicate mapping keys are an error (PyYAML silently keeps the last one). With
+    ``problems`` given, they are appended there (the first entry is kept) and loading goes
+    on, so that the other problems of the file are reported too; otherwise the first one
+    raises :class:`YamlSyntaxError`.
     """
     smap = SourceMap(file=file, text=text)
     loader = _Loader(text)
@@ -124,15 +129,23 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         node = loader.get_single_node()
         if node is None:
             return None, smap
-        data = _build(node, (), smap, loader)
+        data = _build(node, (), smap, loader, problems)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        n_lines = len(text.splitlines())
+        mark = exc.problem_mark
+        if mark is None or (mark.line >= n_lines and exc.context_mark is not None):
+            # "unexpected end of stream": the line that opened the construct is more useful
+            mark = exc.context_mark or mark
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         smap.values[("<syntax>",)] = (line or 1, col or 1)
+        message = f"invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark is not None:
+            cm = exc.context_mark
+            message += f" ({exc.context} at {cm.line + 1}:{cm.column + 1})"
         raise YamlSyntaxError(
             Problem(
-                message=f"invalid YAML: {exc.problem or exc}",
+                message=message,
                 location=Location(file, line, col),
                 context=smap.context(("<syntax>",)),
                 hint="check indentation and quoting near this line",
@@ -143,7 +156,10 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     return data, smap
 
 
-def _build(node: yaml.Node, path: KeyPath, smap: SourceMap, loader: yaml.SafeLoader) -> Any:
+def _build(
+    node: yaml.Node, path: KeyPath, smap: SourceMap, loader: yaml.SafeLoader,
+    problems: list[Problem] | None = None,
+) -> Any:
     smap.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -152,19 +168,26 @@ def _build(node: yaml.Node, path: KeyPath, smap: SourceMap, loader: yaml.SafeLoa
             if not isinstance(key, str | int):
                 key = str(key)
             child = (*path, key)
+            here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in out:
-                smap.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                raise YamlSyntaxError(
-                    smap.problem(
-                        f"duplicate key '{key}'", child, key=True,
-                        hint="remove or rename one of the two entries",
-                    )
+                first = smap.keys[child]
+                # point at the second entry; the first keeps its recorded position
+                dup = SourceMap(file=smap.file, text=smap.text, keys={child: here})
+                problem = dup.problem(
+                    f"duplicate key '{key}' (first at line {first[0]})", child, key=True,
+                    hint="remove or rename one of the two entries",
                 )
-            smap.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _build(value_node, child, smap, loader)
+                if problems is None:
+                    raise YamlSyntaxError(problem)
+                problems.append(problem)
+                continue
+            smap.keys[child] = here
+            out[key] = _build(value_node, child, smap, loader, problems)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), smap, loader) for i, item in enumerate(node.value)]
+        return [
+            _build(item, (*path, i), smap, loader, problems) for i, item in enumerate(node.value)
+        ]
     return loader.construct_object(node, deep=True)
 
 
