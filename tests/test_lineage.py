@@ -213,3 +213,28 @@ def test_duplicate_operator_names_are_refused(tmp_path):
     (other / "again.py").write_text(textwrap.dedent(changed))
     with pytest.raises(OperatorError, match="already registered"):
         load_operator_files(other)
+
+
+def test_operators_from_entry_points_are_registered(tmp_path, monkeypatch):
+    """Third-party packages register ops through the `regflow.operators` entry-point group."""
+    import sys
+
+    from regflow.ops import registry
+
+    dist = tmp_path / "acme_ops-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ops\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[regflow.operators]\nacme = acme_ops_mod\n")
+    (tmp_path / "acme_ops_mod.py").write_text(textwrap.dedent('''
+        from regflow import operator
+
+        @operator("acme_identity")
+        def identity(df, params, ctx):
+            return df
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    registry.load_entry_points()
+    assert "acme_identity" in registry.names()
+    assert registry.get("acme_identity").origin.endswith("acme_ops_mod.py:identity")
+    sys.modules.pop("acme_ops_mod", None)
