@@ -60,6 +60,8 @@ class ConfigError(RegflowError):
 class SpecError(RegflowError):
     """A pipeline spec is invalid. Carries every problem found, not just the first."""
 
+    label = "pipeline spec"
+
     def __init__(self, problems: Iterable[Problem]):
         self.problems: tuple[Problem, ...] = tuple(problems)
         super().__init__(self.render())
@@ -71,8 +73,14 @@ class SpecError(RegflowError):
     def render(self) -> str:
         errors = [p for p in self.problems if p.severity == "error"]
         n = len(errors)
-        head = f"{n} error{'s' if n != 1 else ''} in pipeline spec"
+        head = f"{n} error{'s' if n != 1 else ''} in {self.label}"
         return head + ":\n" + "\n".join(p.format() for p in self.problems)
+
+
+class AdjustmentError(SpecError):
+    """Adjustment rules are invalid (schema, fields, types, approval, dates, duplicates)."""
+
+    label = "adjustment rules"
 
 
 class PlanError(RegflowError):

@@ -19,7 +19,10 @@ from typing import Any
 
 from regflow.errors import OperatorError
 from regflow.ops.base import CheckRule, LineageKind, OpDef, OpParams, SchemaRule
-from regflow.ops.builtin import BUILTIN_OPS
+from regflow.ops.adjust import ADJUST
+from regflow.ops.builtin import BUILTIN_OPS as _BUILTINS
+
+BUILTIN_OPS = (*_BUILTINS, ADJUST)
 
 _LOCK = threading.RLock()
 _REGISTRY: dict[str, OpDef] = {op.name: op for op in BUILTIN_OPS}

@@ -30,32 +30,55 @@ def _operators_digest(project_dir: Path) -> str:
     return h.hexdigest()
 
 
-def plan_key(spec_path: Path, text: str | None = None) -> str:
+def _rules_digest(folder: Path | None, spec_path: Path) -> str:
+    """The adjustment folder's identity: its path and every rule file's name and content.
+
+    Without an explicit folder, every pipeline folder under ``adjustments/`` counts: the
+    pipeline id is only known after parsing, and a cache lookup must not parse.
+    """
+    h = hashlib.sha256()
+    root = folder if folder is not None else project_dir_of(spec_path) / "adjustments"
+    h.update(str(root.resolve()).encode())
+    if root.is_dir():
+        for f in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def plan_key(spec_path: Path, text: str | None = None, adjustments: Path | None = None) -> str:
     text = text if text is not None else spec_path.read_text(encoding="utf-8")
     project = project_dir_of(spec_path)
     h = hashlib.sha256()
-    for part in (__version__, str(spec_path.resolve()), text, _operators_digest(project)):
+    for part in (__version__, str(spec_path.resolve()), text, _operators_digest(project),
+                 _rules_digest(adjustments, spec_path)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
 
 
-def load_plan(spec_path: Path | str, *, use_cache: bool = True) -> Plan:
-    """Compile a spec, or load its compiled plan from the cache. Raises ``SpecError``."""
-    from regflow.plan.compiler import compile_file
+def load_plan(
+    spec_path: Path | str, *, adjustments: Path | str | None = None, use_cache: bool = True
+) -> Plan:
+    """Compile a spec with its adjustment rules, or load the compiled plan from the cache.
+
+    Raises ``SpecError`` (or ``AdjustmentError``) with every problem.
+    """
+    from regflow.plan.build import build_plan
 
     spec_path = Path(spec_path)
+    folder = Path(adjustments) if adjustments is not None else None
     if not use_cache:
-        return compile_file(spec_path)
+        return build_plan(spec_path, folder)
     text = spec_path.read_text(encoding="utf-8")
-    key = plan_key(spec_path, text)
+    key = plan_key(spec_path, text, folder)
     cached = cache_dir(project_dir_of(spec_path)) / f"{key}.json"
     if cached.exists():
         try:
             return Plan.from_json(cached.read_text())
         except (ValueError, KeyError, TypeError):
             pass  # stale format: recompile
-    plan = compile_file(spec_path)
+    plan = build_plan(spec_path, folder)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}")

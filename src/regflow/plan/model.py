@@ -85,6 +85,8 @@ class Plan:
     metadata_hash: str
     regflow_version: str
     warnings: tuple[str, ...] = ()
+    adjustments_dir: str | None = None
+    adjustment_set_hash: str = "none"
 
     def node(self, node_id: str) -> PlanNode:
         for n in self.nodes:
@@ -103,6 +105,9 @@ class Plan:
             if s.id == stage_id:
                 return s
         raise KeyError(stage_id)
+
+    def adjustment_nodes(self) -> list[PlanNode]:
+        return [n for n in self.nodes if n.op == "adjust"]
 
     def is_source(self, name: str) -> bool:
         return any(s.name == name for s in self.sources)

@@ -8,6 +8,7 @@ the original exception as the cause. Lineage is verified: row-wise ops must keep
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +27,11 @@ from regflow.errors import (
     UserCodeError,
 )
 from regflow.ops import registry
+from regflow.ops.adjust import AdjustParams
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
 from regflow.runtime import builtin_ops, progress
+from regflow.runtime.adjust_ops import AUDIT_COLUMNS, apply_rules
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
     duplicate_ids,
@@ -65,6 +68,7 @@ class StageReport:
     seconds: float = 0.0
     outputs: list[OutputReport] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class StageReport:
             "seconds": round(self.seconds, 3),
             "outputs": [vars(o) for o in self.outputs],
             "sources": self.sources,
+            "adjustments": self.adjustments,
         }
 
 
@@ -182,7 +187,9 @@ class StageRunner:
         ctx = self._ctx(node)
         custom = op.func is not None
         with self._boundary(node.id, user_code=custom):
-            if op.lineage == "aggregate":
+            if isinstance(params, AdjustParams):
+                out = self._adjust(node, inputs[0], params)
+            elif op.lineage == "aggregate":
                 if not isinstance(params, AggregateParams):
                     raise RunError(
                         "custom aggregate ops are not supported; use 'rollup'",
@@ -217,6 +224,56 @@ class StageRunner:
                 keys = [*params.group_by]
             with self._boundary(node.id, user_code=False):
                 self.frames[node.id] = self._write(node, node.id, out, kind="output", keys=keys)
+
+    def _adjust(self, node: PlanNode, df: DataFrame, params: AdjustParams) -> DataFrame:
+        """Apply the rules effective on this cob; write the audit next to the outputs."""
+        from pyspark.sql import functions as F
+
+        cob = dt.date.fromisoformat(self.run.cob)
+        active, skipped = [], []
+        for rule in sorted(params.rules, key=lambda r: r.rule_id):
+            ok, why = rule.applies_on(cob)
+            (active if ok else skipped).append((rule, why))
+        out, audit = apply_rules(df, [r for r, _ in active])
+        ident = [
+            F.lit(self.plan.pipeline).alias("pipeline"),
+            F.lit(self.run.cob).cast("date").alias("cob"),
+            F.lit(self.run.run_id).alias("run_id"),
+            F.lit(self.plan.data_hash).alias("spec_hash"),
+            F.lit(self.run_meta.get("adjustment_set_hash", "none")).alias("adjustment_set_hash"),
+            F.lit(params.at).alias("stage"),
+            F.lit(params.position).alias("position"),
+        ]
+        audit = audit.select(*ident, *AUDIT_COLUMNS).orderBy("rule_id", LINEAGE_COLUMN)
+
+        def summarize(written: DataFrame) -> dict[str, Any]:
+            counts = {
+                r["rule_id"]: r["n"]
+                for r in written.groupBy("rule_id")
+                .agg(F.countDistinct(LINEAGE_COLUMN).alias("n"))
+                .collect()
+            }
+            rules = [
+                {"rule_id": r.rule_id, "status": "applied",
+                 "rows_matched": int(counts.get(r.rule_id, 0)), "reason": ""}
+                for r, _ in active
+            ]
+            rules += [
+                {"rule_id": r.rule_id, "status": "skipped", "rows_matched": 0, "reason": why}
+                for r, why in skipped
+            ]
+            return {"rules": sorted(rules, key=lambda x: x["rule_id"])}
+
+        self._write(node, f"{node.id}.audit", audit, kind="audit",
+                    keys=["rule_id", LINEAGE_COLUMN, "field"], unique_ids=False,
+                    summarize=summarize)
+        for r in self.run.metadata(f"{node.id}.audit")["rules"]:
+            self.report.adjustments.append(
+                {"node": node.id, "at": params.at, "position": params.position, **r})
+            status = (f"{r['rows_matched']:,} rows matched" if r["status"] == "applied"
+                      else f"skipped: {r['reason']}")
+            self.log(f"  adjustment {r['rule_id']} at {params.position} {params.at}: {status}")
+        return out
 
     def _check_schema(self, node: PlanNode, out: DataFrame) -> None:
         if not node.schema.known:
@@ -275,7 +332,9 @@ class StageRunner:
 
     # ------------------------------------------------------------------ writes
     def _write(
-        self, node: PlanNode, name: str, df: DataFrame, *, kind: str, keys: list[str]
+        self, node: PlanNode, name: str, df: DataFrame, *, kind: str, keys: list[str],
+        unique_ids: bool = True,
+        summarize: Callable[[DataFrame], dict[str, Any]] | None = None,
     ) -> DataFrame:
         t0 = time.perf_counter()
         final = self.run.node_dir(name)
@@ -283,11 +342,14 @@ class StageRunner:
         try:
             df.write.mode("overwrite").parquet(str(tmp))
             written = self.spark.read.parquet(str(tmp))
-            dups = duplicate_ids(written)
-            if dups:
-                self._raise_duplicates(node, dups)
+            if unique_ids:
+                dups = duplicate_ids(written)
+                if dups:
+                    self._raise_duplicates(node, dups)
             rows = _parquet_rows(tmp)
             meta = self._metadata(node, name, kind, rows, keys, written, time.perf_counter() - t0)
+            if summarize is not None:
+                meta.update(summarize(written))
             promote(tmp, final, meta)
         except BaseException:
             discard(tmp)
@@ -399,7 +461,8 @@ def run_stage(
         )
     spark = spark or get_spark()
     run = RunRef(root, plan.pipeline, cob, run_id)
+    meta = {"adjustment_set_hash": plan.adjustment_set_hash, **(run_meta or {})}
     runner = StageRunner(
-        plan, stage, run, run_variables(plan, cob, params), spark, run_meta=run_meta, log=log
+        plan, stage, run, run_variables(plan, cob, params), spark, run_meta=meta, log=log
     )
     return runner.execute()

@@ -1,0 +1,64 @@
+"""Compile a spec together with its adjustment rules: validate, splice, compile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from regflow.adjust.loader import LoadedRule, load_rules
+from regflow.adjust.validate import check_rule, overlap_warnings
+from regflow.errors import AdjustmentError, Problem
+from regflow.plan.compiler import compile_spec
+from regflow.plan.model import Plan
+from regflow.plan.splice import splice
+from regflow.spec.loader import load_spec, project_dir_of
+
+
+def default_adjustments_dir(spec_path: Path, pipeline: str) -> Path:
+    return project_dir_of(spec_path) / "adjustments" / pipeline
+
+
+def adjustment_set_hash(rules: list[LoadedRule]) -> str:
+    if not rules:
+        return "none"
+    blob = json.dumps(sorted((r.rule.runtime_dict() for r in rules),
+                             key=lambda d: d["rule_id"]), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_rules(plan: Plan, rules: list[LoadedRule]) -> list[Problem]:
+    problems: list[Problem] = []
+    for r in rules:
+        if r.rule.pipeline != plan.pipeline:
+            problems.append(r.problem(
+                f"rule is for pipeline '{r.rule.pipeline}' but sits with pipeline "
+                f"'{plan.pipeline}'", "pipeline",
+                hint=f"move it to adjustments/{r.rule.pipeline}/ or fix 'pipeline'"))
+            continue
+        problems += check_rule(plan, r)
+    return problems + overlap_warnings(rules)
+
+
+def build_plan(spec_path: Path | str, adjustments: Path | str | None = None) -> Plan:
+    """The plan of a spec with the rules in ``adjustments`` (default: the project's
+    ``adjustments/<pipeline>/``; an empty or missing folder means no rules) spliced in."""
+    spec_path = Path(spec_path)
+    loaded = load_spec(spec_path)
+    base = compile_spec(loaded)
+    folder = Path(adjustments) if adjustments is not None else default_adjustments_dir(
+        spec_path, base.pipeline)
+    rules, problems = load_rules([folder]) if folder.exists() else ([], [])
+    problems += check_rules(base, rules)
+    if any(p.severity == "error" for p in problems):
+        raise AdjustmentError(problems)
+    if not rules:
+        return replace(base, adjustments_dir=str(folder.resolve()))
+    plan = compile_spec(splice(loaded, [r.rule for r in rules]))
+    warnings = tuple(p.format() for p in problems if p.severity == "warning")
+    return replace(
+        plan, adjustments_dir=str(folder.resolve()),
+        adjustment_set_hash=adjustment_set_hash(rules),
+        warnings=plan.warnings + warnings,
+    )

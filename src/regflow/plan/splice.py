@@ -1,0 +1,57 @@
+"""Splice adjustment nodes into a spec by rewiring dataset names (as Kedro inserts nodes).
+
+For rules *after* node X, a node ``X__adjusted`` reads X and every consumer of X reads
+``X__adjusted`` instead. For rules *before* X, ``X__adjusted_before`` reads X's main input
+and X reads it. The runtime has no special case: an adjustment is an ordinary node.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+
+from regflow.adjust.models import AdjustmentRule
+from regflow.ops.adjust import AdjustParams
+from regflow.spec.loader import LoadedSpec
+from regflow.spec.models import NodeSpec
+
+
+def adjusted_id(node: str, position: str) -> str:
+    return f"{node}__adjusted" if position == "after" else f"{node}__adjusted_before"
+
+
+def splice(loaded: LoadedSpec, rules: list[AdjustmentRule]) -> LoadedSpec:
+    if not rules:
+        return loaded
+    spec = loaded.spec
+    groups: dict[tuple[str, str], list[AdjustmentRule]] = defaultdict(list)
+    for r in rules:
+        groups[(r.stage, r.position)].append(r)
+    nodes = list(spec.nodes)
+
+    def rewire(old: str, new: str, skip: str) -> None:
+        for i, n in enumerate(nodes):
+            if n.id != skip and old in n.inputs:
+                nodes[i] = n.model_copy(update={"inputs": tuple(new if x == old else x
+                                                               for x in n.inputs)})
+
+    for (stage, position), group in sorted(groups.items()):
+        group = sorted(group, key=lambda r: r.rule_id)
+        adj = adjusted_id(stage, position)
+        desc = "Adjustment rules " + ", ".join(r.rule_id for r in group)
+        params = AdjustParams(at=stage, position=position, rules=tuple(group))
+        if position == "after":
+            node = NodeSpec(id=adj, op="adjust", inputs=(stage,), description=desc)
+            rewire(stage, adj, skip=adj)
+            ids = [n.id for n in nodes]
+            at = ids.index(stage) + 1 if stage in ids else 0
+        else:
+            ids = [n.id for n in nodes]
+            k = ids.index(stage)
+            target = nodes[k]
+            node = NodeSpec(id=adj, op="adjust", inputs=(target.inputs[0],), description=desc)
+            nodes[k] = target.model_copy(update={"inputs": (adj, *target.inputs[1:])})
+            at = k
+        nodes.insert(at, node.model_copy(update={"params": params}))
+    new_spec = spec.model_copy(update={"nodes": tuple(nodes)})
+    return replace(loaded, spec=new_spec)
