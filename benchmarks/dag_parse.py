@@ -200,7 +200,7 @@ def publish(**context):
     print("publishing")
 '''
 
-DAGFACTORY_LOADER = '''"""dag-factory loader: builds a DAG from every YAML config in this folder (airflow)."""
+DAGFACTORY_LOADER = '''"""dag-factory loader (airflow): a DAG per YAML config in this folder."""
 
 from pathlib import Path
 

@@ -64,6 +64,7 @@ class Bench:
         self.plan = compile_file(SPEC)
         self.storage = work / "storage"
         self.runs = 0
+        self.reference: Any = None  # the hand-written result, once known
 
     def regflow(self) -> tuple[float, Any, list[Any]]:
         """All stages of the plan, in order, into a fresh run id. Returns (seconds, df, reports)."""
@@ -239,28 +240,25 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
       source primary key and by join's lookup-key check);
     * ``both``: the two together.
     """
+    from pyspark.sql.classic.dataframe import DataFrame
+
     from regflow.runtime import executor
 
-    def no_sort_write(orig: Callable[..., Any]) -> Callable[..., Any]:
-        def write(self: Any, node: Any, name: str, df: Any, *, kind: str, keys: list[str]):
-            if kind == "lineage":
-                df = _unsorted(df)
-            return orig(self, node, name, df, kind=kind, keys=keys)
-        return write
+    def no_sort(orig: Callable[..., Any]) -> Callable[..., Any]:
+        # In the runtime, orderBy is only used on the lineage checkpoints it writes.
+        return lambda self, *cols, **kw: self
 
     def no_ckpt_dup(orig: Callable[..., Any]) -> Callable[..., Any]:
         def dup(df: Any, limit: int = 5) -> list[int]:
-            if "_lineage_rollup_id" in df.columns or _is_contrib(df):
-                return []
-            return orig(df, limit)
+            return [] if _reads_checkpoint(df) else orig(df, limit)
+
         return dup
 
     variants: dict[str, list[tuple[Any, str, Callable[[Any], Any]]]] = {
         "baseline": [],
-        "no_checkpoint_sort": [(executor.StageRunner, "_write", no_sort_write)],
+        "no_checkpoint_sort": [(DataFrame, "orderBy", no_sort)],
         "no_checkpoint_dup_check": [(executor, "duplicate_ids", no_ckpt_dup)],
-        "both": [(executor.StageRunner, "_write", no_sort_write),
-                 (executor, "duplicate_ids", no_ckpt_dup)],
+        "both": [(DataFrame, "orderBy", no_sort), (executor, "duplicate_ids", no_ckpt_dup)],
     }
     out: dict[str, list[float]] = {k: [] for k in variants}
     for rep in range(reps):
@@ -277,26 +275,12 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
     return {k: summary(v) for k, v in out.items()}
 
 
-def _unsorted(df: Any) -> Any:
-    """Drop a trailing ``orderBy`` from the checkpoint's logical plan."""
-    plan = df._jdf.queryExecution().logical()
-    if plan.nodeName() == "Sort":
-        from pyspark.sql import DataFrame
-
-        child = plan.child()
-        jdf = df.sparkSession._jvm.org.apache.spark.sql.classic.Dataset.ofRows(
-            df.sparkSession._jsparkSession, child)
-        return DataFrame(jdf, df.sparkSession)
-    return df
-
-
-def _is_contrib(df: Any) -> bool:
-    """An aggregate's lineage checkpoint (group key, member id, contributions)?"""
+def _reads_checkpoint(df: Any) -> bool:
+    """Is ``df`` a lineage checkpoint just written (read back from its temporary dir)?"""
     try:
-        paths = df.inputFiles()
+        return any(".lineage.tmp-" in p for p in df.inputFiles())
     except Exception:
         return False
-    return any(".lineage" in p for p in paths)
 
 
 # --------------------------------------------------------------------------- main

@@ -225,13 +225,15 @@ def test_operators_from_entry_points_are_registered(tmp_path, monkeypatch):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ops\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[regflow.operators]\nacme = acme_ops_mod\n")
-    (tmp_path / "acme_ops_mod.py").write_text(textwrap.dedent('''
+    (tmp_path / "acme_ops_mod.py").write_text(
+        textwrap.dedent("""
         from regflow import operator
 
         @operator("acme_identity")
         def identity(df, params, ctx):
             return df
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
     registry.load_entry_points()

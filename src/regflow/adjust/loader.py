@@ -19,8 +19,9 @@ class LoadedRule:
     rule: AdjustmentRule
     smap: SourceMap
 
-    def problem(self, message: str, *path: str | int, hint: str = "",
-                severity: str = "error") -> Problem:
+    def problem(
+        self, message: str, *path: str | int, hint: str = "", severity: str = "error"
+    ) -> Problem:
         return self.smap.problem(message, tuple(path), hint=hint, severity=severity)
 
 
@@ -41,8 +42,13 @@ def load_rule_file(path: Path) -> tuple[LoadedRule | None, list[Problem]]:
     except YamlSyntaxError as exc:
         return None, [exc.problem]
     if not isinstance(raw, dict):
-        return None, [smap.problem("an adjustment rule file must be a YAML mapping", (),
-                                   hint="start with 'rule_id: ADJ-...'")]
+        return None, [
+            smap.problem(
+                "an adjustment rule file must be a YAML mapping",
+                (),
+                hint="start with 'rule_id: ADJ-...'",
+            )
+        ]
     try:
         rule = AdjustmentRule.model_validate(raw)
     except ValidationError as exc:
@@ -69,10 +75,14 @@ def duplicate_rule_ids(rules: list[LoadedRule]) -> list[Problem]:
     for r in rules:
         first = seen.get(r.rule.rule_id)
         if first is not None and first.path.resolve() != r.path.resolve():
-            out.append(r.problem(
-                f"rule_id '{r.rule.rule_id}' is already used by {first.smap.location(('rule_id',))}",
-                "rule_id", hint="rule ids are unique across the repository; take the next number",
-            ))
+            where = first.smap.location(("rule_id",))
+            out.append(
+                r.problem(
+                    f"rule_id '{r.rule.rule_id}' is already used by {where}",
+                    "rule_id",
+                    hint="rule ids are unique across the repository; take the next number",
+                )
+            )
         else:
             seen.setdefault(r.rule.rule_id, r)
     return out

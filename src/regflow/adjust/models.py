@@ -10,8 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-OPERATORS = ("=", "!=", "in", "not in", ">", ">=", "<", "<=", "between", "is null",
-             "is not null")
+OPERATORS = ("=", "!=", "in", "not in", ">", ">=", "<", "<=", "between", "is null", "is not null")
 OPERATIONS = ("set", "add", "multiply")
 Value = str | int | float | bool | dt.date | Decimal | None
 

@@ -66,7 +66,7 @@ def fits(value: Any, col_type: str) -> bool:
 
 def _type_hint(col_type: str) -> str:
     return {
-        "string": "quote the value, e.g. \"123\"",
+        "string": 'quote the value, e.g. "123"',
         "date": "write a date as YYYY-MM-DD",
         "boolean": "use true or false",
     }.get(col_type, f"use a value of type {col_type}")
@@ -78,13 +78,22 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
     names = [s.name for s in plan.sources] + [n.id for n in plan.nodes]
     if rule.stage not in names:
         close = difflib.get_close_matches(rule.stage, names, n=1)
-        out.append(lr.problem(
-            f"pipeline '{plan.pipeline}' has no node '{rule.stage}'", "stage",
-            hint=f"did you mean '{close[0]}'?" if close else "nodes: " + ", ".join(names)))
+        out.append(
+            lr.problem(
+                f"pipeline '{plan.pipeline}' has no node '{rule.stage}'",
+                "stage",
+                hint=f"did you mean '{close[0]}'?" if close else "nodes: " + ", ".join(names),
+            )
+        )
         return out
     if rule.position == "before" and plan.is_source(rule.stage):
-        out.append(lr.problem(f"'{rule.stage}' is a source: nothing runs before it", "position",
-                              hint="use position: after"))
+        out.append(
+            lr.problem(
+                f"'{rule.stage}' is a source: nothing runs before it",
+                "position",
+                hint="use position: after",
+            )
+        )
         return out
     schema = splice_schema(plan, rule.stage, rule.position)
     keys = key_columns(plan, rule.stage) | {LINEAGE_COLUMN}
@@ -95,10 +104,15 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
         if field not in schema:
             visible = [n for n in schema.names if n != LINEAGE_COLUMN]
             close = difflib.get_close_matches(field, visible, n=1)
-            out.append(lr.problem(
-                f"field '{field}' does not exist {rule.position} '{rule.stage}'", *path,
-                hint=f"did you mean '{close[0]}'?" if close else
-                "available fields: " + ", ".join(visible)))
+            out.append(
+                lr.problem(
+                    f"field '{field}' does not exist {rule.position} '{rule.stage}'",
+                    *path,
+                    hint=f"did you mean '{close[0]}'?"
+                    if close
+                    else "available fields: " + ", ".join(visible),
+                )
+            )
             return None
         return schema.type_of(field)
 
@@ -109,32 +123,62 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
         values = cond.value if isinstance(cond.value, list) else [cond.value]
         for v in values:
             if cond.operator not in ("is null", "is not null") and not fits(v, t):
-                out.append(lr.problem(
-                    f"value {v!r} does not fit field '{cond.field}' of type {t}",
-                    "conditions", i, "value", hint=_type_hint(t)))
+                out.append(
+                    lr.problem(
+                        f"value {v!r} does not fit field '{cond.field}' of type {t}",
+                        "conditions",
+                        i,
+                        "value",
+                        hint=_type_hint(t),
+                    )
+                )
                 break
         if cond.operator in (">", ">=", "<", "<=", "between") and t in ("string", "boolean"):
-            out.append(lr.problem(f"'{cond.operator}' on {t} field '{cond.field}'",
-                                  "conditions", i, "operator",
-                                  hint="compare numbers or dates; use = or in for text"))
+            out.append(
+                lr.problem(
+                    f"'{cond.operator}' on {t} field '{cond.field}'",
+                    "conditions",
+                    i,
+                    "operator",
+                    hint="compare numbers or dates; use = or in for text",
+                )
+            )
     for i, adj in enumerate(rule.adjustments):
         if adj.field in keys:
-            out.append(lr.problem(
-                f"field '{adj.field}' is a key or lineage column {rule.position} "
-                f"'{rule.stage}' and cannot be adjusted", "adjustments", i, "field",
-                hint="adjust a measure or attribute; keys identify the row in the audit"))
+            out.append(
+                lr.problem(
+                    f"field '{adj.field}' is a key or lineage column {rule.position} "
+                    f"'{rule.stage}' and cannot be adjusted",
+                    "adjustments",
+                    i,
+                    "field",
+                    hint="adjust a measure or attribute; keys identify the row in the audit",
+                )
+            )
             continue
         t = column(adj.field, "adjustments", i, "field")
         if t is None:
             continue
         if adj.operation in ("add", "multiply") and t != "unknown" and not is_numeric(t):
-            out.append(lr.problem(
-                f"'{adj.operation}' needs a numeric field; '{adj.field}' is {t}",
-                "adjustments", i, "operation", hint="use operation: set"))
+            out.append(
+                lr.problem(
+                    f"'{adj.operation}' needs a numeric field; '{adj.field}' is {t}",
+                    "adjustments",
+                    i,
+                    "operation",
+                    hint="use operation: set",
+                )
+            )
         elif adj.operation == "set" and not fits(adj.value, t):
-            out.append(lr.problem(
-                f"value {adj.value!r} does not fit field '{adj.field}' of type {t}",
-                "adjustments", i, "value", hint=_type_hint(t)))
+            out.append(
+                lr.problem(
+                    f"value {adj.value!r} does not fit field '{adj.field}' of type {t}",
+                    "adjustments",
+                    i,
+                    "value",
+                    hint=_type_hint(t),
+                )
+            )
     return out
 
 
@@ -157,8 +201,12 @@ def _disjoint(a: Condition, b: Condition) -> bool:
     if "is null" in (a.operator, b.operator) and (sa is not None or sb is not None):
         return True
     if a.operator == b.operator == "between":
-        (alo, ahi), (blo, bhi) = a.value, b.value  # type: ignore[misc]
-        return bool(ahi < blo or bhi < alo)
+        alo, ahi = a.value  # type: ignore[misc,str-unpack]
+        blo, bhi = b.value  # type: ignore[misc,str-unpack]
+        try:
+            return bool(ahi < blo or bhi < alo)  # type: ignore[operator]
+        except TypeError:
+            return False
     return False
 
 
@@ -171,17 +219,22 @@ def overlap_warnings(rules: list[LoadedRule]) -> list[Problem]:
     for group in by_point.values():
         group.sort(key=lambda r: r.rule.rule_id)
         for i, a in enumerate(group):
-            for b in group[i + 1:]:
-                shared = sorted({x.field for x in a.rule.adjustments}
-                                & {x.field for x in b.rule.adjustments})
+            for b in group[i + 1 :]:
+                shared = sorted(
+                    {x.field for x in a.rule.adjustments} & {x.field for x in b.rule.adjustments}
+                )
                 if not shared:
                     continue
                 if any(_disjoint(ca, cb) for ca in a.rule.conditions for cb in b.rule.conditions):
                     continue
-                out.append(b.problem(
-                    f"rules {a.rule.rule_id} and {b.rule.rule_id} both write "
-                    f"{', '.join(shared)} at {b.rule.position} '{b.rule.stage}' on conditions "
-                    f"that may overlap; {b.rule.rule_id} applies last", "adjustments",
-                    severity="warning",
-                    hint="make the conditions disjoint, or merge the rules"))
+                out.append(
+                    b.problem(
+                        f"rules {a.rule.rule_id} and {b.rule.rule_id} both write "
+                        f"{', '.join(shared)} at {b.rule.position} '{b.rule.stage}' on conditions "
+                        f"that may overlap; {b.rule.rule_id} applies last",
+                        "adjustments",
+                        severity="warning",
+                        hint="make the conditions disjoint, or merge the rules",
+                    )
+                )
     return out

@@ -24,6 +24,9 @@ def _schema(inputs: list[Schema], p: AdjustParams) -> Schema:
 
 
 ADJUST = OpDef(
-    "adjust", AdjustParams, "rowwise", output_schema=_schema,
+    "adjust",
+    AdjustParams,
+    "rowwise",
+    output_schema=_schema,
     doc="Applies approved adjustment rules (spliced in by the compiler) and audits each change.",
 )

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from regflow.ops.base import Check, OpDef, OpParams
 from regflow.ops.exprs import check_expression, infer_type
 from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column
-from regflow.spec.types import Column, Schema, normalize_type
+from regflow.spec.types import Column, Schema, decimal_ps, normalize_type
 
 
 def _expr_checks(text: str, schema: Schema, path: tuple[str | int, ...]) -> list[Check]:
@@ -25,8 +25,10 @@ def _missing(name: str, schema: Schema, path: tuple[str | int, ...], what: str) 
     if not schema.known or name in schema:
         return []
     close = difflib.get_close_matches(name, schema.names, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else "available columns: " + ", ".join(
-        n for n in schema.names if n != LINEAGE_COLUMN
+    hint = (
+        f"did you mean '{close[0]}'?"
+        if close
+        else "available columns: " + ", ".join(n for n in schema.names if n != LINEAGE_COLUMN)
     )
     return [Check(f"unknown column '{name}' in {what}", path, hint)]
 
@@ -57,7 +59,7 @@ class CalcParams(OpParams):
         return v
 
     def items(self) -> list[tuple[str, str, str | None]]:
-        out = []
+        out: list[tuple[str, str, str | None]] = []
         for name, spec in self.columns.items():
             if isinstance(spec, str):
                 out.append((name, spec, None))
@@ -89,7 +91,11 @@ def _calc_schema(inputs: list[Schema], p: CalcParams) -> Schema:
 
 
 CALC = OpDef(
-    "calc", CalcParams, "rowwise", output_schema=_calc_schema, check=_calc_check,
+    "calc",
+    CalcParams,
+    "rowwise",
+    output_schema=_calc_schema,
+    check=_calc_check,
     doc="Add or replace columns computed from Spark SQL expressions, in order.",
 )
 
@@ -102,7 +108,9 @@ class FilterParams(OpParams):
 
 
 FILTER = OpDef(
-    "filter", FilterParams, "rowwise",
+    "filter",
+    FilterParams,
+    "rowwise",
     output_schema=lambda inputs, p: inputs[0],
     check=lambda inputs, p: _expr_checks(p.where, inputs[0], ("where",)),
     doc="Keep the rows matching a condition.",
@@ -142,15 +150,24 @@ def _join_check(inputs: list[Schema], p: JoinParams) -> list[Check]:
 def _join_schema(inputs: list[Schema], p: JoinParams) -> Schema:
     left, right = inputs
     right_keys = {r for _, r in p.pairs()}
-    take = p.columns if p.columns is not None else [
-        n for n in right.names if n not in right_keys and n != LINEAGE_COLUMN and n not in left
-    ]
+    take = (
+        p.columns
+        if p.columns is not None
+        else [
+            n for n in right.names if n not in right_keys and n != LINEAGE_COLUMN and n not in left
+        ]
+    )
     return left.with_columns([Column(n, right.type_of(n)) for n in take if n in right])
 
 
 JOIN = OpDef(
-    "join", JoinParams, "rowwise", min_inputs=2, max_inputs=2,
-    output_schema=_join_schema, check=_join_check,
+    "join",
+    JoinParams,
+    "rowwise",
+    min_inputs=2,
+    max_inputs=2,
+    output_schema=_join_schema,
+    check=_join_check,
     doc="Enrich rows with columns of a lookup; optionally fail on rows without a match.",
 )
 
@@ -211,8 +228,11 @@ def _classify_schema(inputs: list[Schema], p: ClassifyParams) -> Schema:
 
 
 CLASSIFY = OpDef(
-    "classify", ClassifyParams, "rowwise",
-    output_schema=_classify_schema, check=_classify_check,
+    "classify",
+    ClassifyParams,
+    "rowwise",
+    output_schema=_classify_schema,
+    check=_classify_check,
     doc="Ordered decision table in YAML; the first matching rule wins.",
 )
 
@@ -287,9 +307,9 @@ def measure_type(m: Measure, schema: Schema) -> str:
         return "bigint"
     t = infer_type(m.expr, schema)
     if m.func == "sum":
-        if t.startswith("decimal("):
-            scale = t[len("decimal(") : -1].split(",")[1]
-            return f"decimal(38,{scale})"
+        ps = decimal_ps(t)
+        if ps is not None:  # Spark: sum(decimal(p,s)) is decimal(min(38, p + 10), s)
+            return f"decimal({min(38, ps[0] + 10)},{ps[1]})"
         if t in ("int", "bigint"):
             return "bigint"
     return t
@@ -304,8 +324,11 @@ def _aggregate_schema(inputs: list[Schema], p: AggregateParams) -> Schema:
 
 
 AGGREGATE = OpDef(
-    "aggregate", AggregateParams, "aggregate",
-    output_schema=_aggregate_schema, check=_aggregate_check,
+    "aggregate",
+    AggregateParams,
+    "aggregate",
+    output_schema=_aggregate_schema,
+    check=_aggregate_check,
     doc="Group by and measures, with a row-level lineage checkpoint of its input.",
 )
 
@@ -325,10 +348,13 @@ def _union_check(inputs: list[Schema], p: UnionParams) -> list[Check]:
     for i, s in enumerate(inputs[1:], start=1):
         if set(s.names) != first:
             diff = sorted(first.symmetric_difference(s.names))
-            out.append(Check(
-                f"input {i} has different columns than input 0: {', '.join(diff)}", (),
-                "add calc nodes to align the columns, or set allow_missing_columns: true",
-            ))
+            out.append(
+                Check(
+                    f"input {i} has different columns than input 0: {', '.join(diff)}",
+                    ("inputs", i),
+                    "add calc nodes to align the columns, or set allow_missing_columns: true",
+                )
+            )
     return out
 
 
@@ -340,8 +366,13 @@ def _union_schema(inputs: list[Schema], p: UnionParams) -> Schema:
 
 
 UNION = OpDef(
-    "union", UnionParams, "union", min_inputs=2, max_inputs=None,
-    output_schema=_union_schema, check=_union_check,
+    "union",
+    UnionParams,
+    "union",
+    min_inputs=2,
+    max_inputs=None,
+    output_schema=_union_schema,
+    check=_union_check,
     doc="Stack inputs by column name; lineage ids stay unique because sources differ.",
 )
 

@@ -40,11 +40,24 @@ def _parse(text: str) -> Any:
 
     if not text or not str(text).strip():
         raise ExprError("empty expression")
+    from sqlglot import exp
+
     try:
-        return sqlglot.parse_one(str(text), read="spark")
+        tree = sqlglot.parse_one(str(text), read="spark")
     except ParseError as exc:
-        first = exc.errors[0]["description"] if exc.errors else str(exc)
+        err = exc.errors[0] if exc.errors else {}
+        first = str(err.get("description") or exc)
+        if first.startswith("Required keyword"):
+            # sqlglot names its own classes here; say what is wrong in the user's terms
+            near = err.get("highlight") or ""
+            first = f"an operand is missing after '{near}'" if near else "an operand is missing"
         raise ExprError(f"cannot parse expression '{text}': {first}") from None
+    if isinstance(tree, exp.Alias):
+        # "amount usd_rate" parses as "amount AS usd_rate": almost surely a missing operator
+        raise ExprError(
+            f"cannot parse expression '{text}': unexpected '{tree.alias}' (a missing operator?)"
+        )
+    return tree
 
 
 def referenced_columns(text: str) -> list[str]:
@@ -55,16 +68,24 @@ def referenced_columns(text: str) -> list[str]:
     from sqlglot import exp
 
     tree = _parse(text)
-    bound: set[str] = set()
-    for lam in tree.find_all(exp.Lambda):
-        for ident in lam.expressions:
-            bound.add(ident.name)
     out: list[str] = []
-    for col in tree.find_all(exp.Column):
+    for col in tree.find_all(exp.Column, bfs=False):  # depth-first: left to right
         name = col.name
-        if name and name not in bound and name not in out:
+        if name and name not in out and not _lambda_bound(col):
             out.append(name)
     return out
+
+
+def _lambda_bound(col: Any) -> bool:
+    """Whether ``col`` is a parameter of a lambda around it (only inside that lambda)."""
+    from sqlglot import exp
+
+    node = col.parent
+    while node is not None:
+        if isinstance(node, exp.Lambda) and col.name in {i.name for i in node.expressions}:
+            return True
+        node = node.parent
+    return False
 
 
 def check_expression(text: str, schema: Schema) -> list[tuple[str, str]]:
@@ -74,15 +95,20 @@ def check_expression(text: str, schema: Schema) -> list[tuple[str, str]]:
     try:
         cols = referenced_columns(text)
     except ExprError as exc:
-        return [(str(exc), "write a Spark SQL expression, e.g. \"amount * usd_rate\"")]
+        return [(str(exc), 'write a Spark SQL expression, e.g. "amount * usd_rate"')]
     if not schema.known:
         return []
     problems = []
     for name in cols:
         if name not in schema:
             close = difflib.get_close_matches(name, schema.names, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else (
-                "available columns: " + ", ".join(n for n in schema.names if not n.startswith("_"))
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else (
+                    "available columns: "
+                    + ", ".join(n for n in schema.names if not n.startswith("_"))
+                )
             )
             problems.append((f"unknown column '{name}' in expression '{text}'", hint))
     return problems
@@ -101,7 +127,10 @@ def infer_type(text: str, schema: Schema) -> str:
         tree = _parse(text).copy()
     except ExprError:
         return "unknown"
-    spark_schema = {"t": {c.name: _to_sqlglot(c.type) for c in schema.columns}}
+    exact = _exact_type(tree, schema)
+    if exact is not None:
+        return exact
+    spark_schema: dict[str, object] = {"t": {c.name: _to_sqlglot(c.type) for c in schema.columns}}
     select = exp.select(tree.as_("out")).from_("t")
     for col in select.find_all(exp.Column):
         col.set("table", exp.to_identifier("t"))
@@ -114,6 +143,22 @@ def infer_type(text: str, schema: Schema) -> str:
         return "unknown"
     name = dtype.this.name if hasattr(dtype.this, "name") else str(dtype.this)
     return _SQLGLOT_TO_TYPE.get(name.upper(), "unknown")
+
+
+def _exact_type(tree: Any, schema: Schema) -> str | None:
+    """A column reference or a cast has an exact type, decimal precision included."""
+    from sqlglot import exp
+
+    from regflow.spec.types import TypeParseError, normalize_type
+
+    if isinstance(tree, exp.Column) and not tree.table and tree.name in schema:
+        return schema.type_of(tree.name)
+    if isinstance(tree, exp.Cast):  # spark reads CAST as TryCast, a Cast subclass
+        try:
+            return normalize_type(tree.to.sql(dialect="spark"))
+        except TypeParseError:
+            return None
+    return None
 
 
 def _to_sqlglot(t: str) -> str:

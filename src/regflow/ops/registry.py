@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import OperatorError
-from regflow.ops.base import CheckRule, LineageKind, OpDef, OpParams, SchemaRule
 from regflow.ops.adjust import ADJUST
+from regflow.ops.base import CheckRule, LineageKind, OpDef, OpParams, SchemaRule
 from regflow.ops.builtin import BUILTIN_OPS as _BUILTINS
 
 BUILTIN_OPS = (*_BUILTINS, ADJUST)
@@ -38,8 +38,9 @@ class NoParams(OpParams):
 def register(op: OpDef) -> OpDef:
     with _LOCK:
         existing = _REGISTRY.get(op.name)
-        same_code = existing is not None and op.fingerprint and (
-            existing.fingerprint == op.fingerprint)
+        same_code = (
+            existing is not None and op.fingerprint and (existing.fingerprint == op.fingerprint)
+        )
         if existing is not None and existing.origin != op.origin and not same_code:
             raise OperatorError(
                 f"operator '{op.name}' is already registered by {existing.origin}; "
@@ -80,9 +81,17 @@ def operator(
             code = origin
         register(
             OpDef(
-                name=name, params=params, lineage=lineage, min_inputs=lo, max_inputs=hi,
-                output_schema=schema, check=check, func=fn, doc=inspect.getdoc(fn) or "",
-                origin=origin, fingerprint=hashlib.sha256(code.encode()).hexdigest(),
+                name=name,
+                params=params,
+                lineage=lineage,
+                min_inputs=lo,
+                max_inputs=hi,
+                output_schema=schema,
+                check=check,
+                func=fn,
+                doc=inspect.getdoc(fn) or "",
+                origin=origin,
+                fingerprint=hashlib.sha256(code.encode()).hexdigest(),
             )
         )
         return fn

@@ -23,8 +23,11 @@ def default_adjustments_dir(spec_path: Path, pipeline: str) -> Path:
 def adjustment_set_hash(rules: list[LoadedRule]) -> str:
     if not rules:
         return "none"
-    blob = json.dumps(sorted((r.rule.runtime_dict() for r in rules),
-                             key=lambda d: d["rule_id"]), sort_keys=True, default=str)
+    blob = json.dumps(
+        sorted((r.rule.runtime_dict() for r in rules), key=lambda d: d["rule_id"]),
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -32,10 +35,14 @@ def check_rules(plan: Plan, rules: list[LoadedRule]) -> list[Problem]:
     problems: list[Problem] = []
     for r in rules:
         if r.rule.pipeline != plan.pipeline:
-            problems.append(r.problem(
-                f"rule is for pipeline '{r.rule.pipeline}' but sits with pipeline "
-                f"'{plan.pipeline}'", "pipeline",
-                hint=f"move it to adjustments/{r.rule.pipeline}/ or fix 'pipeline'"))
+            problems.append(
+                r.problem(
+                    f"rule is for pipeline '{r.rule.pipeline}' but sits with pipeline "
+                    f"'{plan.pipeline}'",
+                    "pipeline",
+                    hint=f"move it to adjustments/{r.rule.pipeline}/ or fix 'pipeline'",
+                )
+            )
             continue
         problems += check_rule(plan, r)
     return problems + overlap_warnings(rules)
@@ -47,8 +54,11 @@ def build_plan(spec_path: Path | str, adjustments: Path | str | None = None) -> 
     spec_path = Path(spec_path)
     loaded = load_spec(spec_path)
     base = compile_spec(loaded)
-    folder = Path(adjustments) if adjustments is not None else default_adjustments_dir(
-        spec_path, base.pipeline)
+    folder = (
+        Path(adjustments)
+        if adjustments is not None
+        else default_adjustments_dir(spec_path, base.pipeline)
+    )
     rules, problems = load_rules([folder]) if folder.exists() else ([], [])
     problems += check_rules(base, rules)
     if any(p.severity == "error" for p in problems):
@@ -58,7 +68,8 @@ def build_plan(spec_path: Path | str, adjustments: Path | str | None = None) -> 
     plan = compile_spec(splice(loaded, [r.rule for r in rules]))
     warnings = tuple(p.format() for p in problems if p.severity == "warning")
     return replace(
-        plan, adjustments_dir=str(folder.resolve()),
+        plan,
+        adjustments_dir=str(folder.resolve()),
         adjustment_set_hash=adjustment_set_hash(rules),
         warnings=plan.warnings + warnings,
     )

@@ -50,8 +50,13 @@ def plan_key(spec_path: Path, text: str | None = None, adjustments: Path | None 
     text = text if text is not None else spec_path.read_text(encoding="utf-8")
     project = project_dir_of(spec_path)
     h = hashlib.sha256()
-    for part in (__version__, str(spec_path.resolve()), text, _operators_digest(project),
-                 _rules_digest(adjustments, spec_path)):
+    for part in (
+        __version__,
+        str(spec_path.resolve()),
+        text,
+        _operators_digest(project),
+        _rules_digest(adjustments, spec_path),
+    ):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]

@@ -18,8 +18,9 @@ def explain(plan: Plan) -> str:
     for s in plan.sources:
         cols = len([c for c in s.schema.columns if not c.name.startswith("_")])
         schema = f"{cols} columns" if s.schema.known else "schema inferred at run time"
-        out.append(f"  {s.name:<16} {s.format:<8} {s.path}  key=({', '.join(s.primary_key)}) "
-                   f"{schema}")
+        out.append(
+            f"  {s.name:<16} {s.format:<8} {s.path}  key=({', '.join(s.primary_key)}) {schema}"
+        )
     out.append("")
     for i, st in enumerate(plan.stages, start=1):
         after = f" after {', '.join(st.upstream)}" if st.upstream else ""
@@ -36,8 +37,10 @@ def explain(plan: Plan) -> str:
             mark = f"  [{'; '.join(marks)}]" if marks else ""
             out.append(f"  {n.id:<18} {n.op:<10} <- {', '.join(n.inputs)}{mark}")
             if n.schema.known:
-                cols = [f"{c.name}:{c.type}" for c in n.schema.columns if not c.name.startswith("_")]
-                out.append(f"  {'':<18} -> {', '.join(cols)}")
+                shown = [
+                    f"{c.name}:{c.type}" for c in n.schema.columns if not c.name.startswith("_")
+                ]
+                out.append(f"  {'':<18} -> {', '.join(shown)}")
         out.append(f"  writes  {', '.join([*st.outputs, *st.checkpoints])}")
         out.append("")
     out.append("then: publish (marks the run complete)")

@@ -32,14 +32,17 @@ def splice(loaded: LoadedSpec, rules: list[AdjustmentRule]) -> LoadedSpec:
     def rewire(old: str, new: str, skip: str) -> None:
         for i, n in enumerate(nodes):
             if n.id != skip and old in n.inputs:
-                nodes[i] = n.model_copy(update={"inputs": tuple(new if x == old else x
-                                                               for x in n.inputs)})
+                nodes[i] = n.model_copy(
+                    update={"inputs": tuple(new if x == old else x for x in n.inputs)}
+                )
 
     for (stage, position), group in sorted(groups.items()):
         group = sorted(group, key=lambda r: r.rule_id)
         adj = adjusted_id(stage, position)
         desc = "Adjustment rules " + ", ".join(r.rule_id for r in group)
-        params = AdjustParams(at=stage, position=position, rules=tuple(group))
+        params = AdjustParams.model_validate(
+            {"at": stage, "position": position, "rules": tuple(group)}
+        )
         if position == "after":
             node = NodeSpec(id=adj, op="adjust", inputs=(stage,), description=desc)
             rewire(stage, adj, skip=adj)

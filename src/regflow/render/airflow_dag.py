@@ -9,7 +9,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
 from regflow.plan.model import Plan
-from regflow.render.docs import dag_doc, stage_doc
+from regflow.render.docs import dag_doc, stage_display_name, stage_doc
 
 
 def _param(default: Any) -> Param:
@@ -50,8 +50,13 @@ def build_dag(plan: Plan) -> DAG:
             task_id=stage.id,
             dag=dag,
             python_callable=_run_stage_task,
-            op_kwargs={"spec_file": plan.file, "stage_id": stage.id},
+            op_kwargs={
+                "spec_file": plan.file,
+                "stage_id": stage.id,
+                "adjustments_dir": plan.adjustments_dir,
+            },
             doc_md=stage_doc(plan, stage),
+            task_display_name=stage_display_name(plan, stage),
         )
     for stage in plan.stages:
         for up in stage.upstream:
@@ -60,7 +65,7 @@ def build_dag(plan: Plan) -> DAG:
         task_id="publish",
         dag=dag,
         python_callable=_publish_task,
-        op_kwargs={"spec_file": plan.file},
+        op_kwargs={"spec_file": plan.file, "adjustments_dir": plan.adjustments_dir},
         doc_md="Marks the run complete and makes it the cob's latest good run.",
     )
     for t in tasks.values():
@@ -69,13 +74,17 @@ def build_dag(plan: Plan) -> DAG:
     return dag
 
 
-def _run_stage_task(spec_file: str, stage_id: str, **context: Any) -> dict[str, Any]:
+def _run_stage_task(
+    spec_file: str, stage_id: str, adjustments_dir: str | None = None, **context: Any
+) -> dict[str, Any]:
     from regflow.render.tasks import run_stage_task
 
-    return run_stage_task(spec_file, stage_id, context)
+    return run_stage_task(spec_file, stage_id, context, adjustments_dir)
 
 
-def _publish_task(spec_file: str, **context: Any) -> dict[str, Any]:
+def _publish_task(
+    spec_file: str, adjustments_dir: str | None = None, **context: Any
+) -> dict[str, Any]:
     from regflow.render.tasks import publish_task
 
-    return publish_task(spec_file, context)
+    return publish_task(spec_file, context, adjustments_dir)

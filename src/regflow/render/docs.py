@@ -54,4 +54,57 @@ def stage_doc(plan: Plan, stage: Stage) -> str:
         f"- **Outputs written:** {', '.join(f'`{s}`' for s in stage.outputs)}",
         f"- **Lineage checkpoints:** {', '.join(f'`{s}`' for s in stage.checkpoints) or 'none'}",
     ]
+    return "\n".join(lines) + adjustments_doc(plan, stage)
+
+
+def _rules_at(plan: Plan, stage: Stage) -> list[tuple[str, dict]]:
+    out = []
+    for nid in stage.nodes:
+        n = plan.node(nid)
+        if n.op == "adjust":
+            out += [(nid, r) for r in n.params.get("rules", [])]
+    return out
+
+
+def stage_display_name(plan: Plan, stage: Stage) -> str:
+    """The graph label: the stage, plus the adjustment rules it applies."""
+    rules = _rules_at(plan, stage)
+    if not rules:
+        return stage.id
+    return f"{stage.id} ✎ {', '.join(r['rule_id'] for _, r in rules)}"
+
+
+def adjustments_doc(plan: Plan, stage: Stage) -> str:
+    rules = _rules_at(plan, stage)
+    if not rules:
+        return ""
+    lines = [
+        "",
+        "#### Adjustment rules applied in this stage",
+        "",
+        "| rule | at | changes | when | effective | approved by | reason |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in rules:
+        changes = "; ".join(f"{a['field']} {a['operation']} {a['value']}" for a in r["adjustments"])
+        conds = (
+            " and ".join(
+                f"{c['field']} {c['operator']}" + ("" if c["value"] is None else f" {c['value']}")
+                for c in r["conditions"]
+            )
+            or "all rows"
+        )
+        until = r.get("expiry_date") or "open"
+        appr = r["approval"]
+        ticket = f" ({appr['ticket']})" if appr.get("ticket") else ""
+        lines.append(
+            f"| `{r['rule_id']}` | {r['position']} `{r['stage']}` | {changes} | {conds} | "
+            f"{r['effective_date']} .. {until} | {appr['approved_by']}{ticket} | "
+            f"{r['reason']} |"
+        )
+    lines += [
+        "",
+        "Each change is audited row by row in `<node>__adjusted.audit` "
+        "(`regflow export <pipeline> <node>__adjusted.audit --cob ...`).",
+    ]
     return "\n".join(lines)

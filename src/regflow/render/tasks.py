@@ -30,12 +30,14 @@ def _run_params(context: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def run_stage_task(spec_file: str, stage_id: str, context: dict[str, Any]) -> dict[str, Any]:
+def run_stage_task(
+    spec_file: str, stage_id: str, context: dict[str, Any], adjustments_dir: str | None = None
+) -> dict[str, Any]:
     from regflow.errors import RegflowError
     from regflow.runtime.executor import run_stage
     from regflow.storage import write_json_atomic
 
-    plan = load_plan(spec_file)
+    plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context)
     run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
@@ -57,8 +59,10 @@ def run_stage_task(spec_file: str, stage_id: str, context: dict[str, Any]) -> di
     return report.to_dict()
 
 
-def publish_task(spec_file: str, context: dict[str, Any]) -> dict[str, Any]:
-    plan = load_plan(spec_file)
+def publish_task(
+    spec_file: str, context: dict[str, Any], adjustments_dir: str | None = None
+) -> dict[str, Any]:
+    plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context)
     run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stages = {}
@@ -69,9 +73,12 @@ def publish_task(spec_file: str, context: dict[str, Any]) -> dict[str, Any]:
         "pipeline": plan.pipeline,
         "cob": cob,
         "spec_hash": plan.data_hash,
-        "adjustment_set_hash": "none",
+        "adjustment_set_hash": plan.adjustment_set_hash,
+        "adjustments_dir": plan.adjustments_dir,
+        "params": _run_params(context),
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,
+        "adjustments": [a for s in stages.values() if s for a in s.get("adjustments", [])],
     }
     publish_run(run, summary)
     print(f"published run {run.run_id} of {plan.pipeline} for cob {cob}")

@@ -54,11 +54,16 @@ def condition(c: Condition, dtype: DataType) -> Column:
         test = col.isin(*values)
         return test if op == "in" else ~test
     if op == "between":
-        lo, hi = c.value  # type: ignore[misc]
+        lo, hi = c.value  # type: ignore[misc,str-unpack]
         return col.between(_lit(lo, dtype), _lit(hi, dtype))
     v = _lit(c.value, dtype)
     return {
-        "=": col == v, "!=": col != v, ">": col > v, ">=": col >= v, "<": col < v, "<=": col <= v,
+        "=": col == v,
+        "!=": col != v,
+        ">": col > v,
+        ">=": col >= v,
+        "<": col < v,
+        "<=": col <= v,
     }[op]
 
 
@@ -88,9 +93,7 @@ def _factor(value: Any) -> Column:
     return F.lit(Decimal(str(value)))
 
 
-def apply_rules(
-    df: DataFrame, rules: Sequence[AdjustmentRule]
-) -> tuple[DataFrame, DataFrame]:
+def apply_rules(df: DataFrame, rules: Sequence[AdjustmentRule]) -> tuple[DataFrame, DataFrame]:
     """The adjusted rows (same schema) and the audit (``AUDIT_COLUMNS``)."""
     from pyspark.sql import functions as F
 
@@ -107,18 +110,26 @@ def apply_rules(
             df = df.withColumn(adj.field, F.when(F.col(flag), new).otherwise(F.col(adj.field)))
             snap = f"__adj_n{i}_{j}"  # later rules may change the field again
             df = df.withColumn(snap, F.col(adj.field))
-            entries.append(F.when(F.col(flag), F.struct(
-                F.lit(rule.rule_id).alias("rule_id"), F.lit(adj.field).alias("field"),
-                F.col(old).cast("string").alias("old_value"),
-                F.col(snap).cast("string").alias("new_value"),
-            )))
+            entries.append(
+                F.when(
+                    F.col(flag),
+                    F.struct(
+                        F.lit(rule.rule_id).alias("rule_id"),
+                        F.lit(adj.field).alias("field"),
+                        F.col(old).cast("string").alias("old_value"),
+                        F.col(snap).cast("string").alias("new_value"),
+                    ),
+                )
+            )
     out = df.select(*columns)
     if not entries:
-        empty = df.select(F.lit(None).cast("string").alias("rule_id"),
-                          F.lit(None).cast("string").alias("field"),
-                          F.col(LINEAGE_COLUMN),
-                          F.lit(None).cast("string").alias("old_value"),
-                          F.lit(None).cast("string").alias("new_value")).limit(0)
+        empty = df.select(
+            F.lit(None).cast("string").alias("rule_id"),
+            F.lit(None).cast("string").alias("field"),
+            F.col(LINEAGE_COLUMN),
+            F.lit(None).cast("string").alias("old_value"),
+            F.lit(None).cast("string").alias("new_value"),
+        ).limit(0)
         return out, empty
     changes = F.filter(F.array(*entries), lambda x: x.isNotNull())
     any_match = F.lit(False)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow import __version__
+from regflow.adjust.models import AdjustmentRule
 from regflow.errors import (
     DataError,
     LineageError,
@@ -230,7 +231,8 @@ class StageRunner:
         from pyspark.sql import functions as F
 
         cob = dt.date.fromisoformat(self.run.cob)
-        active, skipped = [], []
+        active: list[tuple[AdjustmentRule, str]] = []
+        skipped: list[tuple[AdjustmentRule, str]] = []
         for rule in sorted(params.rules, key=lambda r: r.rule_id):
             ok, why = rule.applies_on(cob)
             (active if ok else skipped).append((rule, why))
@@ -254,8 +256,12 @@ class StageRunner:
                 .collect()
             }
             rules = [
-                {"rule_id": r.rule_id, "status": "applied",
-                 "rows_matched": int(counts.get(r.rule_id, 0)), "reason": ""}
+                {
+                    "rule_id": r.rule_id,
+                    "status": "applied",
+                    "rows_matched": int(counts.get(r.rule_id, 0)),
+                    "reason": "",
+                }
                 for r, _ in active
             ]
             rules += [
@@ -264,14 +270,24 @@ class StageRunner:
             ]
             return {"rules": sorted(rules, key=lambda x: x["rule_id"])}
 
-        self._write(node, f"{node.id}.audit", audit, kind="audit",
-                    keys=["rule_id", LINEAGE_COLUMN, "field"], unique_ids=False,
-                    summarize=summarize)
+        self._write(
+            node,
+            f"{node.id}.audit",
+            audit,
+            kind="audit",
+            keys=["rule_id", LINEAGE_COLUMN, "field"],
+            unique_ids=False,
+            summarize=summarize,
+        )
         for r in self.run.metadata(f"{node.id}.audit")["rules"]:
             self.report.adjustments.append(
-                {"node": node.id, "at": params.at, "position": params.position, **r})
-            status = (f"{r['rows_matched']:,} rows matched" if r["status"] == "applied"
-                      else f"skipped: {r['reason']}")
+                {"node": node.id, "at": params.at, "position": params.position, **r}
+            )
+            status = (
+                f"{r['rows_matched']:,} rows matched"
+                if r["status"] == "applied"
+                else f"skipped: {r['reason']}"
+            )
             self.log(f"  adjustment {r['rule_id']} at {params.position} {params.at}: {status}")
         return out
 
@@ -332,7 +348,13 @@ class StageRunner:
 
     # ------------------------------------------------------------------ writes
     def _write(
-        self, node: PlanNode, name: str, df: DataFrame, *, kind: str, keys: list[str],
+        self,
+        node: PlanNode,
+        name: str,
+        df: DataFrame,
+        *,
+        kind: str,
+        keys: list[str],
         unique_ids: bool = True,
         summarize: Callable[[DataFrame], dict[str, Any]] | None = None,
     ) -> DataFrame:

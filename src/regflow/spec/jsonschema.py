@@ -24,19 +24,22 @@ def spec_json_schema() -> dict[str, Any]:
         op = registry.get(name)
         params = _inline(op.params.model_json_schema(), defs)
         props = {**common_props, **params.get("properties", {}), "op": {"const": name}}
-        variants.append({
-            "title": f"{name} node",
-            "description": op.doc,
-            "type": "object",
-            "properties": props,
-            "required": sorted({"id", "op", "inputs", *params.get("required", [])}),
-            "additionalProperties": False,
-        })
+        variants.append(
+            {
+                "title": f"{name} node",
+                "description": op.doc,
+                "type": "object",
+                "properties": props,
+                "required": sorted({"id", "op", "inputs", *params.get("required", [])}),
+                "additionalProperties": False,
+            }
+        )
     header["properties"]["sources"] = {
-        "type": "object", "additionalProperties": source, "minProperties": 1,
+        "type": "object",
+        "additionalProperties": source,
+        "minProperties": 1,
     }
-    header["properties"]["nodes"] = {"type": "array", "minItems": 1,
-                                     "items": {"oneOf": variants}}
+    header["properties"]["nodes"] = {"type": "array", "minItems": 1, "items": {"oneOf": variants}}
     header["required"] = sorted({*header.get("required", []), "sources", "nodes"})
     header["additionalProperties"] = False
     header["title"] = "regflow pipeline spec"

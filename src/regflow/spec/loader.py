@@ -103,10 +103,9 @@ def _data_loc(loc: tuple[Any, ...], data: Any, etype: str) -> tuple[tuple[Any, .
         last = i == len(loc) - 1
         if part == "[key]":
             is_key = True
-        elif isinstance(cur, dict) and part in cur:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        elif (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        ):
             out.append(part)
             cur = cur[part]
         elif last and etype == "missing":
@@ -120,44 +119,84 @@ def _legacy_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def pydantic_problems(
-    exc: ValidationError, smap: SourceMap, prefix: KeyPath, model: type[BaseModel],
-    extra_keys: tuple[str, ...] = (), data: Any = _NO_DATA,
+    exc: ValidationError,
+    smap: SourceMap,
+    prefix: KeyPath,
+    model: type[BaseModel],
+    extra_keys: tuple[str, ...] = (),
+    data: Any = _NO_DATA,
 ) -> list[Problem]:
     """Problems of a pydantic error, located in the YAML. Pass the validated ``data`` so
     that union-member names in pydantic's locations are told apart from real keys."""
     out: list[Problem] = []
     allowed = _model_fields(model) | set(extra_keys)
+    located = []
     for err in exc.errors():
-        etype = err["type"]
-        is_key = False
         if data is _NO_DATA:
-            loc = _legacy_loc(tuple(err["loc"]))
+            located.append((err, _legacy_loc(tuple(err["loc"])), False))
         else:
-            loc, is_key = _data_loc(tuple(err["loc"]), data, etype)
+            located.append((err, *_data_loc(tuple(err["loc"]), data, err["type"])))
+    for err, loc, is_key in located:
+        etype = err["type"]
+        if _other_member_fits(err, loc, located):
+            continue
         path = (*prefix, *loc)
         cause = (err.get("ctx") or {}).get("error")
         hint = getattr(cause, "hint", "") or _hint_for(etype)
         if etype == "extra_forbidden":
             key = loc[-1] if loc else "?"
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "remove it; allowed keys: " + ", ".join(
-                sorted(allowed)
-            )
+            hint = _suggest_key(str(key), allowed)
             out.append(smap.problem(f"unknown key '{key}'", path, key=True, hint=hint))
         elif etype == "missing":
             key = loc[-1] if loc else "?"
             out.append(
                 smap.problem(
-                    f"missing required key '{key}'", path, at=path[:-1],
+                    f"missing required key '{key}'",
+                    path,
+                    at=path[:-1],
+                    key=True,
                     hint=f"add '{key}: ...' here",
                 )
             )
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            if etype == "tuple_type":  # YAML has lists; tuples are how the models store them
+                msg = "Input should be a valid list"
             problem = smap.problem(msg, path, hint=hint, key=is_key)
             if problem not in out:
                 out.append(problem)
     return out
+
+
+# Words authors reach for, and the key regflow calls it.
+_KEY_SYNONYMS = {
+    "columns": "schema",
+    "key": "primary_key",
+    "keys": "primary_key",
+    "pk": "primary_key",
+    "input": "inputs",
+    "operator": "op",
+    "name": "id",
+}
+
+
+def _suggest_key(key: str, allowed: set[str]) -> str:
+    synonyms = {k: v for k, v in _KEY_SYNONYMS.items() if v in allowed and k not in allowed}
+    close = difflib.get_close_matches(key, sorted(allowed | set(synonyms)), n=1)
+    if close:
+        return f"did you mean '{synonyms.get(close[0], close[0])}'?"
+    return "remove it; allowed keys: " + ", ".join(sorted(allowed))
+
+
+def _other_member_fits(err: Any, loc: KeyPath, located: list[Any]) -> bool:
+    """A union member's type error for a mapping or list (``str | CalcColumn`` given a
+    mapping) is noise when another member took the value and reported what is wrong inside."""
+    if not err["type"].endswith("_type") or not isinstance(err.get("input"), dict | list):
+        return False
+    return any(
+        other is not err and len(oloc) > len(loc) and oloc[: len(loc)] == loc
+        for other, oloc, _ in located
+    )
 
 
 def _hint_for(etype: str) -> str:
@@ -177,8 +216,12 @@ def _hint_for(etype: str) -> str:
 
 
 def _validate(
-    model: type[BaseModel], data: Any, smap: SourceMap, path: KeyPath,
-    problems: list[Problem], extra_keys: tuple[str, ...] = (),
+    model: type[BaseModel],
+    data: Any,
+    smap: SourceMap,
+    path: KeyPath,
+    problems: list[Problem],
+    extra_keys: tuple[str, ...] = (),
 ) -> Any:
     """Validate ``data`` as ``model``, adding its problems. When the only problems are
     unknown keys, the part is still returned without them, so that the checks downstream
@@ -217,10 +260,16 @@ def load_spec_text(text: str, file: str, *, path: Path | None = None) -> LoadedS
         return LoadedSpec(path, text, empty, smap, problems=(exc.problem,))
     if not isinstance(raw, dict):
         return LoadedSpec(
-            path, text, empty, smap,
-            problems=(*yaml_problems,
-                      smap.problem("a pipeline spec must be a YAML mapping", (),
-                                   hint="start with 'pipeline: <id>'")),
+            path,
+            text,
+            empty,
+            smap,
+            problems=(
+                *yaml_problems,
+                smap.problem(
+                    "a pipeline spec must be a YAML mapping", (), hint="start with 'pipeline: <id>'"
+                ),
+            ),
         )
     registry.load_entry_points()
     registry.load_operator_files(project_dir_of(path) / "operators")
@@ -236,14 +285,22 @@ def load_spec_text(text: str, file: str, *, path: Path | None = None) -> LoadedS
     broken |= broken_nodes
 
     raw_params = raw.get("params")
-    params = dict(header.params) if header else (
-        dict(raw_params) if isinstance(raw_params, dict) else {})
+    params = (
+        dict(header.params)
+        if header
+        else (dict(raw_params) if isinstance(raw_params, dict) else {})
+    )
     _check_templates(raw.get("sources"), params, smap, problems)
 
     fields = header.model_dump() if header else {"pipeline": path.stem}
     spec = PipelineSpec.model_construct(**fields, sources=sources, nodes=tuple(nodes))
     return LoadedSpec(
-        path, text, spec, smap, node_index=node_index, broken=frozenset(broken),
+        path,
+        text,
+        spec,
+        smap,
+        node_index=node_index,
+        broken=frozenset(broken),
         problems=tuple(problems),
     )
 
@@ -255,20 +312,23 @@ def _load_sources(
     broken: set[str] = set()
     raw_sources = raw.get("sources")
     if raw_sources is None:
-        problems.append(smap.problem("missing required key 'sources'", (),
-                                     hint="declare the datasets the pipeline reads"))
+        problems.append(
+            smap.problem(
+                "missing required key 'sources'", (), hint="declare the datasets the pipeline reads"
+            )
+        )
         return sources, broken
     if not isinstance(raw_sources, dict) or not raw_sources:
-        problems.append(smap.problem("'sources' must be a non-empty mapping of name -> source",
-                                     ("sources",)))
+        problems.append(
+            smap.problem("'sources' must be a non-empty mapping of name -> source", ("sources",))
+        )
         return sources, broken
     for name, body in raw_sources.items():
         path: KeyPath = ("sources", name)
         try:
             check_identifier(str(name), "source name")
         except ValueError as exc:
-            problems.append(smap.problem(str(exc), path, key=True,
-                                         hint=getattr(exc, "hint", "")))
+            problems.append(smap.problem(str(exc), path, key=True, hint=getattr(exc, "hint", "")))
             broken.add(str(name))
             continue
         src = _validate(SourceSpec, body if body is not None else {}, smap, path, problems)
@@ -287,8 +347,11 @@ def _load_nodes(
     broken: set[str] = set()
     raw_nodes = raw.get("nodes")
     if raw_nodes is None:
-        problems.append(smap.problem("missing required key 'nodes'", (),
-                                     hint="add a list of nodes (id, op, inputs)"))
+        problems.append(
+            smap.problem(
+                "missing required key 'nodes'", (), hint="add a list of nodes (id, op, inputs)"
+            )
+        )
         return nodes, index, broken
     if not isinstance(raw_nodes, list) or not raw_nodes:
         problems.append(smap.problem("'nodes' must be a non-empty list", ("nodes",)))
@@ -301,13 +364,18 @@ def _load_nodes(
         node_id = body.get("id")
         if isinstance(node_id, str):
             if node_id in index or node_id in source_names:
-                first = ("nodes", index[node_id], "id") if node_id in index else (
-                    "sources", node_id)
-                where = smap.location(first)
-                problems.append(smap.problem(
-                    f"duplicate id '{node_id}' (first defined at {where})", (*path, "id"),
-                    hint="node ids and source names share one namespace; rename one",
-                ))
+                first = (
+                    ("nodes", index[node_id], "id") if node_id in index else ("sources", node_id)
+                )
+                where = smap.location(first, key=first[0] == "sources")
+                what = "a source" if first[0] == "sources" else "a node"
+                problems.append(
+                    smap.problem(
+                        f"duplicate id '{node_id}' (already {what} at line {where.line})",
+                        (*path, "id"),
+                        hint="node ids and source names share one namespace; rename one",
+                    )
+                )
                 continue
             index[node_id] = i
         common = {k: v for k, v in body.items() if k in NODE_COMMON_KEYS}
@@ -315,12 +383,25 @@ def _load_nodes(
         node: NodeSpec | None = _validate(NodeSpec, common, smap, path, problems)
         op_name = body.get("op")
         params = None
+        if op_name == "adjust":
+            problems.append(
+                smap.problem(
+                    "op 'adjust' is reserved for adjustment rules",
+                    (*path, "op"),
+                    hint="write a rule file under adjustments/<pipeline>/ instead; the compiler "
+                    "splices it in",
+                )
+            )
+            op_name = None
         if isinstance(op_name, str):
             try:
                 op = registry.get(op_name)
             except KeyError:
-                problems.append(smap.problem(f"unknown op '{op_name}'", (*path, "op"),
-                                             hint=registry.suggest(op_name)))
+                problems.append(
+                    smap.problem(
+                        f"unknown op '{op_name}'", (*path, "op"), hint=registry.suggest(op_name)
+                    )
+                )
                 op = None
             if op is not None:
                 params = _validate(op.params, settings, smap, path, problems, NODE_COMMON_KEYS)
@@ -333,7 +414,10 @@ def _load_nodes(
 
 
 def _check_templates(
-    raw_sources: Any, params: dict[str, Any], smap: SourceMap, problems: list[Problem],
+    raw_sources: Any,
+    params: dict[str, Any],
+    smap: SourceMap,
+    problems: list[Problem],
 ) -> None:
     # The raw paths, so that a source broken for another reason is still checked.
     known = set(params) | set(BUILTIN_TEMPLATE_VARS)
@@ -344,10 +428,17 @@ def _check_templates(
         for var in _TEMPLATE_VAR.findall(src_path):
             if var not in known:
                 close = difflib.get_close_matches(var, sorted(known), n=1)
-                hint = f"did you mean '{{{close[0]}}}'?" if close else (
-                    f"declare it under 'params:' or use one of {{cob}}, {{spec_dir}}, "
-                    "{project_dir}")
-                problems.append(smap.problem(
-                    f"unknown template variable '{{{var}}}' in path", ("sources", name, "path"),
-                    hint=hint,
-                ))
+                hint = (
+                    f"did you mean '{{{close[0]}}}'?"
+                    if close
+                    else (
+                        "declare it under 'params:' or use one of {cob}, {spec_dir}, {project_dir}"
+                    )
+                )
+                problems.append(
+                    smap.problem(
+                        f"unknown template variable '{{{var}}}' in path",
+                        ("sources", name, "path"),
+                        hint=hint,
+                    )
+                )

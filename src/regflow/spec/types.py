@@ -61,10 +61,13 @@ def normalize_type(text: str) -> str:
                 hint=f"e.g. decimal(38,{min(s, 38)})",
             )
         return f"decimal({p},{s})"
-    raise TypeParseError(
-        f"unknown type '{text}'; use one of string, boolean, date, timestamp, int, bigint, "
-        "double, decimal(p,s)"
-    )
+    if "(" in t and ")" not in t:
+        # `{amount: decimal(20,2)}`: in a YAML flow mapping the comma ends the value
+        raise TypeParseError(
+            f"unknown type '{text}'",
+            hint='quote the type, e.g. "decimal(20,2)": inside { } a comma ends the value',
+        )
+    raise TypeParseError(f"unknown type '{text}'")
 
 
 def is_numeric(t: str) -> bool:

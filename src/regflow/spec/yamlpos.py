@@ -17,7 +17,7 @@ import yaml
 from regflow.errors import Location, Problem
 
 try:  # the C loader is several times faster; fall back to pure Python
-    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover
     _Base = yaml.SafeLoader
 
@@ -82,8 +82,14 @@ class SourceMap:
         return f"{gutter}{line}\n{' ' * (len(gutter) + col - 1)}^"
 
     def problem(
-        self, message: str, path: KeyPath, *, hint: str = "", key: bool = False,
-        severity: str = "error", at: KeyPath | None = None,
+        self,
+        message: str,
+        path: KeyPath,
+        *,
+        hint: str = "",
+        key: bool = False,
+        severity: str = "error",
+        at: KeyPath | None = None,
     ) -> Problem:
         """A problem about ``path``, located at ``at`` (default: ``path`` itself)."""
         where = path if at is None else at
@@ -140,8 +146,8 @@ def load_yaml(
         col = mark.column + 1 if mark else None
         smap.values[("<syntax>",)] = (line or 1, col or 1)
         message = f"invalid YAML: {exc.problem or exc}"
-        if exc.context and exc.context_mark is not None:
-            cm = exc.context_mark
+        cm = exc.context_mark
+        if exc.context and cm is not None and (cm.line + 1, cm.column + 1) != (line, col):
             message += f" ({exc.context} at {cm.line + 1}:{cm.column + 1})"
         raise YamlSyntaxError(
             Problem(
@@ -157,7 +163,10 @@ def load_yaml(
 
 
 def _build(
-    node: yaml.Node, path: KeyPath, smap: SourceMap, loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: KeyPath,
+    smap: SourceMap,
+    loader: yaml.SafeLoader,
     problems: list[Problem] | None = None,
 ) -> Any:
     smap.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -174,7 +183,9 @@ def _build(
                 # point at the second entry; the first keeps its recorded position
                 dup = SourceMap(file=smap.file, text=smap.text, keys={child: here})
                 problem = dup.problem(
-                    f"duplicate key '{key}' (first at line {first[0]})", child, key=True,
+                    f"duplicate key '{key}' (first at line {first[0]})",
+                    child,
+                    key=True,
                     hint="remove or rename one of the two entries",
                 )
                 if problems is None:
