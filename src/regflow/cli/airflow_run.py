@@ -85,7 +85,13 @@ def _redirect_fds(target: TextIO) -> Iterator[TextIO]:
 
 
 def run_through_airflow(
-    spec_path: Path, *, cob: str, params: dict[str, Any], storage_root: Path, verbose: bool = False
+    spec_path: Path,
+    *,
+    cob: str,
+    params: dict[str, Any],
+    storage_root: Path,
+    verbose: bool = False,
+    adjustments: Path | None = None,
 ) -> RunResult:
     from regflow.spec.loader import project_dir_of
 
@@ -100,7 +106,7 @@ def run_through_airflow(
         from regflow.plan.cache import load_plan
         from regflow.runtime import progress
 
-        plan = load_plan(spec_path)
+        plan = load_plan(spec_path, adjustments=adjustments)
         t0 = time.perf_counter()
         redirect = contextlib.nullcontext(sys.stdout) if verbose else _redirect_fds(log)
         with redirect as real_stdout:

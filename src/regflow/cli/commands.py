@@ -71,9 +71,11 @@ def _spec_paths(paths: list[str]) -> list[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from regflow.cli.adjustments import validate_rules
     from regflow.plan.compiler import check_file
 
-    files = _spec_paths(args.paths)
+    rule_paths = [Path(p) for p in args.paths if _is_rule_path(Path(p))]
+    files = _spec_paths([p for p in args.paths if Path(p) not in rule_paths] if args.paths else [])
     if not files:
         print("no pipeline specs found", file=sys.stderr)
         return 1
@@ -88,7 +90,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"ok  {path}  ({len(plan.nodes)} nodes, {len(plan.stages)} stages)")
         else:
             print(f"FAIL {path}  ({len(errors)} error{'s' if len(errors) != 1 else ''})")
+    if not args.paths or rule_paths:
+        check = validate_rules(project_dir(), rule_paths or None)
+        for p in check.problems:
+            print(p.format(), file=sys.stderr)
+        n_err += len(check.errors)
+        state = "FAIL" if check.errors else "ok "
+        print(f"{state} adjustments: {len(check.rules)} rule(s), {len(check.errors)} error(s)")
     return 1 if n_err else 0
+
+
+def _is_rule_path(path: Path) -> bool:
+    """Rule files live under adjustments/; a YAML file with a rule_id is one too."""
+    if "adjustments" in path.resolve().parts:
+        return True
+    if path.is_file():
+        head = path.read_text(encoding="utf-8", errors="replace")[:4000]
+        return any(line.startswith("rule_id:") for line in head.splitlines())
+    return False
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -126,12 +145,19 @@ def _absolute_params(params: dict[str, str]) -> dict[str, str]:
 
 
 def run_pipeline(
-    spec: Path, cob: str, params: dict[str, str], storage: Path, verbose: bool = False
+    spec: Path,
+    cob: str,
+    params: dict[str, str],
+    storage: Path,
+    verbose: bool = False,
+    adjustments: Path | None = None,
 ) -> Any:
     from regflow.cli.airflow_run import run_through_airflow
     from regflow.plan.cache import load_plan
 
-    plan = load_plan(spec)
+    if adjustments is not None and not adjustments.is_dir():
+        raise ConfigError(f"--adjustments {adjustments} is not a folder")
+    plan = load_plan(spec, adjustments=adjustments)
     merged = {k: str(v) for k, v in plan.params.items() if v is not None}
     merged.update(params)
     merged = _absolute_params(merged)
@@ -140,7 +166,16 @@ def run_pipeline(
         f"({len(plan.stages)} stages) -> {storage}",
         flush=True,
     )
-    return run_through_airflow(spec, cob=cob, params=merged, storage_root=storage, verbose=verbose)
+    n_rules = sum(len(n.params.get("rules", [])) for n in plan.adjustment_nodes())
+    if n_rules:
+        print(
+            f"  with {n_rules} adjustment rule(s) from {plan.adjustments_dir} "
+            f"(set {plan.adjustment_set_hash})",
+            flush=True,
+        )
+    return run_through_airflow(
+        spec, cob=cob, params=merged, storage_root=storage, verbose=verbose, adjustments=adjustments
+    )
 
 
 def print_run_summary(result: Any) -> None:
@@ -150,7 +185,51 @@ def print_run_summary(result: Any) -> None:
         for o in st["outputs"]:
             print(f"  {st['stage']:<20} {o['name']:<26} {o['rows']:>12,} {o['seconds']:>8.1f}")
         print(f"  {st['stage']:<20} {'(stage total)':<26} {'':>12} {st['seconds']:>8.1f}")
+    adjustments = [a for st in result.stages for a in st.get("adjustments", [])]
+    if adjustments:
+        print("  adjustments:")
+        for a in adjustments:
+            what = (
+                f"{a['rows_matched']:,} rows matched"
+                if a["status"] == "applied"
+                else f"skipped, {a['reason']}"
+            )
+            print(f"    {a['rule_id']:<16} {a['position']} {a['at']:<16} {what}")
     print(f"  Airflow log: {result.log_file}")
+
+
+def cmd_adjustments(args: argparse.Namespace) -> int:
+    from regflow.cli.adjustments import as_json, markdown, preview, validate_rules
+
+    files = [Path(f) for f in args.files] or None
+    for f in files or []:
+        if not f.exists():
+            raise ConfigError(f"no such rule file: {f}")
+    check = validate_rules(project_dir(), files, pipeline=args.pipeline, author=args.author)
+    previews = []
+    if args.cob and not check.errors:
+        cob = parse_cob(args.cob)
+        storage = _storage(args.storage)
+        for name in sorted({r.rule.pipeline for r in check.rules}):
+            rules = [r for r in check.rules if r.rule.pipeline == name]
+            print(f"previewing {len(rules)} rule(s) on {name}, cob {cob} ...", file=sys.stderr)
+            previews.append(
+                preview(
+                    resolve_spec(name),
+                    project_dir(),
+                    rules,
+                    cob,
+                    storage,
+                    log=lambda m: print(m, file=sys.stderr),
+                )
+            )
+    elif args.cob:
+        previews.append({"skipped": True, "reason": "the rules are invalid"})
+    report = as_json(check, previews) if args.json else markdown(check, previews)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+    return 1 if check.errors else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -161,6 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_params(args.param),
         _storage(args.storage),
         verbose=args.verbose,
+        adjustments=Path(args.adjustments).resolve() if args.adjustments else None,
     )
     print_run_summary(result)
     return 0

@@ -52,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run", help="a specific run id instead of the latest successful one")
     e.add_argument("--out", help="output file (default: stdout)")
 
+    a = sub.add_parser("adjustments", help="adjustment rules")
+    asub = a.add_subparsers(dest="adjustments_command", required=True, metavar="COMMAND")
+    ac = asub.add_parser("check", help="validate rules and preview their impact (for PR CI)")
+    ac.add_argument("files", nargs="*", help="rule files to check (default: every rule)")
+    ac.add_argument("--pipeline", help="only rules of this pipeline")
+    ac.add_argument("--cob", help="preview on this cob's latest successful run")
+    ac.add_argument("--storage")
+    ac.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    ac.add_argument("--author", help="the pull request's author: may not approve the rule")
+    ac.add_argument("--out", help="also write the report to this file (e.g. a PR comment)")
+
     d = sub.add_parser("demo-data", help="generate synthetic LCR inputs")
     d.add_argument("dir")
     d.add_argument("--cob", default="2026-03-31")

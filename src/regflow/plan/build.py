@@ -13,7 +13,7 @@ from regflow.errors import AdjustmentError, Problem
 from regflow.plan.compiler import compile_spec
 from regflow.plan.model import Plan
 from regflow.plan.splice import splice
-from regflow.spec.loader import load_spec, project_dir_of
+from regflow.spec.loader import LoadedSpec, load_spec, project_dir_of
 
 
 def default_adjustments_dir(spec_path: Path, pipeline: str) -> Path:
@@ -60,16 +60,28 @@ def build_plan(spec_path: Path | str, adjustments: Path | str | None = None) -> 
         else default_adjustments_dir(spec_path, base.pipeline)
     )
     rules, problems = load_rules([folder]) if folder.exists() else ([], [])
-    problems += check_rules(base, rules)
+    return _with_rules(loaded, base, rules, problems, str(folder.resolve()))
+
+
+def build_plan_with_rules(spec_path: Path | str, rules: list[LoadedRule], label: str) -> Plan:
+    """The plan of a spec with exactly ``rules`` (e.g. a run's rules plus a PR's changes)."""
+    loaded = load_spec(Path(spec_path))
+    return _with_rules(loaded, compile_spec(loaded), rules, [], label)
+
+
+def _with_rules(
+    loaded: LoadedSpec, base: Plan, rules: list[LoadedRule], problems: list[Problem], where: str
+) -> Plan:
+    problems = problems + check_rules(base, rules)
     if any(p.severity == "error" for p in problems):
         raise AdjustmentError(problems)
     if not rules:
-        return replace(base, adjustments_dir=str(folder.resolve()))
+        return replace(base, adjustments_dir=where)
     plan = compile_spec(splice(loaded, [r.rule for r in rules]))
     warnings = tuple(p.format() for p in problems if p.severity == "warning")
     return replace(
         plan,
-        adjustments_dir=str(folder.resolve()),
+        adjustments_dir=where,
         adjustment_set_hash=adjustment_set_hash(rules),
         warnings=plan.warnings + warnings,
     )

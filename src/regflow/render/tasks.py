@@ -79,6 +79,8 @@ def publish_task(
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,
         "adjustments": [a for s in stages.values() if s for a in s.get("adjustments", [])],
+        # the exact rules this run used, so a preview can add a change on top of them
+        "rules": [r for n in plan.adjustment_nodes() for r in n.params.get("rules", [])],
     }
     publish_run(run, summary)
     print(f"published run {run.run_id} of {plan.pipeline} for cob {cob}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,8 +108,10 @@ class StageRunner:
         *,
         run_meta: dict[str, Any] | None = None,
         log: Callable[[str], None] = progress.log,
+        input_runs: Sequence[RunRef] = (),
     ):
         self.plan, self.stage, self.run, self.variables = plan, stage, run, variables
+        self.input_runs = tuple(input_runs)
         self.spark = spark
         self.run_meta = run_meta or {}
         self.log = log
@@ -127,7 +129,10 @@ class StageRunner:
                 )
             self.report.sources[name] = facts
         else:
-            if not self.run.is_complete(name):
+            source_run = next(
+                (r for r in (self.run, *self.input_runs) if r.is_complete(name)), None
+            )
+            if source_run is None:
                 raise RunError(
                     f"upstream output '{name}' is missing in {self.run.run_dir}; run its stage "
                     f"'{self.plan.node(name).stage}' first",
@@ -135,7 +140,7 @@ class StageRunner:
                     node=name,
                     cob=self.run.cob,
                 )
-            df = self.spark.read.parquet(str(self.run.node_dir(name)))
+            df = self.spark.read.parquet(str(source_run.node_dir(name)))
         self.frames[name] = df
         return df
 
@@ -463,8 +468,13 @@ def run_stage(
     spark: SparkSession | None = None,
     run_meta: dict[str, Any] | None = None,
     log: Callable[[str], None] = progress.log,
+    input_runs: Sequence[RunRef] = (),
 ) -> StageReport:
-    """Run one stage for ``cob`` into ``root``; the public entry point of the runtime."""
+    """Run one stage for ``cob`` into ``root``; the public entry point of the runtime.
+
+    Upstream outputs are read from this run, else from ``input_runs`` (an earlier run whose
+    outputs are still valid: how a preview or a rerun recomputes only what changed).
+    """
     from regflow.runtime.session import get_spark
 
     try:
@@ -485,6 +495,13 @@ def run_stage(
     run = RunRef(root, plan.pipeline, cob, run_id)
     meta = {"adjustment_set_hash": plan.adjustment_set_hash, **(run_meta or {})}
     runner = StageRunner(
-        plan, stage, run, run_variables(plan, cob, params), spark, run_meta=meta, log=log
+        plan,
+        stage,
+        run,
+        run_variables(plan, cob, params),
+        spark,
+        run_meta=meta,
+        log=log,
+        input_runs=input_runs,
     )
     return runner.execute()
