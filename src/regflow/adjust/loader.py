@@ -70,19 +70,24 @@ def load_rules(paths: list[Path]) -> tuple[list[LoadedRule], list[Problem]]:
 
 
 def duplicate_rule_ids(rules: list[LoadedRule]) -> list[Problem]:
-    seen: dict[str, LoadedRule] = {}
-    out = []
+    """One problem at every file whose rule_id another file also uses, naming the others.
+
+    Reported at each of them, not only at the later one: ``adjustments check NEW.yaml`` keeps
+    the problems of the files asked about, and a new file may sort before the old one."""
+    by_id: dict[str, list[LoadedRule]] = {}
     for r in rules:
-        first = seen.get(r.rule.rule_id)
-        if first is not None and first.path.resolve() != r.path.resolve():
-            where = first.smap.location(("rule_id",))
+        group = by_id.setdefault(r.rule.rule_id, [])
+        if all(g.path.resolve() != r.path.resolve() for g in group):
+            group.append(r)
+    out = []
+    for rule_id, group in by_id.items():
+        for r in group if len(group) > 1 else []:
+            where = ", ".join(str(o.smap.location(("rule_id",))) for o in group if o is not r)
             out.append(
                 r.problem(
-                    f"rule_id '{r.rule.rule_id}' is already used by {where}",
+                    f"rule_id '{rule_id}' is already used by {where}",
                     "rule_id",
                     hint="rule ids are unique across the repository; take the next number",
                 )
             )
-        else:
-            seen.setdefault(r.rule.rule_id, r)
     return out

@@ -7,7 +7,14 @@ import re
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OPERATORS = ("=", "!=", "in", "not in", ">", ">=", "<", "<=", "between", "is null", "is not null")
@@ -75,14 +82,17 @@ class Approval(_Strict):
     timestamp: dt.datetime
     ticket: str | None = None
 
-    @model_validator(mode="after")
-    def _maker_checker(self) -> Approval:
-        if self.requested_by.strip().lower() == self.approved_by.strip().lower():
+    # A field validator (not a model validator), so that the error points at approved_by.
+    @field_validator("approved_by")
+    @classmethod
+    def _maker_checker(cls, v: str, info: ValidationInfo) -> str:
+        requested_by = info.data.get("requested_by")
+        if requested_by is not None and requested_by.strip().lower() == v.strip().lower():
             raise ValueError(
-                f"maker-checker: approved_by '{self.approved_by}' must be a different person "
-                f"than requested_by '{self.requested_by}'"
+                f"maker-checker: approved_by '{v}' must be a different person "
+                f"than requested_by '{requested_by}'"
             )
-        return self
+        return v
 
 
 class AdjustmentRule(_Strict):
@@ -91,7 +101,7 @@ class AdjustmentRule(_Strict):
     stage: str = Field(description="the node id to splice at")
     position: Literal["after", "before"] = "after"
     conditions: tuple[Condition, ...] = ()
-    adjustments: tuple[Adjustment, ...] = Field(min_length=1)
+    adjustments: tuple[Adjustment, ...]
     effective_date: dt.date
     expiry_date: dt.date | None = None
     approval: Approval
@@ -104,13 +114,23 @@ class AdjustmentRule(_Strict):
             raise ValueError(f"rule_id '{v}' may use letters, digits, '.', '_' and '-' only")
         return v
 
-    @model_validator(mode="after")
-    def _dates(self) -> AdjustmentRule:
-        if self.expiry_date is not None and self.effective_date > self.expiry_date:
-            raise ValueError(
-                f"effective_date {self.effective_date} is after expiry_date {self.expiry_date}"
-            )
-        return self
+    # Field validators (not model validators), so that errors point at the offending key.
+    @field_validator("adjustments")
+    @classmethod
+    def _some_adjustment(cls, v: tuple[Adjustment, ...]) -> tuple[Adjustment, ...]:
+        # Not Field(min_length=1): pydantic then also reports "at least 1 item" for a tuple
+        # whose only item is invalid.
+        if not v:
+            raise ValueError("a rule needs at least one adjustment")
+        return v
+
+    @field_validator("expiry_date")
+    @classmethod
+    def _dates(cls, v: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        effective = info.data.get("effective_date")
+        if v is not None and effective is not None and effective > v:
+            raise ValueError(f"effective_date {effective} is after expiry_date {v}")
+        return v
 
     def applies_on(self, cob: dt.date) -> tuple[bool, str]:
         if cob < self.effective_date:

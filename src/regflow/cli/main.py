@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--storage", help="storage root (default: $REGFLOW_STORAGE or ./.regflow/storage)"
     )
+    r.add_argument(
+        "--adjustments",
+        metavar="DIR",
+        help="apply the rules in DIR instead of adjustments/<pipeline>/ (an empty folder: none)",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
 
     e = sub.add_parser("export", help="write a node's latest successful output for a cob")
