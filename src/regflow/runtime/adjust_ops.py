@@ -14,7 +14,7 @@ main output, so unaffected rows cost only the condition checks.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +93,17 @@ def _factor(value: Any) -> Column:
     return F.lit(Decimal(str(value)))
 
 
-def apply_rules(df: DataFrame, rules: Sequence[AdjustmentRule]) -> tuple[DataFrame, DataFrame]:
-    """The adjusted rows (same schema) and the audit (``AUDIT_COLUMNS``)."""
+def apply_rules(
+    df: DataFrame,
+    rules: Sequence[AdjustmentRule],
+    persist: Callable[[DataFrame], DataFrame] | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """The adjusted rows (same schema) and the audit (``AUDIT_COLUMNS``).
+
+    ``persist`` (e.g. ``DataFrame.persist``) is applied to the rows with their match flags
+    before the two are split, so writing the audit and computing the rest of the stage share
+    one evaluation of everything upstream.
+    """
     from pyspark.sql import functions as F
 
     columns = list(df.columns)
@@ -121,6 +130,8 @@ def apply_rules(df: DataFrame, rules: Sequence[AdjustmentRule]) -> tuple[DataFra
                     ),
                 )
             )
+    if entries and persist is not None:
+        df = persist(df)
     out = df.select(*columns)
     if not entries:
         empty = df.select(

@@ -116,6 +116,7 @@ class StageRunner:
         self.run_meta = run_meta or {}
         self.log = log
         self.frames: dict[str, DataFrame] = {}
+        self._persisted: list[DataFrame] = []
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
 
     # ------------------------------------------------------------------ inputs
@@ -169,8 +170,12 @@ class StageRunner:
     def execute(self) -> StageReport:
         t0 = time.perf_counter()
         self.log(f"stage {self.stage.id}: nodes {', '.join(self.stage.nodes)}")
-        for node_id in self.stage.nodes:
-            self._run_node(self.plan.node(node_id))
+        try:
+            for node_id in self.stage.nodes:
+                self._run_node(self.plan.node(node_id))
+        finally:
+            for frame in self._persisted:
+                frame.unpersist()
         self.report.seconds = time.perf_counter() - t0
         write_json_atomic(self.run.stage_report(self.stage.id), self.report.to_dict())
         return self.report
@@ -241,7 +246,15 @@ class StageRunner:
         for rule in sorted(params.rules, key=lambda r: r.rule_id):
             ok, why = rule.applies_on(cob)
             (active if ok else skipped).append((rule, why))
-        out, audit = apply_rules(df, [r for r, _ in active])
+
+        def persist(frame: DataFrame) -> DataFrame:
+            from pyspark import StorageLevel
+
+            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+            self._persisted.append(frame)
+            return frame
+
+        out, audit = apply_rules(df, [r for r, _ in active], persist=persist)
         ident = [
             F.lit(self.plan.pipeline).alias("pipeline"),
             F.lit(self.run.cob).cast("date").alias("cob"),
