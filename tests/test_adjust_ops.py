@@ -312,16 +312,16 @@ def test_rules_apply_in_ascending_rule_id_and_see_earlier_results(spark):
         "ADJ-2026-0001",
         [c("s", "=", "CORP_BOND")],
         [{"field": "s", "operation": "set", "value": "WATCH"}],
-    )  # noqa: E501
+    )
     b = rule(
         "ADJ-2026-0002", [c("s", "=", "WATCH")], [{"field": "n", "operation": "add", "value": 100}]
-    )  # noqa: E501
+    )
     # a lower id than A: runs first, so it cannot see A's WATCH rows
     z = rule(
         "ADJ-2026-0000",
         [c("s", "=", "WATCH")],
         [{"field": "tag", "operation": "set", "value": "Z"}],
-    )  # noqa: E501
+    )
     out, audit = apply_rules(df, [b, a, z])  # given out of order on purpose
     rows = rows_by_id(out)
     assert {i for i, r in rows.items() if r["s"] == "WATCH"} == {1, 5}

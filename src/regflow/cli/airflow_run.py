@@ -126,6 +126,9 @@ def run_through_airflow(
 
                 stop_spark()  # inside the redirect, so the JVM's goodbye lands in the log
         seconds = time.perf_counter() - t0
+    import logging
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # no JVM goodbye on the terminal
     state = str(getattr(dag_run.state, "value", dag_run.state))
     from regflow.storage import RunRef, safe_run_id
 
