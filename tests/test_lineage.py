@@ -240,3 +240,37 @@ def test_operators_from_entry_points_are_registered(tmp_path, monkeypatch):
     assert "acme_identity" in registry.names()
     assert registry.get("acme_identity").origin.endswith("acme_ops_mod.py:identity")
     sys.modules.pop("acme_ops_mod", None)
+
+
+def test_trace_from_a_reported_figure_down_to_its_deals(project, lcr_data, tmp_path, spark):
+    """Drill-through: LE002's outflows are exactly the sum of its deals' contributions."""
+    from decimal import Decimal
+
+    import pyarrow.compute as pc
+
+    from regflow.runtime.trace import trace
+    from regflow.storage import publish_run
+
+    plan = compile_file(project / "pipelines" / "lcr.yaml")
+    root = tmp_path / "storage"
+    run_all(plan, root, "r1", spark, {"data_root": str(lcr_data)})
+    run = RunRef(root, "lcr", COB, "r1")
+    publish_run(run, {"params": {"data_root": str(lcr_data)}})
+    result = trace(plan, run, "entity_lcr", {"legal_entity": "LE002"}, measure="outflows")
+    figure = result.figure[0]["outflows"]
+    assert sum(m["outflows"] for m in result.contributions) == figure
+    deals = result.sources["deals"]
+    assert {d["legal_entity"] for d in deals} == {"LE002"}
+    assert len(deals) == len(result.contributions) > 0
+    # independently: the deals file has at least these LE002 deals
+    raw = read(lcr_data / "deals" / f"cob={COB}")
+    le002 = set(
+        raw.filter(pc.equal(raw.column("legal_entity"), "LE002")).column("deal_id").to_pylist()
+    )
+    assert {d["deal_id"] for d in deals} <= le002
+    # the GROUP row expands to every entity
+    group = trace(
+        plan, run, "entity_lcr", {"legal_entity": "GROUP"}, measure="l1", resolve_sources=False
+    )
+    assert sum(m["l1"] for m in group.contributions) == group.figure[0]["l1"]
+    assert isinstance(figure, Decimal)

@@ -232,6 +232,28 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
     return 1 if check.errors else 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from regflow.cli.lineage import print_trace
+    from regflow.plan.cache import load_plan
+    from regflow.runtime.trace import trace
+    from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run
+
+    spec = resolve_spec(args.pipeline)
+    cob = parse_cob(args.cob)
+    root = _storage(args.storage)
+    pipeline = load_plan(spec, adjustments=None).pipeline
+    run = RunRef(root, pipeline, cob, args.run) if args.run else latest_run(root, pipeline, cob)
+    summary = json.loads((run.run_dir / RUN_SUCCESS_FILE).read_text())
+    # the plan the run used: its adjustments folder decides which adjust nodes exist
+    plan = load_plan(spec, adjustments=summary.get("adjustments_dir"))
+    where = parse_params(args.where)
+    result = trace(plan, run, args.node, where, measure=args.measure)
+    print(f"lineage of {pipeline}.{args.node} (cob {cob}, run {run.run_id})")
+    keys = tuple(k for s in plan.sources for k in s.primary_key)
+    print_trace(result, args.node, args.measure, args.out, keys=keys)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.pipeline)
     result = run_pipeline(

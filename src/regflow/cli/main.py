@@ -57,6 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run", help="a specific run id instead of the latest successful one")
     e.add_argument("--out", help="output file (default: stdout)")
 
+    lin = sub.add_parser("lineage", help="row-level lineage")
+    lsub = lin.add_subparsers(dest="lineage_command", required=True, metavar="COMMAND")
+    lt = lsub.add_parser("trace", help="from a reported figure down to its deals")
+    lt.add_argument("pipeline")
+    lt.add_argument("node", help="a persisted node, e.g. entity_lcr")
+    lt.add_argument("--cob", required=True)
+    lt.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COL=VALUE",
+        help="select the reported row, e.g. legal_entity=LE003 (repeatable)",
+    )
+    lt.add_argument("--measure", help="keep the rows contributing to this measure")
+    lt.add_argument("--run", help="a specific run id instead of the latest successful one")
+    lt.add_argument("--storage")
+    lt.add_argument("--out", help="write every source row (with contributions) to a CSV file")
+
     a = sub.add_parser("adjustments", help="adjustment rules")
     asub = a.add_subparsers(dest="adjustments_command", required=True, metavar="COMMAND")
     ac = asub.add_parser("check", help="validate rules and preview their impact (for PR CI)")

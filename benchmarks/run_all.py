@@ -1,0 +1,60 @@
+"""Run every benchmark, each in its own process, and print a one-screen summary.
+
+``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 10 minutes on 2 cores).
+Results: ``benchmarks/results/<name>.json``; method and figures: ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from _common import BENCH_DIR, RESULTS_DIR
+
+BENCHMARKS = ("dag_parse", "lineage_overhead")
+
+
+def main() -> int:
+    failed = []
+    started = time.perf_counter()
+    for name in BENCHMARKS:
+        print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call([sys.executable, str(BENCH_DIR / f"{name}.py")])
+        print(f"=== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in "
+              f"{time.perf_counter() - t0:.0f}s", flush=True)
+        if rc != 0:
+            failed.append(name)
+
+    print(f"\n=== summary ({time.perf_counter() - started:.0f}s in all)")
+    parse = _load("dag_parse")
+    if parse and "dag_parse" not in failed:
+        r, g = parse["ratios"], parse["goals"]
+        print(f"DAG parse, 100 DAGs: regflow (warm cache) {r['regflow_warm_vs_handwritten']:.2f}x "
+              f"hand-written [goal <= {g['regflow_warm_vs_handwritten_max']}x: "
+              f"{'met' if g['met_vs_handwritten'] else 'NOT met'}], "
+              f"{r['regflow_warm_vs_dagfactory']:.2f}x dag-factory "
+              f"[goal < 1x: {'met' if g['met_vs_dagfactory'] else 'NOT met'}]; "
+              f"cold cache {r['regflow_cold_vs_handwritten']:.2f}x hand-written")
+    lin = _load("lineage_overhead")
+    if lin and "lineage_overhead" not in failed:
+        s = lin["seconds"]
+        print(f"LCR, {lin['setup']['deals']:,} deals: regflow {s['regflow']['median']:.1f}s vs "
+              f"hand-written {s['handwritten']['median']:.1f}s = "
+              f"{lin['ratio_regflow_vs_handwritten']:.2f}x [goal <= {lin['goal']['max_ratio']}x: "
+              f"{'met' if lin['goal']['met'] else 'NOT met'}]")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
