@@ -21,8 +21,8 @@ def print_trace(
     for row in result.figure:
         shown = {k: v for k, v in row.items() if k != LINEAGE_COLUMN}
         if measure and measure in shown:
-            keys = [k for k, v in shown.items() if isinstance(v, str) or hasattr(v, "isoformat")]
-            shown = {**{k: shown[k] for k in keys}, measure: shown[measure]}
+            labels = [k for k, v in shown.items() if isinstance(v, str) or hasattr(v, "isoformat")]
+            shown = {**{k: shown[k] for k in labels}, measure: shown[measure]}
         print(f"{node}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     print("\ntraced through:")
     for step in result.steps:
