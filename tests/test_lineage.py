@@ -50,12 +50,25 @@ def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spar
     assert a.num_rows == b.num_rows == 10_000
     ids_a = a.column(LID).to_pylist()
     assert len(set(ids_a)) == 10_000  # one row per deal, unique
-    assert ids_a == b.column(LID).to_pylist()  # same order too: sorted by group key
-    # the checkpoint is sorted by its group key
-    keys = list(
-        zip(a.column("cob_date").to_pylist(), a.column("legal_entity").to_pylist(), strict=True)
-    )
-    assert keys == sorted(keys)
+    assert sorted(ids_a) == sorted(b.column(LID).to_pylist())
+    # each file holds whole groups, sorted by group key (then lineage id)
+    seen: set = set()
+    for f in sorted(
+        RunRef(root, "lcr", COB, "first").node_dir("entity_buckets.lineage").glob("*.parquet")
+    ):
+        t = pq.read_table(f)
+        keys = list(
+            zip(
+                t.column("cob_date").to_pylist(),
+                t.column("legal_entity").to_pylist(),
+                t.column(LID).to_pylist(),
+                strict=True,
+            )
+        )
+        assert keys == sorted(keys)
+        groups = {k[:2] for k in keys}
+        assert not groups & seen, "a group is split across files"
+        seen |= groups
     # the aggregate's figures are exactly the sums of its checkpointed members
     out = {
         r["legal_entity"]: r

@@ -96,7 +96,9 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
         )
         return out
     schema = splice_schema(plan, rule.stage, rule.position)
-    keys = key_columns(plan, rule.stage) | {LINEAGE_COLUMN}
+    # the keys of the rows the rule sees: before a node, those of its (main) input
+    seen = rule.stage if rule.position == "after" else plan.node(rule.stage).inputs[0]
+    keys = key_columns(plan, seen) | {LINEAGE_COLUMN}
 
     def column(field: str, *path: str | int) -> str | None:
         if not schema.known:
@@ -169,6 +171,18 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
                     hint="use operation: set",
                 )
             )
+        elif adj.operation in ("add", "multiply") and t in ("int", "bigint"):
+            if not isinstance(adj.value, int):  # the result is cast back to the column's type
+                out.append(
+                    lr.problem(
+                        f"'{adj.operation}' on integer field '{adj.field}' needs a whole "
+                        f"number, got {adj.value!r}",
+                        "adjustments",
+                        i,
+                        "value",
+                        hint="use a whole number; the result must fit the integer field",
+                    )
+                )
         elif adj.operation == "set" and not fits(adj.value, t):
             out.append(
                 lr.problem(
@@ -227,14 +241,17 @@ def overlap_warnings(rules: list[LoadedRule]) -> list[Problem]:
                     continue
                 if any(_disjoint(ca, cb) for ca in a.rule.conditions for cb in b.rule.conditions):
                     continue
-                out.append(
-                    b.problem(
-                        f"rules {a.rule.rule_id} and {b.rule.rule_id} both write "
-                        f"{', '.join(shared)} at {b.rule.position} '{b.rule.stage}' on conditions "
-                        f"that may overlap; {b.rule.rule_id} applies last",
-                        "adjustments",
-                        severity="warning",
-                        hint="make the conditions disjoint, or merge the rules",
+                # At both files: `adjustments check FILE` keeps the problems of FILE, and
+                # either rule may be the one under review.
+                for r in (b, a):
+                    out.append(
+                        r.problem(
+                            f"rules {a.rule.rule_id} and {b.rule.rule_id} both write "
+                            f"{', '.join(shared)} at {b.rule.position} '{b.rule.stage}' on "
+                            f"conditions that may overlap; {b.rule.rule_id} applies last",
+                            "adjustments",
+                            severity="warning",
+                            hint="make the conditions disjoint, or merge the rules",
+                        )
                     )
-                )
     return out

@@ -79,8 +79,11 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
             if c not in right_keys and c != LINEAGE_COLUMN and c not in left.columns
         ]
     )
-    dups = right.groupBy(*right_keys).count().where(F.col("count") > 1).limit(3).collect()
-    if dups:
+    counts = right.groupBy(*right_keys).count()
+    stats = counts.agg(F.count("*").alias("keys"), F.max("count").alias("most")).first()
+    n_keys, most = (stats["keys"], stats["most"]) if stats else (0, 0)
+    if most and most > 1:
+        dups = counts.where(F.col("count") > 1).limit(3).collect()
         keys = "; ".join(", ".join(f"{k}={r[k]}" for k in right_keys) for r in dups)
         raise DataError(
             f"join lookup '{ctx.inputs[1]}' has duplicate keys ({keys}); each left row must "
@@ -101,7 +104,7 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
         c = left[lk] == r[renamed[rk]]
         cond = c if cond is None else cond & c
     how = "left" if (p.require_match or p.how == "left") else "inner"
-    if r.count() <= 100_000:  # a lookup: ship it to every executor instead of shuffling deals
+    if n_keys <= 100_000:  # a lookup: ship it to every executor instead of shuffling deals
         r = F.broadcast(r)
     out = left.join(r, cond, how)
     if p.require_match:

@@ -211,7 +211,7 @@ class StageRunner:
                 ckpt = self._write(
                     node,
                     f"{node.id}.lineage",
-                    contrib.orderBy(*params.group_by),
+                    clustered(contrib, params.group_by),
                     kind="lineage",
                     keys=[*params.group_by, LINEAGE_COLUMN],
                 )
@@ -264,7 +264,11 @@ class StageRunner:
             F.lit(params.at).alias("stage"),
             F.lit(params.position).alias("position"),
         ]
-        audit = audit.select(*ident, *AUDIT_COLUMNS).orderBy("rule_id", LINEAGE_COLUMN)
+        audit = (
+            audit.select(*ident, *AUDIT_COLUMNS)
+            .repartition(1)  # small: one file, sorted; the shuffle keeps upstream parallel
+            .sortWithinPartitions("rule_id", LINEAGE_COLUMN)
+        )
 
         def summarize(written: DataFrame) -> dict[str, Any]:
             counts = {
@@ -359,7 +363,7 @@ class StageRunner:
         self._write(
             node,
             f"{node.id}.lineage",
-            members.orderBy(*by),
+            clustered(members, by),
             kind="lineage",
             keys=[*by, LINEAGE_COLUMN],
         )
@@ -462,6 +466,17 @@ class StageRunner:
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
         }
+
+
+def clustered(df: DataFrame, keys: Sequence[str]) -> DataFrame:
+    """Each group's rows in one file, sorted by the group key within it.
+
+    A hash repartition, not ``orderBy``: a global sort first samples its input, which would
+    evaluate the whole stage upstream twice. Reading one group touches one file.
+    """
+    if not keys:
+        return df
+    return df.repartition(*keys).sortWithinPartitions(*keys, LINEAGE_COLUMN)
 
 
 def _parquet_rows(path: Path) -> int:
