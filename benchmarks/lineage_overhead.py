@@ -166,6 +166,33 @@ def oracle(data_root: Path) -> Any | None:
     return compute_lcr_reference(data_root, COB)
 
 
+def fixed_overhead(work: Path, spark: Any, deals: int, reps: int) -> dict[str, Any]:
+    """Both sides on a tiny input: what a run costs regardless of the data volume."""
+    from regflow.demo.data import generate_demo_data
+
+    data_root = work / "data_small"
+    generate_demo_data(data_root, cob=COB, deals=deals, entities=ENTITIES, seed=SEED)
+    bench = Bench(work / "small", data_root, spark)
+    bench.work.mkdir(exist_ok=True)
+    times: dict[str, list[float]] = {"regflow": [], "handwritten": []}
+    cpu: dict[str, list[float]] = {"regflow": [], "handwritten": []}
+    _, df_hw = bench.handwritten()
+    _, df_rf, _ = bench.regflow()
+    compare("hand-written (small)", df_hw, "regflow (small)", df_rf)
+    for _ in range(reps):
+        for side in ("handwritten", "regflow"):
+            seconds = bench.handwritten()[0] if side == "handwritten" else bench.regflow()[0]
+            times[side].append(seconds)
+            cpu[side].append(bench.cpu[side])
+    return {
+        "deals": deals,
+        "regflow": summary(times["regflow"]), "handwritten": summary(times["handwritten"]),
+        "regflow_cpu_median": round(statistics.median(cpu["regflow"]), 3),
+        "handwritten_cpu_median": round(statistics.median(cpu["handwritten"]), 3),
+        "spark_jobs": dict(bench.jobs),
+    }
+
+
 # --------------------------------------------------------------------------- breakdown
 def breakdown(reports: list[Any]) -> dict[str, Any]:
     """Per stage: total seconds, and per output the seconds of its write (as reported)."""
@@ -252,26 +279,32 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- experiments
 def experiments(bench: Bench, reps: int) -> dict[str, Any]:
-    """regflow with candidate fixes patched in, ``reps`` runs each, interleaved with baseline.
+    """regflow with candidate fixes patched in (this process only), ``reps`` runs each.
 
-    * ``sort_within_partitions``: write the lineage checkpoints with ``sortWithinPartitions``
-      instead of a global ``orderBy`` (no range-partitioning pass, no shuffle);
-    * ``no_checkpoint_sort``: write the lineage checkpoints unsorted;
-    * ``no_checkpoint_dup_check``: skip the duplicate-id pass over the lineage checkpoints
-      (the ids are those of the aggregate's input rows, already guaranteed unique by the
-      source primary key and by join's lookup-key check);
-    * ``both``: ``sort_within_partitions`` and ``no_checkpoint_dup_check`` together.
+    * ``checkpoint_local_sort``: lineage checkpoints sorted within each partition only, no
+      shuffle (``sortWithinPartitions`` of the stage's own partitions);
+    * ``checkpoint_unclustered``: lineage checkpoints written as the stage produces them;
+    * ``no_checkpoint_dup_check``: no duplicate-id pass over the lineage checkpoints (the ids
+      are the aggregate's input rows' ids; see the notes in docs/benchmarks.md);
+    * ``unclustered_no_dup_check``: the last two together.
+
+    The checkpoint layout is patched through ``executor.clustered`` (the runtime's helper) or,
+    in runtimes without it, through ``DataFrame.orderBy`` (then used only for checkpoints).
     """
     from pyspark.sql.classic.dataframe import DataFrame
 
     from regflow.runtime import executor
 
-    # In the runtime, orderBy is used only on the lineage checkpoints it writes.
-    def no_sort(orig: Callable[..., Any]) -> Callable[..., Any]:
-        return lambda self, *cols, **kw: self
+    def local(df: Any, keys: Any) -> Any:
+        return df.sortWithinPartitions(*keys, "_lineage_id") if keys else df
 
-    def local_sort(orig: Callable[..., Any]) -> Callable[..., Any]:
-        return lambda self, *cols, **kw: self.sortWithinPartitions(*cols)
+    def as_is(df: Any, keys: Any) -> Any:
+        return df
+
+    def layout(fn: Callable[[Any, Any], Any]) -> tuple[Any, str, Callable[[Any], Any]]:
+        if hasattr(executor, "clustered"):
+            return executor, "clustered", lambda orig: fn
+        return DataFrame, "orderBy", lambda orig: (lambda self, *cols, **kw: fn(self, cols))
 
     def no_ckpt_dup(orig: Callable[..., Any]) -> Callable[..., Any]:
         def dup(df: Any, limit: int = 5) -> list[int]:
@@ -279,12 +312,13 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
 
         return dup
 
+    no_dup = (executor, "duplicate_ids", no_ckpt_dup)
     variants: dict[str, list[tuple[Any, str, Callable[[Any], Any]]]] = {
         "baseline": [],
-        "sort_within_partitions": [(DataFrame, "orderBy", local_sort)],
-        "no_checkpoint_sort": [(DataFrame, "orderBy", no_sort)],
-        "no_checkpoint_dup_check": [(executor, "duplicate_ids", no_ckpt_dup)],
-        "both": [(DataFrame, "orderBy", local_sort), (executor, "duplicate_ids", no_ckpt_dup)],
+        "checkpoint_local_sort": [layout(local)],
+        "checkpoint_unclustered": [layout(as_is)],
+        "no_checkpoint_dup_check": [no_dup],
+        "unclustered_no_dup_check": [layout(as_is), no_dup],
     }
     out: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -319,6 +353,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per side")
     parser.add_argument("--deals", type=int, default=DEALS)
+    parser.add_argument("--small-deals", type=int, default=1_000,
+                        help="deals of the fixed-cost measurement")
     parser.add_argument("--experiments", type=int, default=1, metavar="N",
                         help="repetitions of the patched-runtime experiments (0: skip)")
     args = parser.parse_args()
@@ -395,6 +431,15 @@ def main() -> None:
           f"{'met' if ratio <= GOAL else 'NOT met'}); {ratio_min:.2f}x on the min; "
           f"{cpu_rf / cpu_hw:.2f}x on CPU time")
 
+    small = fixed_overhead(work, spark, args.small_deals, args.reps)
+    print(f"\nfixed cost per run, measured on {args.small_deals:,} deals (wall seconds)")
+    print_table(["side", "wall median", "CPU median", "Spark jobs"], [
+        ["hand-written PySpark", small["handwritten"]["median"],
+         small["handwritten_cpu_median"], small["spark_jobs"]["handwritten"]],
+        ["regflow (all stages)", small["regflow"]["median"], small["regflow_cpu_median"],
+         small["spark_jobs"]["regflow"]],
+    ])
+
     bd = breakdown(last_reports)
     print("\nregflow breakdown of the last timed run (from the StageReports)")
     rows = []
@@ -443,6 +488,7 @@ def main() -> None:
         "goal": {"max_ratio": GOAL, "met": ratio <= GOAL},
         "results_agree": True,
         "oracle_checked": ref is not None,
+        "fixed_cost_small_input": small,
         "regflow_breakdown": bd,
         "instrumented_run": {k: v for k, v in prof.items() if k != "reports"},
         "experiments": exp,

@@ -162,6 +162,48 @@ def expected(lcr_data) -> Expected:
     return expected_lcr(lcr_data)
 
 
+def test_the_sample_rules_are_the_ones_restated_here():
+    """The oracle restates the sample rules; fail clearly if the files say otherwise."""
+    rules = {}
+    for f in sorted((ROOT / "adjustments" / "lcr").glob("*.yaml")):
+        lr, problems = load_rule_file(f)
+        assert problems == [] and lr is not None
+        rules[lr.rule.rule_id] = lr.rule.runtime_dict()
+    assert sorted(rules) == ["ADJ-2026-0001", "ADJ-2026-0002", "ADJ-2026-0003"]
+    shape = {
+        rid: (
+            r["stage"],
+            r["position"],
+            [(c["field"], c["operator"], c["value"]) for c in r["conditions"]],
+            [(a["field"], a["operation"], a["value"]) for a in r["adjustments"]],
+        )
+        for rid, r in rules.items()
+    }
+    assert shape == {
+        "ADJ-2026-0001": (
+            "classify",
+            "after",
+            [("product_type", "=", "CORP_BOND"), ("rating", "in", list(RULE1_RATINGS))],
+            [("lcr_category", "set", "NON_HQLA")],
+        ),
+        "ADJ-2026-0002": (
+            "weigh",
+            "after",
+            [("legal_entity", "=", RULE2[0]), ("bucket", "=", RULE2[1])],
+            [("weighted_amount", "multiply", 1.05)],
+        ),
+        "ADJ-2026-0003": (
+            "entity_buckets",
+            "after",
+            [("legal_entity", "=", RULE3[0])],
+            [("outflows", "add", RULE3[1])],
+        ),
+    }
+    for r in rules.values():  # all in force on the cob
+        assert dt.date.fromisoformat(r["effective_date"]) <= COB
+        assert r["expiry_date"] is None or dt.date.fromisoformat(r["expiry_date"]) >= COB
+
+
 def test_the_hand_applied_oracle_without_rules_is_the_reference(lcr_data):
     """A guard on the oracle: with no rule applied it must be the reference itself."""
     plain = expected_lcr(lcr_data, rule1=False, rule2=False, rule3_add=None)

@@ -169,6 +169,7 @@ KINDS = {
     "key column deal_id": ("key_column_deal_id", "'deal_id' is a key"),
     "lineage column": ("key_column_deal_id", "'_lineage_id' is a key"),
     "key column legal_entity": ("key_column_legal_entity", "'legal_entity' is a key"),
+    "key column before an aggregation": ("key_column_before", "'deal_id' is a key ... before"),
     "wrong pipeline folder": ("wrong_folder", "sits in adjustments/credit/"),
     "unknown pipeline": ("unknown_pipeline", "no pipeline 'lcrr'"),
     "ordering on text": ("ordering_on_text", "'>' on string field"),
@@ -224,6 +225,69 @@ def test_the_pull_request_author_may_not_approve(tmp_path):
     line = next(i for i, t in enumerate(f.read_text().splitlines(), 1) if "approved_by" in t)
     assert str(errors[0].location) == f"{f}:{line}:16"
     assert validate_rules(project, [f], author="someone.else").errors == []
+
+
+def test_keys_are_those_of_the_rows_the_rule_sees(tmp_path):
+    """Before an aggregation the rows are deals: a deal's entity may be corrected there."""
+    project = make_project(tmp_path, samples=False)
+    f = place(project, INVALID / "key_column_before.yaml")
+    text = f.read_text().replace("  - {field: deal_id, operation: set, value: D000002}\n", "")
+    f.write_text(text)
+    assert errors_of(project, f) == []
+    # after it, legal_entity is the group key
+    f.write_text(text.replace("position: before\n", ""))
+    messages = [p.message for p in errors_of(project, f)]
+    assert any("'legal_entity' is a key or lineage column after" in m for m in messages)
+
+
+INV = """\
+pipeline: inv
+sources:
+  items:
+    path: /nowhere
+    primary_key: [item_id]
+    schema: {item_id: string, qty: bigint, n: int, px: "decimal(38,6)"}
+nodes:
+  - id: prep
+    op: calc
+    inputs: [items]
+    columns: {w: "px * 2"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("adjustment", "error"),
+    [
+        ("{field: qty, operation: add, value: 1.5}", "'add' on integer field 'qty'"),
+        ("{field: n, operation: multiply, value: 1.5}", "'multiply' on integer field 'n'"),
+        ("{field: qty, operation: add, value: 2}", None),
+        ("{field: n, operation: multiply, value: 3}", None),
+        ("{field: px, operation: multiply, value: 1.5}", None),
+        ("{field: px, operation: add, value: 0.25}", None),
+    ],
+)
+def test_arithmetic_on_an_integer_field_needs_a_whole_number(tmp_path, adjustment, error):
+    """The result is cast back to the field's type: 5 + 1.5 would silently become 6."""
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "inv.yaml").write_text(INV)
+    folder = tmp_path / "adjustments" / "inv"
+    folder.mkdir(parents=True)
+    f = folder / "r.yaml"
+    f.write_text(
+        RULE.format(
+            rule_id="ADJ-I-1", conditions="  - {field: qty, operator: is not null}", field="x"
+        )
+        .replace("pipeline: lcr", "pipeline: inv")
+        .replace("stage: weigh", "stage: prep")
+        .replace("  - {field: x, operation: multiply, value: 1.1}", f"  - {adjustment}")
+    )
+    errors = errors_of(tmp_path, f)
+    if error is None:
+        assert errors == []
+    else:
+        (err,) = errors
+        assert error in err.message
+        assert str(err.location) == f"{f}:7:{adjustment.index('value: ') + 12}"
 
 
 # --------------------------------------------------------------------------- overlaps
@@ -296,22 +360,25 @@ def write_rule(folder: Path, rule_id: str, conditions: list[str], field="weighte
 def test_overlap_warnings(tmp_path, a, b, field_b, overlap):
     project = make_project(tmp_path, samples=False)
     folder = project / "adjustments" / "lcr"
-    write_rule(folder, "ADJ-T-0001", a)
+    first = write_rule(folder, "ADJ-T-0001", a)
     second = write_rule(folder, "ADJ-T-0002", b, field=field_b)
     check = validate_rules(project)
     assert check.errors == []
     warnings = [p for p in check.problems if p.severity == "warning"]
-    if overlap:
-        assert len(warnings) == 1
-        w = warnings[0]
-        assert "ADJ-T-0001" in w.message and "ADJ-T-0002" in w.message
-        assert "weighted_amount" in w.message
-        assert w.location is not None and w.location.file == str(second)
-        # a warning does not stop the plan: it is carried in it
-        plan = build_plan(project / "pipelines" / "lcr.yaml", folder)
-        assert any("ADJ-T-0001" in x and "ADJ-T-0002" in x for x in plan.warnings)
-    else:
+    if not overlap:
         assert warnings == []
+        return
+    # at both files (either may be the one a pull request changes), naming both rules
+    assert sorted(str(w.location.file) for w in warnings) == sorted([str(first), str(second)])
+    for w in warnings:
+        assert "ADJ-T-0001" in w.message and "ADJ-T-0002" in w.message
+        assert "weighted_amount" in w.message and "ADJ-T-0002 applies last" in w.message
+    for f in (first, second):
+        (only,) = [p for p in validate_rules(project, [f]).problems if p.severity == "warning"]
+        assert only.location is not None and only.location.file == str(f)
+    # a warning does not stop the plan: it is carried in it
+    plan = build_plan(project / "pipelines" / "lcr.yaml", folder)
+    assert any("ADJ-T-0001" in x and "ADJ-T-0002" in x for x in plan.warnings)
 
 
 # --------------------------------------------------------------------------- splicing
@@ -559,6 +626,23 @@ TINY_RULES = {
     "T-5": ("zzz", 1, "2026-01-01", None),  # in force, matches no row
 }
 BASE = {"a": 1, "b": 2, "c": 3, "d": 4}
+GROUPS = {"a": "g1", "b": "g1", "c": "g2", "d": "g2"}
+
+# Before the aggregation the rows are items: their group is an attribute a rule may change.
+BEFORE_TOTAL = """\
+rule_id: T-6
+pipeline: tiny_adj
+stage: total
+position: before
+conditions:
+  - {field: grp, operator: "=", value: g1}
+  - {field: v, operator: ">", value: 5}
+adjustments:
+  - {field: grp, operation: set, value: g9}
+effective_date: 2026-01-01
+approval: {requested_by: a.analyst, approved_by: b.checker, timestamp: 2026-01-02T09:00:00Z}
+reason: regroup large g1 items
+"""
 
 
 def expected_status(rule_id: str, cob: str) -> tuple[str, str]:
@@ -582,7 +666,7 @@ def tiny(tmp_path_factory):
         pa.table(
             {
                 "item_id": list(BASE),
-                "grp": ["g1", "g1", "g2", "g2"],
+                "grp": list(GROUPS.values()),
                 "v": pa.array([Decimal(v) for v in BASE.values()], pa.decimal128(38, 6)),
             }
         ),
@@ -600,6 +684,7 @@ def tiny(tmp_path_factory):
                 expiry=f"expiry_date: {expiry}\n" if expiry else "",
             )
         )
+    (folder / "T-6.yaml").write_text(BEFORE_TOTAL)
     return root, build_plan(spec, folder)
 
 
@@ -615,6 +700,7 @@ def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob):
     root, plan = tiny
     assert plan.warnings == ()  # disjoint '=' conditions: no overlap warning
     (stage,) = plan.stages
+    assert stage.nodes == ("prep", "prep__adjusted", "total__adjusted_before", "total")
     report = run_stage(
         plan,
         stage.id,
@@ -636,14 +722,25 @@ def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob):
     for rid, (item, add, _, _) in TINY_RULES.items():
         if applies[rid] and item in expected_v:
             expected_v[item] += add
-    total = {r["item_id"]: r["v"] for r in read(run.node_dir("total")).to_pylist()}
-    assert total == {k: Decimal(v) for k, v in expected_v.items()}
+    # T-6, before total, sees the rows after prep's rules: g1 items whose v is now over 5
+    moved = {k for k in BASE if GROUPS[k] == "g1" and expected_v[k] > 5}
+    assert moved == ({"b"} if cob == "2026-03-31" else {"a", "b"})
+    expected_grp = {k: "g9" if k in moved else g for k, g in GROUPS.items()}
+    total = {(r["item_id"], r["grp"]): r["v"] for r in read(run.node_dir("total")).to_pylist()}
+    assert total == {(k, expected_grp[k]): Decimal(v) for k, v in expected_v.items()}
+    before_audit = read(run.node_dir("total__adjusted_before.audit")).to_pylist()
+    members = {r[LID]: r["item_id"] for r in read(run.node_dir("total.lineage")).to_pylist()}
+    assert sorted(
+        (a["rule_id"], members[a[LID]], a["field"], a["old_value"], a["new_value"])
+        for a in before_audit
+    ) == [("T-6", k, "grp", "g1", "g9") for k in sorted(moved)]
+    for a in before_audit:
+        assert (a["stage"], a["position"]) == ("total", "before")
 
     # the audit: one row per adjusted row, at <node>__adjusted.audit
     audit_dir = run.node_dir("prep__adjusted.audit")
     assert (audit_dir / SUCCESS_FILE).exists()
     audit = read(audit_dir).to_pylist()
-    members = {r[LID]: r["item_id"] for r in read(run.node_dir("total.lineage")).to_pylist()}
     got = sorted((a["rule_id"], members[a[LID]], a["old_value"], a["new_value"]) for a in audit)
     want = sorted(
         (rid, item, f"{BASE[item]}.000000", f"{BASE[item] + add}.000000")
@@ -676,9 +773,13 @@ def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob):
             assert (effective if why == "not yet effective" else expiry) in e["reason"]
     # the stage report carries the same entries
     assert {r["rule_id"]: (r["status"], r["rows_matched"]) for r in report.adjustments} == {
-        k: (v["status"], v["rows_matched"]) for k, v in entries.items()
+        **{k: (v["status"], v["rows_matched"]) for k, v in entries.items()},
+        "T-6": ("applied", len(moved)),
     }
-    assert all(r["node"] == "prep__adjusted" for r in report.adjustments)
+    assert {r["rule_id"]: r["node"] for r in report.adjustments} == {
+        **{rid: "prep__adjusted" for rid in TINY_RULES},
+        "T-6": "total__adjusted_before",
+    }
 
 
 def test_load_rule_file_round_trips_the_runtime_dict():

@@ -270,13 +270,27 @@ class StageRunner:
             .sortWithinPartitions("rule_id", LINEAGE_COLUMN)
         )
 
-        def summarize(written: DataFrame) -> dict[str, Any]:
-            counts = {
-                r["rule_id"]: r["n"]
-                for r in written.groupBy("rule_id")
-                .agg(F.countDistinct(LINEAGE_COLUMN).alias("n"))
-                .collect()
-            }
+        def summarize(written: Path) -> dict[str, Any]:
+            # The audit is small (changed rows only): count with pyarrow, no Spark job.
+            import pyarrow.parquet as pq
+
+            files = sorted(str(f) for f in written.glob("*.parquet"))
+            table = (
+                pq.ParquetDataset(files, partitioning=None).read(
+                    columns=["rule_id", LINEAGE_COLUMN]
+                )
+                if files
+                else None
+            )
+            matched: dict[str, set[int]] = {}
+            if table is not None:
+                for rid, lid in zip(
+                    table.column("rule_id").to_pylist(),
+                    table.column(LINEAGE_COLUMN).to_pylist(),
+                    strict=True,
+                ):
+                    matched.setdefault(rid, set()).add(lid)
+            counts = {k: len(v) for k, v in matched.items()}
             rules = [
                 {
                     "rule_id": r.rule_id,
@@ -292,7 +306,7 @@ class StageRunner:
             ]
             return {"rules": sorted(rules, key=lambda x: x["rule_id"])}
 
-        self._write(
+        self._store(
             node,
             f"{node.id}.audit",
             audit,
@@ -360,7 +374,7 @@ class StageRunner:
             F.col(LINEAGE_COLUMN),
             rollup_lineage_id(node.id, by).alias("_lineage_rollup_id"),
         )
-        self._write(
+        self._store(
             node,
             f"{node.id}.lineage",
             clustered(members, by),
@@ -369,7 +383,12 @@ class StageRunner:
         )
 
     # ------------------------------------------------------------------ writes
-    def _write(
+    def _write(self, node: PlanNode, name: str, df: DataFrame, **kw: Any) -> DataFrame:
+        """Store ``df`` as ``name`` and return the stored data, for what comes next."""
+        self._store(node, name, df, **kw)
+        return self.spark.read.parquet(str(self.run.node_dir(name)))
+
+    def _store(
         self,
         node: PlanNode,
         name: str,
@@ -378,22 +397,21 @@ class StageRunner:
         kind: str,
         keys: list[str],
         unique_ids: bool = True,
-        summarize: Callable[[DataFrame], dict[str, Any]] | None = None,
-    ) -> DataFrame:
+        summarize: Callable[[Path], dict[str, Any]] | None = None,
+    ) -> None:
         t0 = time.perf_counter()
         final = self.run.node_dir(name)
         tmp = new_temp_dir(final)
         try:
             df.write.mode("overwrite").parquet(str(tmp))
-            written = self.spark.read.parquet(str(tmp))
             if unique_ids:
-                dups = duplicate_ids(written)
+                dups = duplicate_ids(self.spark.read.parquet(str(tmp)))
                 if dups:
                     self._raise_duplicates(node, dups)
             rows = _parquet_rows(tmp)
-            meta = self._metadata(node, name, kind, rows, keys, written, time.perf_counter() - t0)
+            meta = self._metadata(node, name, kind, rows, keys, df, time.perf_counter() - t0)
             if summarize is not None:
-                meta.update(summarize(written))
+                meta.update(summarize(tmp))
             promote(tmp, final, meta)
         except BaseException:
             discard(tmp)
@@ -401,7 +419,6 @@ class StageRunner:
         seconds = time.perf_counter() - t0
         self.report.outputs.append(OutputReport(name, kind, rows, round(seconds, 3), str(final)))
         self.log(f"  wrote {name}: {rows:,} rows in {seconds:.1f}s")
-        return self.spark.read.parquet(str(final))
 
     def _raise_duplicates(self, node: PlanNode, dups: list[int]) -> None:
         """Find where duplicates first appear: a source with repeated keys, or a node."""
