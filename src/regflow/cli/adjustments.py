@@ -9,6 +9,7 @@ compares the pipeline's final outputs before and after.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -214,6 +215,7 @@ def preview(
         if base_name is None:
             continue
         changes[sink] = compare(_read(before, base_name), _read(new_run, sink))
+    shutil.rmtree(scratch_root, ignore_errors=True)  # a preview is a report, not a run
     return {
         "skipped": False,
         "pipeline": plan.pipeline,
