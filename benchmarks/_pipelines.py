@@ -250,13 +250,21 @@ nodes:
 def pipeline_yaml(i: int) -> str:
     """The spec of synthetic pipeline ``i`` (id ``p<iii>``)."""
     header = HEADER.format(
-        i=i, pid=pipeline_id(i), owner=OWNERS[i % len(OWNERS)], group=i % 10,
-        schedule=SCHEDULES[i % len(SCHEDULES)], threshold=round(0.5 + i / 1000, 3),
+        i=i,
+        pid=pipeline_id(i),
+        owner=OWNERS[i % len(OWNERS)],
+        group=i % 10,
+        schedule=SCHEDULES[i % len(SCHEDULES)],
+        threshold=round(0.5 + i / 1000, 3),
     )
     nodes = NODES.format(
-        short=30 + i % 7, long=365 + i % 11, add_on=f"{1 + (i % 9) / 100:.2f}",
-        util=f"{0.80 + (i % 10) / 100:.2f}", scaling=f"{1 + (i % 5) / 100:.2f}",
-        density=f"{0.40 + (i % 20) / 100:.2f}", stress=f"{1 + (i % 4) / 10:.1f}",
+        short=30 + i % 7,
+        long=365 + i % 11,
+        add_on=f"{1 + (i % 9) / 100:.2f}",
+        util=f"{0.80 + (i % 10) / 100:.2f}",
+        scaling=f"{1 + (i % 5) / 100:.2f}",
+        density=f"{0.40 + (i % 20) / 100:.2f}",
+        stress=f"{1 + (i % 4) / 10:.1f}",
     )
     return header + "\n" + nodes
 

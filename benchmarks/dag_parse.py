@@ -110,8 +110,7 @@ def generate(work: Path) -> tuple[dict[str, Path], Shape]:
     (df_lib / "bench_tasks.py").write_text(BENCH_TASKS)
     (df_dir / "load_dags.py").write_text(DAGFACTORY_LOADER)
     for plan in plans:
-        (df_dir / f"{plan.pipeline}.yaml").write_text(
-            dagfactory_yaml(plan, shape[plan.pipeline]))
+        (df_dir / f"{plan.pipeline}.yaml").write_text(dagfactory_yaml(plan, shape[plan.pipeline]))
     return {"handwritten": hand, "dagfactory": df_dir, "regflow": project / "dags"}, shape
 
 
@@ -161,8 +160,9 @@ def handwritten_dag(plan: Any, tasks: dict[str, list[str]]) -> str:
     ]
     for task_id in tasks:
         if task_id == "publish":
-            lines.append("    publish_task = PythonOperator(task_id=\"publish\", "
-                         "python_callable=publish)")
+            lines.append(
+                '    publish_task = PythonOperator(task_id="publish", python_callable=publish)'
+            )
         else:
             lines += [
                 f"    {task_id} = PythonOperator(",
@@ -182,11 +182,11 @@ def handwritten_dag(plan: Any, tasks: dict[str, list[str]]) -> str:
 
 def _param_src(default: Any) -> str:
     if isinstance(default, bool):
-        return f"Param({default!r}, type=\"boolean\")"
+        return f'Param({default!r}, type="boolean")'
     if isinstance(default, int | float):
         kind = "integer" if isinstance(default, int) else "number"
-        return f"Param({default!r}, type=\"{kind}\")"
-    return f"Param({default!r}, type=[\"null\", \"string\"])"
+        return f'Param({default!r}, type="{kind}")'
+    return f'Param({default!r}, type=["null", "string"])'
 
 
 BENCH_TASKS = '''"""Task callables for the dag-factory configs."""
@@ -252,16 +252,19 @@ def check_bag(form: str, bag: Any, expected: Shape) -> None:
     """Fail loudly unless the bag holds exactly the expected 100 DAGs and no import errors."""
     if bag.import_errors:
         first = next(iter(bag.import_errors.items()))
-        raise SystemExit(f"{form}: {len(bag.import_errors)} import error(s); first: "
-                         f"{first[0]}:\n{first[1]}")
+        raise SystemExit(
+            f"{form}: {len(bag.import_errors)} import error(s); first: {first[0]}:\n{first[1]}"
+        )
     if len(bag.dags) != N_PIPELINES:
         raise SystemExit(f"{form}: expected {N_PIPELINES} DAGs, got {len(bag.dags)}")
     got = bag_shape(bag)
     if got != expected:
         bad = sorted(d for d in expected if got.get(d) != expected[d])
         d = bad[0]
-        raise SystemExit(f"{form}: {len(bad)} DAG(s) differ from the plan's shape, e.g. {d}: "
-                         f"expected {expected[d]}, got {got.get(d)}")
+        raise SystemExit(
+            f"{form}: {len(bad)} DAG(s) differ from the plan's shape, e.g. {d}: "
+            f"expected {expected[d]}, got {got.get(d)}"
+        )
 
 
 def clear_plan_cache(work: Path) -> None:
@@ -297,8 +300,9 @@ def folder_of(form: str, folders: dict[str, Path]) -> Path:
     return folders["regflow"] if form.startswith("regflow") else folders[form]
 
 
-def measure_in_process(work: Path, folders: dict[str, Path], shape: Shape
-                       ) -> dict[str, dict[str, list[float]]]:
+def measure_in_process(
+    work: Path, folders: dict[str, Path], shape: Shape
+) -> dict[str, dict[str, list[float]]]:
     sys.path.insert(0, str(work / "dagfactory" / "lib"))
     parse: dict[str, list[float]] = {f: [] for f in FORMS}
     ser: dict[str, list[float]] = {f: [] for f in FORMS}
@@ -308,11 +312,14 @@ def measure_in_process(work: Path, folders: dict[str, Path], shape: Shape
             clear_plan_cache(work)
         bag, seconds = load_bag(folder_of(form, folders))
         check_bag(form, bag, shape)
-        print(f"  warm-up {LABELS[form]:<26} {seconds:6.2f}s  ({len(bag.dags)} DAGs, "
-              f"{sum(len(d.tasks) for d in bag.dags.values())} tasks)", flush=True)
+        print(
+            f"  warm-up {LABELS[form]:<26} {seconds:6.2f}s  ({len(bag.dags)} DAGs, "
+            f"{sum(len(d.tasks) for d in bag.dags.values())} tasks)",
+            flush=True,
+        )
         del bag
     for rep in range(REPS):
-        order = FORMS[rep % len(FORMS):] + FORMS[:rep % len(FORMS)]
+        order = FORMS[rep % len(FORMS) :] + FORMS[: rep % len(FORMS)]
         for form in order:
             if form == "regflow_cold":
                 clear_plan_cache(work)
@@ -321,8 +328,10 @@ def measure_in_process(work: Path, folders: dict[str, Path], shape: Shape
             parse[form].append(seconds)
             ser[form].append(serialize_seconds(bag))
             del bag
-        print(f"  rep {rep + 1}/{REPS}: " + ", ".join(
-            f"{f} {parse[f][-1]:.2f}s" for f in FORMS), flush=True)
+        print(
+            f"  rep {rep + 1}/{REPS}: " + ", ".join(f"{f} {parse[f][-1]:.2f}s" for f in FORMS),
+            flush=True,
+        )
     return {"parse": parse, "serialize": ser}
 
 
@@ -346,17 +355,26 @@ def child_main(form: str, folder: str, work: str) -> None:
     t0 = time.perf_counter()
     bag = DagBag(dag_folder=folder)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "dags": len(bag.dags),
-                      "import_errors": len(bag.import_errors)}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "dags": len(bag.dags), "import_errors": len(bag.import_errors)}
+        )
+    )
 
 
 def measure_fresh(work: Path, folders: dict[str, Path]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {f: [] for f in FORMS}
     for rep in range(FRESH_REPS):
-        order = FORMS[rep % len(FORMS):] + FORMS[:rep % len(FORMS)]
+        order = FORMS[rep % len(FORMS) :] + FORMS[: rep % len(FORMS)]
         for form in order:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", form,
-                   str(folder_of(form, folders)), str(work)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                form,
+                str(folder_of(form, folders)),
+                str(work),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode != 0 or not lines:
@@ -365,8 +383,11 @@ def measure_fresh(work: Path, folders: dict[str, Path]) -> dict[str, list[float]
             if res["dags"] != N_PIPELINES or res["import_errors"]:
                 raise SystemExit(f"fresh-process run of {form}: {res}")
             out[form].append(res["seconds"])
-        print(f"  fresh rep {rep + 1}/{FRESH_REPS}: " + ", ".join(
-            f"{f} {out[f][-1]:.2f}s" for f in FORMS), flush=True)
+        print(
+            f"  fresh rep {rep + 1}/{FRESH_REPS}: "
+            + ", ".join(f"{f} {out[f][-1]:.2f}s" for f in FORMS),
+            flush=True,
+        )
     return out
 
 
@@ -381,10 +402,12 @@ def wait_for_dag_file(timeout: float = 0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=3, metavar=("FORM", "FOLDER", "WORK"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--no-fresh", action="store_true",
-                        help="skip the fresh-process measurement")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("FORM", "FOLDER", "WORK"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--no-fresh", action="store_true", help="skip the fresh-process measurement"
+    )
     args = parser.parse_args()
     if args.child:
         child_main(*args.child)
@@ -393,8 +416,10 @@ def main() -> None:
     wait_for_dag_file()
     work = fresh_dir("dag_parse")
     airflow_env(work)
-    print(f"generating {N_PIPELINES} pipelines x 3 forms in {work.relative_to(PROJECT_DIR)}",
-          flush=True)
+    print(
+        f"generating {N_PIPELINES} pipelines x 3 forms in {work.relative_to(PROJECT_DIR)}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     folders, shape = generate(work)
     n_tasks = sum(len(t) for t in shape.values())
@@ -414,15 +439,22 @@ def main() -> None:
     df = parse["dagfactory"]["median"]
     rows = []
     for f in FORMS:
-        rows.append([
-            LABELS[f], parse[f]["median"], parse[f]["min"], parse[f]["median"] / hw,
-            parse[f]["median"] / df, ser[f]["median"],
-            fresh_s[f]["median"] if f in fresh_s else "-",
-        ])
+        rows.append(
+            [
+                LABELS[f],
+                parse[f]["median"],
+                parse[f]["min"],
+                parse[f]["median"] / hw,
+                parse[f]["median"] / df,
+                ser[f]["median"],
+                fresh_s[f]["median"] if f in fresh_s else "-",
+            ]
+        )
     print()
     print(f"DagBag load of {N_PIPELINES} DAGs x {n_tasks // N_PIPELINES} tasks (seconds)")
-    print_table(["form", "median", "min", "vs hand", "vs dag-factory", "serialize",
-                 "fresh proc"], rows)
+    print_table(
+        ["form", "median", "min", "vs hand", "vs dag-factory", "serialize", "fresh proc"], rows
+    )
 
     ratios = {
         "regflow_warm_vs_handwritten": round(parse["regflow_warm"]["median"] / hw, 3),
@@ -433,9 +465,11 @@ def main() -> None:
     if fresh_s:
         fhw, fdf = fresh_s["handwritten"]["median"], fresh_s["dagfactory"]["median"]
         ratios["fresh_regflow_warm_vs_handwritten"] = round(
-            fresh_s["regflow_warm"]["median"] / fhw, 3)
+            fresh_s["regflow_warm"]["median"] / fhw, 3
+        )
         ratios["fresh_regflow_warm_vs_dagfactory"] = round(
-            fresh_s["regflow_warm"]["median"] / fdf, 3)
+            fresh_s["regflow_warm"]["median"] / fdf, 3
+        )
     goals = {
         "regflow_warm_vs_handwritten_max": GOAL_VS_HANDWRITTEN,
         "regflow_warm_vs_dagfactory_max": 1.0,
@@ -445,23 +479,31 @@ def main() -> None:
     print()
     for k, v in ratios.items():
         print(f"  {k:<36} {v:.2f}x")
-    print(f"  goal <= {GOAL_VS_HANDWRITTEN}x hand-written (warm): "
-          f"{'met' if goals['met_vs_handwritten'] else 'NOT met'}; faster than dag-factory: "
-          f"{'met' if goals['met_vs_dagfactory'] else 'NOT met'}")
-    path = write_result("dag_parse", {
-        "setup": {
-            "pipelines": N_PIPELINES, "nodes_per_pipeline": 30,
-            "tasks_per_dag": n_tasks // N_PIPELINES, "stages_per_pipeline":
-                n_tasks // N_PIPELINES - 1, "repetitions": REPS, "fresh_repetitions":
-                FRESH_REPS, "regflow_dag_file": str(REGFLOW_DAG_FILE.relative_to(PROJECT_DIR)),
-            "work_dir": str(WORK_DIR.relative_to(PROJECT_DIR) / "dag_parse"),
+    print(
+        f"  goal <= {GOAL_VS_HANDWRITTEN}x hand-written (warm): "
+        f"{'met' if goals['met_vs_handwritten'] else 'NOT met'}; faster than dag-factory: "
+        f"{'met' if goals['met_vs_dagfactory'] else 'NOT met'}"
+    )
+    path = write_result(
+        "dag_parse",
+        {
+            "setup": {
+                "pipelines": N_PIPELINES,
+                "nodes_per_pipeline": 30,
+                "tasks_per_dag": n_tasks // N_PIPELINES,
+                "stages_per_pipeline": n_tasks // N_PIPELINES - 1,
+                "repetitions": REPS,
+                "fresh_repetitions": FRESH_REPS,
+                "regflow_dag_file": str(REGFLOW_DAG_FILE.relative_to(PROJECT_DIR)),
+                "work_dir": str(WORK_DIR.relative_to(PROJECT_DIR) / "dag_parse"),
+            },
+            "parse_seconds": parse,
+            "serialize_seconds": ser,
+            "fresh_process_parse_seconds": fresh_s,
+            "ratios": ratios,
+            "goals": goals,
         },
-        "parse_seconds": parse,
-        "serialize_seconds": ser,
-        "fresh_process_parse_seconds": fresh_s,
-        "ratios": ratios,
-        "goals": goals,
-    })
+    )
     print(f"\nwrote {path.relative_to(BENCH_DIR.parent)}")
 
 

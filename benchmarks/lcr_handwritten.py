@@ -6,7 +6,8 @@ it without a framework: one Spark plan from the input files to the result, broad
 with the small lookups, the classification as one CASE WHEN chain, the entity and GROUP rows
 in a single aggregation (grouping sets), no lineage ids, no checkpoints, no intermediate
 outputs. The README's data checks stay in (a deal without an FX rate or without a category
-fails the job) as ``raise_error`` inside the plan, which costs no extra pass.
+fails the job) as ``raise_error`` inside the plan, which costs no extra pass; the category
+check raises from the CASE chain's ELSE branch, so the 49 conditions are evaluated once.
 
 Decimals are kept from input to output; multiplications come before divisions
 (``x * 15 / 85``), since Spark would round ``15 / 85`` to 6 decimals.
@@ -22,12 +23,24 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
-CATEGORIES_CSV = Path(__file__).resolve().parent.parent / "pipelines" / "reference" / (
-    "lcr_categories.csv")
+CATEGORIES_CSV = (
+    Path(__file__).resolve().parent.parent / "pipelines" / "reference" / ("lcr_categories.csv")
+)
 AMOUNT = "decimal(38,6)"
 OUTPUT = (
-    "cob_date", "legal_entity", "l1", "l2a", "l2b", "adj_15", "adj_40", "hqla",
-    "outflows", "inflows", "capped_inflows", "net_outflows", "lcr",
+    "cob_date",
+    "legal_entity",
+    "l1",
+    "l2a",
+    "l2b",
+    "adj_15",
+    "adj_40",
+    "hqla",
+    "outflows",
+    "inflows",
+    "capped_inflows",
+    "net_outflows",
+    "lcr",
 )
 BUCKETS = {"L1": "l1", "L2A": "l2a", "L2B": "l2b", "OUTFLOW": "outflows", "INFLOW": "inflows"}
 
@@ -42,14 +55,15 @@ COLLATERAL = ("L1", "L2A", "L2B_RMBS", "L2B_OTHER")
 
 
 def classification(cob: date) -> Column:
-    """README step 1 as one CASE WHEN chain: the first matching condition wins."""
+    """README step 1 as one CASE WHEN chain: the first matching condition wins; no match fails."""
     from pyspark.sql import functions as F
 
     p, cp, rating = F.col("product_type"), F.col("counterparty_type"), F.col("rating")
     collateral = F.col("collateral_level")
     insured, encumbered = F.col("insured"), F.col("encumbered")
     short = F.col("maturity_date").isNull() | (
-        F.col("maturity_date") <= F.date_add(F.col("cob_date"), 30))
+        F.col("maturity_date") <= F.date_add(F.col("cob_date"), 30)
+    )
     rules: list[tuple[Column, str]] = [
         (p.isin(*ASSETS) & encumbered, "NON_HQLA"),
         (p.isin("CASH", "CB_RESERVE"), "L1"),
@@ -95,7 +109,11 @@ def classification(cob: date) -> Column:
     expr: Any = None
     for cond, category in rules:
         expr = F.when(cond, category) if expr is None else expr.when(cond, category)
-    return expr
+    # A deal no rule matches fails the job. Raising from the ELSE branch keeps the chain
+    # evaluated once per row (a separate null-check filter would make Spark evaluate it twice).
+    return expr.otherwise(
+        F.raise_error(F.concat(F.lit("no LCR category for deal "), F.col("deal_id"))).cast("string")
+    )
 
 
 def _fail_if(df: DataFrame, failing: Column, message: Column) -> DataFrame:
@@ -113,35 +131,49 @@ def lcr_frame(spark: SparkSession, data_root: Path | str, cob: date) -> DataFram
     deals = spark.read.parquet(str(root / "deals" / f"cob={cob_s}"))
     deals = deals.where(F.col("cob_date") == F.lit(cob_s).cast("date"))
     fx = spark.read.parquet(str(root / "fx_rates" / f"cob={cob_s}")).select(
-        "cob_date", "currency", "usd_rate")
+        "cob_date", "currency", "usd_rate"
+    )
     categories = spark.read.csv(
-        str(CATEGORIES_CSV), header=True,
+        str(CATEGORIES_CSV),
+        header=True,
         schema="lcr_category string, bucket string, factor decimal(5,2), bcbs238_item string",
     ).select("lcr_category", "bucket", "factor")
 
     df = deals.join(F.broadcast(fx), ["cob_date", "currency"], "left")
-    df = _fail_if(df, F.col("usd_rate").isNull(), F.concat(
-        F.lit("no FX rate for deal "), F.col("deal_id"), F.lit(" currency "), F.col("currency")))
+    df = _fail_if(
+        df,
+        F.col("usd_rate").isNull(),
+        F.concat(
+            F.lit("no FX rate for deal "), F.col("deal_id"), F.lit(" currency "), F.col("currency")
+        ),
+    )
     df = df.withColumn("amount_usd", F.col("amount") * F.col("usd_rate"))
     df = df.withColumn("lcr_category", classification(cob))
-    df = _fail_if(df, F.col("lcr_category").isNull(),
-                  F.concat(F.lit("no LCR category for deal "), F.col("deal_id")))
     df = df.join(F.broadcast(categories), "lcr_category", "left")
-    df = _fail_if(df, F.col("factor").isNull(),
-                  F.concat(F.lit("unknown LCR category "), F.col("lcr_category")))
+    df = _fail_if(
+        df,
+        F.col("factor").isNull(),
+        F.concat(F.lit("unknown LCR category "), F.col("lcr_category")),
+    )
     df = df.withColumn("weighted_amount", F.col("amount_usd") * F.col("factor"))
 
     # Entity rows and the GROUP row per cob in one aggregation (grouping sets).
     sums = [
-        F.coalesce(F.sum(F.when(F.col("bucket") == b, F.col("weighted_amount"))),
-                   F.lit(0)).cast(AMOUNT).alias(name)
+        F.coalesce(F.sum(F.when(F.col("bucket") == b, F.col("weighted_amount"))), F.lit(0))
+        .cast(AMOUNT)
+        .alias(name)
         for b, name in BUCKETS.items()
     ]
-    agg = (df.rollup("cob_date", "legal_entity").agg(*sums, F.grouping_id().alias("_gid"))
-           .where(F.col("_gid") < 3)  # drop the grand total over all cobs
-           .withColumn("legal_entity", F.when(F.col("_gid") == 1, F.lit("GROUP"))
-                       .otherwise(F.col("legal_entity")))
-           .drop("_gid"))
+    agg = (
+        df.rollup("cob_date", "legal_entity")
+        .agg(*sums, F.grouping_id().alias("_gid"))
+        .where(F.col("_gid") < 3)  # drop the grand total over all cobs
+        .withColumn(
+            "legal_entity",
+            F.when(F.col("_gid") == 1, F.lit("GROUP")).otherwise(F.col("legal_entity")),
+        )
+        .drop("_gid")
+    )
     return _caps(agg)
 
 
@@ -152,16 +184,22 @@ def _caps(df: DataFrame) -> DataFrame:
     l1, l2a, l2b = F.col("l1"), F.col("l2a"), F.col("l2b")
     outflows, inflows = F.col("outflows"), F.col("inflows")
     zero = F.lit(0).cast(AMOUNT)
-    df = df.withColumn("adj_15", F.greatest(
-        l2b - (l1 + l2a) * 15 / 85, l2b - l1 * 15 / 60, zero).cast(AMOUNT))
-    df = df.withColumn("adj_40", F.greatest(
-        l2a + l2b - F.col("adj_15") - l1 * 2 / 3, zero).cast(AMOUNT))
+    df = df.withColumn(
+        "adj_15", F.greatest(l2b - (l1 + l2a) * 15 / 85, l2b - l1 * 15 / 60, zero).cast(AMOUNT)
+    )
+    df = df.withColumn(
+        "adj_40", F.greatest(l2a + l2b - F.col("adj_15") - l1 * 2 / 3, zero).cast(AMOUNT)
+    )
     df = df.withColumn("hqla", (l1 + l2a + l2b - F.col("adj_15") - F.col("adj_40")).cast(AMOUNT))
     df = df.withColumn("capped_inflows", F.least(inflows, outflows * 75 / 100).cast(AMOUNT))
     df = df.withColumn("net_outflows", (outflows - F.col("capped_inflows")).cast(AMOUNT))
-    df = df.withColumn("lcr", F.when(
-        F.col("net_outflows") != 0,
-        F.col("hqla").cast("double") / F.col("net_outflows").cast("double")))
+    df = df.withColumn(
+        "lcr",
+        F.when(
+            F.col("net_outflows") != 0,
+            F.col("hqla").cast("double") / F.col("net_outflows").cast("double"),
+        ),
+    )
     return df.select(*OUTPUT)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import math
 import os
 import shutil
@@ -47,8 +48,18 @@ ENTITIES = 10
 SEED = 7
 SPEC = PROJECT_DIR / "pipelines" / "lcr.yaml"
 GOAL = 1.3
-AMOUNT_COLUMNS = ("l1", "l2a", "l2b", "adj_15", "adj_40", "hqla", "outflows", "inflows",
-                  "capped_inflows", "net_outflows")
+AMOUNT_COLUMNS = (
+    "l1",
+    "l2a",
+    "l2b",
+    "adj_15",
+    "adj_40",
+    "hqla",
+    "outflows",
+    "inflows",
+    "capped_inflows",
+    "net_outflows",
+)
 
 
 def quiet(_: str) -> None:
@@ -68,6 +79,11 @@ class Bench:
         self.jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
         self.cpu: dict[str, float] = {}  # CPU seconds (JVM + Python) of the last run per side
         self.jobs: dict[str, int] = {}  # Spark jobs of the last run per side
+
+    def settle(self) -> None:
+        """Start each timed run from a collected heap (JVM and Python), outside the timing."""
+        gc.collect()
+        self.spark.sparkContext._jvm.java.lang.System.gc()
 
     def job_count(self) -> int:
         return len(self.spark.sparkContext.statusTracker().getJobIdsForGroup(None))
@@ -89,10 +105,19 @@ class Bench:
         self.runs += 1
         run_id = f"bench{self.runs:03d}"
         shutil.rmtree(self.storage, ignore_errors=True)
+        self.settle()
         j0, c0, t0 = self.job_count(), self.cpu_seconds(), time.perf_counter()
         reports = [
-            run_stage(self.plan, stage.id, cob=COB.isoformat(), run_id=run_id, root=self.storage,
-                      params={"data_root": str(self.data_root)}, spark=self.spark, log=quiet)
+            run_stage(
+                self.plan,
+                stage.id,
+                cob=COB.isoformat(),
+                run_id=run_id,
+                root=self.storage,
+                params={"data_root": str(self.data_root)},
+                spark=self.spark,
+                log=quiet,
+            )
             for stage in self.plan.stages
         ]
         seconds = time.perf_counter() - t0
@@ -106,6 +131,7 @@ class Bench:
 
         out = self.work / "handwritten_out"
         shutil.rmtree(out, ignore_errors=True)
+        self.settle()
         j0, c0, t0 = self.job_count(), self.cpu_seconds(), time.perf_counter()
         df = run_handwritten(self.spark, self.data_root, COB, out)
         seconds = time.perf_counter() - t0
@@ -186,7 +212,8 @@ def fixed_overhead(work: Path, spark: Any, deals: int, reps: int) -> dict[str, A
             cpu[side].append(bench.cpu[side])
     return {
         "deals": deals,
-        "regflow": summary(times["regflow"]), "handwritten": summary(times["handwritten"]),
+        "regflow": summary(times["regflow"]),
+        "handwritten": summary(times["handwritten"]),
         "regflow_cpu_median": round(statistics.median(cpu["regflow"]), 3),
         "handwritten_cpu_median": round(statistics.median(cpu["handwritten"]), 3),
         "spark_jobs": dict(bench.jobs),
@@ -198,11 +225,19 @@ def breakdown(reports: list[Any]) -> dict[str, Any]:
     """Per stage: total seconds, and per output the seconds of its write (as reported)."""
     stages = []
     for r in reports:
-        outs = [{"name": o.name, "kind": o.kind, "rows": o.rows, "seconds": o.seconds}
-                for o in r.outputs]
+        outs = [
+            {"name": o.name, "kind": o.kind, "rows": o.rows, "seconds": o.seconds}
+            for o in r.outputs
+        ]
         written = sum(o.seconds for o in r.outputs)
-        stages.append({"stage": r.stage, "seconds": round(r.seconds, 3), "outputs": outs,
-                       "not_in_writes": round(r.seconds - written, 3)})
+        stages.append(
+            {
+                "stage": r.stage,
+                "seconds": round(r.seconds, 3),
+                "outputs": outs,
+                "not_in_writes": round(r.seconds - written, 3),
+            }
+        )
     return {"stages": stages}
 
 
@@ -260,43 +295,55 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(DataFrameWriter, "parquet", write_parquet))
         stack.enter_context(patched(builtin_ops, "BUILTIN_IMPLS", timed_impls))
-        stack.enter_context(patched(executor, "duplicate_ids",
-                                    t.wrap("duplicate-id check", executor.duplicate_ids)))
-        stack.enter_context(patched(executor, "_parquet_rows",
-                                    t.wrap("row count (pyarrow footers)", executor._parquet_rows)))
-        stack.enter_context(patched(executor, "read_source",
-                                    t.wrap("read sources (list files, schema)",
-                                           executor.read_source)))
-        stack.enter_context(patched(executor, "promote",
-                                    t.wrap("metadata + promote", executor.promote)))
+        stack.enter_context(
+            patched(executor, "duplicate_ids", t.wrap("duplicate-id check", executor.duplicate_ids))
+        )
+        stack.enter_context(
+            patched(
+                executor,
+                "_parquet_rows",
+                t.wrap("row count (pyarrow footers)", executor._parquet_rows),
+            )
+        )
+        stack.enter_context(
+            patched(
+                executor,
+                "read_source",
+                t.wrap("read sources (list files, schema)", executor.read_source),
+            )
+        )
+        stack.enter_context(
+            patched(executor, "promote", t.wrap("metadata + promote", executor.promote))
+        )
         seconds, _, reports = bench.regflow()
     parts = {k: round(v, 3) for k, v in sorted(t.seconds.items(), key=lambda kv: -kv[1])}
     other = seconds - sum(t.seconds.values())
-    return {"seconds": round(seconds, 3), "parts": parts, "calls": dict(t.calls),
-            "other (planning, re-reads, stage reports)": round(other, 3),
-            "reports": [r.to_dict() for r in reports]}
+    return {
+        "seconds": round(seconds, 3),
+        "parts": parts,
+        "calls": dict(t.calls),
+        "other (planning, re-reads, stage reports)": round(other, 3),
+        "reports": [r.to_dict() for r in reports],
+    }
 
 
 # --------------------------------------------------------------------------- experiments
 def experiments(bench: Bench, reps: int) -> dict[str, Any]:
     """regflow with candidate fixes patched in (this process only), ``reps`` runs each.
 
-    * ``checkpoint_local_sort``: lineage checkpoints sorted within each partition only, no
-      shuffle (``sortWithinPartitions`` of the stage's own partitions);
     * ``checkpoint_unclustered``: lineage checkpoints written as the stage produces them;
     * ``no_checkpoint_dup_check``: no duplicate-id pass over the lineage checkpoints (the ids
       are the aggregate's input rows' ids; see the notes in docs/benchmarks.md);
-    * ``unclustered_no_dup_check``: the last two together.
+    * ``classify_single_pass``: the built-in ``classify`` evaluating its rule chain once per
+      row (see :func:`classify_single_pass`);
+    * ``all``: the three together.
 
     The checkpoint layout is patched through ``executor.clustered`` (the runtime's helper) or,
     in runtimes without it, through ``DataFrame.orderBy`` (then used only for checkpoints).
     """
     from pyspark.sql.classic.dataframe import DataFrame
 
-    from regflow.runtime import executor
-
-    def local(df: Any, keys: Any) -> Any:
-        return df.sortWithinPartitions(*keys, "_lineage_id") if keys else df
+    from regflow.runtime import builtin_ops, executor
 
     def as_is(df: Any, keys: Any) -> Any:
         return df
@@ -304,7 +351,7 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
     def layout(fn: Callable[[Any, Any], Any]) -> tuple[Any, str, Callable[[Any], Any]]:
         if hasattr(executor, "clustered"):
             return executor, "clustered", lambda orig: fn
-        return DataFrame, "orderBy", lambda orig: (lambda self, *cols, **kw: fn(self, cols))
+        return DataFrame, "orderBy", lambda orig: lambda self, *cols, **kw: fn(self, cols)
 
     def no_ckpt_dup(orig: Callable[..., Any]) -> Callable[..., Any]:
         def dup(df: Any, limit: int = 5) -> list[int]:
@@ -313,12 +360,17 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
         return dup
 
     no_dup = (executor, "duplicate_ids", no_ckpt_dup)
+    one_pass = (
+        builtin_ops,
+        "BUILTIN_IMPLS",
+        lambda orig: {**orig, "classify": classify_single_pass},
+    )
     variants: dict[str, list[tuple[Any, str, Callable[[Any], Any]]]] = {
         "baseline": [],
-        "checkpoint_local_sort": [layout(local)],
         "checkpoint_unclustered": [layout(as_is)],
         "no_checkpoint_dup_check": [no_dup],
-        "unclustered_no_dup_check": [layout(as_is), no_dup],
+        "classify_single_pass": [one_pass],
+        "all": [layout(as_is), no_dup, one_pass],
     }
     out: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -334,10 +386,62 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
             jobs[name] = bench.jobs["regflow"]
             if rep == 0:
                 compare("hand-written", bench.reference, f"regflow[{name}]", df)
-        print(f"  experiments rep {rep + 1}/{reps}: " + ", ".join(
-            f"{k} {v[-1]:.2f}s" for k, v in out.items()), flush=True)
-    return {k: {**summary(v), "cpu_median": round(statistics.median(cpu[k]), 3),
-                "spark_jobs": jobs[k]} for k, v in out.items()}
+        print(
+            f"  experiments rep {rep + 1}/{reps}: "
+            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in out.items()),
+            flush=True,
+        )
+    return {
+        k: {**summary(v), "cpu_median": round(statistics.median(cpu[k]), 3), "spark_jobs": jobs[k]}
+        for k, v in out.items()
+    }
+
+
+def classify_single_pass(inputs: list[Any], p: Any, ctx: Any) -> Any:
+    """The built-in ``classify`` with its rule chain evaluated once per row (a proposed patch).
+
+    The runtime builds two CASE chains (value and rule id) and checks ``on_no_match: error``
+    with a ``raise_error`` filter on the rule column; Spark's optimizer pushes that filter
+    below the projection and substitutes the chain into it, so all conditions are evaluated
+    again for every row. Here one chain yields the rule id, raising from its ELSE branch, and
+    the value is looked up from the rule id in a literal map.
+    """
+    from pyspark.sql import functions as F
+
+    from regflow.runtime.builtin_ops import node_tag
+    from regflow.runtime.sources import spark_type
+
+    typ = spark_type(p.type)
+    ids = [r.id or f"#{i + 1}" for i, r in enumerate(p.rules)]
+    rule: Any = None
+    for rid, r in zip(ids, p.rules, strict=True):
+        cond = F.expr(r.when)
+        rule = F.when(cond, F.lit(rid)) if rule is None else rule.when(cond, F.lit(rid))
+    if p.on_no_match == "error":
+        msg = F.concat(
+            F.lit(f"{node_tag(ctx.node)} no classify rule matches the row with lineage id "),
+            F.col("_lineage_id").cast("string"),
+            F.lit("; add a rule or a default, or set on_no_match: default"),
+        )
+        rule = rule.otherwise(F.raise_error(msg).cast("string"))
+    else:
+        rule = rule.otherwise(F.lit(None).cast("string"))
+    values = F.create_map(
+        *[
+            x
+            for rid, r in zip(ids, p.rules, strict=True)
+            for x in (F.lit(rid), F.lit(r.value).cast(typ))
+        ]
+    )
+    tmp = "__regflow_rule"
+    df = inputs[0].withColumn(tmp, rule)
+    value = values[F.col(tmp)]
+    if p.on_no_match != "error":
+        value = F.when(F.col(tmp).isNull(), F.lit(p.default).cast(typ)).otherwise(value)
+    df = df.withColumn(p.output, value)
+    if p.rule_column:
+        df = df.withColumn(p.rule_column, F.col(tmp))
+    return df.drop(tmp)
 
 
 def _reads_checkpoint(df: Any) -> bool:
@@ -353,10 +457,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per side")
     parser.add_argument("--deals", type=int, default=DEALS)
-    parser.add_argument("--small-deals", type=int, default=1_000,
-                        help="deals of the fixed-cost measurement")
-    parser.add_argument("--experiments", type=int, default=1, metavar="N",
-                        help="repetitions of the patched-runtime experiments (0: skip)")
+    parser.add_argument(
+        "--small-deals", type=int, default=1_000, help="deals of the fixed-cost measurement"
+    )
+    parser.add_argument(
+        "--experiments",
+        type=int,
+        default=2,
+        metavar="N",
+        help="repetitions of the patched-runtime experiments (0: skip)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -367,14 +477,20 @@ def main() -> None:
     data_root = work / "data"
     t0 = time.perf_counter()
     generate_demo_data(data_root, cob=COB, deals=args.deals, entities=ENTITIES, seed=SEED)
-    print(f"generated {args.deals:,} deals, {ENTITIES} entities, cob {COB} in "
-          f"{time.perf_counter() - t0:.1f}s ({data_root.relative_to(PROJECT_DIR)})", flush=True)
+    print(
+        f"generated {args.deals:,} deals, {ENTITIES} entities, cob {COB} in "
+        f"{time.perf_counter() - t0:.1f}s ({data_root.relative_to(PROJECT_DIR)})",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     spark = get_spark()
-    print(f"SparkSession up in {time.perf_counter() - t0:.1f}s "
-          f"(master {spark.sparkContext.master}, "
-          f"{spark.sparkContext.defaultParallelism} cores)", flush=True)
+    print(
+        f"SparkSession up in {time.perf_counter() - t0:.1f}s "
+        f"(master {spark.sparkContext.master}, "
+        f"{spark.sparkContext.defaultParallelism} cores)",
+        flush=True,
+    )
     bench = Bench(work, data_root, spark)
 
     w_rf, df_rf, _ = bench.regflow()
@@ -387,8 +503,11 @@ def main() -> None:
     if ref is not None:
         compare("oracle (tests/lcr_reference.py)", ref, "hand-written", df_hw)
         compare("oracle (tests/lcr_reference.py)", ref, "regflow", df_rf)
-        print(f"results agree with each other and with the exact oracle "
-              f"({time.perf_counter() - t0:.1f}s)", flush=True)
+        print(
+            f"results agree with each other and with the exact oracle "
+            f"({time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
     else:
         print("results agree (oracle tests/lcr_reference.py not found)", flush=True)
 
@@ -407,9 +526,12 @@ def main() -> None:
                 compare("hand-written (warm-up)", df_hw, "hand-written", df)
             times[side].append(seconds)
             cpu[side].append(bench.cpu[side])
-        print(f"  rep {rep + 1}/{args.reps}: regflow {times['regflow'][-1]:.2f}s "
-              f"(cpu {cpu['regflow'][-1]:.1f}s), hand-written {times['handwritten'][-1]:.2f}s "
-              f"(cpu {cpu['handwritten'][-1]:.1f}s)", flush=True)
+        print(
+            f"  rep {rep + 1}/{args.reps}: regflow {times['regflow'][-1]:.2f}s "
+            f"(cpu {cpu['regflow'][-1]:.1f}s), hand-written {times['handwritten'][-1]:.2f}s "
+            f"(cpu {cpu['handwritten'][-1]:.1f}s)",
+            flush=True,
+        )
     load_after = os.getloadavg()
     jobs = dict(bench.jobs)
 
@@ -419,26 +541,56 @@ def main() -> None:
     ratio_min = min(times["regflow"]) / min(times["handwritten"])
     cpu_rf, cpu_hw = statistics.median(cpu["regflow"]), statistics.median(cpu["handwritten"])
     print()
-    print(f"LCR on {args.deals:,} deals (seconds; load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after the timed runs)")
-    print_table(["side", "wall median", "wall min", "wall max", "CPU median", "Spark jobs"], [
-        ["hand-written PySpark", med_hw, min(times["handwritten"]), max(times["handwritten"]),
-         cpu_hw, jobs["handwritten"]],
-        ["regflow (all stages)", med_rf, min(times["regflow"]), max(times["regflow"]),
-         cpu_rf, jobs["regflow"]],
-    ])
-    print(f"ratio regflow / hand-written: {ratio:.2f}x on the median wall time (goal <= {GOAL}x: "
-          f"{'met' if ratio <= GOAL else 'NOT met'}); {ratio_min:.2f}x on the min; "
-          f"{cpu_rf / cpu_hw:.2f}x on CPU time")
+    print(
+        f"LCR on {args.deals:,} deals (seconds; load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after the timed runs)"
+    )
+    print_table(
+        ["side", "wall median", "wall min", "wall max", "CPU median", "Spark jobs"],
+        [
+            [
+                "hand-written PySpark",
+                med_hw,
+                min(times["handwritten"]),
+                max(times["handwritten"]),
+                cpu_hw,
+                jobs["handwritten"],
+            ],
+            [
+                "regflow (all stages)",
+                med_rf,
+                min(times["regflow"]),
+                max(times["regflow"]),
+                cpu_rf,
+                jobs["regflow"],
+            ],
+        ],
+    )
+    print(
+        f"ratio regflow / hand-written: {ratio:.2f}x on the median wall time (goal <= {GOAL}x: "
+        f"{'met' if ratio <= GOAL else 'NOT met'}); {ratio_min:.2f}x on the min; "
+        f"{cpu_rf / cpu_hw:.2f}x on CPU time"
+    )
 
     small = fixed_overhead(work, spark, args.small_deals, args.reps)
     print(f"\nfixed cost per run, measured on {args.small_deals:,} deals (wall seconds)")
-    print_table(["side", "wall median", "CPU median", "Spark jobs"], [
-        ["hand-written PySpark", small["handwritten"]["median"],
-         small["handwritten_cpu_median"], small["spark_jobs"]["handwritten"]],
-        ["regflow (all stages)", small["regflow"]["median"], small["regflow_cpu_median"],
-         small["spark_jobs"]["regflow"]],
-    ])
+    print_table(
+        ["side", "wall median", "CPU median", "Spark jobs"],
+        [
+            [
+                "hand-written PySpark",
+                small["handwritten"]["median"],
+                small["handwritten_cpu_median"],
+                small["spark_jobs"]["handwritten"],
+            ],
+            [
+                "regflow (all stages)",
+                small["regflow"]["median"],
+                small["regflow_cpu_median"],
+                small["spark_jobs"]["regflow"],
+            ],
+        ],
+    )
 
     bd = breakdown(last_reports)
     print("\nregflow breakdown of the last timed run (from the StageReports)")
@@ -453,46 +605,76 @@ def main() -> None:
     print("\ninstrumented regflow run (timers around the runtime's Spark jobs)", flush=True)
     prof = instrumented_run(bench)
     rows = [[k, prof["calls"].get(k, 1), v] for k, v in prof["parts"].items()]
-    rows.append(["other (planning, re-reads, stage reports)", "",
-                 prof["other (planning, re-reads, stage reports)"]])
+    rows.append(
+        [
+            "other (planning, re-reads, stage reports)",
+            "",
+            prof["other (planning, re-reads, stage reports)"],
+        ]
+    )
     rows.append(["total", "", prof["seconds"]])
     print_table(["part", "calls", "seconds"], rows)
 
     exp: dict[str, Any] = {}
     if args.experiments:
-        print(f"\nexperiments: regflow with candidate fixes patched in ({args.experiments} "
-              "repetitions each)", flush=True)
+        print(
+            f"\nexperiments: regflow with candidate fixes patched in ({args.experiments} "
+            "repetitions each)",
+            flush=True,
+        )
         exp = experiments(bench, args.experiments)
         base = exp["baseline"]["median"]
-        print_table(["variant", "wall", "vs hand-written", "saves vs baseline", "CPU",
-                     "Spark jobs"], [
-            [k, v["median"], v["median"] / med_hw, base - v["median"], v["cpu_median"],
-             v["spark_jobs"]] for k, v in exp.items()
-        ])
+        print_table(
+            ["variant", "wall", "vs hand-written", "saves vs baseline", "CPU", "Spark jobs"],
+            [
+                [
+                    k,
+                    v["median"],
+                    v["median"] / med_hw,
+                    base - v["median"],
+                    v["cpu_median"],
+                    v["spark_jobs"],
+                ]
+                for k, v in exp.items()
+            ],
+        )
 
-    path = write_result("lineage_overhead", {
-        "setup": {"deals": args.deals, "entities": ENTITIES, "seed": SEED, "cob": str(COB),
-                  "repetitions": args.reps, "spark_master": spark.sparkContext.master,
-                  "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
-                  "spec": str(SPEC.relative_to(PROJECT_DIR))},
-        "seconds": {"regflow": summary(times["regflow"]),
-                    "handwritten": summary(times["handwritten"]),
-                    "warmup": {"regflow": round(w_rf, 3), "handwritten": round(w_hw, 3)}},
-        "cpu_seconds": {"regflow": summary(cpu["regflow"]),
-                        "handwritten": summary(cpu["handwritten"])},
-        "spark_jobs": jobs,
-        "load_average": {"before": load_before, "after": load_after},
-        "ratio_regflow_vs_handwritten": round(ratio, 3),
-        "ratio_on_min": round(ratio_min, 3),
-        "ratio_on_cpu": round(cpu_rf / cpu_hw, 3),
-        "goal": {"max_ratio": GOAL, "met": ratio <= GOAL},
-        "results_agree": True,
-        "oracle_checked": ref is not None,
-        "fixed_cost_small_input": small,
-        "regflow_breakdown": bd,
-        "instrumented_run": {k: v for k, v in prof.items() if k != "reports"},
-        "experiments": exp,
-    })
+    path = write_result(
+        "lineage_overhead",
+        {
+            "setup": {
+                "deals": args.deals,
+                "entities": ENTITIES,
+                "seed": SEED,
+                "cob": str(COB),
+                "repetitions": args.reps,
+                "spark_master": spark.sparkContext.master,
+                "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+                "spec": str(SPEC.relative_to(PROJECT_DIR)),
+            },
+            "seconds": {
+                "regflow": summary(times["regflow"]),
+                "handwritten": summary(times["handwritten"]),
+                "warmup": {"regflow": round(w_rf, 3), "handwritten": round(w_hw, 3)},
+            },
+            "cpu_seconds": {
+                "regflow": summary(cpu["regflow"]),
+                "handwritten": summary(cpu["handwritten"]),
+            },
+            "spark_jobs": jobs,
+            "load_average": {"before": load_before, "after": load_after},
+            "ratio_regflow_vs_handwritten": round(ratio, 3),
+            "ratio_on_min": round(ratio_min, 3),
+            "ratio_on_cpu": round(cpu_rf / cpu_hw, 3),
+            "goal": {"max_ratio": GOAL, "met": ratio <= GOAL},
+            "results_agree": True,
+            "oracle_checked": ref is not None,
+            "fixed_cost_small_input": small,
+            "regflow_breakdown": bd,
+            "instrumented_run": {k: v for k, v in prof.items() if k != "reports"},
+            "experiments": exp,
+        },
+    )
     print(f"\nwrote {path.relative_to(BENCH_DIR.parent)}")
 
 

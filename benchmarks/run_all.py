@@ -23,8 +23,11 @@ def main() -> int:
         print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call([sys.executable, str(BENCH_DIR / f"{name}.py")])
-        print(f"=== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in "
-              f"{time.perf_counter() - t0:.0f}s", flush=True)
+        print(
+            f"=== {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in "
+            f"{time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
         if rc != 0:
             failed.append(name)
 
@@ -32,19 +35,23 @@ def main() -> int:
     parse = _load("dag_parse")
     if parse and "dag_parse" not in failed:
         r, g = parse["ratios"], parse["goals"]
-        print(f"DAG parse, 100 DAGs: regflow (warm cache) {r['regflow_warm_vs_handwritten']:.2f}x "
-              f"hand-written [goal <= {g['regflow_warm_vs_handwritten_max']}x: "
-              f"{'met' if g['met_vs_handwritten'] else 'NOT met'}], "
-              f"{r['regflow_warm_vs_dagfactory']:.2f}x dag-factory "
-              f"[goal < 1x: {'met' if g['met_vs_dagfactory'] else 'NOT met'}]; "
-              f"cold cache {r['regflow_cold_vs_handwritten']:.2f}x hand-written")
+        print(
+            f"DAG parse, 100 DAGs: regflow (warm cache) {r['regflow_warm_vs_handwritten']:.2f}x "
+            f"hand-written [goal <= {g['regflow_warm_vs_handwritten_max']}x: "
+            f"{'met' if g['met_vs_handwritten'] else 'NOT met'}], "
+            f"{r['regflow_warm_vs_dagfactory']:.2f}x dag-factory "
+            f"[goal < 1x: {'met' if g['met_vs_dagfactory'] else 'NOT met'}]; "
+            f"cold cache {r['regflow_cold_vs_handwritten']:.2f}x hand-written"
+        )
     lin = _load("lineage_overhead")
     if lin and "lineage_overhead" not in failed:
         s = lin["seconds"]
-        print(f"LCR, {lin['setup']['deals']:,} deals: regflow {s['regflow']['median']:.1f}s vs "
-              f"hand-written {s['handwritten']['median']:.1f}s = "
-              f"{lin['ratio_regflow_vs_handwritten']:.2f}x [goal <= {lin['goal']['max_ratio']}x: "
-              f"{'met' if lin['goal']['met'] else 'NOT met'}]")
+        print(
+            f"LCR, {lin['setup']['deals']:,} deals: regflow {s['regflow']['median']:.1f}s vs "
+            f"hand-written {s['handwritten']['median']:.1f}s = "
+            f"{lin['ratio_regflow_vs_handwritten']:.2f}x [goal <= {lin['goal']['max_ratio']}x: "
+            f"{'met' if lin['goal']['met'] else 'NOT met'}]"
+        )
     if failed:
         print(f"FAILED: {', '.join(failed)}")
         return 1

@@ -14,7 +14,7 @@ main output, so unaffected rows cost only the condition checks.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -93,24 +93,30 @@ def _factor(value: Any) -> Column:
     return F.lit(Decimal(str(value)))
 
 
-def apply_rules(
-    df: DataFrame,
-    rules: Sequence[AdjustmentRule],
-    persist: Callable[[DataFrame], DataFrame] | None = None,
-) -> tuple[DataFrame, DataFrame]:
-    """The adjusted rows (same schema) and the audit (``AUDIT_COLUMNS``).
+def _plan(rules: Sequence[AdjustmentRule]) -> list[tuple[int, AdjustmentRule]]:
+    return list(enumerate(sorted(rules, key=lambda r: r.rule_id)))
 
-    ``persist`` (e.g. ``DataFrame.persist``) is applied to the rows with their match flags
-    before the two are split, so writing the audit and computing the rest of the stage share
-    one evaluation of everything upstream.
+
+def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
+    """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct of each
+    rule's match flag (``m<i>``) and the old and new value of each field it set
+    (``o<i>_<j>``, ``n<i>_<j>``); null for every other row.
+
+    The column travels with the rows to the stage's next write (an aggregate's lineage
+    checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second
+    pass over the data upstream. A plain struct keeps Spark's generated code on the hot path;
+    the per-change rows are only built for the few rows that changed.
     """
     from pyspark.sql import functions as F
 
     columns = list(df.columns)
-    entries = []
-    for i, rule in enumerate(sorted(rules, key=lambda r: r.rule_id)):
+    fields = []
+    any_match = F.lit(False)
+    for i, rule in _plan(rules):
         flag = f"__adj_m{i}"
         df = df.withColumn(flag, rule_condition(rule, df))
+        fields.append(F.col(flag).alias(f"m{i}"))
+        any_match = any_match | F.col(flag)
         for j, adj in enumerate(rule.adjustments):
             dtype = df.schema[adj.field].dataType
             old = f"__adj_o{i}_{j}"
@@ -119,36 +125,48 @@ def apply_rules(
             df = df.withColumn(adj.field, F.when(F.col(flag), new).otherwise(F.col(adj.field)))
             snap = f"__adj_n{i}_{j}"  # later rules may change the field again
             df = df.withColumn(snap, F.col(adj.field))
+            fields += [F.col(old).alias(f"o{i}_{j}"), F.col(snap).alias(f"n{i}_{j}")]
+    if not fields:
+        return df.select(*columns, F.lit(None).cast("struct<none: boolean>").alias(audit_col))
+    return df.select(*columns, F.when(any_match, F.struct(*fields)).alias(audit_col))
+
+
+def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -> DataFrame:
+    """One row per changed value (``AUDIT_COLUMNS``) from a DataFrame tagged by
+    :func:`tag_changes` with the same rules."""
+    from pyspark.sql import functions as F
+
+    entries = []
+    for i, rule in _plan(rules):
+        for j, adj in enumerate(rule.adjustments):
             entries.append(
                 F.when(
-                    F.col(flag),
+                    F.col(f"{audit_col}.m{i}"),
                     F.struct(
                         F.lit(rule.rule_id).alias("rule_id"),
                         F.lit(adj.field).alias("field"),
-                        F.col(old).cast("string").alias("old_value"),
-                        F.col(snap).cast("string").alias("new_value"),
+                        F.col(f"{audit_col}.o{i}_{j}").cast("string").alias("old_value"),
+                        F.col(f"{audit_col}.n{i}_{j}").cast("string").alias("new_value"),
                     ),
                 )
             )
-    if entries and persist is not None:
-        df = persist(df)
-    out = df.select(*columns)
+    changed = df.where(F.col(audit_col).isNotNull())
     if not entries:
-        empty = df.select(
+        return changed.select(
             F.lit(None).cast("string").alias("rule_id"),
             F.lit(None).cast("string").alias("field"),
             F.col(LINEAGE_COLUMN),
             F.lit(None).cast("string").alias("old_value"),
             F.lit(None).cast("string").alias("new_value"),
         ).limit(0)
-        return out, empty
     changes = F.filter(F.array(*entries), lambda x: x.isNotNull())
-    any_match = F.lit(False)
-    for i in range(len(rules)):
-        any_match = any_match | F.col(f"__adj_m{i}")
-    audit = (
-        df.where(any_match)
-        .select(F.col(LINEAGE_COLUMN), F.explode(changes).alias("c"))
-        .select("c.rule_id", "c.field", LINEAGE_COLUMN, "c.old_value", "c.new_value")
+    return changed.select(F.col(LINEAGE_COLUMN), F.explode(changes).alias("c")).select(
+        "c.rule_id", "c.field", LINEAGE_COLUMN, "c.old_value", "c.new_value"
     )
-    return out, audit
+
+
+def apply_rules(df: DataFrame, rules: Sequence[AdjustmentRule]) -> tuple[DataFrame, DataFrame]:
+    """The adjusted rows (same schema) and the audit (``AUDIT_COLUMNS``)."""
+    col = "__regflow_audit"
+    tagged = tag_changes(df, rules, col)
+    return tagged.drop(col), audit_rows(tagged, col, rules)

@@ -8,7 +8,7 @@ data. Their message starts with ``[regflow:node=<id>]`` so the executor can name
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from regflow.errors import DataError
@@ -170,7 +170,9 @@ def union(inputs: list[DataFrame], p: UnionParams, ctx: OpContext) -> DataFrame:
 
 
 # ------------------------------------------------------------------------ aggregate
-def aggregate_contributions(df: DataFrame, p: AggregateParams) -> DataFrame:
+def aggregate_contributions(
+    df: DataFrame, p: AggregateParams, extra: Sequence[str] = ()
+) -> DataFrame:
     """The narrow lineage checkpoint: group key, member lineage id, and each row's
     contribution to each measure (null where the row does not contribute)."""
     from pyspark.sql import functions as F
@@ -184,7 +186,7 @@ def aggregate_contributions(df: DataFrame, p: AggregateParams) -> DataFrame:
         if m.type:
             contrib = contrib.cast(spark_type(m.type))
         cols.append(contrib.alias(name))
-    return df.select(*cols)
+    return df.select(*cols, *[F.col(c) for c in extra])
 
 
 def aggregate_finish(checkpoint: DataFrame, p: AggregateParams, node: str) -> DataFrame:

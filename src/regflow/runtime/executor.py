@@ -32,7 +32,7 @@ from regflow.ops.adjust import AdjustParams
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
 from regflow.runtime import builtin_ops, progress
-from regflow.runtime.adjust_ops import AUDIT_COLUMNS, apply_rules
+from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
     duplicate_ids,
@@ -49,6 +49,19 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _NODE_TAG = re.compile(r"\[regflow:node=([a-z0-9_]+)\]\s*([^\n]*)")
+
+
+# Built-in ops that keep every column of their main input (so audit columns ride along).
+CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
+
+
+@dataclass
+class PendingAudit:
+    node: PlanNode
+    params: AdjustParams
+    active: list[tuple[AdjustmentRule, str]]
+    skipped: list[tuple[AdjustmentRule, str]]
+    column: str
 
 
 @dataclass
@@ -116,7 +129,7 @@ class StageRunner:
         self.run_meta = run_meta or {}
         self.log = log
         self.frames: dict[str, DataFrame] = {}
-        self._persisted: list[DataFrame] = []
+        self.pending: dict[str, PendingAudit] = {}
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
 
     # ------------------------------------------------------------------ inputs
@@ -170,12 +183,14 @@ class StageRunner:
     def execute(self) -> StageReport:
         t0 = time.perf_counter()
         self.log(f"stage {self.stage.id}: nodes {', '.join(self.stage.nodes)}")
-        try:
-            for node_id in self.stage.nodes:
-                self._run_node(self.plan.node(node_id))
-        finally:
-            for frame in self._persisted:
-                frame.unpersist()
+        for node_id in self.stage.nodes:
+            self._run_node(self.plan.node(node_id))
+        if self.pending:  # a stage ends at a write, so nothing can be left; guard anyway
+            raise RunError(
+                f"unwritten audits: {', '.join(self.pending)}",
+                pipeline=self.plan.pipeline,
+                cob=self.run.cob,
+            )
         self.report.seconds = time.perf_counter() - t0
         write_json_atomic(self.run.stage_report(self.stage.id), self.report.to_dict())
         return self.report
@@ -194,6 +209,12 @@ class StageRunner:
     def _run_node(self, node: PlanNode) -> None:
         op = registry.get(node.op)
         inputs = [self._input(i) for i in node.inputs]
+        # Audit columns ride along with the rows only through ops known to keep every column
+        # of their main input; before any other op they are written out and dropped.
+        if node.op in CARRYING_OPS:
+            inputs = [inputs[0], *[self._flush_audits(df) for df in inputs[1:]]]
+        elif op.lineage != "aggregate":
+            inputs = [self._flush_audits(df) for df in inputs]
         params = op.params.model_validate(node.params)
         ctx = self._ctx(node)
         custom = op.func is not None
@@ -207,7 +228,9 @@ class StageRunner:
                         pipeline=self.plan.pipeline,
                         node=node.id,
                     )
-                contrib = builtin_ops.aggregate_contributions(inputs[0], params)
+                # the checkpoint also keeps each member row's adjustments (audit columns)
+                carried = [c for c in self.pending if c in inputs[0].columns]
+                contrib = builtin_ops.aggregate_contributions(inputs[0], params, extra=carried)
                 ckpt = self._write(
                     node,
                     f"{node.id}.lineage",
@@ -215,6 +238,8 @@ class StageRunner:
                     kind="lineage",
                     keys=[*params.group_by, LINEAGE_COLUMN],
                 )
+                for c in carried:  # read the audits back from the checkpoint: no second pass
+                    self._store_audit(self.pending.pop(c), ckpt)
                 out = builtin_ops.aggregate_finish(ckpt, params, node.id)
             else:
                 if op.lineage == "rollup":
@@ -234,27 +259,38 @@ class StageRunner:
             if isinstance(params, AggregateParams):
                 keys = [*params.group_by]
             with self._boundary(node.id, user_code=False):
+                out = self._flush_audits(out)
                 self.frames[node.id] = self._write(node, node.id, out, kind="output", keys=keys)
 
     def _adjust(self, node: PlanNode, df: DataFrame, params: AdjustParams) -> DataFrame:
-        """Apply the rules effective on this cob; write the audit next to the outputs."""
-        from pyspark.sql import functions as F
-
+        """Apply the rules effective on this cob; their audit travels with the rows."""
         cob = dt.date.fromisoformat(self.run.cob)
         active: list[tuple[AdjustmentRule, str]] = []
         skipped: list[tuple[AdjustmentRule, str]] = []
         for rule in sorted(params.rules, key=lambda r: r.rule_id):
             ok, why = rule.applies_on(cob)
             (active if ok else skipped).append((rule, why))
+        column = f"_audit__{node.id}"
+        self.pending[column] = PendingAudit(node, params, active, skipped, column)
+        return tag_changes(df, [r for r, _ in active], column)
 
-        def persist(frame: DataFrame) -> DataFrame:
-            from pyspark import StorageLevel
+    def _flush_audits(self, df: DataFrame) -> DataFrame:
+        """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""
+        for column in [c for c in self.pending if c in df.columns]:
+            self._store_audit(self.pending.pop(column), df)
+            df = df.drop(column)
+        return df
 
-            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
-            self._persisted.append(frame)
-            return frame
+    def _store_audit(self, pending: PendingAudit, tagged: DataFrame) -> None:
+        from pyspark.sql import functions as F
 
-        out, audit = apply_rules(df, [r for r, _ in active], persist=persist)
+        audit = audit_rows(tagged, pending.column, [r for r, _ in pending.active])
+        node, params, active, skipped = (
+            pending.node,
+            pending.params,
+            pending.active,
+            pending.skipped,
+        )
         ident = [
             F.lit(self.plan.pipeline).alias("pipeline"),
             F.lit(self.run.cob).cast("date").alias("cob"),
@@ -275,27 +311,22 @@ class StageRunner:
             import pyarrow.parquet as pq
 
             files = sorted(str(f) for f in written.glob("*.parquet"))
-            table = (
-                pq.ParquetDataset(files, partitioning=None).read(
+            matched: dict[str, set[int]] = {}
+            if files:
+                table = pq.ParquetDataset(files, partitioning=None).read(
                     columns=["rule_id", LINEAGE_COLUMN]
                 )
-                if files
-                else None
-            )
-            matched: dict[str, set[int]] = {}
-            if table is not None:
                 for rid, lid in zip(
                     table.column("rule_id").to_pylist(),
                     table.column(LINEAGE_COLUMN).to_pylist(),
                     strict=True,
                 ):
                     matched.setdefault(rid, set()).add(lid)
-            counts = {k: len(v) for k, v in matched.items()}
             rules = [
                 {
                     "rule_id": r.rule_id,
                     "status": "applied",
-                    "rows_matched": int(counts.get(r.rule_id, 0)),
+                    "rows_matched": len(matched.get(r.rule_id, ())),
                     "reason": "",
                 }
                 for r, _ in active
@@ -325,7 +356,6 @@ class StageRunner:
                 else f"skipped: {r['reason']}"
             )
             self.log(f"  adjustment {r['rule_id']} at {params.position} {params.at}: {status}")
-        return out
 
     def _check_schema(self, node: PlanNode, out: DataFrame) -> None:
         if not node.schema.known:
