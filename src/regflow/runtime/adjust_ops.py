@@ -112,19 +112,30 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     columns = list(df.columns)
     fields = []
     any_match = F.lit(False)
-    for i, rule in _plan(rules):
+    plan = _plan(rules)
+    writes = [(i, j, adj.field) for i, rule in plan for j, adj in enumerate(rule.adjustments)]
+    for i, rule in plan:
+        # One projection for the flag (on the rows as they stand before this rule) and one
+        # per adjustment: few, wide projections keep Spark's analysis time linear in rules.
         flag = f"__adj_m{i}"
-        df = df.withColumn(flag, rule_condition(rule, df))
+        df = df.select("*", rule_condition(rule, df).alias(flag))
         fields.append(F.col(flag).alias(f"m{i}"))
         any_match = any_match | F.col(flag)
         for j, adj in enumerate(rule.adjustments):
             dtype = df.schema[adj.field].dataType
             old = f"__adj_o{i}_{j}"
-            df = df.withColumn(old, F.col(adj.field))
-            new = operate(adj.operation, F.col(adj.field), adj.value, dtype)
-            df = df.withColumn(adj.field, F.when(F.col(flag), new).otherwise(F.col(adj.field)))
-            snap = f"__adj_n{i}_{j}"  # later rules may change the field again
-            df = df.withColumn(snap, F.col(adj.field))
+            new = F.when(
+                F.col(flag), operate(adj.operation, F.col(adj.field), adj.value, dtype)
+            ).otherwise(F.col(adj.field))
+            later = any((k, m) > (i, j) and f == adj.field for k, m, f in writes)
+            extra = [new.alias(f"__adj_n{i}_{j}")] if later else []
+            df = df.select(
+                *[new.alias(c) if c == adj.field else F.col(c) for c in df.columns],
+                F.col(adj.field).alias(old),
+                *extra,
+            )
+            # the new value: a snapshot if a later write changes the field again
+            snap = f"__adj_n{i}_{j}" if later else adj.field
             fields += [F.col(old).alias(f"o{i}_{j}"), F.col(snap).alias(f"n{i}_{j}")]
     if not fields:
         return df.select(*columns, F.lit(None).cast("struct<none: boolean>").alias(audit_col))
