@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -54,10 +55,18 @@ def machine() -> dict[str, Any]:
             versions[dist] = version(dist)
         except PackageNotFoundError:
             versions[dist] = None
+    java = None
+    try:
+        out = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+        java = (out.stderr or out.stdout).splitlines()[0]
+    except (OSError, IndexError):
+        pass
     return {
         "cpus": os.cpu_count(),
         "memory_gb": mem_gb,
         "python": sys.version.split()[0],
+        "java": java,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
         "versions": versions,
     }

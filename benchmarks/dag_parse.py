@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -462,6 +463,13 @@ def main() -> None:
         "regflow_warm_vs_dagfactory": round(parse["regflow_warm"]["median"] / df, 3),
         "regflow_cold_vs_dagfactory": round(parse["regflow_cold"]["median"] / df, 3),
     }
+    # Per-repetition ratios: the forms of one repetition load back to back, so their ratio
+    # is robust to the machine's load drifting between repetitions. The goals use these.
+    samples = res["parse"]
+    for form in ("regflow_warm", "regflow_cold"):
+        for base in ("handwritten", "dagfactory"):
+            pairs = [a / b for a, b in zip(samples[form], samples[base], strict=True)]
+            ratios[f"paired_{form}_vs_{base}"] = round(statistics.median(pairs), 3)
     if fresh_s:
         fhw, fdf = fresh_s["handwritten"]["median"], fresh_s["dagfactory"]["median"]
         ratios["fresh_regflow_warm_vs_handwritten"] = round(
@@ -473,14 +481,15 @@ def main() -> None:
     goals = {
         "regflow_warm_vs_handwritten_max": GOAL_VS_HANDWRITTEN,
         "regflow_warm_vs_dagfactory_max": 1.0,
-        "met_vs_handwritten": ratios["regflow_warm_vs_handwritten"] <= GOAL_VS_HANDWRITTEN,
-        "met_vs_dagfactory": ratios["regflow_warm_vs_dagfactory"] < 1.0,
+        "judged_on": "median of per-repetition ratios (paired_*)",
+        "met_vs_handwritten": (ratios["paired_regflow_warm_vs_handwritten"] <= GOAL_VS_HANDWRITTEN),
+        "met_vs_dagfactory": ratios["paired_regflow_warm_vs_dagfactory"] < 1.0,
     }
     print()
     for k, v in ratios.items():
         print(f"  {k:<36} {v:.2f}x")
     print(
-        f"  goal <= {GOAL_VS_HANDWRITTEN}x hand-written (warm): "
+        f"  goal <= {GOAL_VS_HANDWRITTEN}x hand-written (warm, paired): "
         f"{'met' if goals['met_vs_handwritten'] else 'NOT met'}; faster than dag-factory: "
         f"{'met' if goals['met_vs_dagfactory'] else 'NOT met'}"
     )

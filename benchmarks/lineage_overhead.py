@@ -539,6 +539,11 @@ def main() -> None:
     med_hw = statistics.median(times["handwritten"])
     ratio = med_rf / med_hw
     ratio_min = min(times["regflow"]) / min(times["handwritten"])
+    # Each repetition runs the two sides back to back: their ratio is robust to the load of
+    # a shared machine drifting between repetitions. The goal is judged on it.
+    paired = statistics.median(
+        a / b for a, b in zip(times["regflow"], times["handwritten"], strict=True)
+    )
     cpu_rf, cpu_hw = statistics.median(cpu["regflow"]), statistics.median(cpu["handwritten"])
     print()
     print(
@@ -567,9 +572,9 @@ def main() -> None:
         ],
     )
     print(
-        f"ratio regflow / hand-written: {ratio:.2f}x on the median wall time (goal <= {GOAL}x: "
-        f"{'met' if ratio <= GOAL else 'NOT met'}); {ratio_min:.2f}x on the min; "
-        f"{cpu_rf / cpu_hw:.2f}x on CPU time"
+        f"ratio regflow / hand-written: {paired:.2f}x (median of per-repetition ratios; goal "
+        f"<= {GOAL}x: {'met' if paired <= GOAL else 'NOT met'}); {ratio:.2f}x on the medians, "
+        f"{ratio_min:.2f}x on the mins, {cpu_rf / cpu_hw:.2f}x on CPU time"
     )
 
     small = fixed_overhead(work, spark, args.small_deals, args.reps)
@@ -663,10 +668,15 @@ def main() -> None:
             },
             "spark_jobs": jobs,
             "load_average": {"before": load_before, "after": load_after},
-            "ratio_regflow_vs_handwritten": round(ratio, 3),
+            "ratio_regflow_vs_handwritten": round(paired, 3),
+            "ratio_of_medians": round(ratio, 3),
             "ratio_on_min": round(ratio_min, 3),
             "ratio_on_cpu": round(cpu_rf / cpu_hw, 3),
-            "goal": {"max_ratio": GOAL, "met": ratio <= GOAL},
+            "goal": {
+                "max_ratio": GOAL,
+                "met": paired <= GOAL,
+                "judged_on": "median of per-repetition ratios",
+            },
             "results_agree": True,
             "oracle_checked": ref is not None,
             "fixed_cost_small_input": small,
