@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, and print a one-screen summary.
 
-``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 10 minutes on 2 cores).
+``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 20 minutes on 2 cores).
 Results: ``benchmarks/results/<name>.json``; method and figures: ``docs/benchmarks.md``.
 """
 
@@ -13,7 +13,7 @@ import time
 
 from _common import BENCH_DIR, RESULTS_DIR
 
-BENCHMARKS = ("dag_parse", "lineage_overhead")
+BENCHMARKS = ("dag_parse", "lineage_overhead", "adjustments_overhead")
 
 
 def main() -> int:
@@ -52,6 +52,16 @@ def main() -> int:
             f"hand-written {s['handwritten']['median']:.1f}s = "
             f"{lin['ratio_regflow_vs_handwritten']:.2f}x [goal <= {lin['goal']['max_ratio']}x: "
             f"{'met' if lin['goal']['met'] else 'NOT met'}]"
+        )
+    adj = _load("adjustments_overhead")
+    if adj and "adjustments_overhead" not in failed:
+        r, a = adj["ratios"], adj["audit"]
+        print(
+            f"Adjustments, {adj['setup']['deals']:,} deals, 20 rules: selective "
+            f"{r['selective']:.2f}x, broad {r['broad']:.2f}x unadjusted "
+            f"[goal <= {adj['goal']['max_ratio']}x: {'met' if adj['goal']['met'] else 'NOT met'}]"
+            f"; audit rows {a['selective']['audit_rows']:,} / {a['broad']['audit_rows']:,} "
+            f"= values changed {a['selective']['rows_matched']:,} / {a['broad']['rows_matched']:,}"
         )
     if failed:
         print(f"FAILED: {', '.join(failed)}")
