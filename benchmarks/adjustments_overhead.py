@@ -33,10 +33,22 @@ ENTITIES = 10
 SEED = 7
 SPEC = PROJECT_DIR / "pipelines" / "lcr.yaml"
 GOAL = 1.1
-APPROVAL = {"requested_by": "bench.maker", "approved_by": "bench.checker",
-            "timestamp": "2026-01-02T09:00:00Z", "ticket": "BENCH-1"}
-PRODUCTS = ["CORP_BOND", "GOV_BOND", "COVERED_BOND", "RMBS", "EQUITY", "CASH", "CB_RESERVE",
-            "CORP_BOND"]
+APPROVAL = {
+    "requested_by": "bench.maker",
+    "approved_by": "bench.checker",
+    "timestamp": "2026-01-02T09:00:00Z",
+    "ticket": "BENCH-1",
+}
+PRODUCTS = [
+    "CORP_BOND",
+    "GOV_BOND",
+    "COVERED_BOND",
+    "RMBS",
+    "EQUITY",
+    "CASH",
+    "CB_RESERVE",
+    "CORP_BOND",
+]
 RATINGS = ["BBB+", "A", "AA-", "AA", "AAA", "BBB", "A-", "BBB-"]
 
 
@@ -48,27 +60,52 @@ def rules(broad: bool) -> list[dict[str, Any]]:
         if not broad:
             conds.append({"field": "rating", "operator": "=", "value": RATINGS[i]})
             conds.append({"field": "legal_entity", "operator": "=", "value": f"LE{i + 1:03d}"})
-        out.append({"stage": "classify", "conditions": conds,
-                    "adjustments": [{"field": "lcr_category", "operation": "set",
-                                     "value": "NON_HQLA"}]})
+        out.append(
+            {
+                "stage": "classify",
+                "conditions": conds,
+                "adjustments": [{"field": "lcr_category", "operation": "set", "value": "NON_HQLA"}],
+            }
+        )
     for i in range(8):  # deal level, after weigh
-        conds = [{"field": "bucket", "operator": "=", "value": "OUTFLOW"},
-                 {"field": "legal_entity", "operator": "=", "value": f"LE{i + 1:03d}"}]
+        conds = [
+            {"field": "bucket", "operator": "=", "value": "OUTFLOW"},
+            {"field": "legal_entity", "operator": "=", "value": f"LE{i + 1:03d}"},
+        ]
         if not broad:
             conds.append({"field": "counterparty_type", "operator": "=", "value": "BANK"})
-        out.append({"stage": "weigh", "conditions": conds,
-                    "adjustments": [{"field": "weighted_amount", "operation": "multiply",
-                                     "value": 1.01}]})
+        out.append(
+            {
+                "stage": "weigh",
+                "conditions": conds,
+                "adjustments": [
+                    {"field": "weighted_amount", "operation": "multiply", "value": 1.01}
+                ],
+            }
+        )
     for i in range(4):  # entity level, after entity_buckets
-        out.append({"stage": "entity_buckets",
-                    "conditions": [{"field": "legal_entity", "operator": "=",
-                                    "value": f"LE{i + 1:03d}"}],
-                    "adjustments": [{"field": "outflows", "operation": "add",
-                                     "value": 1_000_000 * (i + 1)}]})
+        out.append(
+            {
+                "stage": "entity_buckets",
+                "conditions": [
+                    {"field": "legal_entity", "operator": "=", "value": f"LE{i + 1:03d}"}
+                ],
+                "adjustments": [
+                    {"field": "outflows", "operation": "add", "value": 1_000_000 * (i + 1)}
+                ],
+            }
+        )
     for n, r in enumerate(out, start=1):
-        r.update({"rule_id": f"BENCH-{n:04d}", "pipeline": "lcr", "position": "after",
-                  "effective_date": "2026-01-01", "approval": APPROVAL,
-                  "reason": "benchmark rule"})
+        r.update(
+            {
+                "rule_id": f"BENCH-{n:04d}",
+                "pipeline": "lcr",
+                "position": "after",
+                "effective_date": "2026-01-01",
+                "approval": APPROVAL,
+                "reason": "benchmark rule",
+            }
+        )
     return out
 
 
@@ -123,8 +160,16 @@ def main() -> None:
         plan = plans[name]
         t0 = time.perf_counter()
         for stage in plan.stages:
-            run_stage(plan, stage.id, cob=COB.isoformat(), run_id=run_id, root=storage,
-                      params={"data_root": str(data)}, spark=spark, log=lambda m: None)
+            run_stage(
+                plan,
+                stage.id,
+                cob=COB.isoformat(),
+                run_id=run_id,
+                root=storage,
+                params={"data_root": str(data)},
+                spark=spark,
+                log=lambda m: None,
+            )
         return time.perf_counter() - t0, RunRef(storage, "lcr", COB.isoformat(), run_id)
 
     for name in plans:  # warm-up
@@ -140,19 +185,32 @@ def main() -> None:
             print(f"rep {rep + 1} {name}: {seconds:.1f}s", flush=True)
     base = statistics.median(times["unadjusted"])
     ratios = {n: round(statistics.median(t) / base, 3) for n, t in times.items()}
-    rows = [[n, statistics.median(t), ratios[n], facts[n]["rows_matched"],
-             facts[n]["audit_rows"], facts[n]["audit_bytes"]] for n, t in times.items()]
+    rows = [
+        [
+            n,
+            statistics.median(t),
+            ratios[n],
+            facts[n]["rows_matched"],
+            facts[n]["audit_rows"],
+            facts[n]["audit_bytes"],
+        ]
+        for n, t in times.items()
+    ]
     print()
     print_table(["plan", "median s", "ratio", "rows matched", "audit rows", "audit bytes"], rows)
     result = {
-        "setup": {"deals": args.deals, "entities": ENTITIES, "seed": SEED, "rules": 20,
-                  "rules_by_stage": {"classify": 8, "weigh": 8, "entity_buckets": 4},
-                  "reps": args.reps},
+        "setup": {
+            "deals": args.deals,
+            "entities": ENTITIES,
+            "seed": SEED,
+            "rules": 20,
+            "rules_by_stage": {"classify": 8, "weigh": 8, "entity_buckets": 4},
+            "reps": args.reps,
+        },
         "seconds": {n: summary(t) for n, t in times.items()},
         "ratios": ratios,
         "audit": facts,
-        "goal": {"max_ratio": GOAL,
-                 "met": all(ratios[n] <= GOAL for n in ("selective", "broad"))},
+        "goal": {"max_ratio": GOAL, "met": all(ratios[n] <= GOAL for n in ("selective", "broad"))},
     }
     print(f"\nwrote {write_result('adjustments_overhead', result)}")
 

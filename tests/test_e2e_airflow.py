@@ -175,20 +175,36 @@ def test_run_with_an_adjustments_folder_applies_and_audits(e2e, tmp_path):
     rules.mkdir()
     root = Path(__file__).resolve().parent.parent
     shutil.copy(root / "adjustments" / "lcr" / "ADJ-2026-0003.yaml", rules)
-    base = {r["legal_entity"]: r for r in
-            export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")}
-    proc = regflow(e2e["project"], e2e["home"], "run", "lcr", "--cob", COB.isoformat(),
-                   "--param", f"data_root={e2e['data']}", "--storage", str(e2e["storage"]),
-                   "--adjustments", str(rules))
+    base = {
+        r["legal_entity"]: r
+        for r in export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
+    }
+    proc = regflow(
+        e2e["project"],
+        e2e["home"],
+        "run",
+        "lcr",
+        "--cob",
+        COB.isoformat(),
+        "--param",
+        f"data_root={e2e['data']}",
+        "--storage",
+        str(e2e["storage"]),
+        "--adjustments",
+        str(rules),
+    )
     assert "ADJ-2026-0003" in proc.stdout and "1 rows matched" in proc.stdout
-    after = {r["legal_entity"]: r for r in
-             export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")}
+    after = {
+        r["legal_entity"]: r
+        for r in export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
+    }
     delta = Decimal(after["LE003"]["outflows"]) - Decimal(base["LE003"]["outflows"])
     assert delta == Decimal("250000000")
     assert after["LE001"]["outflows"] == base["LE001"]["outflows"]
     assert Decimal(after["GROUP"]["outflows"]) - Decimal(base["GROUP"]["outflows"]) == delta
-    audit = export_csv(e2e["project"], e2e["home"], e2e["storage"],
-                       "entity_buckets__adjusted.audit")
+    audit = export_csv(
+        e2e["project"], e2e["home"], e2e["storage"], "entity_buckets__adjusted.audit"
+    )
     assert len(audit) == 1
     row = audit[0]
     assert row["rule_id"] == "ADJ-2026-0003" and row["field"] == "outflows"
