@@ -20,7 +20,7 @@ Two measurements:
    then parses the folder once. This adds the first import of regflow / dag-factory, which a
    real DAG processor pays on every parse cycle (each file is parsed in a fresh child).
 
-Run: ``.venv/bin/python benchmarks/dag_parse.py`` (about 2 minutes). Writes
+Run: ``.venv/bin/python benchmarks/dag_parse.py`` (about 3 minutes). Writes
 ``benchmarks/results/dag_parse.json``.
 """
 

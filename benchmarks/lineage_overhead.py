@@ -19,7 +19,7 @@ Then one more, instrumented regflow run attributes its time to the parts of the 
 row counts and metadata), and ``--experiments`` re-runs regflow with candidate fixes
 patched in (this process only, nothing under ``src/`` is changed) to measure what they save.
 
-Run: ``.venv/bin/python benchmarks/lineage_overhead.py`` (about 3-4 minutes with the
+Run: ``.venv/bin/python benchmarks/lineage_overhead.py`` (about 6-7 minutes with the
 experiments). Writes ``benchmarks/results/lineage_overhead.json``.
 """
 
