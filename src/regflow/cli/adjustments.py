@@ -239,7 +239,7 @@ def _base_sink(sink: str, old: list[str]) -> str | None:
 
 
 def _read(run: Any, node: str) -> list[dict[str, Any]]:
-    from regflow.cli.export import read_node
+    from regflow.storage import read_node
 
     return read_node(run, node).to_pylist()
 

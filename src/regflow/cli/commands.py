@@ -241,7 +241,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.pipeline)
     cob = parse_cob(args.cob)
     root = _storage(args.storage)
-    pipeline = load_plan(spec, adjustments=None).pipeline
+    pipeline = _pipeline_id(args.pipeline)
     run = RunRef(root, pipeline, cob, args.run) if args.run else latest_run(root, pipeline, cob)
     summary = json.loads((run.run_dir / RUN_SUCCESS_FILE).read_text())
     # the plan the run used: its adjustments folder decides which adjust nodes exist
@@ -272,11 +272,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from regflow.cli.export import export_node
 
-    plan_id = resolve_spec(args.pipeline).stem if not Path(args.pipeline).exists() else None
-    pipeline = plan_id or _pipeline_id(args.pipeline)
     export_node(
         _storage(args.storage),
-        pipeline,
+        _pipeline_id(args.pipeline),
         args.node,
         parse_cob(args.cob),
         fmt=args.format,
@@ -287,9 +285,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _pipeline_id(arg: str) -> str:
-    from regflow.plan.cache import load_plan
+    """The pipeline id a spec declares (parsing only: stored outputs need no compile)."""
+    from regflow.spec.loader import load_spec
 
-    return load_plan(resolve_spec(arg)).pipeline
+    return load_spec(resolve_spec(arg)).spec.pipeline
 
 
 # ---------------------------------------------------------------------------- demo
@@ -315,9 +314,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from regflow.cli.export import format_lcr_table, read_node
+    from regflow.cli.export import format_lcr_table
     from regflow.demo.data import generate_demo_data
-    from regflow.storage import latest_run
+    from regflow.storage import latest_run, read_node
 
     cob = parse_cob(args.cob)
     data_root = (project_dir() / ".regflow" / "demo-data").resolve()

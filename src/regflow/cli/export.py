@@ -8,23 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import StorageError
-from regflow.storage import RunRef, latest_run
-
-
-def read_node(run: RunRef, node: str) -> Any:
-    import pyarrow.parquet as pq
-
-    path = run.node_dir(node)
-    if not run.is_complete(node):
-        raise StorageError(
-            f"run {run.run_id} of {run.pipeline} for cob {run.cob} has no complete output "
-            f"'{node}' (looked in {path})"
-        )
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        raise StorageError(f"output '{node}' in {path} has no Parquet files")
-    # partitioning=None: the cob=/run= folders of the layout are not data columns
-    return pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
+from regflow.storage import RunRef, latest_run, read_node
 
 
 def export_node(

@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegflowError as exc:
         print(f"regflow: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `regflow export ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("regflow: interrupted", file=sys.stderr)
         return 130

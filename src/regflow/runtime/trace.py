@@ -15,7 +15,7 @@ from typing import Any
 from regflow.errors import StorageError
 from regflow.plan.model import Plan
 from regflow.spec.models import LINEAGE_COLUMN
-from regflow.storage import RunRef
+from regflow.storage import RunRef, read_node
 
 
 @dataclass
@@ -28,12 +28,7 @@ class Trace:
 
 
 def _read(run: RunRef, name: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    if not run.is_complete(name):
-        raise StorageError(f"run {run.run_id} has no complete '{name}'")
-    files = sorted(str(p) for p in run.node_dir(name).glob("*.parquet"))
-    return pq.ParquetDataset(files, partitioning=None).read().to_pylist()
+    return read_node(run, name).to_pylist()
 
 
 def trace(

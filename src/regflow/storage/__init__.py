@@ -137,3 +137,20 @@ def latest_run(root: Path, pipeline: str, cob: str) -> RunRef:
             f"run `regflow run {pipeline} --cob {cob}` first"
         )
     return max(done, key=lambda r: (r.run_dir / RUN_SUCCESS_FILE).stat().st_mtime)
+
+
+def read_node(run: RunRef, node: str) -> Any:
+    """A stored node output as a pyarrow Table (no Spark needed)."""
+    import pyarrow.parquet as pq
+
+    path = run.node_dir(node)
+    if not run.is_complete(node):
+        raise StorageError(
+            f"run {run.run_id} of {run.pipeline} for cob {run.cob} has no complete output "
+            f"'{node}' (looked in {path})"
+        )
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise StorageError(f"output '{node}' in {path} has no Parquet files")
+    # partitioning=None: the cob=/run= folders of the layout are not data columns
+    return pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
