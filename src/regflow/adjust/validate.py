@@ -95,6 +95,15 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
             )
         )
         return out
+    if not plan.is_source(rule.stage) and plan.node(rule.stage).lineage == "sink":
+        out.append(
+            lr.problem(
+                f"'{rule.stage}' lands data in the warehouse: adjust the node it reads instead",
+                "stage",
+                hint="name one of its inputs: " + ", ".join(plan.node(rule.stage).inputs),
+            )
+        )
+        return out
     schema = splice_schema(plan, rule.stage, rule.position)
     # the keys of the rows the rule sees: before a node, those of its (main) input
     seen = rule.stage if rule.position == "after" else plan.node(rule.stage).inputs[0]

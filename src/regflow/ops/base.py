@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from regflow.spec.types import Schema
 
-LineageKind = Literal["rowwise", "aggregate", "rollup", "union"]
+LineageKind = Literal["rowwise", "aggregate", "rollup", "union", "sink"]
 
 
 class OpParams(BaseModel):
@@ -66,7 +66,7 @@ class OpDef:
     def infer(self, inputs: list[Schema], params: Any) -> Schema:
         if self.output_schema is None:
             return Schema.unknown()
-        if any(not s.known for s in inputs) and self.lineage != "aggregate":
+        if any(not s.known for s in inputs) and self.lineage not in ("aggregate", "sink"):
             # Row-wise ops can't know their output when the input is unknown.
             return Schema.unknown()
         return self.output_schema(inputs, params)

@@ -21,8 +21,9 @@ from regflow.errors import OperatorError
 from regflow.ops.adjust import ADJUST
 from regflow.ops.base import CheckRule, LineageKind, OpDef, OpParams, SchemaRule
 from regflow.ops.builtin import BUILTIN_OPS as _BUILTINS
+from regflow.ops.star import STAR_SCHEMA
 
-BUILTIN_OPS = (*_BUILTINS, ADJUST)
+BUILTIN_OPS = (*_BUILTINS, ADJUST, STAR_SCHEMA)
 
 _LOCK = threading.RLock()
 _REGISTRY: dict[str, OpDef] = {op.name: op for op in BUILTIN_OPS}

@@ -1,11 +1,12 @@
 """Compiled plans cached by content hash, so Airflow's frequent DAG parses stay cheap.
 
-The key covers the spec text, regflow's version and the project's operator files: editing any
+The key covers the spec text, regflow's version and compiler code, and the project's operator files: editing any
 of them recompiles. A cache that cannot be written (read-only image) is simply skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -18,6 +19,19 @@ from regflow.spec.loader import project_dir_of
 def cache_dir(project_dir: Path) -> Path:
     env = os.environ.get("REGFLOW_CACHE_DIR")
     return Path(env) if env else project_dir / ".regflow" / "cache" / "plans"
+
+
+@functools.cache
+def _code_digest() -> str:
+    """regflow's own compiler code (spec, ops, plan), once per process: a plan compiled by
+    other code is stale even within one version (editable installs, upgrades in place)."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent.parent
+    for sub in ("spec", "ops", "plan", "adjust"):
+        for f in sorted((pkg / sub).glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _operators_digest(project_dir: Path) -> str:
@@ -52,6 +66,7 @@ def plan_key(spec_path: Path, text: str | None = None, adjustments: Path | None 
     h = hashlib.sha256()
     for part in (
         __version__,
+        _code_digest(),
         str(spec_path.resolve()),
         text,
         _operators_digest(project),

@@ -99,6 +99,14 @@ def compile_spec(loaded: LoadedSpec) -> Plan:
                 )
             elif inp in nodes:
                 graph[node.id].add(inp)
+                if registry.get(nodes[inp].op).lineage == "sink":
+                    problems.append(
+                        smap.problem(
+                            f"node '{inp}' ({nodes[inp].op}) is a sink: no node can read it",
+                            loaded.node_path(node.id, "inputs", j),
+                            hint=f"read the inputs of '{inp}' instead",
+                        )
+                    )
         n_in = len(node.inputs)
         if n_in < op.min_inputs or (op.max_inputs is not None and n_in > op.max_inputs):
             want = (
@@ -128,7 +136,13 @@ def compile_spec(loaded: LoadedSpec) -> Plan:
             schemas[node_id] = Schema.unknown()
             continue
         if op.check is not None:
-            for chk in op.check(ins, node.params):
+            named = op.extra.get("named_inputs")
+            checks = (
+                op.check(ins, node.params, node.inputs)  # type: ignore[call-arg]
+                if named
+                else op.check(ins, node.params)
+            )
+            for chk in checks:
                 problems.append(
                     smap.problem(chk.message, loaded.node_path(node_id, *chk.path), hint=chk.hint)
                 )
@@ -216,6 +230,10 @@ def _build_plan(
         n = nodes[node_id]
         if registry.get(n.op).lineage == "aggregate":
             return "aggregate"
+        if registry.get(n.op).lineage == "sink":
+            return "sink"
+        if any(registry.get(nodes[c].op).lineage == "sink" for c in consumers[node_id]):
+            return "warehouse"  # a sink (star schema) reads stored outputs only
         if n.checkpoint:
             return "checkpoint"
         if not consumers[node_id]:
@@ -267,7 +285,7 @@ def _build_plan(
     for node_id in order:
         n = nodes[node_id]
         op = registry.get(n.op)
-        params = n.params.model_dump(mode="json", exclude_none=False)
+        params = n.params.model_dump(mode="json", exclude_none=False, by_alias=True)
         h = _hash(
             {
                 "op": n.op,

@@ -1,0 +1,396 @@
+"""The SQL of a star: DDL, staging tables, the merge, the load record, the views.
+
+Pure functions of a :class:`~regflow.warehouse.model.StarModel` and a dialect: the loader runs
+these very statements, ``regflow sql`` writes them to ``sql/``, and the tests assert them and
+parse each one with sqlglot's Redshift dialect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from regflow.warehouse.dialects import Dialect
+from regflow.warehouse.model import DATE_KEY, UNKNOWN_KEY, StarModel, Table, View
+
+LOADS_TABLE = "regflow_loads"
+END_OF_TIME = dt.date(9999, 12, 31)
+BEGIN_OF_TIME = dt.date(1900, 1, 1)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a load; ``name`` labels it in progress output and fault injection."""
+
+    name: str
+    sql: str
+    only_if: str = ""  # run only when this query returns a non-zero count
+
+
+def staging_name(t: Table) -> str:
+    return f"stg_{t.name}"
+
+
+def versions_name(t: Table) -> str:
+    return f"ver_{t.name}"
+
+
+# ------------------------------------------------------------------------------- DDL
+def create_table(d: Dialect, m: StarModel, t: Table) -> str:
+    cols = ",\n  ".join(d.column_def(c, sort=c.name in t.sortkey[:1]) for c in t.columns)
+    pk = t.key if t.kind != "fact" else ""
+    pk_sql = f",\n  PRIMARY KEY ({d.q(pk)})" if pk else ""
+    opts = d.table_options(t.diststyle, t.distkey, t.sortkey)
+    return f"CREATE TABLE IF NOT EXISTS {d.qn(m.schema, t.name)} (\n  {cols}{pk_sql}\n){opts}"
+
+
+def loads_table(d: Dialect, m: StarModel) -> str:
+    cols = [
+        ("pipeline", "string", False),
+        ("node", "string", False),
+        ("cob", "date", False),
+        ("run_id", "string", False),
+        ("spec_hash", "string", False),
+        ("adjustment_set_hash", "string", False),
+        ("method", "string", False),
+        ("table_rows", "string", False),
+        ("rows_loaded", "bigint", False),
+        ("loaded_at", "timestamp", False),
+    ]
+    from regflow.warehouse.model import WColumn
+
+    body = ",\n  ".join(d.column_def(WColumn(n, t, nullable=nl)) for n, t, nl in cols)
+    opts = d.table_options("EVEN", "", ("loaded_at",)) if d.name == "redshift" else ""
+    return f"CREATE TABLE IF NOT EXISTS {d.qn(m.schema, LOADS_TABLE)} (\n  {body}\n){opts}"
+
+
+def unknown_member(d: Dialect, m: StarModel, t: Table) -> str:
+    values = []
+    for c in t.columns:
+        if c.name == t.key:
+            v: object = UNKNOWN_KEY
+        elif c.name == "valid_from":
+            v = BEGIN_OF_TIME
+        elif c.name == "valid_to":
+            v = END_OF_TIME
+        elif c.name == "is_current":
+            v = True
+        elif c.name == "row_hash":
+            v = 0
+        elif c.type == "string" and c.role in ("natural_key", "attribute") and c.name != "run_id":
+            v = "Unknown"
+        else:
+            v = None
+        values.append(d.literal(v))
+    target = d.qn(m.schema, t.name)
+    cols = ", ".join(d.q(c.name) for c in t.columns)
+    return (
+        f"INSERT INTO {target} ({cols}) SELECT {', '.join(values)} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {target} WHERE {d.q(t.key)} = {UNKNOWN_KEY})"
+    )
+
+
+def view_select(d: Dialect, m: StarModel, v: View) -> str:
+    cols = ", ".join(f"{a}.{d.q(c)} AS {d.q(out)}" for a, c, out in v.select)
+    sql = f"SELECT {cols} FROM {d.qn(m.schema, v.base)} AS f"
+    for alias, table, fk, key in v.joins:
+        sql += f" LEFT JOIN {d.qn(m.schema, table)} AS {alias} ON {alias}.{d.q(key)} = f.{d.q(fk)}"
+    if v.where:
+        col, op, val = v.where.split(" ", 2)
+        sql += f" WHERE f.{d.q(col)} {op} {int(val)}"
+    if v.order_by:
+        sql += " ORDER BY " + ", ".join(f"f.{d.q(c)}" for c in v.order_by)
+    return sql
+
+
+def ddl(d: Dialect, m: StarModel, *, views: bool = True) -> list[Step]:
+    """Everything a load needs to exist, idempotently (safe to run before every load)."""
+    steps = [Step("schema", f"CREATE SCHEMA IF NOT EXISTS {d.q(m.schema)}")]
+    steps += [Step(f"table {t.name}", create_table(d, m, t)) for t in m.tables]
+    steps.append(Step(f"table {LOADS_TABLE}", loads_table(d, m)))
+    steps += [Step(f"unknown {t.name}", unknown_member(d, m, t)) for t in m.dimensions]
+    if views:
+        steps += view_steps(d, m)
+    return steps
+
+
+def view_steps(d: Dialect, m: StarModel) -> list[Step]:
+    steps = []
+    for v in m.reports:
+        for sql in d.create_view(d.qn(m.schema, v.name), view_select(d, m, v)):
+            steps.append(Step(f"view {v.name}", sql))
+    steps.append(Step("schema bi", f"CREATE SCHEMA IF NOT EXISTS {d.q(m.bi_schema)}"))
+    for v in m.bi_views:
+        for sql in d.create_view(d.qn(m.bi_schema, v.name), view_select(d, m, v)):
+            steps.append(Step(f"bi view {v.name}", sql))
+    return steps
+
+
+# ------------------------------------------------------------------------------- staging
+def create_staging(d: Dialect, t: Table) -> list[str]:
+    cols = ", ".join(d.column_def(c) for c in t.staged)
+    return d.create_temp(staging_name(t), cols)
+
+
+def copy_columns(d: Dialect, t: Table) -> str:
+    return ", ".join(d.q(c.name) for c in t.staged)
+
+
+def insert_staging(d: Dialect, t: Table, rows: int) -> str:
+    """A multi-row INSERT into the staging table with ``rows`` rows of placeholders."""
+    one = "(" + ", ".join(["%s"] * len(t.staged)) + ")"
+    return (
+        f"INSERT INTO {d.q(staging_name(t))} ({copy_columns(d, t)}) VALUES "
+        + ", ".join([one] * rows)
+    )
+
+
+def _deduped(d: Dialect, t: Table) -> str:
+    """The batch, one row per key: a retried or doubled staging never duplicates rows."""
+    keys = ", ".join(d.q(k) for k in t.dedupe_keys)
+    cols = ", ".join(f"s.{d.q(c.name)}" for c in t.staged)
+    return (
+        f"(SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {keys}) AS rn "
+        f"FROM {d.q(staging_name(t))} AS s)"
+    )
+
+
+# ------------------------------------------------------------------------------- merge
+def _nk_match(d: Dialect, left: str, right: str, cols: tuple[str, ...], rcols=None) -> str:
+    rcols = rcols or cols
+    return " AND ".join(f"{left}.{d.q(a)} = {right}.{d.q(b)}" for a, b in zip(cols, rcols))
+
+
+def merge_dimension(d: Dialect, m: StarModel, t: Table) -> list[Step]:
+    target = d.qn(m.schema, t.name)
+    key = d.q(t.key)
+    staged = [c.name for c in t.staged]
+    if t.kind == "date":
+        cols = ", ".join(d.q(c) for c in staged)
+        return [
+            Step(
+                f"merge {t.name}",
+                f"INSERT INTO {target} ({cols}) SELECT {', '.join(f'b.{d.q(c)}' for c in staged)} "
+                f"FROM {_deduped(d, t)} AS b WHERE b.rn = 1 AND NOT EXISTS "
+                f"(SELECT 1 FROM {target} AS t WHERE t.{key} = b.{key})",
+            )
+        ]
+    if not t.scd2:
+        attrs = [c for c in staged if c not in (t.key, *t.natural_key)]
+        me = d.q(t.name)  # the UPDATE target, referenced by its bare name (PG and Redshift)
+        sets = ", ".join(f"{d.q(c)} = b.{d.q(c)}" for c in attrs)
+        cols = ", ".join(d.q(c) for c in staged)
+        return [
+            Step(
+                f"update {t.name}",
+                f"UPDATE {target} SET {sets} FROM {_deduped(d, t)} AS b "
+                f"WHERE b.rn = 1 AND {me}.{key} = b.{key} "
+                f"AND {me}.{d.q('row_hash')} <> b.{d.q('row_hash')}",
+            ),
+            Step(
+                f"insert {t.name}",
+                f"INSERT INTO {target} ({cols}) SELECT {', '.join(f'b.{d.q(c)}' for c in staged)} "
+                f"FROM {_deduped(d, t)} AS b WHERE b.rn = 1 AND NOT EXISTS "
+                f"(SELECT 1 FROM {target} AS t WHERE t.{key} = b.{key})",
+            ),
+            _key_check(d, m, t),
+        ]
+    return _merge_scd2(d, m, t)
+
+
+def _key_check(d: Dialect, m: StarModel, t: Table) -> Step:
+    """Fails the load (the transaction rolls back) if two members share a surrogate key."""
+    target = d.qn(m.schema, t.name)
+    return Step(
+        f"check {t.name} keys",
+        f"SELECT {d.q(t.key)} FROM {target} GROUP BY {d.q(t.key)} HAVING COUNT(*) > 1",
+    )
+
+
+def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
+    target = d.qn(m.schema, t.name)
+    key, rh, vf, vt, cur = (d.q(x) for x in (t.key, "row_hash", "valid_from", "valid_to", "is_current"))
+    nk = t.natural_key
+    ver = d.q(versions_name(t))
+    me = d.q(t.name)
+    staged = [c.name for c in t.staged]
+    attrs = [c for c in staged if c not in (t.key, *nk, "valid_from")]
+    nk_list = ", ".join(f"x.{d.q(c)}" for c in nk)
+    versions_sql = (
+        f"SELECT {', '.join(f'b.{d.q(c)}' for c in staged)}, t.{key} AS prev_key, "
+        f"t.{vf} AS prev_from, t.{vt} AS prev_to, t.{cur} AS prev_current, "
+        f"t.{rh} AS prev_hash, n.next_from "
+        f"FROM {_deduped(d, t)} AS b "
+        f"LEFT JOIN {target} AS t ON {_nk_match(d, 't', 'b', nk)} "
+        f"AND t.{vf} <= b.{vf} AND b.{vf} < t.{vt} AND t.{key} <> {UNKNOWN_KEY} "
+        f"LEFT JOIN (SELECT {nk_list}, MIN(x.{vf}) AS next_from FROM {target} AS x "
+        f"JOIN {d.q(staging_name(t))} AS y ON {_nk_match(d, 'x', 'y', nk)} AND x.{vf} > y.{vf} "
+        f"GROUP BY {nk_list}) AS n ON {_nk_match(d, 'n', 'b', nk)} "
+        f"WHERE b.rn = 1"
+    )
+    changed = f"v.prev_hash <> v.{rh}"
+    split = f"v.prev_key IS NOT NULL AND v.prev_from < v.{vf} AND {changed}"
+    cols = ", ".join(d.q(c) for c in [t.key, *nk, *[a for a in attrs if a not in ("row_hash", "run_id")], "valid_from", "valid_to", "is_current", "row_hash", "run_id"])
+    plain = [a for a in attrs if a not in ("row_hash", "run_id")]
+    select_new = ", ".join(
+        [f"v.{d.q(c)}" for c in [t.key, *nk, *plain, "valid_from"]]
+        + [
+            f"CASE WHEN v.prev_key IS NULL THEN COALESCE(v.next_from, {d.literal(END_OF_TIME)}) "
+            "ELSE v.prev_to END",
+            "CASE WHEN v.prev_key IS NULL THEN (CASE WHEN v.next_from IS NULL THEN TRUE "
+            "ELSE FALSE END) ELSE v.prev_current END",
+            f"v.{rh}",
+            f"v.{d.q('run_id')}",
+        ]
+    )
+    sets = ", ".join(f"{d.q(c)} = v.{d.q(c)}" for c in [*plain, "row_hash", "run_id"])
+    steps = [
+        *[Step(f"versions {t.name}", s) for s in d.create_temp(versions_name(t), _ver_cols(d, t))],
+        Step(f"versions {t.name}", f"INSERT INTO {ver} {versions_sql}"),
+        Step(  # a rerun of the version's own cob with corrected attributes: fix it in place
+            f"update {t.name}",
+            f"UPDATE {target} SET {sets} FROM {ver} AS v WHERE {me}.{key} = v.prev_key "
+            f"AND v.prev_from = v.{vf} AND {changed}",
+        ),
+        Step(  # new members, and new versions of changed members
+            f"insert {t.name}",
+            f"INSERT INTO {target} ({cols}) SELECT {select_new} FROM {ver} AS v "
+            f"WHERE v.prev_key IS NULL OR ({split})",
+        ),
+        Step(  # close the version the new one splits
+            f"close {t.name}",
+            f"UPDATE {target} SET {vt} = v.{vf}, {cur} = FALSE FROM {ver} AS v "
+            f"WHERE {me}.{key} = v.prev_key AND {split}",
+        ),
+    ]
+    # Facts dated inside a split-off range now belong to the new version (late loads only).
+    for f in m.facts:
+        for fk in f.fks:
+            if fk.dim_table != t.name:
+                continue
+            ft = d.qn(m.schema, f.name)
+            fme = d.q(f.name)
+            fd = f"{fme}.{d.q(f.date_column)}"
+            steps.append(
+                Step(
+                    f"repoint {f.name}.{fk.column}",
+                    f"UPDATE {ft} SET {d.q(fk.column)} = nd.{key} FROM {ver} AS v, "
+                    f"{target} AS nd WHERE {split} AND {fme}.{d.q(fk.column)} = v.prev_key "
+                    f"AND {fd} >= v.{vf} AND {_nk_match(d, 'nd', 'v', nk)} "
+                    f"AND nd.{vf} <= {fd} AND {fd} < nd.{vt}",
+                    only_if=f"SELECT COUNT(*) FROM {ver} AS v WHERE {split}",
+                )
+            )
+    steps.append(_key_check(d, m, t))
+    return steps
+
+
+def _ver_cols(d: Dialect, t: Table) -> str:
+    from regflow.warehouse.model import WColumn
+
+    extra = [
+        WColumn("prev_key", "bigint"),
+        WColumn("prev_from", "date"),
+        WColumn("prev_to", "date"),
+        WColumn("prev_current", "boolean"),
+        WColumn("prev_hash", "bigint"),
+        WColumn("next_from", "date"),
+    ]
+    return ", ".join(d.column_def(c) for c in [*t.staged, *extra])
+
+
+def merge_fact(d: Dialect, m: StarModel, t: Table, cob: dt.date, loaded_at: dt.datetime) -> list[Step]:
+    target = d.qn(m.schema, t.name)
+    date_key = int(cob.strftime("%Y%m%d"))
+    joins = []
+    fk_exprs = {}
+    date_col = d.q(t.date_column)
+    for i, fk in enumerate(t.fks, start=1):
+        a = f"d{i}"
+        dim = d.qn(m.schema, fk.dim_table)
+        on = _nk_match(d, a, "b", fk.dim_natural, fk.natural)
+        if fk.scd2:
+            on += (
+                f" AND {a}.{d.q('valid_from')} <= b.{date_col} "
+                f"AND b.{date_col} < {a}.{d.q('valid_to')}"
+            )
+        joins.append(f"LEFT JOIN {dim} AS {a} ON {on} AND {a}.{d.q(fk.dim_key)} <> {UNKNOWN_KEY}")
+        fk_exprs[fk.column] = f"COALESCE({a}.{d.q(fk.dim_key)}, {UNKNOWN_KEY})"
+    select = []
+    for c in t.columns:
+        if c.name in fk_exprs:
+            select.append(fk_exprs[c.name])
+        elif c.name == "loaded_at":
+            select.append(d.literal(loaded_at))
+        else:
+            select.append(f"b.{d.q(c.name)}")
+    cols = ", ".join(d.q(c.name) for c in t.columns)
+    return [
+        Step(
+            f"delete {t.name}",
+            f"DELETE FROM {target} WHERE {d.q(DATE_KEY)} = {date_key}",
+        ),
+        Step(
+            f"insert {t.name}",
+            f"INSERT INTO {target} ({cols}) SELECT {', '.join(select)} FROM {_deduped(d, t)} AS b "
+            + " ".join(joins)
+            + " WHERE b.rn = 1",
+        ),
+    ]
+
+
+def merge(d: Dialect, m: StarModel, cob: dt.date, loaded_at: dt.datetime) -> list[Step]:
+    """The whole merge, in one transaction: lock, dimensions, facts."""
+    tables = sorted(
+        [d.qn(m.schema, t.name) for t in m.tables] + [d.qn(m.schema, LOADS_TABLE)]
+    )  # one order everywhere: two loaders never deadlock
+    steps = [Step("lock", d.lock(tables))]
+    for t in m.dimensions:
+        steps += merge_dimension(d, m, t)
+    for t in m.facts:
+        steps += merge_fact(d, m, t, cob, loaded_at)
+    return steps
+
+
+def load_record(
+    d: Dialect,
+    m: StarModel,
+    *,
+    cob: dt.date,
+    run_id: str,
+    spec_hash: str,
+    adjustment_set_hash: str,
+    method: str,
+    table_rows: str,
+    rows: int,
+    loaded_at: dt.datetime,
+) -> Step:
+    values = ", ".join(
+        d.literal(v)
+        for v in (
+            m.pipeline,
+            m.node,
+            cob,
+            run_id,
+            spec_hash,
+            adjustment_set_hash,
+            method,
+            table_rows,
+            rows,
+            loaded_at,
+        )
+    )
+    return Step(
+        "record load",
+        f"INSERT INTO {d.qn(m.schema, LOADS_TABLE)} (pipeline, node, cob, run_id, spec_hash, "
+        f"adjustment_set_hash, method, table_rows, rows_loaded, loaded_at) VALUES ({values})",
+    )
+
+
+def script(d: Dialect, m: StarModel) -> str:
+    """The DDL and views as one reviewable file (``sql/<dialect>/<pipeline>.sql``)."""
+    head = (
+        f"-- Generated by `regflow sql` from pipeline '{m.pipeline}', node '{m.node}'.\n"
+        f"-- Dialect: {d.name}. Do not edit: change the spec and regenerate.\n"
+    )
+    return head + "\n" + "".join(f"-- {s.name}\n{s.sql};\n\n" for s in ddl(d, m))
