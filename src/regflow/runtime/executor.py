@@ -215,6 +215,12 @@ class StageRunner:
             inputs = [inputs[0], *[self._flush_audits(df) for df in inputs[1:]]]
         elif op.lineage != "aggregate":
             inputs = [self._flush_audits(df) for df in inputs]
+        if op.lineage == "sink":  # star_schema: stages its tables for the warehouse loader
+            from regflow.runtime.star import run_star
+
+            with self._boundary(node.id, user_code=False):
+                run_star(self, node, dict(zip(node.inputs, inputs, strict=True)))
+            return
         params = op.params.model_validate(node.params)
         ctx = self._ctx(node)
         custom = op.func is not None
