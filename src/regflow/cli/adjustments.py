@@ -189,6 +189,8 @@ def preview(
     after = RunRef(scratch_root, plan.pipeline, cob, "preview")
     reports = []
     for stage in plan.stages:
+        if plan.node(stage.id).lineage == "sink":
+            continue  # a preview compares figures; it stages nothing for the warehouse
         if stage.id in reuse:
             log(f"  reusing stage {stage.id} from run {before.run_id} (unchanged)")
             continue

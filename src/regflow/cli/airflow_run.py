@@ -134,9 +134,9 @@ def run_through_airflow(
 
     run = RunRef(storage_root, plan.pipeline, cob, safe_run_id(dag_run.run_id))
     result = RunResult(plan.pipeline, cob, run.run_id, state, seconds, log_file=str(log_path))
-    for stage in plan.stages:
-        rep = run.stage_report(stage.id)
-        err = rep.with_name(f"{stage.id}.error.json")
+    for task_id in plan.task_ids():
+        rep = run.stage_report(task_id)
+        err = rep.with_name(f"{task_id}.error.json")
         if rep.exists():
             result.stages.append(json.loads(rep.read_text()))
         if err.exists():

@@ -254,7 +254,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_warehouse(url: str | None) -> None:
+    """`--warehouse` wins over $REGFLOW_WAREHOUSE; the Airflow tasks read the environment."""
+    if url:
+        os.environ["REGFLOW_WAREHOUSE"] = url
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _use_warehouse(args.warehouse)
     spec = resolve_spec(args.pipeline)
     result = run_pipeline(
         spec,
@@ -316,7 +323,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from regflow.cli.export import format_lcr_table
     from regflow.demo.data import generate_demo_data
-    from regflow.storage import latest_run, read_node
+    from regflow.storage import latest_run
 
     cob = parse_cob(args.cob)
     data_root = (project_dir() / ".regflow" / "demo-data").resolve()
@@ -331,16 +338,113 @@ def cmd_demo(args: argparse.Namespace) -> int:
         entities=args.entities,
         seed=args.seed,
     )
-    print("2/3 running the LCR pipeline through Airflow")
+    print("2/3 running the LCR pipeline through Airflow, landing the star in the warehouse")
+    _use_warehouse(args.warehouse)
     storage = _storage(args.storage)
     result = run_pipeline(resolve_spec("lcr"), cob, {"data_root": str(data_root)}, storage)
     print_run_summary(result)
     run = latest_run(storage, "lcr", cob)
-    table = read_node(run, "entity_lcr")
-    print(f"\n3/3 Liquidity Coverage Ratio, cob {cob} (run {run.run_id})\n")
+    target, columns, rows = _query(
+        "SELECT * FROM lcr.rpt_lcr_entity WHERE cob_date = %s", (dt.date.fromisoformat(cob),)
+    )
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])
+    print(
+        f"\n3/3 Liquidity Coverage Ratio, cob {cob} (run {run.run_id}), queried from "
+        f"lcr.rpt_lcr_entity in the {target}\n"
+    )
     print(format_lcr_table(table))
     print(
-        f"\nDrill down: regflow export lcr entity_buckets.lineage --cob {cob} "
-        "(every deal behind every figure)"
+        f"\nDrill down: regflow lineage trace lcr entity_lcr --cob {cob} --where "
+        "legal_entity=LE001 --measure outflows\n"
+        "Query the star: regflow warehouse query 'SELECT * FROM lcr_bi.\"LCR Entity\"'"
     )
+    return 0
+
+
+# ---------------------------------------------------------------------------- warehouse
+def _query(
+    sql: str, params: Any = None, url: str | None = None
+) -> tuple[str, list[str], list[Any]]:
+    from regflow.warehouse.targets import resolve_target
+
+    target = resolve_target(url, project_dir=project_dir())
+    conn = target.connect()
+    try:
+        cur = conn.cursor()
+        if target.dialect.name == "postgresql":
+            cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute(sql, params) if params is not None else cur.execute(sql)
+        columns = [d[0] for d in cur.description or []]
+        rows = cur.fetchall() if cur.description else []
+        conn.rollback()
+    except Exception as exc:
+        from regflow.errors import RegflowError
+
+        if isinstance(exc, RegflowError):
+            raise
+        raise ConfigError(f"query failed on the {target.display}: {exc}".strip()) from exc
+    finally:
+        conn.close()
+    return target.display, columns, rows
+
+
+def cmd_warehouse(args: argparse.Namespace) -> int:
+    if args.warehouse_command == "query":
+        where, columns, rows = _query(args.sql, url=args.warehouse)
+        widths = [
+            max(len(str(c)), *(len(_cell(r[i])) for r in rows)) if rows else len(str(c))
+            for i, c in enumerate(columns)
+        ]
+        print("  ".join(f"{c:<{w}}" for c, w in zip(columns, widths, strict=True)))
+        for r in rows:
+            print("  ".join(f"{_cell(v):<{w}}" for v, w in zip(r, widths, strict=True)))
+        print(f"({len(rows)} rows, {where})", file=sys.stderr)
+        return 0
+    from regflow.warehouse.targets import resolve_target
+
+    target = resolve_target(args.warehouse, project_dir=project_dir())
+    print(f"warehouse: {target.display} ({target.dialect.name})")
+    if target.keep is not None:
+        print(f"  connect: psql '{target.keep.get_uri()}'  (while a regflow process runs it)")
+    _, _, rows = _query(
+        "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+        "WHERE table_name LIKE 'dim\\_%' OR table_name LIKE 'fact\\_%' "
+        "OR table_name LIKE 'rpt\\_%' OR table_name = 'regflow_loads' "
+        "ORDER BY 1, 2",
+        url=args.warehouse,
+    )
+    for schema, name, kind in rows:
+        print(f"  {schema}.{name}  ({'view' if 'VIEW' in kind else 'table'})")
+    for schema in sorted({r[0] for r in rows if r[1] == "regflow_loads"}):
+        _, _, loads = _query(
+            f'SELECT pipeline, cob, run_id, method, rows_loaded, loaded_at FROM "{schema}".'
+            "regflow_loads ORDER BY loaded_at DESC LIMIT 5",
+            url=args.warehouse,
+        )
+        print(f"  last loads in {schema}:")
+        for row in loads:
+            print("    " + "  ".join(_cell(v) for v in row))
+    return 0
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from regflow.warehouse.generate import write_generated
+
+    changed = write_generated(project_dir(), check=args.check)
+    if args.check:
+        for f in changed:
+            print(f"stale: {f}")
+        if changed:
+            print("regflow: sql/ is out of date; run `regflow sql`", file=sys.stderr)
+            return 1
+        print("sql/ is up to date")
+        return 0
+    for f in changed:
+        print(f"wrote {f}")
     return 0

@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="apply the rules in DIR instead of adjustments/<pipeline>/ (an empty folder: none)",
     )
+    r.add_argument(
+        "--warehouse",
+        metavar="URL",
+        help="where star schemas land: embedded (default), postgresql://..., "
+        "redshift://...?iam_role=...&staging=s3://..., airflow://<conn_id> "
+        "(default: $REGFLOW_WAREHOUSE)",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
 
     e = sub.add_parser("export", help="write a node's latest successful output for a cob")
@@ -99,6 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--entities", type=int, default=5)
     dm.add_argument("--seed", type=int, default=42)
     dm.add_argument("--storage")
+    dm.add_argument("--warehouse", metavar="URL", help="as for `regflow run`")
+
+    sq = sub.add_parser(
+        "sql", help="regenerate sql/: Redshift and PostgreSQL DDL, views, the PowerBI model"
+    )
+    sq.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
+
+    w = sub.add_parser("warehouse", help="the warehouse star schemas land in")
+    wsub = w.add_subparsers(dest="warehouse_command", required=True, metavar="COMMAND")
+    wi = wsub.add_parser("info", help="where the warehouse is, its star tables and last loads")
+    wi.add_argument("--warehouse", metavar="URL")
+    wq = wsub.add_parser("query", help="run one read-only SQL query and print the rows")
+    wq.add_argument("sql")
+    wq.add_argument("--warehouse", metavar="URL")
     return p
 
 

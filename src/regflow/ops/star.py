@@ -63,7 +63,7 @@ ACRONYMS = frozenset(
 
 
 def friendly(name: str) -> str:
-    """``weighted_amount`` -> ``Weighted Amount``; ``l2a`` -> ``L2A``; ``cob_date`` -> ``COB Date``."""
+    """A business name: ``weighted_amount`` -> ``Weighted Amount``, ``l2a`` -> ``L2A``."""
     words = []
     for w in name.strip("_").split("_"):
         if not w:
@@ -295,8 +295,10 @@ def _need(schema: Schema | None, cols: list[str], path: tuple[str | int, ...]) -
     for c in cols:
         if c not in schema:
             close = difflib.get_close_matches(c, schema.names, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "available: " + ", ".join(
-                n for n in schema.names if n != LINEAGE_COLUMN
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else "available: " + ", ".join(n for n in schema.names if n != LINEAGE_COLUMN)
             )
             out.append(Check(f"unknown column '{c}'", path, hint))
     return out
@@ -374,7 +376,7 @@ STAR_SCHEMA = OpDef(
     min_inputs=1,
     max_inputs=None,
     output_schema=star_schema,
-    check=star_check,  # type: ignore[arg-type]
+    check=star_check,
     doc="Dimensions and facts landed in the warehouse (PostgreSQL or Redshift).",
     extra={"named_inputs": True},
 )

@@ -1,7 +1,8 @@
 """Compiled plans cached by content hash, so Airflow's frequent DAG parses stay cheap.
 
-The key covers the spec text, regflow's version and compiler code, and the project's operator files: editing any
-of them recompiles. A cache that cannot be written (read-only image) is simply skipped.
+The key covers the spec text, regflow's version and compiler code, and the project's operator
+files: editing any of them recompiles. A cache that cannot be written (read-only image) is
+simply skipped.
 """
 
 from __future__ import annotations

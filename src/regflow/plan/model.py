@@ -106,6 +106,12 @@ class Plan:
                 return s
         raise KeyError(stage_id)
 
+    def task_ids(self) -> list[str]:
+        """Every task that reports on a run: one per stage, then one per warehouse load."""
+        return [s.id for s in self.stages] + [
+            f"load_{n.id}" for n in self.nodes if n.op == "star_schema"
+        ]
+
     def adjustment_nodes(self) -> list[PlanNode]:
         return [n for n in self.nodes if n.op == "adjust"]
 

@@ -9,7 +9,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
 from regflow.plan.model import Plan
-from regflow.render.docs import dag_doc, stage_display_name, stage_doc
+from regflow.render.docs import dag_doc, load_doc, stage_display_name, stage_doc
 
 
 def _param(default: Any) -> Param:
@@ -61,6 +61,23 @@ def build_dag(plan: Plan) -> DAG:
     for stage in plan.stages:
         for up in stage.upstream:
             tasks[up] >> tasks[stage.id]
+    for node in plan.nodes:
+        if node.op != "star_schema":
+            continue
+        load = PythonOperator(
+            task_id=f"load_{node.id}",
+            dag=dag,
+            python_callable=_load_task,
+            op_kwargs={
+                "spec_file": plan.file,
+                "node_id": node.id,
+                "adjustments_dir": plan.adjustments_dir,
+            },
+            doc_md=load_doc(plan, node),
+            task_display_name=f"load {node.id} → warehouse",
+        )
+        tasks[node.stage] >> load
+        tasks[load.task_id] = load
     publish = PythonOperator(
         task_id="publish",
         dag=dag,
@@ -88,3 +105,11 @@ def _publish_task(
     from regflow.render.tasks import publish_task
 
     return publish_task(spec_file, context, adjustments_dir)
+
+
+def _load_task(
+    spec_file: str, node_id: str, adjustments_dir: str | None = None, **context: Any
+) -> dict[str, Any]:
+    from regflow.render.tasks import load_task
+
+    return load_task(spec_file, node_id, context, adjustments_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regflow.plan.model import Plan, Stage
+from regflow.plan.model import Plan, PlanNode, Stage
 
 
 def dag_doc(plan: Plan) -> str:
@@ -108,3 +108,21 @@ def adjustments_doc(plan: Plan, stage: Stage) -> str:
         "(`regflow export <pipeline> <node>__adjusted.audit --cob ...`).",
     ]
     return "\n".join(lines)
+
+
+def load_doc(plan: Plan, node: PlanNode) -> str:
+    """Docs of a ``load_<star>`` task: the tables it lands and how."""
+    params = node.params
+    schema = params.get("schema") or plan.pipeline
+    dims = ", ".join(f"dim_{d}" for d in params.get("dimensions", {}))
+    facts = ", ".join(f"fact_{f}" for f in params.get("facts", {}))
+    reports = ", ".join(params.get("reports", {})) or "none"
+    return (
+        f"Lands the star staged by `{node.id}` in the warehouse schema `{schema}` "
+        "(REGFLOW_WAREHOUSE: embedded PostgreSQL by default, Redshift in production) in one "
+        f"transaction: stage, lock, de-duplicate, merge, record the load.\n\n"
+        f"- dimensions: {dims}\n- facts: {facts}\n- reports: {reports}\n"
+        f"- load: {params.get('load', 'auto')}\n\n"
+        "A rerun of the same cob replaces that cob's facts; a failure leaves the previous "
+        "state in place."
+    )

@@ -66,9 +66,9 @@ def publish_task(
     cob = _cob(context)
     run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stages = {}
-    for stage in plan.stages:
-        path = run.stage_report(stage.id)
-        stages[stage.id] = json.loads(path.read_text()) if path.exists() else None
+    for task_id in plan.task_ids():
+        path = run.stage_report(task_id)
+        stages[task_id] = json.loads(path.read_text()) if path.exists() else None
     summary = {
         "pipeline": plan.pipeline,
         "cob": cob,
@@ -85,3 +85,40 @@ def publish_task(
     publish_run(run, summary)
     print(f"published run {run.run_id} of {plan.pipeline} for cob {cob}")
     return {"run_id": run.run_id, "cob": cob}
+
+
+def load_task(
+    spec_file: str, node_id: str, context: dict[str, Any], adjustments_dir: str | None = None
+) -> dict[str, Any]:
+    """Land the star staged by ``node_id`` in the warehouse (REGFLOW_WAREHOUSE)."""
+    from pathlib import Path
+
+    from regflow.errors import RegflowError
+    from regflow.spec.loader import project_dir_of
+    from regflow.storage import write_json_atomic
+    from regflow.warehouse.loader import load_star
+    from regflow.warehouse.model import star_model
+    from regflow.warehouse.targets import resolve_target
+
+    plan = load_plan(spec_file, adjustments=adjustments_dir)
+    cob = _cob(context)
+    run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
+    stage_id = f"load_{node_id}"
+    try:
+        target = resolve_target(project_dir=project_dir_of(Path(plan.file)))
+        report = load_star(
+            star_model(plan, node_id),
+            target,
+            run,
+            spec_hash=plan.data_hash,
+            adjustment_set_hash=plan.adjustment_set_hash,
+        )
+    except RegflowError as exc:
+        write_json_atomic(
+            run.run_dir / "_stages" / f"{stage_id}.error.json",
+            {"stage": stage_id, "error": type(exc).__name__, "message": str(exc), "node": node_id},
+        )
+        raise
+    out = report.to_dict()
+    write_json_atomic(run.stage_report(stage_id), out)
+    return out

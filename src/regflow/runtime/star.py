@@ -152,10 +152,11 @@ class StarBuilder:
             base = base.withColumn("valid_from", F.lit(self.cob))
             key_parts.append(F.col("valid_from"))
         tag = f"dimension '{t.logical}'"
+        nk_text = ", ".join(nk)
         checked = base.where(  # fails inside the Spark job: no extra pass
             F.when(
                 _any_null(nk),
-                _fail(self.node.id, F.lit(f"{tag}: a row has a null natural key ({', '.join(nk)})")),
+                _fail(self.node.id, F.lit(f"{tag}: a row has a null natural key ({nk_text})")),
             ).otherwise(F.lit(True))
         )
         out = checked.select(
@@ -181,9 +182,7 @@ class StarBuilder:
         ).collect()[0]
         kw = {"pipeline": self.plan.pipeline, "node": self.node.id, "cob": self.runner.run.cob}
         if row["rows"] != row["members"]:
-            dup = (
-                df.groupBy(*nk).count().where(F.col("count") > 1).limit(1).collect()[0]
-            )
+            dup = df.groupBy(*nk).count().where(F.col("count") > 1).limit(1).collect()[0]
             example = ", ".join(f"{c}={dup[c]}" for c in nk)
             raise DataError(
                 f"dimension '{t.logical}': natural key {example} has different attributes in "
@@ -206,12 +205,13 @@ class StarBuilder:
         date = F.col(f.date)
         cob_key = int(self.cob.strftime("%Y%m%d"))
         grain_null = _any_null(list(t.grain))
+        grain = ", ".join(t.grain)
         guard = (
             F.when(
                 grain_null,
                 _fail(
                     self.node.id,
-                    F.lit(f"fact '{t.logical}': a row has a null grain column ({', '.join(t.grain)})"),
+                    F.lit(f"fact '{t.logical}': a row has a null grain column ({grain})"),
                 ),
             )
             .when(

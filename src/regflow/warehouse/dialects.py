@@ -150,7 +150,10 @@ class Redshift(Dialect):
         return [f"CREATE OR REPLACE VIEW {qname} AS {select_sql} WITH NO SCHEMA BINDING"]
 
     def create_temp(self, name: str, columns: str) -> list[str]:
-        return [f"DROP TABLE IF EXISTS {self.q(name)}", f"CREATE TEMP TABLE {self.q(name)} ({columns})"]
+        return [
+            f"DROP TABLE IF EXISTS {self.q(name)}",
+            f"CREATE TEMP TABLE {self.q(name)} ({columns})",
+        ]
 
 
 DIALECTS: dict[str, Dialect] = {"postgresql": Postgres(), "redshift": Redshift()}

@@ -15,6 +15,7 @@ retry starts over. Two cobs loading at once queue on the table locks and never i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import time
@@ -121,13 +122,18 @@ class Loader:
     def load(self, method: str | None = None) -> LoadReport:
         t0 = time.perf_counter()
         rows = {
-            t.name: int(self.run.metadata(staged_dir(self.run, self.model.node, t.name).name)["rows"])
+            t.name: int(self.run.metadata(star_table_name(self.model.node, t.name))["rows"])
             for t in self.model.tables
         }
         chosen = choose_method(self.model, rows, method)
         report = LoadReport(
-            self.model.pipeline, self.model.node, self.run.cob, self.run.run_id,
-            self.target.display, chosen, rows,
+            self.model.pipeline,
+            self.model.node,
+            self.run.cob,
+            self.run.run_id,
+            self.target.display,
+            chosen,
+            rows,
         )
         self.log(
             f"load {self.model.node} -> {self.target.display} schema {self.model.schema} "
@@ -141,10 +147,8 @@ class Loader:
             self._ddl(conn)
             self._transaction(conn, chosen, staged_s3, report)
         finally:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection
                 conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
         if staged_s3 and self.s3 is not None:  # only after a commit: a retry may reuse them
             self.s3.cleanup(staged_s3)
         report.seconds = time.perf_counter() - t0
@@ -208,7 +212,9 @@ class Loader:
                 else:
                     self._upsert(cur, t)
                 self.fault(f"staging:{t.name}")
-            report.steps.append({"step": "staging", "seconds": round(time.perf_counter() - t_stage, 3)})
+            report.steps.append(
+                {"step": "staging", "seconds": round(time.perf_counter() - t_stage, 3)}
+            )
             self.fault("staged")
             for step in S.merge(self.d, self.model, self.cob, loaded_at):
                 t1 = time.perf_counter()
@@ -246,10 +252,7 @@ class Loader:
             self.fault("commit")
             conn.commit()
         except BaseException:
-            try:
-                conn.rollback()
-            finally:
-                pass
+            conn.rollback()
             raise
 
     # ------------------------------------------------------------------ staging paths
@@ -257,7 +260,10 @@ class Loader:
         if self.d.name == "redshift":
             staged = next(s for s in staged_s3 if s.table == t.name)
             self._exec(
-                cur, copy_sql(self.d, S.staging_name(t), staged.manifest_url, self.target.iam_role or "")
+                cur,
+                copy_sql(
+                    self.d, S.staging_name(t), staged.manifest_url, self.target.iam_role or ""
+                ),
             )
             return
         import pyarrow.csv as pacsv

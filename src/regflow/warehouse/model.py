@@ -182,7 +182,7 @@ def _dim_table(name: str, d: Dimension, p: StarParams, schema: Schema) -> Table:
     skey = WColumn(key, "bigint", nullable=False, role="key", label=p.label(key), hidden=True)
     row_hash = WColumn("row_hash", "bigint", nullable=False, role="hash", hidden=True)
     run_id = WColumn("run_id", "string", role="audit", hidden=True)
-    staged_scd = (scd[0],) if d.scd2 else ()
+    staged_scd = scd[:1]  # valid_from: the cob the snapshot is as of
     return Table(
         name=f"dim_{name}",
         kind="dim",
@@ -199,9 +199,7 @@ def _dim_table(name: str, d: Dimension, p: StarParams, schema: Schema) -> Table:
     )
 
 
-def _fact_table(
-    name: str, f: Fact, p: StarParams, schema: Schema, dims: dict[str, Table]
-) -> Table:
+def _fact_table(name: str, f: Fact, p: StarParams, schema: Schema, dims: dict[str, Table]) -> Table:
     kept = f.kept_columns()
     fks = []
     for dim in f.dimensions:
@@ -220,14 +218,18 @@ def _fact_table(
     key_cols = (
         WColumn(DATE_KEY, "int", nullable=False, role="fk", label=p.label(DATE_KEY), hidden=True),
         *(
-            WColumn(fk.column, "bigint", nullable=False, role="fk", label=p.label(fk.column),
-                    hidden=True)
+            WColumn(
+                fk.column,
+                "bigint",
+                nullable=False,
+                role="fk",
+                label=p.label(fk.column),
+                hidden=True,
+            )
             for fk in fks
         ),
     )
-    kept_cols = tuple(
-        _col(schema, c, "kept", p.label(c), nullable=c not in f.grain) for c in kept
-    )
+    kept_cols = tuple(_col(schema, c, "kept", p.label(c), nullable=c not in f.grain) for c in kept)
     measures = tuple(_col(schema, c, "measure", p.label(c)) for c in f.measures)
     lineage = (WColumn("lineage_id", "bigint", role="audit", label="Lineage ID", hidden=True),)
     flags = (
@@ -283,9 +285,7 @@ def star_model(plan: Plan, node: PlanNode | str) -> StarModel:
         else:
             assert d.from_ is not None
             dims[name] = _dim_table(name, d, p, plan.schema_of(d.from_))
-    facts = [
-        _fact_table(name, f, p, plan.schema_of(f.from_), dims) for name, f in p.facts.items()
-    ]
+    facts = [_fact_table(name, f, p, plan.schema_of(f.from_), dims) for name, f in p.facts.items()]
     date_name = p.date_dimension
     ordered = [dims[date_name], *(t for n, t in dims.items() if n != date_name)]
     tables = (*ordered, *facts)

@@ -35,7 +35,10 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                 "required": ["url", "mandatory", "meta"],
                 "additionalProperties": False,
                 "properties": {
-                    "url": {"type": "string", "pattern": "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+"},
+                    "url": {
+                        "type": "string",
+                        "pattern": "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+",
+                    },
                     "mandatory": {"type": "boolean"},
                     "meta": {
                         "type": "object",
@@ -91,8 +94,11 @@ class S3Staging:
             size = f.stat().st_size
             self.client.upload_file(str(f), self.bucket, key)
             entries.append(
-                {"url": f"s3://{self.bucket}/{key}", "mandatory": True,
-                 "meta": {"content_length": size}}
+                {
+                    "url": f"s3://{self.bucket}/{key}",
+                    "mandatory": True,
+                    "meta": {"content_length": size},
+                }
             )
             keys.append(key)
             total += size
@@ -105,7 +111,9 @@ class S3Staging:
             Body=json.dumps({"entries": entries}, indent=1).encode(),
             ContentType="application/json",
         )
-        return StagedTable(table, f"s3://{self.bucket}/{manifest_key}", [*keys, manifest_key], total)
+        return StagedTable(
+            table, f"s3://{self.bucket}/{manifest_key}", [*keys, manifest_key], total
+        )
 
     def manifest_for(self, table: str, urls: list[str], prefix: str) -> StagedTable:
         """On EKS the Parquet is on S3 already: only write the manifest."""
@@ -113,8 +121,9 @@ class S3Staging:
         for url in urls:
             b, k = split_s3(url)
             size = self.client.head_object(Bucket=b, Key=k)["ContentLength"]
-            entries.append({"url": f"s3://{b}/{k}", "mandatory": True,
-                            "meta": {"content_length": size}})
+            entries.append(
+                {"url": f"s3://{b}/{k}", "mandatory": True, "meta": {"content_length": size}}
+            )
         manifest_key = f"{prefix}/{table}.manifest"
         self.client.put_object(
             Bucket=self.bucket, Key=manifest_key, Body=json.dumps({"entries": entries}).encode()

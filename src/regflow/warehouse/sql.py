@@ -139,9 +139,8 @@ def copy_columns(d: Dialect, t: Table) -> str:
 def insert_staging(d: Dialect, t: Table, rows: int) -> str:
     """A multi-row INSERT into the staging table with ``rows`` rows of placeholders."""
     one = "(" + ", ".join(["%s"] * len(t.staged)) + ")"
-    return (
-        f"INSERT INTO {d.q(staging_name(t))} ({copy_columns(d, t)}) VALUES "
-        + ", ".join([one] * rows)
+    return f"INSERT INTO {d.q(staging_name(t))} ({copy_columns(d, t)}) VALUES " + ", ".join(
+        [one] * rows
     )
 
 
@@ -156,9 +155,11 @@ def _deduped(d: Dialect, t: Table) -> str:
 
 
 # ------------------------------------------------------------------------------- merge
-def _nk_match(d: Dialect, left: str, right: str, cols: tuple[str, ...], rcols=None) -> str:
-    rcols = rcols or cols
-    return " AND ".join(f"{left}.{d.q(a)} = {right}.{d.q(b)}" for a, b in zip(cols, rcols))
+def _nk_match(
+    d: Dialect, left: str, right: str, cols: tuple[str, ...], rcols: tuple[str, ...] = ()
+) -> str:
+    pairs = zip(cols, rcols or cols, strict=True)
+    return " AND ".join(f"{left}.{d.q(a)} = {right}.{d.q(b)}" for a, b in pairs)
 
 
 def merge_dimension(d: Dialect, m: StarModel, t: Table) -> list[Step]:
@@ -209,7 +210,9 @@ def _key_check(d: Dialect, m: StarModel, t: Table) -> Step:
 
 def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
     target = d.qn(m.schema, t.name)
-    key, rh, vf, vt, cur = (d.q(x) for x in (t.key, "row_hash", "valid_from", "valid_to", "is_current"))
+    key, rh, vf, vt, cur = (
+        d.q(x) for x in (t.key, "row_hash", "valid_from", "valid_to", "is_current")
+    )
     nk = t.natural_key
     ver = d.q(versions_name(t))
     me = d.q(t.name)
@@ -230,7 +233,19 @@ def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
     )
     changed = f"v.prev_hash <> v.{rh}"
     split = f"v.prev_key IS NOT NULL AND v.prev_from < v.{vf} AND {changed}"
-    cols = ", ".join(d.q(c) for c in [t.key, *nk, *[a for a in attrs if a not in ("row_hash", "run_id")], "valid_from", "valid_to", "is_current", "row_hash", "run_id"])
+    cols = ", ".join(
+        d.q(c)
+        for c in [
+            t.key,
+            *nk,
+            *[a for a in attrs if a not in ("row_hash", "run_id")],
+            "valid_from",
+            "valid_to",
+            "is_current",
+            "row_hash",
+            "run_id",
+        ]
+    )
     plain = [a for a in attrs if a not in ("row_hash", "run_id")]
     select_new = ", ".join(
         [f"v.{d.q(c)}" for c in [t.key, *nk, *plain, "valid_from"]]
@@ -299,7 +314,9 @@ def _ver_cols(d: Dialect, t: Table) -> str:
     return ", ".join(d.column_def(c) for c in [*t.staged, *extra])
 
 
-def merge_fact(d: Dialect, m: StarModel, t: Table, cob: dt.date, loaded_at: dt.datetime) -> list[Step]:
+def merge_fact(
+    d: Dialect, m: StarModel, t: Table, cob: dt.date, loaded_at: dt.datetime
+) -> list[Step]:
     target = d.qn(m.schema, t.name)
     date_key = int(cob.strftime("%Y%m%d"))
     joins = []

@@ -128,7 +128,7 @@ def _airflow(url: str) -> Target:
     try:
         from airflow.sdk import BaseHook
     except ImportError:  # pragma: no cover
-        from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+        from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     conn = BaseHook.get_connection(conn_id)
     extra = conn.extra_dejson or {}
     staging = q.get("staging") or extra.get("regflow_staging")
@@ -140,8 +140,14 @@ def _airflow(url: str) -> Target:
 
             return RedshiftSQLHook(redshift_conn_id=conn_id).get_conn()
 
-        return Target(get_dialect("redshift"), f"airflow connection {conn_id} (redshift)",
-                      connect, staging=staging, iam_role=iam_role, region=extra.get("region"))
+        return Target(
+            get_dialect("redshift"),
+            f"airflow connection {conn_id} (redshift)",
+            connect,
+            staging=staging,
+            iam_role=iam_role,
+            region=extra.get("region"),
+        )
     if conn.conn_type in ("postgres", "postgresql"):
         kw = {
             "host": conn.host,
