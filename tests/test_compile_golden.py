@@ -136,14 +136,17 @@ def test_join_stage_reads_both_branches() -> None:
 # ------------------------------------------------------------------ the LCR contract
 def test_lcr_plan_stages_and_contract_node_ids() -> None:
     plan = compile_file(ROOT / "pipelines" / "lcr.yaml")
-    assert [s.id for s in plan.stages] == ["entity_buckets", "entity_lcr"]
-    assert [s.boundary for s in plan.stages] == ["aggregate", "sink"]
+    assert [s.id for s in plan.stages] == ["weigh", "entity_buckets", "entity_lcr", "lcr_star"]
+    # weigh and entity_lcr end stages because the star reads them from storage
+    assert [s.boundary for s in plan.stages] == ["warehouse", "aggregate", "warehouse", "sink"]
     assert plan.stage("entity_lcr").upstream == ("entity_buckets",)
+    assert plan.stage("lcr_star").upstream == ("entity_lcr", "weigh")
+    assert plan.stage("lcr_star").nodes == ("lcr_star",)
     node_ids = {n.id for n in plan.nodes}
     assert {"classify", "weigh", "entity_buckets", "entity_lcr"} <= node_ids
     assert {"deals", "fx_rates", "entities"} <= {s.name for s in plan.sources}
-    assert plan.stage("entity_buckets").nodes[-1] == "entity_buckets"
-    assert {"classify", "weigh"} <= set(plan.stage("entity_buckets").nodes)
+    assert plan.stage("entity_buckets").nodes == ("entity_buckets",)
+    assert {"classify", "weigh"} <= set(plan.stage("weigh").nodes)
     assert plan.stage("entity_lcr").nodes == ("entity_lcr",)
     assert plan.stage("entity_buckets").checkpoints == ("entity_buckets.lineage",)
     assert {"amount_usd", "lcr_category"} <= set(plan.node("classify").schema.names)

@@ -222,17 +222,22 @@ def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
     versions_sql = (
         f"SELECT {', '.join(f'b.{d.q(c)}' for c in staged)}, t.{key} AS prev_key, "
         f"t.{vf} AS prev_from, t.{vt} AS prev_to, t.{cur} AS prev_current, "
-        f"t.{rh} AS prev_hash, n.next_from "
+        f"t.{rh} AS prev_hash, n.next_from, nx.{key} AS next_key, nx.{rh} AS next_hash "
         f"FROM {_deduped(d, t)} AS b "
         f"LEFT JOIN {target} AS t ON {_nk_match(d, 't', 'b', nk)} "
         f"AND t.{vf} <= b.{vf} AND b.{vf} < t.{vt} AND t.{key} <> {UNKNOWN_KEY} "
         f"LEFT JOIN (SELECT {nk_list}, MIN(x.{vf}) AS next_from FROM {target} AS x "
         f"JOIN {d.q(staging_name(t))} AS y ON {_nk_match(d, 'x', 'y', nk)} AND x.{vf} > y.{vf} "
+        f"WHERE x.{key} <> {UNKNOWN_KEY} "
         f"GROUP BY {nk_list}) AS n ON {_nk_match(d, 'n', 'b', nk)} "
+        f"LEFT JOIN {target} AS nx ON {_nk_match(d, 'nx', 'n', nk)} AND nx.{vf} = n.next_from "
         f"WHERE b.rn = 1"
     )
     changed = f"v.prev_hash <> v.{rh}"
     split = f"v.prev_key IS NOT NULL AND v.prev_from < v.{vf} AND {changed}"
+    # a member first seen before its earliest version, with the same attributes: the version
+    # simply starts earlier (late loads of older cobs add no duplicate versions)
+    extend = f"v.prev_key IS NULL AND v.next_key IS NOT NULL AND v.next_hash = v.{rh}"
     cols = ", ".join(
         d.q(c)
         for c in [
@@ -267,10 +272,15 @@ def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
             f"UPDATE {target} SET {sets} FROM {ver} AS v WHERE {me}.{key} = v.prev_key "
             f"AND v.prev_from = v.{vf} AND {changed}",
         ),
+        Step(
+            f"extend {t.name}",
+            f"UPDATE {target} SET {vf} = v.{vf} FROM {ver} AS v "
+            f"WHERE {me}.{key} = v.next_key AND {extend}",
+        ),
         Step(  # new members, and new versions of changed members
             f"insert {t.name}",
             f"INSERT INTO {target} ({cols}) SELECT {select_new} FROM {ver} AS v "
-            f"WHERE v.prev_key IS NULL OR ({split})",
+            f"WHERE (v.prev_key IS NULL AND NOT ({extend})) OR ({split})",
         ),
         Step(  # close the version the new one splits
             f"close {t.name}",
@@ -310,6 +320,8 @@ def _ver_cols(d: Dialect, t: Table) -> str:
         WColumn("prev_current", "boolean"),
         WColumn("prev_hash", "bigint"),
         WColumn("next_from", "date"),
+        WColumn("next_key", "bigint"),
+        WColumn("next_hash", "bigint"),
     ]
     return ", ".join(d.column_def(c) for c in [*t.staged, *extra])
 
