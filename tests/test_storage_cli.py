@@ -71,7 +71,8 @@ def test_validate_cli_ok_and_plan(capsys, monkeypatch):
     assert "ok" in capsys.readouterr().out
     assert main(["plan", "lcr"]) == 0
     out = capsys.readouterr().out
-    assert "stage 1: entity_buckets" in out and "stage 2: entity_lcr" in out
+    assert "stage 1: weigh" in out and "stage 2: entity_buckets" in out
+    assert "stage 4: lcr_star" in out and "then: load_lcr_star (lands dim_date" in out
     assert "checkpoint entity_buckets.lineage" in out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import DAG
 
 from regflow.errors import RegflowError
+from regflow.spec.loader import pipeline_files
 
 
 class BrokenPipelineDAG(DAG):
@@ -21,11 +22,6 @@ class BrokenPipelineDAG(DAG):
 
     def validate(self) -> None:
         raise RegflowError(self.doc_md or "broken pipeline spec")
-
-
-def pipeline_files(project_dir: Path) -> list[Path]:
-    folder = project_dir / "pipelines"
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
 
 def dags_for_project(project_dir: Path | str) -> dict[str, DAG]:

@@ -442,3 +442,9 @@ def _check_templates(
                         hint=hint,
                     )
                 )
+
+
+def pipeline_files(project_dir: Path) -> list[Path]:
+    """The pipeline specs of a project: ``pipelines/*.yaml`` (and ``*.yml``)."""
+    folder = project_dir / "pipelines"
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])

@@ -31,7 +31,7 @@ GENERATED_DIRS = (Path("sql/redshift"), Path("sql/postgresql"), Path("sql/powerb
 def star_models(project_dir: Path | str) -> list[tuple[str, StarModel]]:
     """(output name, model) for every star of every pipeline spec of the project."""
     from regflow.plan.build import build_plan
-    from regflow.render.dagfile import pipeline_files
+    from regflow.spec.loader import pipeline_files
 
     out: list[tuple[str, StarModel]] = []
     seen: dict[str, Path] = {}
