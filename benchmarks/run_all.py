@@ -13,7 +13,7 @@ import time
 
 from _common import BENCH_DIR, RESULTS_DIR
 
-BENCHMARKS = ("dag_parse", "lineage_overhead", "adjustments_overhead")
+BENCHMARKS = ("dag_parse", "lineage_overhead", "adjustments_overhead", "warehouse_load")
 
 
 def main() -> int:
@@ -62,6 +62,19 @@ def main() -> int:
             f"[goal <= {adj['goal']['max_ratio']}x: {'met' if adj['goal']['met'] else 'NOT met'}]"
             f"; audit rows {a['selective']['audit_rows']:,} / {a['broad']['audit_rows']:,} "
             f"= values changed {a['selective']['rows_matched']:,} / {a['broad']['rows_matched']:,}"
+        )
+    wh = _load("warehouse_load")
+    if wh and "warehouse_load" not in failed:
+        c, u, th = wh["copy"], wh["upsert"], wh["threshold"]
+        cross = th["copy_faster_from_rows"]
+        print(
+            f"Warehouse (PostgreSQL): COPY load of {c['rows']:,} rows "
+            f"{c['seconds']['regflow']['median']:.1f}s vs raw COPY "
+            f"{c['seconds']['raw']['median']:.1f}s = {c['ratio_raw_vs_regflow']:.2f}x "
+            f"[goal >= {c['goal']['min_ratio']}x: {'met' if c['goal']['met'] else 'NOT met'}]; "
+            f"upsert of {u['rows']:,} rows {u['seconds']['median']:.1f}s "
+            f"[goal < {u['goal']['max_seconds']:.0f}s: {'met' if u['goal']['met'] else 'NOT met'}]"
+            f"; COPY faster from {f'{cross:,} rows' if cross else 'none of the sizes'}"
         )
     if failed:
         print(f"FAILED: {', '.join(failed)}")

@@ -127,6 +127,8 @@ FORBIDDEN = {
     "storage": {"airflow", "pyspark", "regflow.render", "regflow.runtime"},
     "runtime": {"airflow", "regflow.render", "regflow.cli"},
     "render": {"pyspark"},
+    # the warehouse runs in Airflow tasks (a connection hook may import airflow) but never Spark
+    "warehouse": {"pyspark", "regflow.runtime", "regflow.render", "regflow.cli"},
 }
 
 

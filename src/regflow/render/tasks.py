@@ -94,6 +94,7 @@ def load_task(
     from pathlib import Path
 
     from regflow.errors import RegflowError
+    from regflow.runtime import progress
     from regflow.spec.loader import project_dir_of
     from regflow.storage import write_json_atomic
     from regflow.warehouse.loader import load_star
@@ -112,6 +113,7 @@ def load_task(
             run,
             spec_hash=plan.data_hash,
             adjustment_set_hash=plan.adjustment_set_hash,
+            log=progress.log,
         )
     except RegflowError as exc:
         write_json_atomic(

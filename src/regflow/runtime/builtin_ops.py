@@ -8,6 +8,7 @@ data. Their message starts with ``[regflow:node=<id>]`` so the executor can name
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +80,11 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
             if c not in right_keys and c != LINEAGE_COLUMN and c not in left.columns
         ]
     )
-    counts = right.groupBy(*right_keys).count()
-    stats = counts.agg(F.count("*").alias("keys"), F.max("count").alias("most")).first()
-    n_keys, most = (stats["keys"], stats["most"]) if stats else (0, 0)
-    if most and most > 1:
-        dups = counts.where(F.col("count") > 1).limit(3).collect()
-        keys = "; ".join(", ".join(f"{k}={r[k]}" for k in right_keys) for r in dups)
+    dups, n_keys = _lookup_duplicates(right, right_keys)
+    if dups:
+        keys = "; ".join(
+            ", ".join(f"{k}={v}" for k, v in zip(right_keys, d, strict=True)) for d in dups
+        )
         raise DataError(
             f"join lookup '{ctx.inputs[1]}' has duplicate keys ({keys}); each left row must "
             "match at most one lookup row",
@@ -104,7 +104,7 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
         c = left[lk] == r[renamed[rk]]
         cond = c if cond is None else cond & c
     how = "left" if (p.require_match or p.how == "left") else "inner"
-    if n_keys <= 100_000:  # a lookup: ship it to every executor instead of shuffling deals
+    if n_keys <= BROADCAST_MAX_KEYS:  # a lookup: ship it to every executor, no shuffle
         r = F.broadcast(r)
     out = left.join(r, cond, how)
     if p.require_match:
@@ -127,38 +127,74 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     return out.drop(marker, *renamed.values())
 
 
+BROADCAST_MAX_KEYS = 100_000
+_NAN = "NaN"
+
+
+def _lookup_duplicates(right: DataFrame, keys: list[str]) -> tuple[list[tuple[Any, ...]], int]:
+    """Up to 3 keys that occur more than once in ``right``, and its number of keys.
+
+    A lookup of up to ``BROADCAST_MAX_KEYS`` rows is checked on the driver from its key
+    columns (one small Spark job); a larger one by a Spark aggregation.
+    """
+    from collections import Counter
+
+    from pyspark.sql import functions as F
+
+    rows = right.select(*keys).limit(BROADCAST_MAX_KEYS + 1).collect()
+    if len(rows) <= BROADCAST_MAX_KEYS:
+        # NaN as one value: Spark groups (and joins) NaN with NaN, unlike Python's ==
+        counts = Counter(
+            tuple(_NAN if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows
+        )
+        dups = [k for k, n in counts.items() if n > 1]
+        return sorted(dups, key=repr)[:3], len(counts)
+    counts_df = right.groupBy(*keys).count()
+    stats = counts_df.agg(F.count("*").alias("keys"), F.max("count").alias("most")).first()
+    n_keys, most = (stats["keys"], stats["most"]) if stats else (0, 0)
+    if most and most > 1:
+        found = counts_df.where(F.col("count") > 1).limit(3).collect()
+        return [tuple(r[k] for k in keys) for r in found], n_keys
+    return [], n_keys
+
+
 def classify(inputs: list[DataFrame], p: ClassifyParams, ctx: OpContext) -> DataFrame:
-    """Ordered decision table: the first rule whose ``when`` is true sets ``output``."""
+    """Ordered decision table: the first rule whose ``when`` is true sets ``output``.
+
+    The rule conditions are evaluated once per row: one CASE chain yields the position of
+    the first matching rule, and the output value and the rule id are looked up from it.
+    With ``on_no_match: error`` the chain raises from its ELSE branch (a separate check of
+    its result would make Spark evaluate every condition a second time).
+    """
     from pyspark.sql import functions as F
 
     df = inputs[0]
-    value: Any = None
-    rule: Any = None
     typ = spark_type(p.type)
+    chain: Any = None
     for i, r in enumerate(p.rules):
-        cond = F.expr(r.when)
-        lit = F.lit(r.value).cast(typ)
-        rid = F.lit(r.id or f"#{i + 1}")
-        value = F.when(cond, lit) if value is None else value.when(cond, lit)
-        rule = F.when(cond, rid) if rule is None else rule.when(cond, rid)
-    rule_col = rule.otherwise(F.lit(None).cast("string"))
+        cond, pos = F.expr(r.when), F.lit(i)
+        chain = F.when(cond, pos) if chain is None else chain.when(cond, pos)
     if p.on_no_match == "error":
-        tmp = "__regflow_rule"
-        df = df.withColumn(tmp, rule_col)
         msg = F.concat(
             F.lit(f"{node_tag(ctx.node)} no classify rule matches the row with lineage id "),
             F.col(LINEAGE_COLUMN).cast("string"),
             F.lit("; add a rule or a default, or set on_no_match: default"),
         )
-        df = _assert_rows(df, F.col(tmp).isNull(), msg)
-        df = df.withColumn(p.output, value.otherwise(F.lit(None).cast(typ)))
-        if p.rule_column:
-            df = df.withColumn(p.rule_column, F.col(tmp))
-        return df.drop(tmp)
-    df = df.withColumn(p.output, value.otherwise(F.lit(p.default).cast(typ)))
+        chain = chain.otherwise(F.raise_error(msg).cast("int"))
+    else:
+        chain = chain.otherwise(F.lit(None).cast("int"))
+    tmp = "__regflow_rule"
+    df = df.withColumn(tmp, chain)
+    pos = F.col(tmp)
+    values = F.array(*[F.lit(r.value).cast(typ) for r in p.rules])
+    value = values[pos]
+    if p.on_no_match != "error":
+        value = F.when(pos.isNull(), F.lit(p.default).cast(typ)).otherwise(value)
+    df = df.withColumn(p.output, value)
     if p.rule_column:
-        df = df.withColumn(p.rule_column, rule_col)
-    return df
+        ids = F.array(*[F.lit(r.id or f"#{i + 1}") for i, r in enumerate(p.rules)])
+        df = df.withColumn(p.rule_column, ids[pos])
+    return df.drop(tmp)
 
 
 def union(inputs: list[DataFrame], p: UnionParams, ctx: OpContext) -> DataFrame:

@@ -39,6 +39,9 @@ from regflow.runtime.lineage import (
     foreign_ids,
     require_lineage_column,
     rollup_lineage_id,
+    stored_duplicate_ids,
+    stored_foreign_ids,
+    stored_lineage_ids,
 )
 from regflow.runtime.sources import read_source
 from regflow.spec.loader import project_dir_of
@@ -50,6 +53,11 @@ if TYPE_CHECKING:
 
 _NODE_TAG = re.compile(r"\[regflow:node=([a-z0-9_]+)\]\s*([^\n]*)")
 
+
+# Written data up to this many rows is checked for lineage ids on the driver, with pyarrow
+# (8 bytes an id); larger outputs are checked by a Spark job.
+LOCAL_CHECK_MAX_ROWS = 20_000_000
+_LOCAL_ID_TYPES = frozenset({"long", "integer", "short", "byte", "string"})
 
 # Built-in ops that keep every column of their main input (so audit columns ride along).
 CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
@@ -129,6 +137,8 @@ class StageRunner:
         self.run_meta = run_meta or {}
         self.log = log
         self.frames: dict[str, DataFrame] = {}
+        # frames that are stored data read back as is: name -> its folder
+        self.stored: dict[str, Path] = {}
         self.pending: dict[str, PendingAudit] = {}
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
 
@@ -154,9 +164,21 @@ class StageRunner:
                     node=name,
                     cob=self.run.cob,
                 )
-            df = self.spark.read.parquet(str(source_run.node_dir(name)))
+            df = self._read_stored(source_run, name)
+            self.stored[name] = source_run.node_dir(name)
         self.frames[name] = df
         return df
+
+    def _read_stored(self, run: RunRef, name: str) -> DataFrame:
+        """An upstream output, read with the schema its metadata records: Spark then runs
+        no job to infer it from the files."""
+        path = str(run.node_dir(name))
+        try:
+            fields = run.metadata(name)["schema"]
+            ddl = ", ".join(f"`{n.replace('`', '``')}` {t}" for n, t in fields)
+            return self.spark.read.schema(ddl).parquet(path)
+        except Exception:  # metadata without a usable schema: let Spark infer it
+            return self.spark.read.parquet(path)
 
     # ------------------------------------------------------------------ errors
     @contextmanager
@@ -224,6 +246,7 @@ class StageRunner:
         params = op.params.model_validate(node.params)
         ctx = self._ctx(node)
         custom = op.func is not None
+        verify: Callable[[Path, int], None] | None = None
         with self._boundary(node.id, user_code=custom):
             if isinstance(params, AdjustParams):
                 out = self._adjust(node, inputs[0], params)
@@ -258,7 +281,7 @@ class StageRunner:
             require_lineage_column(out, node=node.id, pipeline=self.plan.pipeline, cob=self.run.cob)
             self._check_schema(node, out)
             if custom and op.lineage in ("rowwise", "rollup"):
-                self._verify_custom(node, inputs[0], out)
+                verify = self._verify_custom(node, inputs[0], out)
         self.frames[node.id] = out
         if node.persisted:
             keys = [LINEAGE_COLUMN]
@@ -266,7 +289,9 @@ class StageRunner:
                 keys = [*params.group_by]
             with self._boundary(node.id, user_code=False):
                 out = self._flush_audits(out)
-                self.frames[node.id] = self._write(node, node.id, out, kind="output", keys=keys)
+                self.frames[node.id] = self._write(
+                    node, node.id, out, kind="output", keys=keys, verify=verify
+                )
 
     def _adjust(self, node: PlanNode, df: DataFrame, params: AdjustParams) -> DataFrame:
         """Apply the rules effective on this cob; their audit travels with the rows."""
@@ -376,30 +401,98 @@ class StageRunner:
                 cob=self.run.cob,
             )
 
-    def _verify_custom(self, node: PlanNode, inp: DataFrame, out: DataFrame) -> None:
-        """A custom row-wise op must not invent, replace or duplicate lineage ids."""
+    def _verify_custom(
+        self, node: PlanNode, inp: DataFrame, out: DataFrame
+    ) -> Callable[[Path, int], None] | None:
+        """A custom row-wise op must not invent, replace or duplicate lineage ids.
+
+        When the output is persisted and the input is stored data, the check is returned to
+        run on the written files before they are promoted (pyarrow: no Spark job); else it
+        runs now, with Spark.
+        """
+        input_dir = self.stored.get(node.inputs[0])
+        if node.persisted and input_dir is not None:
+            return lambda written, rows: self._verify_custom_written(node, input_dir, written, rows)
+        self._verify_custom_spark(node, inp, out)
+        return None
+
+    def _verify_custom_written(
+        self, node: PlanNode, input_dir: Path, written: Path, rows: int
+    ) -> None:
+        """:meth:`_verify_custom` on the written output and the stored input."""
+        if max(rows, _parquet_rows(input_dir)) > LOCAL_CHECK_MAX_ROWS:
+            inp = self.spark.read.parquet(str(input_dir))
+            self._verify_custom_spark(node, inp, self.spark.read.parquet(str(written)))
+            return
+        out_ids = stored_lineage_ids(_parquet_files(written))
+        foreign = stored_foreign_ids(out_ids, stored_lineage_ids(_parquet_files(input_dir)))
+        bad = out_ids.filter(foreign).to_pylist()
+        if bad and node.lineage == "rollup":
+            bad = self._not_rollup_totals(node, written, foreign)
+        if bad:
+            self._raise_foreign(node, bad)
+        dups = stored_duplicate_ids(_parquet_files(written))
+        if dups:
+            self._raise_custom_duplicates(node, dups)
+
+    def _not_rollup_totals(self, node: PlanNode, written: Path, foreign: Any) -> list[Any]:
+        """Ids of the ``foreign`` written rows that are not the rollup's total rows.
+
+        A total row's (rollup_by values, lineage id) must be one of the pairs recorded in
+        the rollup checkpoint (each input row's rollup_by values and its total's id).
+        """
+        import pyarrow.parquet as pq
+
+        by = list(node.params.get("rollup_by") or [])
+        rows = (
+            pq.ParquetDataset([str(f) for f in _parquet_files(written)], partitioning=None)
+            .read(columns=[*by, LINEAGE_COLUMN])
+            .filter(foreign)
+        )
+        ckpt_dir = self.run.node_dir(f"{node.id}.lineage")
+        pairs = [*by, "_lineage_rollup_id"]
+        ckpt = pq.ParquetDataset(
+            [str(f) for f in _parquet_files(ckpt_dir)], partitioning=None
+        ).read(columns=pairs)
+        totals = {
+            tuple(r[c] for c in pairs)
+            for r in ckpt.group_by(pairs, use_threads=False).aggregate([]).to_pylist()
+        }
+        return [
+            r[LINEAGE_COLUMN]
+            for r in rows.to_pylist()
+            if (*[r[c] for c in by], r[LINEAGE_COLUMN]) not in totals
+        ]
+
+    def _raise_foreign(self, node: PlanNode, bad: list[Any]) -> None:
+        raise LineageError(
+            f"operator '{node.op}' returned rows whose lineage ids are not in its input "
+            f"(e.g. {bad[0]}); it must carry '{LINEAGE_COLUMN}' through unchanged",
+            pipeline=self.plan.pipeline,
+            node=node.id,
+            cob=self.run.cob,
+        )
+
+    def _raise_custom_duplicates(self, node: PlanNode, dups: list[Any]) -> None:
+        raise LineageError(
+            f"operator '{node.op}' duplicated rows: lineage id {dups[0]} occurs more than "
+            "once. Row-wise operators must return each input row at most once.",
+            pipeline=self.plan.pipeline,
+            node=node.id,
+            cob=self.run.cob,
+        )
+
+    def _verify_custom_spark(self, node: PlanNode, inp: DataFrame, out: DataFrame) -> None:
         new = out
         if node.lineage == "rollup":
             by = node.params.get("rollup_by") or []
             new = out.where(out[LINEAGE_COLUMN] != rollup_lineage_id(node.id, by))
         bad = foreign_ids(new, inp)
         if bad:
-            raise LineageError(
-                f"operator '{node.op}' returned rows whose lineage ids are not in its input "
-                f"(e.g. {bad[0]}); it must carry '{LINEAGE_COLUMN}' through unchanged",
-                pipeline=self.plan.pipeline,
-                node=node.id,
-                cob=self.run.cob,
-            )
+            self._raise_foreign(node, bad)
         dups = duplicate_ids(out)
         if dups:
-            raise LineageError(
-                f"operator '{node.op}' duplicated rows: lineage id {dups[0]} occurs more than "
-                "once. Row-wise operators must return each input row at most once.",
-                pipeline=self.plan.pipeline,
-                node=node.id,
-                cob=self.run.cob,
-            )
+            self._raise_custom_duplicates(node, dups)
 
     def _write_rollup_checkpoint(self, node: PlanNode, inp: DataFrame, params: Any) -> None:
         from pyspark.sql import functions as F
@@ -422,7 +515,9 @@ class StageRunner:
     def _write(self, node: PlanNode, name: str, df: DataFrame, **kw: Any) -> DataFrame:
         """Store ``df`` as ``name`` and return the stored data, for what comes next."""
         self._store(node, name, df, **kw)
-        return self.spark.read.parquet(str(self.run.node_dir(name)))
+        self.stored[name] = self.run.node_dir(name)
+        # The schema is known: passing it saves the job Spark would run to infer it.
+        return self.spark.read.schema(df.schema).parquet(str(self.run.node_dir(name)))
 
     def _store(
         self,
@@ -434,17 +529,20 @@ class StageRunner:
         keys: list[str],
         unique_ids: bool = True,
         summarize: Callable[[Path], dict[str, Any]] | None = None,
+        verify: Callable[[Path, int], None] | None = None,
     ) -> None:
         t0 = time.perf_counter()
         final = self.run.node_dir(name)
         tmp = new_temp_dir(final)
         try:
             df.write.mode("overwrite").parquet(str(tmp))
+            rows = _parquet_rows(tmp)
+            if verify is not None:
+                verify(tmp, rows)
             if unique_ids:
-                dups = duplicate_ids(self.spark.read.parquet(str(tmp)))
+                dups = self._written_duplicates(tmp, rows, df)
                 if dups:
                     self._raise_duplicates(node, dups)
-            rows = _parquet_rows(tmp)
             meta = self._metadata(node, name, kind, rows, keys, df, time.perf_counter() - t0)
             if summarize is not None:
                 meta.update(summarize(tmp))
@@ -455,6 +553,17 @@ class StageRunner:
         seconds = time.perf_counter() - t0
         self.report.outputs.append(OutputReport(name, kind, rows, round(seconds, 3), str(final)))
         self.log(f"  wrote {name}: {rows:,} rows in {seconds:.1f}s")
+
+    def _written_duplicates(self, written: Path, rows: int, df: DataFrame) -> list[Any]:
+        """Lineage ids occurring more than once in the just-written ``df``.
+
+        Read back with pyarrow (no Spark job: milliseconds for small outputs, well under a
+        second for a million rows); outputs too large for the driver are checked by Spark.
+        """
+        local = df.schema[LINEAGE_COLUMN].dataType.typeName() in _LOCAL_ID_TYPES
+        if local and rows <= LOCAL_CHECK_MAX_ROWS:
+            return stored_duplicate_ids(_parquet_files(written))
+        return duplicate_ids(self.spark.read.schema(df.schema).parquet(str(written)))
 
     def _raise_duplicates(self, node: PlanNode, dups: list[int]) -> None:
         """Find where duplicates first appear: a source with repeated keys, or a node."""
@@ -532,10 +641,14 @@ def clustered(df: DataFrame, keys: Sequence[str]) -> DataFrame:
     return df.repartition(*keys).sortWithinPartitions(*keys, LINEAGE_COLUMN)
 
 
+def _parquet_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.parquet"))
+
+
 def _parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.glob("*.parquet")))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in _parquet_files(path))
 
 
 def run_stage(

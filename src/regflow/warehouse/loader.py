@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, DataError, StorageError
-from regflow.runtime.progress import log as default_log
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
 from regflow.warehouse.model import StarModel, Table, star_table_name
-from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql
+from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql, require_iam_role
 from regflow.warehouse.targets import Target
 
 # Per table, batches up to this many rows go through multi-row INSERTs, larger ones through
@@ -41,6 +40,10 @@ DEFAULT_UPSERT_MAX_ROWS = 20_000
 COPY_BATCH_ROWS = 200_000
 
 Fault = Callable[[str], None]
+
+
+def default_log(message: str) -> None:
+    print(message, flush=True)
 
 
 @dataclass
@@ -287,16 +290,22 @@ class Loader:
 
         names = [c.name for c in t.staged]
         per = max(1, min(self.d.max_statement_rows, 60_000 // max(1, len(names))))
-        full = S.insert_staging(self.d, t, per)
+        cur, numbered = _raw_cursor(cur)
+        full = S.insert_staging(self.d, t, per, numbered=numbered)
         for f in staged_files(self.run, self.model.node, t.name):
             for batch in pq.ParquetFile(f).iter_batches(per * 20, columns=names):
                 rows = list(zip(*[batch.column(n).to_pylist() for n in names], strict=True))
                 for i in range(0, len(rows), per):
                     chunk = rows[i : i + per]
-                    sql = full if len(chunk) == per else S.insert_staging(self.d, t, len(chunk))
+                    sql = (
+                        full
+                        if len(chunk) == per
+                        else S.insert_staging(self.d, t, len(chunk), numbered=numbered)
+                    )
                     self._exec(cur, sql, [v for r in chunk for v in r])
 
     def _stage_s3(self) -> list[StagedTable]:
+        require_iam_role(self.target.iam_role)  # before uploading anything
         if self.s3 is None:
             if not self.target.staging:
                 raise ConfigError(
@@ -312,6 +321,22 @@ class Loader:
             out.append(self.s3.upload(t.name, files, prefix))
             self.log(f"  staged {t.name} on s3://{self.s3.bucket}/{prefix}/{t.name}/")
         return out
+
+
+def _raw_cursor(cur: Any) -> tuple[Any, bool]:
+    """A psycopg cursor that takes ``$n`` placeholders as they are, when ``cur`` is psycopg's.
+
+    psycopg caches the ``%s`` -> ``$n`` conversion only for statements up to 4 KB, and a
+    multi-row INSERT is ~100 KB: converting it again on every execute took 80% of a 50K-row
+    upsert (benchmarks/warehouse_load.py). Other drivers (redshift_connector) keep ``%s``.
+    """
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg comes with the warehouse extra
+        return cur, False
+    if isinstance(cur, psycopg.Cursor) and not isinstance(cur, psycopg.RawCursor):
+        return psycopg.RawCursor(cur.connection), True
+    return cur, False
 
 
 def load_star(

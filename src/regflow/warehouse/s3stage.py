@@ -144,12 +144,17 @@ class S3Staging:
         return dict(json.loads(body))
 
 
-def copy_sql(dialect: Any, staging_table: str, manifest_url: str, iam_role: str) -> str:
+def require_iam_role(iam_role: str | None) -> str:
     if not iam_role:
         raise ConfigError(
             "Redshift COPY needs an IAM role: add ?iam_role=arn:aws:iam::<account>:role/<name> "
             "to the warehouse URL (or 'iam_role' to the Airflow connection's extras)"
         )
+    return iam_role
+
+
+def copy_sql(dialect: Any, staging_table: str, manifest_url: str, iam_role: str) -> str:
+    require_iam_role(iam_role)
     return (
         f"COPY {dialect.q(staging_table)} FROM {dialect.literal(manifest_url)} "
         f"IAM_ROLE {dialect.literal(iam_role)} FORMAT AS PARQUET MANIFEST"

@@ -136,12 +136,18 @@ def copy_columns(d: Dialect, t: Table) -> str:
     return ", ".join(d.q(c.name) for c in t.staged)
 
 
-def insert_staging(d: Dialect, t: Table, rows: int) -> str:
-    """A multi-row INSERT into the staging table with ``rows`` rows of placeholders."""
-    one = "(" + ", ".join(["%s"] * len(t.staged)) + ")"
-    return f"INSERT INTO {d.q(staging_name(t))} ({copy_columns(d, t)}) VALUES " + ", ".join(
-        [one] * rows
-    )
+def insert_staging(d: Dialect, t: Table, rows: int, *, numbered: bool = False) -> str:
+    """A multi-row INSERT into the staging table with ``rows`` rows of placeholders: ``%s``
+    (DB-API format style), or ``$1, $2, ...`` when ``numbered`` (PostgreSQL's own, sent as
+    is by psycopg's ``RawCursor``)."""
+    n = len(t.staged)
+    if numbered:
+        values = ", ".join(
+            "(" + ", ".join(f"${r * n + i}" for i in range(1, n + 1)) + ")" for r in range(rows)
+        )
+    else:
+        values = ", ".join(["(" + ", ".join(["%s"] * n) + ")"] * rows)
+    return f"INSERT INTO {d.q(staging_name(t))} ({copy_columns(d, t)}) VALUES {values}"
 
 
 def _deduped(d: Dialect, t: Table) -> str:
