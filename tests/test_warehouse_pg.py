@@ -8,13 +8,13 @@ real kill), two cobs loading at once, unknown dimension members and SCD2 history
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import subprocess
 import sys
 import threading
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -169,14 +169,20 @@ def test_deal_fact_reconciles_and_keeps_lineage(staged, db):
     assert n == deals == distinct_lineage
     assert unknown == 0
     # the deal fact sums to the entity fact, bucket by bucket (drill-through holds)
-    rows = q(uri, """
+    rows = q(
+        uri,
+        """
         SELECT e.legal_entity, c.bucket, SUM(f.weighted_amount)
         FROM lcr.fact_lcr_deal f JOIN lcr.dim_entity e ON e.entity_key = f.entity_key
         JOIN lcr.dim_lcr_category c ON c.lcr_category_key = f.lcr_category_key
-        GROUP BY 1, 2""")
+        GROUP BY 1, 2""",
+    )
     sums = {(e, b): s for e, b, s in rows}
-    for entity, l1, outflows in q(uri, "SELECT legal_entity, l1, outflows FROM "
-                                       "lcr.fact_lcr_entity WHERE legal_entity <> 'GROUP'"):  # fmt: skip
+    entity_rows = q(
+        uri,
+        "SELECT legal_entity, l1, outflows FROM lcr.fact_lcr_entity WHERE legal_entity <> 'GROUP'",
+    )
+    for entity, l1, outflows in entity_rows:
         assert abs(sums.get((entity, "L1"), 0) - l1) < Decimal("0.01")
         assert abs(sums.get((entity, "OUTFLOW"), 0) - outflows) < Decimal("0.01")
     # run identity on every row, and the load recorded
@@ -211,9 +217,7 @@ def test_rerun_replaces_and_never_duplicates(staged, db):
     ["staging:fact_lcr_deal", "staged", "merge:insert dim_entity", "merge:insert fact_lcr_deal",
      "commit"],
 )  # fmt: skip
-def test_a_failure_at_any_point_leaves_the_previous_state_and_a_retry_succeeds(
-    staged, db, step
-):
+def test_a_failure_at_any_point_leaves_the_previous_state_and_a_retry_succeeds(staged, db, step):
     plan, runs, _ = staged
     uri, target = db
     _load(plan, runs[COB], target)
@@ -269,7 +273,7 @@ def test_two_cobs_load_concurrently_without_interfering(staged, db):
     def load(cob):
         try:
             _load(plan, runs[cob], target)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=load, args=(c,)) for c in (COB2, COB)]
@@ -288,9 +292,7 @@ def test_two_cobs_load_concurrently_without_interfering(staged, db):
                       "WHERE entity_key <> -1 GROUP BY 1")  # fmt: skip
     assert versions and all(n == 1 and first == COB for _, n, first in versions)
     assert q(uri, "SELECT COUNT(*) FROM lcr.fact_lcr_deal WHERE entity_key = -1") == [(0,)]
-    assert {r[0] for r in q(uri, "SELECT DISTINCT cob_date FROM lcr.rpt_lcr_entity")} == {
-        COB, COB2
-    }
+    assert {r[0] for r in q(uri, "SELECT DISTINCT cob_date FROM lcr.rpt_lcr_entity")} == {COB, COB2}
 
 
 # ----------------------------------------------------------------------------- members
@@ -352,9 +354,7 @@ def _fact_names(uri):
                        "WHERE e.legal_entity = 'LE001' GROUP BY 1"))  # fmt: skip
 
 
-def test_scd2_keeps_history_corrects_in_place_and_repoints_late_loads(
-    staged, db, tmp_path, spark
-):
+def test_scd2_keeps_history_corrects_in_place_and_repoints_late_loads(staged, db, tmp_path, spark):
     plan, runs, data = staged
     uri, target = db
     end = dt.date(9999, 12, 31)
@@ -380,9 +380,7 @@ def test_scd2_keeps_history_corrects_in_place_and_repoints_late_loads(
                   "AND f.cob_date < e.valid_to) AND f.entity_key <> -1") == [(0,)]  # fmt: skip
 
 
-def test_scd2_out_of_order_load_splits_history_and_repoints_facts(
-    staged, db, tmp_path, spark
-):
+def test_scd2_out_of_order_load_splits_history_and_repoints_facts(staged, db, tmp_path, spark):
     plan, runs, data = staged
     uri, target = db
     end = dt.date(9999, 12, 31)
@@ -401,3 +399,22 @@ def test_scd2_out_of_order_load_splits_history_and_repoints_facts(
     _load(plan, runs[COB], target)
     assert _versions(uri) == [(original, COB, COB2, False), (original, COB2, end, True)]
     assert _fact_names(uri) == {COB: original, COB2: original}
+
+
+def test_an_airflow_postgres_connection_is_a_target(staged, db, monkeypatch):
+    """In a deployed DAG the warehouse is an Airflow connection id (here a postgres one)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from regflow.warehouse.targets import resolve_target
+
+    plan, runs, _ = staged
+    uri, _ = db
+    parts = urlsplit(uri)
+    socket_dir = parse_qs(parts.query)["host"][0]
+    conn = {"conn_type": "postgres", "host": socket_dir, "login": "postgres"}
+    conn["schema"] = parts.path.lstrip("/")
+    monkeypatch.setenv("AIRFLOW_CONN_WH_LOCAL", json.dumps(conn))
+    target = resolve_target("airflow://wh_local")
+    assert target.dialect.name == "postgresql"
+    _load(plan, runs[COB], target, method="upsert")
+    assert q(uri, "SELECT COUNT(*) FROM lcr.rpt_lcr_entity") == [(6,)]
