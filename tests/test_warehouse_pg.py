@@ -418,3 +418,25 @@ def test_an_airflow_postgres_connection_is_a_target(staged, db, monkeypatch):
     assert target.dialect.name == "postgresql"
     _load(plan, runs[COB], target, method="upsert")
     assert q(uri, "SELECT COUNT(*) FROM lcr.rpt_lcr_entity") == [(6,)]
+
+
+def test_warehouse_cli_queries_and_lists_the_star(staged, db, capsys):
+    from regflow.cli.main import main
+
+    plan, runs, _ = staged
+    uri, target = db
+    _load(plan, runs[COB], target)
+    assert main(["warehouse", "query", "SELECT legal_entity, lcr FROM lcr.rpt_lcr_entity "
+                 "ORDER BY 1", "--warehouse", uri]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["legal_entity", "lcr"]
+    assert [line.split()[0] for line in out[1:]] == ["GROUP", "LE001", "LE002", "LE003",
+                                                     "LE004", "LE005"]  # fmt: skip
+    # read-only: a write is refused and reported as a regflow error
+    assert main(["warehouse", "query", "DELETE FROM lcr.fact_lcr_deal", "--warehouse", uri]) == 1
+    assert "read-only" in capsys.readouterr().err
+    assert q(uri, "SELECT COUNT(*) > 0 FROM lcr.fact_lcr_deal") == [(True,)]
+    assert main(["warehouse", "info", "--warehouse", uri]) == 0
+    info = capsys.readouterr().out
+    assert "lcr.fact_lcr_deal  (table)" in info and "lcr.rpt_lcr_entity  (view)" in info
+    assert "last loads in lcr" in info and "***" not in uri  # nothing secret to mask here
