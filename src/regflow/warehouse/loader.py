@@ -327,7 +327,7 @@ def _raw_cursor(cur: Any) -> tuple[Any, bool]:
     """A psycopg cursor that takes ``$n`` placeholders as they are, when ``cur`` is psycopg's.
 
     psycopg caches the ``%s`` -> ``$n`` conversion only for statements up to 4 KB, and a
-    multi-row INSERT is ~100 KB: converting it again on every execute took 80% of a 50K-row
+    multi-row INSERT is tens of KB: converting it again on every execute took 80% of a 50K-row
     upsert (benchmarks/warehouse_load.py). Other drivers (redshift_connector) keep ``%s``.
     """
     try:
