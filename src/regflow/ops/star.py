@@ -31,6 +31,7 @@ Example (the LCR star)::
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -75,6 +76,21 @@ def friendly(name: str) -> str:
     return " ".join(words)
 
 
+# Business names (labels) become quoted SQL identifiers of the PowerBI views and TMDL names:
+# letters, digits, spaces and a few punctuation marks; never quotes or control characters.
+LABEL_PATTERN = r"^[A-Za-z0-9_ ()\-./&%#+]{1,127}$"
+_LABEL = re.compile(LABEL_PATTERN)
+
+
+def check_label(v: str | None) -> str | None:
+    if v is not None and not _LABEL.match(v):
+        raise ValueError(
+            f"label {v!r} may hold only letters, digits, spaces and _ ( ) - . / & % # + "
+            "(at most 127 characters)"
+        )
+    return v
+
+
 def _ident(v: str) -> str:
     return check_identifier(v, "table name")
 
@@ -105,6 +121,7 @@ class Dimension(OpParams):
     label: str | None = None
 
     _c = field_validator("key", "attributes")(classmethod(lambda cls, v: _cols(v)))
+    _l = field_validator("label")(classmethod(lambda cls, v: check_label(v)))
 
     @model_validator(mode="after")
     def _shape(self) -> Dimension:
@@ -153,6 +170,7 @@ class Fact(OpParams):
     label: str | None = None
 
     _c = field_validator("grain", "measures", "attributes")(classmethod(lambda cls, v: _cols(v)))
+    _l = field_validator("label")(classmethod(lambda cls, v: check_label(v)))
 
     @field_validator("date")
     @classmethod
@@ -196,6 +214,22 @@ class StarParams(OpParams):
     upsert_max_rows: int | None = Field(default=None, ge=0)
     labels: dict[str, str] = Field(default_factory=dict)
     powerbi_schema: str | None = None
+    string_lengths: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for label in v.values():
+            check_label(label)
+        return v
+
+    @field_validator("string_lengths")
+    @classmethod
+    def _lengths(cls, v: dict[str, int]) -> dict[str, int]:
+        for col, n in v.items():
+            if not 1 <= n <= 65535:
+                raise ValueError(f"string_lengths.{col}: {n} is not a VARCHAR length (1..65535)")
+        return v
 
     @field_validator("schema_", "powerbi_schema")
     @classmethod

@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from regflow.errors import ConfigError
+from regflow.ops.star import LABEL_PATTERN
 from regflow.spec.types import decimal_ps
 from regflow.warehouse.model import WColumn
 
-_SAFE_IDENT = re.compile(r"^[A-Za-z0-9_ ()\-./&%#+]{1,127}$")
+_SAFE_IDENT = re.compile(LABEL_PATTERN)
 
 
 class Dialect:
@@ -73,9 +74,12 @@ class Dialect:
             "double": "DOUBLE PRECISION",
         }[t]
 
+    def column_type(self, c: WColumn) -> str:
+        return self.type(c.type)
+
     def column_def(self, c: WColumn, *, sort: bool = False) -> str:
         null = " NOT NULL" if not c.nullable else ""
-        return f"{self.q(c.name)} {self.type(c.type)}{null}"
+        return f"{self.q(c.name)} {self.column_type(c)}{null}"
 
     def table_options(self, diststyle: str, distkey: str, sortkey: tuple[str, ...]) -> str:
         return ""
@@ -124,6 +128,11 @@ class Redshift(Dialect):
     def type(self, t: str) -> str:
         return {"double": "DOUBLE PRECISION", "timestamp": "TIMESTAMP"}.get(t) or super().type(t)
 
+    def column_type(self, c: WColumn) -> str:
+        if c.type == "string" and c.length:
+            return f"VARCHAR({c.length})"
+        return self.type(c.type)
+
     def encoding(self, c: WColumn, sort: bool) -> str:
         if sort:
             return "RAW"  # sort key columns compress badly and slow range-restricted scans
@@ -150,10 +159,9 @@ class Redshift(Dialect):
         return [f"CREATE OR REPLACE VIEW {qname} AS {select_sql} WITH NO SCHEMA BINDING"]
 
     def create_temp(self, name: str, columns: str) -> list[str]:
-        return [
-            f"DROP TABLE IF EXISTS {self.q(name)}",
-            f"CREATE TEMP TABLE {self.q(name)} ({columns})",
-        ]
+        # no DROP first: each load has its own session, and an unqualified DROP could hit a
+        # permanent table of the same name on the search path
+        return [f"CREATE TEMP TABLE {self.q(name)} ({columns})"]
 
 
 DIALECTS: dict[str, Dialect] = {"postgresql": Postgres(), "redshift": Redshift()}

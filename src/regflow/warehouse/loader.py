@@ -31,13 +31,15 @@ from regflow.warehouse.model import StarModel, Table, star_table_name
 from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql, require_iam_role
 from regflow.warehouse.targets import Target
 
-# Per table, batches up to this many rows go through multi-row INSERTs, larger ones through
-# COPY. Measured in benchmarks/warehouse_load.py (docs/benchmarks.md, section 4): on
-# PostgreSQL COPY wins from a few thousand rows on; Redshift's COPY has a fixed cost of
-# seconds (S3 listing, a cluster-wide commit), which the seed design's figures put the
-# break-even near 20K rows. The default suits both; `upsert_max_rows` overrides it.
-DEFAULT_UPSERT_MAX_ROWS = 20_000
+# `load: auto` upserts a batch whose every table has at most this many rows, and COPYs larger
+# ones; `upsert_max_rows:` on the star overrides it. The defaults come from measurements
+# (docs/benchmarks.md, section 4): on PostgreSQL the COPY path was faster at every size
+# measured (1K to 1M rows), so auto always COPYs there; on Redshift, where upserts run at
+# ~1.1K rows/s (the seed design: 50K rows by JDBC in 45 s) and a COPY costs a fixed few
+# seconds (S3 listing, a cluster commit) before its ~55K rows/s, the break-even is near 10K.
+DEFAULT_UPSERT_MAX_ROWS = {"postgresql": 0, "redshift": 10_000}
 COPY_BATCH_ROWS = 200_000
+UNIQUE_CHECK_MAX_ROWS = 50_000_000  # above, de-duplicate in SQL without a check in memory
 
 Fault = Callable[[str], None]
 
@@ -90,13 +92,17 @@ def staged_files(run: RunRef, node: str, table: str) -> list[Path]:
     return sorted(d.glob("*.parquet"))
 
 
-def choose_method(model: StarModel, rows: dict[str, int], method: str | None) -> str:
+def choose_method(
+    model: StarModel, rows: dict[str, int], method: str | None, dialect: str = "postgresql"
+) -> str:
     chosen = method or model.load
     if chosen not in ("auto", "copy", "upsert"):
         raise ConfigError(f"load method must be auto, copy or upsert, not '{chosen}'")
     if chosen != "auto":
         return chosen
-    limit = model.upsert_max_rows if model.upsert_max_rows is not None else DEFAULT_UPSERT_MAX_ROWS
+    limit = model.upsert_max_rows
+    if limit is None:
+        limit = DEFAULT_UPSERT_MAX_ROWS.get(dialect, 0)
     return "upsert" if max(rows.values(), default=0) <= limit else "copy"
 
 
@@ -128,7 +134,7 @@ class Loader:
             t.name: int(self.run.metadata(star_table_name(self.model.node, t.name))["rows"])
             for t in self.model.tables
         }
-        chosen = choose_method(self.model, rows, method)
+        chosen = choose_method(self.model, rows, method, self.d.name)
         report = LoadReport(
             self.model.pipeline,
             self.model.node,
@@ -152,8 +158,11 @@ class Loader:
         finally:
             with contextlib.suppress(Exception):  # closing a broken connection
                 conn.close()
-        if staged_s3 and self.s3 is not None:  # only after a commit: a retry may reuse them
-            self.s3.cleanup(staged_s3)
+        if staged_s3 and self.s3 is not None:  # only after a commit (a failed load keeps them)
+            try:
+                self.s3.cleanup(staged_s3)
+            except Exception as exc:
+                self.log(f"  warning: staged objects left on S3 after the load: {exc}")
         report.seconds = time.perf_counter() - t0
         self.log(f"  loaded {self.model.node} in {report.seconds:.1f}s")
         return report
@@ -203,7 +212,10 @@ class Loader:
         cur = conn.cursor()
         loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         try:
+            unique: set[str] = set()
             if self.d.name == "postgresql":
+                # before the first temp table: staging stays in memory, sorts too
+                self._exec(cur, "SET LOCAL temp_buffers = '512MB'")
                 self._exec(cur, "SET LOCAL work_mem = '256MB'")
             for t in self.model.tables:
                 for sql in S.create_staging(self.d, t):
@@ -214,12 +226,14 @@ class Loader:
                     self._copy(cur, t, staged_s3)
                 else:
                     self._upsert(cur, t)
+                if self.d.name == "postgresql" and t.kind == "fact" and self._unique(t):
+                    unique.add(t.name)
                 self.fault(f"staging:{t.name}")
             report.steps.append(
                 {"step": "staging", "seconds": round(time.perf_counter() - t_stage, 3)}
             )
             self.fault("staged")
-            for step in S.merge(self.d, self.model, self.cob, loaded_at):
+            for step in S.merge(self.d, self.model, self.cob, loaded_at, frozenset(unique)):
                 t1 = time.perf_counter()
                 if step.only_if:
                     self._exec(cur, step.only_if)
@@ -284,6 +298,25 @@ class Loader:
                     buf = io.BytesIO()
                     pacsv.write_csv(batch, buf, opts)
                     copy.write(buf.getbuffer())
+
+    def _unique(self, t: Table) -> bool:
+        """Whether the staged batch has one row per grain, checked here with pyarrow (the
+        rows pass through this process on PostgreSQL anyway): if so the merge needs no sort to
+        de-duplicate; if not, it keeps one row per key (ROW_NUMBER) and says so."""
+        import pyarrow.parquet as pq
+
+        files = staged_files(self.run, self.model.node, t.name)
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        if not files or rows > UNIQUE_CHECK_MAX_ROWS:
+            return False
+        keys = pq.ParquetDataset([str(f) for f in files]).read(columns=list(t.grain))
+        groups = keys.group_by(list(t.grain)).aggregate([]).num_rows
+        if groups != rows:
+            self.log(
+                f"  {t.name}: {rows - groups:,} duplicate row(s) on ({', '.join(t.grain)}); "
+                "keeping one per key"
+            )
+        return groups == rows
 
     def _upsert(self, cur: Any, t: Table) -> None:
         import pyarrow.parquet as pq

@@ -6,6 +6,7 @@ DDL and the PowerBI model for review without running anything.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class WColumn:
     role: str = ""  # key | natural_key | attribute | scd | hash | fk | kept | measure | audit
     label: str = ""
     hidden: bool = False  # hidden in the PowerBI model (keys, hashes, audit columns)
+    length: int | None = None  # strings: the Redshift VARCHAR length (bytes)
 
 
 @dataclass(frozen=True)
@@ -232,14 +234,14 @@ def _fact_table(name: str, f: Fact, p: StarParams, schema: Schema, dims: dict[st
     kept_cols = tuple(_col(schema, c, "kept", p.label(c), nullable=c not in f.grain) for c in kept)
     measures = tuple(_col(schema, c, "measure", p.label(c)) for c in f.measures)
     lineage = (WColumn("lineage_id", "bigint", role="audit", label="Lineage ID", hidden=True),)
-    flags = (
-        (
+    flags: tuple[WColumn, ...] = ()
+    if f.adjusted_flags:
+        flags = (
             WColumn("is_adjusted", "boolean", nullable=False, role="audit", label="Is Adjusted"),
-            WColumn("adjustment_rules", "string", role="audit", label="Adjustment Rules"),
-        )
-        if f.adjusted_flags
-        else ()
-    )
+            # comma-separated rule ids: room for many rules on one row
+            WColumn("adjustment_rules", "string", role="audit", label="Adjustment Rules",
+                    length=4096),
+        )  # fmt: skip
     ident = (
         WColumn("run_id", "string", nullable=False, role="audit", hidden=True),
         WColumn("spec_hash", "string", nullable=False, role="audit", hidden=True),
@@ -272,6 +274,21 @@ def _fact_table(name: str, f: Fact, p: StarParams, schema: Schema, dims: dict[st
     )
 
 
+def _sized(t: Table, lengths: dict[str, int]) -> Table:
+    """Apply ``string_lengths:`` (Redshift VARCHAR sizes, by column name) to a table."""
+    if not lengths:
+        return t
+
+    def size(c: WColumn) -> WColumn:
+        if c.type == "string" and c.name in lengths:
+            return dataclasses.replace(c, length=lengths[c.name])
+        return c
+
+    return dataclasses.replace(
+        t, columns=tuple(size(c) for c in t.columns), staged=tuple(size(c) for c in t.staged)
+    )
+
+
 def star_model(plan: Plan, node: PlanNode | str) -> StarModel:
     pn = plan.node(node) if isinstance(node, str) else node
     if pn.op != "star_schema":
@@ -288,7 +305,7 @@ def star_model(plan: Plan, node: PlanNode | str) -> StarModel:
     facts = [_fact_table(name, f, p, plan.schema_of(f.from_), dims) for name, f in p.facts.items()]
     date_name = p.date_dimension
     ordered = [dims[date_name], *(t for n, t in dims.items() if n != date_name)]
-    tables = (*ordered, *facts)
+    tables = tuple(_sized(t, p.string_lengths) for t in (*ordered, *facts))
     names = [t.name for t in tables]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
