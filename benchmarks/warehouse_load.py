@@ -485,7 +485,11 @@ def main() -> int:
         copy = bench_copy(wh, model, runs[args.rows], args.rows, args.reps)
         upsert = bench_upsert(wh, model, runs[args.upsert_rows], args.upsert_rows, args.upsert_reps)
         threshold = bench_threshold(
-            wh, model, {n: runs[n] for n in sizes}, args.threshold_reps, DEFAULT_UPSERT_MAX_ROWS
+            wh,
+            model,
+            {n: runs[n] for n in sizes},
+            args.threshold_reps,
+            DEFAULT_UPSERT_MAX_ROWS["postgresql"],
         )
     finally:
         wh.stop()
