@@ -105,3 +105,31 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+def lcr_calculation_spec(work: Path) -> Path:
+    """``pipelines/lcr.yaml`` without its warehouse star (``lcr_star``), in a project copy.
+
+    The calculation benchmarks compare regflow with hand-written jobs that compute the LCR
+    figures and nothing else; the star (and the deal-level output it makes ``weigh`` persist)
+    is measured on its own in ``warehouse_load.py``.
+    """
+    import shutil
+
+    project = work / "lcr-project"
+    if project.exists():
+        shutil.rmtree(project)
+    (project / "pipelines").mkdir(parents=True)
+    shutil.copytree(PROJECT_DIR / "pipelines" / "reference", project / "pipelines" / "reference")
+    shutil.copytree(
+        PROJECT_DIR / "operators",
+        project / "operators",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    text = (PROJECT_DIR / "pipelines" / "lcr.yaml").read_text()
+    cut = text.find("\n  - id: lcr_star")
+    if cut < 0:
+        raise SystemExit("pipelines/lcr.yaml has no lcr_star node to strip")
+    spec = project / "pipelines" / "lcr.yaml"
+    spec.write_text(text[: cut + 1])
+    return spec
