@@ -446,17 +446,18 @@ def test_adjust_nodes_are_wired_in(spliced):
     assert {n.id for n in plan.nodes} - set(adjust) == {n.id for n in base.nodes}
     for n in base.nodes:
         assert plan.node(n.id).schema == n.schema
-    # stages: the same two tasks; row-wise adjust nodes join the chain they sit in
-    assert (
-        [s.id for s in plan.stages]
-        == [s.id for s in base.stages]
-        == [
-            "entity_buckets",
-            "entity_lcr",
-        ]
-    )
-    eb, el = plan.stages
-    assert eb.nodes == (
+    # stages: the same tasks; row-wise adjust nodes join the chain they sit in (the deal stage
+    # ends at weigh's adjustments, which the warehouse star reads)
+    assert [s.id for s in base.stages] == ["weigh", "entity_buckets", "entity_lcr", "lcr_star"]
+    assert [s.id for s in plan.stages] == [
+        "weigh__adjusted",
+        "entity_buckets",
+        "entity_lcr",
+        "lcr_star",
+    ]
+    deal, eb, el, _star = plan.stages
+    assert eb.nodes == ("entity_buckets",)
+    assert deal.nodes == (
         "deals_fx",
         "deals_usd",
         "classify",
@@ -465,7 +466,6 @@ def test_adjust_nodes_are_wired_in(spliced):
         "weigh__adjusted_before",
         "weigh",
         "weigh__adjusted",
-        "entity_buckets",
     )
     assert el.nodes == ("entity_buckets__adjusted", "entity_lcr")
     assert el.inputs == ("entity_buckets",) and el.upstream == ("entity_buckets",)
@@ -502,7 +502,7 @@ def test_changing_a_rule_changes_the_hashes_downstream_only(spliced):
     assert after.adjustment_set_hash != before.adjustment_set_hash
     assert after.data_hash != before.data_hash
     changed = {n.id for n in after.nodes if n.data_hash != before.node(n.id).data_hash}
-    assert changed == {"entity_buckets__adjusted", "entity_lcr"}
+    assert changed == {"entity_buckets__adjusted", "entity_lcr", "lcr_star"}
     # the same rules again give the same hashes (stable, not random)
     f.write_text(f.read_text().replace("value: 500000000", "value: 250000000"))
     again = build_plan(spec, folder)
@@ -564,15 +564,19 @@ def test_the_airflow_dag_shows_the_rules_of_each_stage(spliced, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     tasks = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert sorted(tasks) == ["entity_buckets", "entity_lcr", "publish"]
-    eb, el = tasks["entity_buckets"], tasks["entity_lcr"]
+    # the deal stage's task is 'weigh' with or without rules spliced at its end
+    assert sorted(tasks) == [
+        "entity_buckets", "entity_lcr", "lcr_star", "load_lcr_star", "publish", "weigh"
+    ]  # fmt: skip
+    eb, el = tasks["weigh"], tasks["entity_lcr"]
     for rid in ("ADJ-2026-0001", "ADJ-2026-0002", "ADJ-2026-0004"):
         assert f"`{rid}`" in eb["doc"]
         assert rid in eb["label"]
         assert rid not in el["doc"] and rid not in el["label"]
     assert "`ADJ-2026-0003`" in el["doc"] and "ADJ-2026-0003" in el["label"]
     assert "ADJ-2026-0003" not in eb["doc"] and "ADJ-2026-0003" not in eb["label"]
-    assert eb["label"].startswith("entity_buckets") and el["label"].startswith("entity_lcr")
+    assert eb["label"].startswith("weigh") and el["label"].startswith("entity_lcr")
+    assert "ADJ-" not in tasks["entity_buckets"]["label"]
     # the docs list the adjust nodes among the stage's nodes, and where each rule applies
     assert "`classify__adjusted`" in eb["doc"] and "`weigh__adjusted_before`" in eb["doc"]
     assert "`entity_buckets__adjusted`" in el["doc"]

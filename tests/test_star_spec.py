@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import textwrap
 from pathlib import Path
@@ -181,8 +182,16 @@ def test_auto_picks_upsert_for_small_batches():
     from regflow.warehouse.model import star_model
 
     m = star_model(compile_file(ROOT / "pipelines" / "lcr.yaml"), "lcr_star")
-    assert choose_method(m, {"a": 10, "b": DEFAULT_UPSERT_MAX_ROWS}, None) == "upsert"
-    assert choose_method(m, {"a": 10, "b": DEFAULT_UPSERT_MAX_ROWS + 1}, None) == "copy"
+    limit = DEFAULT_UPSERT_MAX_ROWS["redshift"]
+    assert choose_method(m, {"a": 10, "b": limit}, None, "redshift") == "upsert"
+    assert choose_method(m, {"a": 10, "b": limit + 1}, None, "redshift") == "copy"
+    # on PostgreSQL COPY measured faster at every size: auto always copies
+    assert DEFAULT_UPSERT_MAX_ROWS["postgresql"] == 0
+    assert choose_method(m, {"a": 10}, None, "postgresql") == "copy"
+    assert choose_method(m, {"a": 10}, "upsert", "postgresql") == "upsert"
+    # the star's own threshold wins
+    m2 = dataclasses.replace(m, upsert_max_rows=100)
+    assert choose_method(m2, {"a": 100}, None, "postgresql") == "upsert"
     assert choose_method(m, {"a": 10}, "copy") == "copy"
     with pytest.raises(ConfigError):
         choose_method(m, {"a": 1}, "bulk")

@@ -22,6 +22,13 @@ def _param(default: Any) -> Param:
     return Param(None if default is None else str(default), type=["null", "string"])
 
 
+def task_id_of(stage_id: str) -> str:
+    """A stage's Airflow task id: the stage id, without the ``__adjusted`` suffix a stage gets
+    when adjustment rules are spliced at its end, so adding a rule never renames a task (and
+    its history in the Airflow UI)."""
+    return stage_id.removesuffix("__adjusted")
+
+
 def build_dag(plan: Plan) -> DAG:
     params: dict[str, Any] = {
         "cob": Param(
@@ -47,7 +54,7 @@ def build_dag(plan: Plan) -> DAG:
     tasks = {}
     for stage in plan.stages:
         tasks[stage.id] = PythonOperator(
-            task_id=stage.id,
+            task_id=task_id_of(stage.id),
             dag=dag,
             python_callable=_run_stage_task,
             op_kwargs={
