@@ -3,9 +3,10 @@
 Both sides run in one process on the same SparkSession (``regflow.runtime.session.get_spark``,
 ``local[*]``):
 
-* ``regflow``: every stage of ``pipelines/lcr.yaml`` in order with
-  ``regflow.runtime.executor.run_stage`` (lineage ids, lineage checkpoints, duplicate checks,
-  metadata, atomic promotion), each repetition into a new run id;
+* ``regflow``: every stage of ``pipelines/lcr.yaml`` without its warehouse star
+  (``_common.lcr_calculation_spec``) in order with ``regflow.runtime.executor.run_stage``
+  (lineage ids, lineage checkpoints, duplicate checks, metadata, atomic promotion), each
+  repetition into a new run id;
 * ``hand-written``: ``benchmarks/lcr_handwritten.py`` (one Spark plan, no lineage), writing
   its result to Parquet.
 
@@ -15,9 +16,10 @@ must agree (amounts within 0.01, lcr within 1e-9 relative), and also agree with 
 independent exact oracle in ``tests/lcr_reference.py``; any disagreement fails the run.
 
 Then one more, instrumented regflow run attributes its time to the parts of the runtime
-(Spark jobs of each write, duplicate-id checks, lookup checks in ``join``, source reads,
-row counts and metadata), and ``--experiments`` re-runs regflow with candidate fixes
-patched in (this process only, nothing under ``src/`` is changed) to measure what they save.
+(Spark jobs of each write, checkpoint clustering, duplicate-id checks, lookup checks in
+``join``, source reads, row counts and metadata), and ``--experiments`` re-runs regflow with
+parts of the runtime switched to their alternatives (this process only, nothing under
+``src/`` is changed) to measure what they cost or save.
 
 Run: ``.venv/bin/python benchmarks/lineage_overhead.py`` (about 6-7 minutes with the
 experiments). Writes ``benchmarks/results/lineage_overhead.json``.
@@ -40,7 +42,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DIR, PROJECT_DIR, fresh_dir, print_table, summary, write_result
+from _common import (
+    BENCH_DIR,
+    PROJECT_DIR,
+    fresh_dir,
+    lcr_calculation_spec,
+    print_table,
+    summary,
+    write_result,
+)
 
 COB = date(2026, 3, 31)
 DEALS = 1_000_000
@@ -68,11 +78,11 @@ def quiet(_: str) -> None:
 
 # --------------------------------------------------------------------------- the two sides
 class Bench:
-    def __init__(self, work: Path, data_root: Path, spark: Any):
+    def __init__(self, work: Path, data_root: Path, spark: Any, spec: Path = SPEC):
         from regflow.plan.compiler import compile_file
 
         self.work, self.data_root, self.spark = work, data_root, spark
-        self.plan = compile_file(SPEC)
+        self.plan = compile_file(spec)
         self.storage = work / "storage"
         self.runs = 0
         self.reference: Any = None  # the hand-written result, once known
@@ -192,13 +202,15 @@ def oracle(data_root: Path) -> Any | None:
     return compute_lcr_reference(data_root, COB)
 
 
-def fixed_overhead(work: Path, spark: Any, deals: int, reps: int) -> dict[str, Any]:
+def fixed_overhead(
+    work: Path, spark: Any, deals: int, reps: int, spec: Path = SPEC
+) -> dict[str, Any]:
     """Both sides on a tiny input: what a run costs regardless of the data volume."""
     from regflow.demo.data import generate_demo_data
 
     data_root = work / "data_small"
     generate_demo_data(data_root, cob=COB, deals=deals, entities=ENTITIES, seed=SEED)
-    bench = Bench(work / "small", data_root, spark)
+    bench = Bench(work / "small", data_root, spark, spec)
     bench.work.mkdir(exist_ok=True)
     times: dict[str, list[float]] = {"regflow": [], "handwritten": []}
     cpu: dict[str, list[float]] = {"regflow": [], "handwritten": []}
@@ -284,7 +296,7 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
 
     t = Timers()
     impls = dict(builtin_ops.BUILTIN_IMPLS)
-    timed_impls = {k: t.wrap(f"op {k} (eager lookup checks)", v) for k, v in impls.items()}
+    timed_impls = {k: t.wrap(f"op {k} (plan, lookup checks)", v) for k, v in impls.items()}
     orig_parquet = DataFrameWriter.parquet
 
     def write_parquet(self: Any, path: str, *a: Any, **kw: Any) -> Any:
@@ -296,7 +308,25 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
         stack.enter_context(patched(DataFrameWriter, "parquet", write_parquet))
         stack.enter_context(patched(builtin_ops, "BUILTIN_IMPLS", timed_impls))
         stack.enter_context(
-            patched(executor, "duplicate_ids", t.wrap("duplicate-id check", executor.duplicate_ids))
+            patched(
+                executor,
+                "duplicate_ids",
+                t.wrap("duplicate-id check (Spark)", executor.duplicate_ids),
+            )
+        )
+        stack.enter_context(
+            patched(
+                executor,
+                "stored_duplicate_ids",
+                t.wrap("duplicate-id check (pyarrow)", executor.stored_duplicate_ids),
+            )
+        )
+        stack.enter_context(
+            patched(
+                executor,
+                "cluster_parquet",
+                t.wrap("checkpoint clustering (pyarrow)", executor.cluster_parquet),
+            )
         )
         stack.enter_context(
             patched(
@@ -329,48 +359,27 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- experiments
 def experiments(bench: Bench, reps: int) -> dict[str, Any]:
-    """regflow with candidate fixes patched in (this process only), ``reps`` runs each.
+    """regflow with parts of the runtime switched (this process only), ``reps`` runs each.
 
-    * ``checkpoint_unclustered``: lineage checkpoints written as the stage produces them;
-    * ``no_checkpoint_dup_check``: no duplicate-id pass over the lineage checkpoints (the ids
-      are the aggregate's input rows' ids; see the notes in docs/benchmarks.md);
-    * ``classify_single_pass``: the built-in ``classify`` evaluating its rule chain once per
-      row (see :func:`classify_single_pass`);
-    * ``all``: the three together.
-
-    The checkpoint layout is patched through ``executor.clustered`` (the runtime's helper) or,
-    in runtimes without it, through ``DataFrame.orderBy`` (then used only for checkpoints).
+    * ``baseline``: the runtime as is;
+    * ``checkpoint_clustered_by_spark``: lineage checkpoints laid out by a Spark hash
+      repartition and sort (the runtime's path for checkpoints too large for the driver)
+      instead of the driver-side pyarrow sort;
+    * ``checkpoint_unclustered``: no clustering at all (not a valid layout: the lower bound
+      of what the layout costs);
+    * ``checks_by_spark``: duplicate-id checks as Spark jobs over the re-read output (the
+      runtime's path for outputs too large for the driver) instead of pyarrow.
     """
-    from pyspark.sql.classic.dataframe import DataFrame
+    from regflow.runtime import executor
 
-    from regflow.runtime import builtin_ops, executor
+    def const(value: Any) -> Callable[[Any], Any]:
+        return lambda orig: value
 
-    def as_is(df: Any, keys: Any) -> Any:
-        return df
-
-    def layout(fn: Callable[[Any, Any], Any]) -> tuple[Any, str, Callable[[Any], Any]]:
-        if hasattr(executor, "clustered"):
-            return executor, "clustered", lambda orig: fn
-        return DataFrame, "orderBy", lambda orig: lambda self, *cols, **kw: fn(self, cols)
-
-    def no_ckpt_dup(orig: Callable[..., Any]) -> Callable[..., Any]:
-        def dup(df: Any, limit: int = 5) -> list[int]:
-            return [] if _reads_checkpoint(df) else orig(df, limit)
-
-        return dup
-
-    no_dup = (executor, "duplicate_ids", no_ckpt_dup)
-    one_pass = (
-        builtin_ops,
-        "BUILTIN_IMPLS",
-        lambda orig: {**orig, "classify": classify_single_pass},
-    )
     variants: dict[str, list[tuple[Any, str, Callable[[Any], Any]]]] = {
         "baseline": [],
-        "checkpoint_unclustered": [layout(as_is)],
-        "no_checkpoint_dup_check": [no_dup],
-        "classify_single_pass": [one_pass],
-        "all": [layout(as_is), no_dup, one_pass],
+        "checkpoint_clustered_by_spark": [(executor, "LOCAL_CLUSTER_MAX_ROWS", const(0))],
+        "checkpoint_unclustered": [(executor, "cluster_parquet", const(lambda folder, keys: True))],
+        "checks_by_spark": [(executor, "LOCAL_CHECK_MAX_ROWS", const(0))],
     }
     out: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -397,61 +406,6 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
     }
 
 
-def classify_single_pass(inputs: list[Any], p: Any, ctx: Any) -> Any:
-    """The built-in ``classify`` with its rule chain evaluated once per row (a proposed patch).
-
-    The runtime builds two CASE chains (value and rule id) and checks ``on_no_match: error``
-    with a ``raise_error`` filter on the rule column; Spark's optimizer pushes that filter
-    below the projection and substitutes the chain into it, so all conditions are evaluated
-    again for every row. Here one chain yields the rule id, raising from its ELSE branch, and
-    the value is looked up from the rule id in a literal map.
-    """
-    from pyspark.sql import functions as F
-
-    from regflow.runtime.builtin_ops import node_tag
-    from regflow.runtime.sources import spark_type
-
-    typ = spark_type(p.type)
-    ids = [r.id or f"#{i + 1}" for i, r in enumerate(p.rules)]
-    rule: Any = None
-    for rid, r in zip(ids, p.rules, strict=True):
-        cond = F.expr(r.when)
-        rule = F.when(cond, F.lit(rid)) if rule is None else rule.when(cond, F.lit(rid))
-    if p.on_no_match == "error":
-        msg = F.concat(
-            F.lit(f"{node_tag(ctx.node)} no classify rule matches the row with lineage id "),
-            F.col("_lineage_id").cast("string"),
-            F.lit("; add a rule or a default, or set on_no_match: default"),
-        )
-        rule = rule.otherwise(F.raise_error(msg).cast("string"))
-    else:
-        rule = rule.otherwise(F.lit(None).cast("string"))
-    values = F.create_map(
-        *[
-            x
-            for rid, r in zip(ids, p.rules, strict=True)
-            for x in (F.lit(rid), F.lit(r.value).cast(typ))
-        ]
-    )
-    tmp = "__regflow_rule"
-    df = inputs[0].withColumn(tmp, rule)
-    value = values[F.col(tmp)]
-    if p.on_no_match != "error":
-        value = F.when(F.col(tmp).isNull(), F.lit(p.default).cast(typ)).otherwise(value)
-    df = df.withColumn(p.output, value)
-    if p.rule_column:
-        df = df.withColumn(p.rule_column, F.col(tmp))
-    return df.drop(tmp)
-
-
-def _reads_checkpoint(df: Any) -> bool:
-    """Is ``df`` a lineage checkpoint just written (read back from its temporary dir)?"""
-    try:
-        return any(".lineage.tmp-" in p for p in df.inputFiles())
-    except Exception:
-        return False
-
-
 # --------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -474,6 +428,7 @@ def main() -> None:
     from regflow.runtime.session import get_spark
 
     work = fresh_dir("lineage_overhead")
+    spec = lcr_calculation_spec(work)
     data_root = work / "data"
     t0 = time.perf_counter()
     generate_demo_data(data_root, cob=COB, deals=args.deals, entities=ENTITIES, seed=SEED)
@@ -491,7 +446,7 @@ def main() -> None:
         f"{spark.sparkContext.defaultParallelism} cores)",
         flush=True,
     )
-    bench = Bench(work, data_root, spark)
+    bench = Bench(work, data_root, spark, spec)
 
     w_rf, df_rf, _ = bench.regflow()
     w_hw, df_hw = bench.handwritten()
@@ -577,7 +532,7 @@ def main() -> None:
         f"{ratio_min:.2f}x on the mins, {cpu_rf / cpu_hw:.2f}x on CPU time"
     )
 
-    small = fixed_overhead(work, spark, args.small_deals, args.reps)
+    small = fixed_overhead(work, spark, args.small_deals, args.reps, spec)
     print(f"\nfixed cost per run, measured on {args.small_deals:,} deals (wall seconds)")
     print_table(
         ["side", "wall median", "CPU median", "Spark jobs"],
@@ -655,7 +610,7 @@ def main() -> None:
                 "repetitions": args.reps,
                 "spark_master": spark.sparkContext.master,
                 "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
-                "spec": str(SPEC.relative_to(PROJECT_DIR)),
+                "spec": f"{SPEC.relative_to(PROJECT_DIR)} without the lcr_star node",
             },
             "seconds": {
                 "regflow": summary(times["regflow"]),

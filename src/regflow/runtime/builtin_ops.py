@@ -174,6 +174,8 @@ def classify(inputs: list[DataFrame], p: ClassifyParams, ctx: OpContext) -> Data
     for i, r in enumerate(p.rules):
         cond, pos = F.expr(r.when), F.lit(i)
         chain = F.when(cond, pos) if chain is None else chain.when(cond, pos)
+    values = [F.lit(r.value).cast(typ) for r in p.rules]
+    ids = [F.lit(r.id or f"#{i + 1}") for i, r in enumerate(p.rules)]
     if p.on_no_match == "error":
         msg = F.concat(
             F.lit(f"{node_tag(ctx.node)} no classify rule matches the row with lineage id "),
@@ -181,20 +183,24 @@ def classify(inputs: list[DataFrame], p: ClassifyParams, ctx: OpContext) -> Data
             F.lit("; add a rule or a default, or set on_no_match: default"),
         )
         chain = chain.otherwise(F.raise_error(msg).cast("int"))
-    else:
-        chain = chain.otherwise(F.lit(None).cast("int"))
+    else:  # one position past the rules: the default, and no rule id
+        chain = chain.otherwise(F.lit(len(p.rules)))
+        values.append(F.lit(p.default).cast(typ))
+        ids.append(F.lit(None).cast("string"))
     tmp = "__regflow_rule"
-    df = df.withColumn(tmp, chain)
-    pos = F.col(tmp)
-    values = F.array(*[F.lit(r.value).cast(typ) for r in p.rules])
-    value = values[pos]
-    if p.on_no_match != "error":
-        value = F.when(pos.isNull(), F.lit(p.default).cast(typ)).otherwise(value)
-    df = df.withColumn(p.output, value)
+    staged = df.withColumn(tmp, chain)
+    # The position is never null nor out of range (Spark 4's generated code for an array
+    # lookup at a null position fails or returns the wrong element).
+    new = {p.output: F.array(*values)[F.col(tmp)]}
     if p.rule_column:
-        ids = F.array(*[F.lit(r.id or f"#{i + 1}") for i, r in enumerate(p.rules)])
-        df = df.withColumn(p.rule_column, ids[pos])
-    return df.drop(tmp)
+        new[p.rule_column] = F.array(*ids)[F.col(tmp)]
+    # as withColumn would place them, in one projection
+    cols = [new.pop(c).alias(c) if c in new else F.col(_quoted(c)) for c in df.columns]
+    return staged.select(*cols, *[v.alias(k) for k, v in new.items()])
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def union(inputs: list[DataFrame], p: UnionParams, ctx: OpContext) -> DataFrame:

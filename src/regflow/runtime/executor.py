@@ -35,6 +35,7 @@ from regflow.runtime import builtin_ops, progress
 from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
+    cluster_parquet,
     duplicate_ids,
     foreign_ids,
     require_lineage_column,
@@ -57,6 +58,12 @@ _NODE_TAG = re.compile(r"\[regflow:node=([a-z0-9_]+)\]\s*([^\n]*)")
 # Written data up to this many rows is checked for lineage ids on the driver, with pyarrow
 # (8 bytes an id); larger outputs are checked by a Spark job.
 LOCAL_CHECK_MAX_ROWS = 20_000_000
+# Lineage checkpoints up to this many rows and bytes of Parquet are clustered on the driver
+# (see StageRunner._cluster).
+LOCAL_CLUSTER_MAX_ROWS = 4_000_000
+# Stored inputs up to this many rows are read as one partition (see _one_partition_if_small).
+SMALL_INPUT_ROWS = 100_000
+LOCAL_CLUSTER_MAX_BYTES = 256 << 20
 _LOCAL_ID_TYPES = frozenset({"long", "integer", "short", "byte", "string"})
 
 # Built-in ops that keep every column of their main input (so audit columns ride along).
@@ -137,8 +144,9 @@ class StageRunner:
         self.run_meta = run_meta or {}
         self.log = log
         self.frames: dict[str, DataFrame] = {}
-        # frames that are stored data read back as is: name -> its folder
+        # frames that are stored data read back as is: name -> its folder, and its rows
         self.stored: dict[str, Path] = {}
+        self.stored_rows: dict[str, int] = {}
         self.pending: dict[str, PendingAudit] = {}
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
 
@@ -165,20 +173,30 @@ class StageRunner:
                     cob=self.run.cob,
                 )
             df = self._read_stored(source_run, name)
-            self.stored[name] = source_run.node_dir(name)
         self.frames[name] = df
         return df
 
     def _read_stored(self, run: RunRef, name: str) -> DataFrame:
         """An upstream output, read with the schema its metadata records: Spark then runs
         no job to infer it from the files."""
-        path = str(run.node_dir(name))
+        path = run.node_dir(name)
+        self.stored[name] = path
         try:
-            fields = run.metadata(name)["schema"]
-            ddl = ", ".join(f"`{n.replace('`', '``')}` {t}" for n, t in fields)
-            return self.spark.read.schema(ddl).parquet(path)
+            meta = run.metadata(name)
+            self.stored_rows[name] = int(meta["rows"])
+            ddl = ", ".join(f"`{n.replace('`', '``')}` {t}" for n, t in meta["schema"])
+            return self.spark.read.schema(ddl).parquet(str(path))
         except Exception:  # metadata without a usable schema: let Spark infer it
-            return self.spark.read.parquet(path)
+            return self.spark.read.parquet(str(path))
+
+    def _one_partition_if_small(self, node: PlanNode, inputs: list[DataFrame]) -> list[DataFrame]:
+        """A node whose inputs are all small stored outputs (at most ``SMALL_INPUT_ROWS``
+        rows) gets them as one partition each: Spark then plans its aggregations without a
+        shuffle, which on a few rows is all cost (a job each) and no use."""
+        rows = [self.stored_rows.get(i) for i in node.inputs]
+        if not rows or any(r is None or r > SMALL_INPUT_ROWS for r in rows):
+            return inputs
+        return [df.coalesce(1) for df in inputs]
 
     # ------------------------------------------------------------------ errors
     @contextmanager
@@ -243,6 +261,7 @@ class StageRunner:
             with self._boundary(node.id, user_code=False):
                 run_star(self, node, dict(zip(node.inputs, inputs, strict=True)))
             return
+        inputs = self._one_partition_if_small(node, inputs)
         params = op.params.model_validate(node.params)
         ctx = self._ctx(node)
         custom = op.func is not None
@@ -263,9 +282,10 @@ class StageRunner:
                 ckpt = self._write(
                     node,
                     f"{node.id}.lineage",
-                    clustered(contrib, params.group_by),
+                    contrib,
                     kind="lineage",
                     keys=[*params.group_by, LINEAGE_COLUMN],
+                    cluster_by=params.group_by,
                 )
                 for c in carried:  # read the audits back from the checkpoint: no second pass
                     self._store_audit(self.pending.pop(c), ckpt)
@@ -443,7 +463,7 @@ class StageRunner:
         """
         import pyarrow.parquet as pq
 
-        by = list(node.params.get("rollup_by") or [])
+        by = _rollup_by(node)
         rows = (
             pq.ParquetDataset([str(f) for f in _parquet_files(written)], partitioning=None)
             .read(columns=[*by, LINEAGE_COLUMN])
@@ -485,7 +505,7 @@ class StageRunner:
     def _verify_custom_spark(self, node: PlanNode, inp: DataFrame, out: DataFrame) -> None:
         new = out
         if node.lineage == "rollup":
-            by = node.params.get("rollup_by") or []
+            by = _rollup_by(node)
             new = out.where(out[LINEAGE_COLUMN] != rollup_lineage_id(node.id, by))
         bad = foreign_ids(new, inp)
         if bad:
@@ -506,9 +526,10 @@ class StageRunner:
         self._store(
             node,
             f"{node.id}.lineage",
-            clustered(members, by),
+            members,
             kind="lineage",
             keys=[*by, LINEAGE_COLUMN],
+            cluster_by=by,
         )
 
     # ------------------------------------------------------------------ writes
@@ -516,6 +537,7 @@ class StageRunner:
         """Store ``df`` as ``name`` and return the stored data, for what comes next."""
         self._store(node, name, df, **kw)
         self.stored[name] = self.run.node_dir(name)
+        self.stored_rows[name] = int(self.run.metadata(name)["rows"])
         # The schema is known: passing it saves the job Spark would run to infer it.
         return self.spark.read.schema(df.schema).parquet(str(self.run.node_dir(name)))
 
@@ -530,12 +552,20 @@ class StageRunner:
         unique_ids: bool = True,
         summarize: Callable[[Path], dict[str, Any]] | None = None,
         verify: Callable[[Path, int], None] | None = None,
+        cluster_by: Sequence[str] = (),
     ) -> None:
+        """Write ``df`` as ``name``: checked, with metadata, promoted atomically.
+
+        ``cluster_by``: store each group's rows in one file, sorted by the group key then
+        the lineage id (the layout of lineage checkpoints).
+        """
         t0 = time.perf_counter()
         final = self.run.node_dir(name)
         tmp = new_temp_dir(final)
         try:
             df.write.mode("overwrite").parquet(str(tmp))
+            if cluster_by:
+                tmp = self._cluster(tmp, final, cluster_by, df)
             rows = _parquet_rows(tmp)
             if verify is not None:
                 verify(tmp, rows)
@@ -553,6 +583,30 @@ class StageRunner:
         seconds = time.perf_counter() - t0
         self.report.outputs.append(OutputReport(name, kind, rows, round(seconds, 3), str(final)))
         self.log(f"  wrote {name}: {rows:,} rows in {seconds:.1f}s")
+
+    def _cluster(self, written: Path, final: Path, keys: Sequence[str], df: DataFrame) -> Path:
+        """Lay the just-written data out as :func:`clustered` does; returns its folder.
+
+        Data that fits the driver is sorted there with pyarrow, in place: much cheaper than
+        a Spark shuffle and sort of every row before the write. Larger data (or key types
+        that cannot be sorted exactly like Spark there) is re-written by Spark.
+        """
+        files = _parquet_files(written)
+        small = (
+            _parquet_rows(written) <= LOCAL_CLUSTER_MAX_ROWS
+            and sum(f.stat().st_size for f in files) <= LOCAL_CLUSTER_MAX_BYTES
+        )
+        if small and cluster_parquet(written, keys):
+            return written
+        again = new_temp_dir(final)
+        try:
+            stored = self.spark.read.schema(df.schema).parquet(str(written))
+            clustered(stored, keys).write.mode("overwrite").parquet(str(again))
+        except BaseException:
+            discard(again)
+            raise
+        discard(written)
+        return again
 
     def _written_duplicates(self, written: Path, rows: int, df: DataFrame) -> list[Any]:
         """Lineage ids occurring more than once in the just-written ``df``.
@@ -639,6 +693,12 @@ def clustered(df: DataFrame, keys: Sequence[str]) -> DataFrame:
     if not keys:
         return df
     return df.repartition(*keys).sortWithinPartitions(*keys, LINEAGE_COLUMN)
+
+
+def _rollup_by(node: PlanNode) -> list[str]:
+    """A rollup op's ``rollup_by``, defaults included (as its checkpoint was written)."""
+    params = registry.get(node.op).params.model_validate(node.params)
+    return list(getattr(params, "rollup_by", []) or [])
 
 
 def _parquet_files(path: Path) -> list[Path]:

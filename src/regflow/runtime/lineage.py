@@ -45,14 +45,21 @@ def add_rollup(
 
     aggs = [F.sum(F.col(c)).alias(c) for c in sums]
     totals = df.groupBy(*by).agg(*aggs)
-    for col, value in labels.items():
-        totals = totals.withColumn(col, F.lit(value))
-    totals = totals.withColumn(LINEAGE_COLUMN, rollup_lineage_id(node, by))
-    for field in df.schema.fields:
-        if field.name not in totals.columns:
-            totals = totals.withColumn(field.name, F.lit(None).cast(field.dataType))
-    totals = totals.select(*[F.col(f.name).cast(f.dataType) for f in df.schema.fields])
-    return df.unionByName(totals)
+    if labels:
+        totals = totals.select(
+            *[F.col(c) for c in totals.columns if c not in labels],
+            *[F.lit(v).alias(k) for k, v in labels.items()],
+        )
+    have = set(totals.columns)
+    # one projection (each DataFrame step costs Spark an analysis of the whole plan)
+    cols = []
+    for f in df.schema.fields:
+        if f.name == LINEAGE_COLUMN:
+            c = rollup_lineage_id(node, by)
+        else:
+            c = F.col(f.name) if f.name in have else F.lit(None)
+        cols.append(c.cast(f.dataType).alias(f.name))
+    return df.unionByName(totals.select(*cols))
 
 
 def rollup_lineage_id(node: str, by: Sequence[str]) -> Column:
@@ -129,3 +136,123 @@ def stored_foreign_ids(out_ids: Any, inp_ids: Any) -> Any:
     import pyarrow.compute as pc
 
     return pc.invert(pc.is_in(out_ids, value_set=inp_ids.combine_chunks(), skip_nulls=False))
+
+
+def cluster_parquet(folder: Path, keys: Sequence[str], *, row_group_rows: int = 131_072) -> bool:
+    """Rewrite the Parquet files in ``folder`` sorted by ``keys``, then lineage id; a group's
+    rows are contiguous and in one file.
+
+    The order is Spark's ascending order (nulls first, strings and binary by their bytes).
+    Runs on the driver with pyarrow and numpy (integer ranks, radix sorts), writing a file
+    per core in parallel: for narrow data of a few million rows, a fraction of the cost of
+    a Spark shuffle and sort.
+
+    Returns False, changing nothing, when a key or the lineage id has a type (or nulls)
+    this does not order exactly like Spark (e.g. floating-point keys: -0.0 and 0.0 are one
+    value to Spark); the caller then sorts with Spark.
+    """
+    import os
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return True
+    table = pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
+    lid = table.column(LINEAGE_COLUMN)
+    if not pa.types.is_integer(lid.type) or lid.null_count:
+        return False
+    if not all(_rankable(table.schema.field(k).type) for k in keys):
+        return False
+    order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
+    # About one file per core (of at least 250k rows), cut only where a group starts.
+    starts = np.flatnonzero(np.diff(group)) + 1
+    parts = max(1, min(os.cpu_count() or 1, -(-len(order) // 250_000)))
+    cuts: list[int] = []
+    for i in range(1, parts):
+        j = int(np.searchsorted(starts, len(order) * i // parts))
+        if j < len(starts) and (not cuts or starts[j] > cuts[-1]):
+            cuts.append(int(starts[j]))
+    bounds = list(zip([0, *cuts], [*cuts, len(order)], strict=True))
+    run = uuid.uuid4()
+
+    def write(i: int) -> None:
+        a, b = bounds[i]
+        part = table.take(pa.array(order[a:b]))
+        target = folder / f"part-{i:05d}-{run}-c000.snappy.parquet"
+        pq.write_table(
+            part,
+            target,
+            row_group_size=row_group_rows,
+            compression="snappy",
+            use_dictionary=list(keys),  # the other columns hardly repeat
+        )
+
+    with ThreadPoolExecutor(len(bounds)) as pool:
+        list(pool.map(write, range(len(bounds))))
+    for f in files:
+        f.unlink()
+        f.with_name(f".{f.name}.crc").unlink(missing_ok=True)
+    return True
+
+
+def _group_order(lid: Any, ranks: list[Any]) -> tuple[Any, Any]:
+    """The row order by (ranks..., lid), and each row's group number in that order."""
+    import numpy as np
+
+    n = len(lid)
+    cards = [int(r.max()) + 1 if len(r) else 1 for r in ranks]
+    if np.prod(np.array(cards, dtype=np.float64)) >= 2.0**62:
+        order = np.lexsort([lid, *reversed(ranks)])
+        group = np.zeros(n, dtype=np.int64)
+        if n:
+            changed = np.zeros(n - 1, dtype=bool)
+            for r in ranks:
+                ro = r[order]
+                changed |= ro[1:] != ro[:-1]
+            group[1:] = np.cumsum(changed)
+        return order, group
+    code = np.zeros(n, dtype=np.int64)
+    for r, c in zip(ranks, cards, strict=True):  # mixed radix: order-preserving
+        code = code * c + r
+    by_id = np.argsort(lid)
+    if code.max(initial=0) < 2**16:  # numpy's stable sort of 16-bit ints is a radix sort
+        order = by_id[np.argsort(code[by_id].astype(np.uint16), kind="stable")]
+    else:
+        order = by_id[np.argsort(code[by_id], kind="stable")]
+    return order, code[order]
+
+
+def _rankable(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_date(t)
+        or pa.types.is_timestamp(t)
+    )
+
+
+def _ranks(column: Any) -> Any:
+    """Each value's rank among the column's distinct values, in Spark's ascending order."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(column, null_encoding="encode").combine_chunks()
+    values = enc.dictionary
+    order = pc.sort_indices(values).to_numpy()  # nulls last here; Spark puts them first
+    null = values.is_null().to_numpy(zero_copy_only=False)[order]
+    order = np.concatenate([order[null], order[~null]])
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values), dtype=np.int64)
+    return rank[enc.indices.to_numpy(zero_copy_only=False)]

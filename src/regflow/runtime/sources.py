@@ -52,6 +52,56 @@ def resolve_source_path(src: PlanSource, variables: dict[str, Any]) -> tuple[Pat
     )
 
 
+_ARROW_TO_SPARK = {
+    "string": "string",
+    "large_string": "string",
+    "bool": "boolean",
+    "int8": "tinyint",
+    "int16": "smallint",
+    "int32": "int",
+    "int64": "bigint",
+    "float": "float",
+    "double": "double",
+    "date32[day]": "date",
+    "binary": "binary",
+    "large_binary": "binary",
+}
+
+
+def _parquet_schema(files: list[Path], declared: Schema, max_files: int = 256) -> str | None:
+    """The declared columns with their types in the files, as Spark would infer them, read
+    from the Parquet footers (no Spark job); None when in doubt (Spark then infers it).
+
+    Only plain types whose mapping is unambiguous are used (no timestamps, nested or
+    unsigned types), and every file must agree.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not files or len(files) > max_files:
+        return None
+    names = [c.name for c in declared.columns]
+    found: dict[str, str] | None = None
+    for f in files:
+        schema = pq.read_schema(f)
+        types: dict[str, str] = {}
+        for name in names:
+            if schema.get_field_index(name) < 0:
+                return None  # a missing column: Spark's own read reports it
+            t = schema.field(name).type
+            if pa.types.is_decimal(t) and t.bit_width == 128:
+                types[name] = f"decimal({t.precision},{t.scale})"
+            elif str(t) in _ARROW_TO_SPARK:
+                types[name] = _ARROW_TO_SPARK[str(t)]
+            else:
+                return None
+        if found is not None and types != found:
+            return None
+        found = types
+    assert found is not None
+    return ", ".join(f"`{n.replace('`', '``')}` {found[n]}" for n in names)
+
+
 def fingerprint(files: list[Path]) -> str:
     """Content identity of a snapshot: file names, sizes and modification times."""
     h = hashlib.sha256()
@@ -82,7 +132,11 @@ def read_source(
             )
         df = reader.csv(str(path))
     else:
-        df = reader.options(**{k: str(v) for k, v in src.options.items()}).parquet(str(path))
+        options = {k: str(v) for k, v in src.options.items()}
+        known = None if options or not declared.known else _parquet_schema(files, declared)
+        if known is not None:  # saves the Spark job that would infer it from the files
+            reader = reader.schema(known)
+        df = reader.options(**options).parquet(str(path))
     if declared.known:
         missing = [c.name for c in declared.columns if c.name not in df.columns]
         if missing:
