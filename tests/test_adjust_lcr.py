@@ -359,7 +359,8 @@ def test_preview_recomputes_only_what_the_change_touches(base, pr_project, lcr_d
     )
     assert out["skipped"] is False and out["base_run"] == "base"
     assert out["recomputed_stages"] == ["entity_lcr"]
-    assert out["reused_stages"] == ["entity_buckets"]
+    # the deal stage and the aggregate are reused; the star stages nothing in a preview
+    assert out["reused_stages"] == ["entity_buckets", "weigh__adjusted"]
     assert [(r["rule_id"], r["status"], r["rows_matched"]) for r in out["rules"]] == [
         ("ADJ-2026-0003", "applied", 1)
     ]
@@ -384,7 +385,8 @@ def test_cli_check_with_a_preview(base, pr_project, lcr_data, monkeypatch, capsy
     assert [r["rule_id"] for r in report["rules"]] == ["ADJ-2026-0003"]
     (pv,) = report["previews"]
     assert pv["skipped"] is False
-    assert pv["recomputed_stages"] == ["entity_lcr"] and pv["reused_stages"] == ["entity_buckets"]
+    assert pv["recomputed_stages"] == ["entity_lcr"]
+    assert pv["reused_stages"] == ["entity_buckets", "weigh__adjusted"]
     assert [(r["rule_id"], r["rows_matched"]) for r in pv["rules"]] == [("ADJ-2026-0003", 1)]
     assert_changes(pv["changes"]["entity_lcr"], expected_changes(lcr_data))
 
