@@ -208,7 +208,9 @@ def preview(
         )
     ids = {r.rule.rule_id for r in rules}
     matched = [a for rep in reports for a in rep.adjustments if a["rule_id"] in ids]
-    sinks = [s.id for s in plan.stages if not any(s.id in t.upstream for t in plan.stages)]
+    # the reported figures: final outputs of the calculation (what only a warehouse star reads)
+    calc = [s for s in plan.stages if plan.node(s.id).lineage != "sink"]
+    sinks = [s.id for s in calc if not any(s.id in t.upstream for t in calc)]
     old_sinks = _sinks_of(before)
     changes = {}
     for sink in sinks:
