@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from regflow.plan.cache import load_plan
-from regflow.storage import RunRef, publish_run, resolve_root, safe_run_id
+from regflow.storage import RunRef, publish_run, resolve_root, safe_run_id, write_json_atomic
 
 
 def _cob(context: dict[str, Any]) -> str:
@@ -30,12 +30,19 @@ def _run_params(context: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _record_error(run: RunRef, task_id: str, exc: Exception, node: str | None) -> None:
+    """Keep the user-facing message next to the run, for `regflow run` and for operators."""
+    write_json_atomic(
+        run.run_dir / "_stages" / f"{task_id}.error.json",
+        {"stage": task_id, "error": type(exc).__name__, "message": str(exc), "node": node},
+    )
+
+
 def run_stage_task(
     spec_file: str, stage_id: str, context: dict[str, Any], adjustments_dir: str | None = None
 ) -> dict[str, Any]:
     from regflow.errors import RegflowError
     from regflow.runtime.executor import run_stage
-    from regflow.storage import write_json_atomic
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context)
@@ -45,16 +52,7 @@ def run_stage_task(
             plan, stage_id, cob=cob, run_id=run.run_id, root=run.root, params=_run_params(context)
         )
     except RegflowError as exc:
-        # Keep the user-facing message next to the run, for `regflow run` and for operators.
-        write_json_atomic(
-            run.run_dir / "_stages" / f"{stage_id}.error.json",
-            {
-                "stage": stage_id,
-                "error": type(exc).__name__,
-                "message": str(exc),
-                "node": getattr(exc, "node", None),
-            },
-        )
+        _record_error(run, stage_id, exc, getattr(exc, "node", None))
         raise
     return report.to_dict()
 
@@ -96,7 +94,6 @@ def load_task(
     from regflow.errors import RegflowError
     from regflow.runtime import progress
     from regflow.spec.loader import project_dir_of
-    from regflow.storage import write_json_atomic
     from regflow.warehouse.loader import load_star
     from regflow.warehouse.model import star_model
     from regflow.warehouse.targets import resolve_target
@@ -116,10 +113,7 @@ def load_task(
             log=progress.log,
         )
     except RegflowError as exc:
-        write_json_atomic(
-            run.run_dir / "_stages" / f"{stage_id}.error.json",
-            {"stage": stage_id, "error": type(exc).__name__, "message": str(exc), "node": node_id},
-        )
+        _record_error(run, stage_id, exc, node_id)
         raise
     out = report.to_dict()
     write_json_atomic(run.stage_report(stage_id), out)

@@ -150,6 +150,10 @@ class StageRunner:
         self.pending: dict[str, PendingAudit] = {}
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
 
+    def stored_run(self, name: str) -> RunRef | None:
+        """The run holding a complete stored ``name``: this one, else an earlier valid one."""
+        return next((r for r in (self.run, *self.input_runs) if r.is_complete(name)), None)
+
     # ------------------------------------------------------------------ inputs
     def _input(self, name: str) -> DataFrame:
         if name in self.frames:
@@ -161,9 +165,7 @@ class StageRunner:
                 )
             self.report.sources[name] = facts
         else:
-            source_run = next(
-                (r for r in (self.run, *self.input_runs) if r.is_complete(name)), None
-            )
+            source_run = self.stored_run(name)
             if source_run is None:
                 raise RunError(
                     f"upstream output '{name}' is missing in {self.run.run_dir}; run its stage "

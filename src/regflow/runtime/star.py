@@ -255,14 +255,7 @@ class StarBuilder:
 
         audits = []
         for adj in self._adjustments_upstream(name):
-            run = next(
-                (
-                    r
-                    for r in (self.runner.run, *self.runner.input_runs)
-                    if r.is_complete(f"{adj}.audit")
-                ),
-                None,
-            )
+            run = self.runner.stored_run(f"{adj}.audit")
             if run is not None:
                 audits.append(
                     self.spark.read.parquet(str(run.node_dir(f"{adj}.audit"))).select(

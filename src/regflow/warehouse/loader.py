@@ -226,7 +226,8 @@ class Loader:
                     self._copy(cur, t, staged_s3)
                 else:
                     self._upsert(cur, t)
-                if self.d.name == "postgresql" and t.kind == "fact" and self._unique(t):
+                rows = report.tables[t.name]
+                if self.d.name == "postgresql" and t.kind == "fact" and self._unique(t, rows):
                     unique.add(t.name)
                 self.fault(f"staging:{t.name}")
             report.steps.append(
@@ -299,14 +300,13 @@ class Loader:
                     pacsv.write_csv(batch, buf, opts)
                     copy.write(buf.getbuffer())
 
-    def _unique(self, t: Table) -> bool:
+    def _unique(self, t: Table, rows: int) -> bool:
         """Whether the staged batch has one row per grain, checked here with pyarrow (the
         rows pass through this process on PostgreSQL anyway): if so the merge needs no sort to
         de-duplicate; if not, it keeps one row per key (ROW_NUMBER) and says so."""
         import pyarrow.parquet as pq
 
         files = staged_files(self.run, self.model.node, t.name)
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         if not files or rows > UNIQUE_CHECK_MAX_ROWS:
             return False
         keys = pq.ParquetDataset([str(f) for f in files]).read(columns=list(t.grain))

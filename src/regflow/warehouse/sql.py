@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from regflow.warehouse.dialects import Dialect
-from regflow.warehouse.model import DATE_KEY, UNKNOWN_KEY, StarModel, Table, View
+from regflow.warehouse.model import DATE_KEY, UNKNOWN_KEY, StarModel, Table, View, WColumn
 
 LOADS_TABLE = "regflow_loads"
 END_OF_TIME = dt.date(9999, 12, 31)
@@ -57,8 +57,6 @@ def loads_table(d: Dialect, m: StarModel) -> str:
         ("rows_loaded", "bigint", False),
         ("loaded_at", "timestamp", False),
     ]
-    from regflow.warehouse.model import WColumn
-
     body = ",\n  ".join(d.column_def(WColumn(n, t, nullable=nl)) for n, t, nl in cols)
     opts = d.table_options("EVEN", "", ("loaded_at",)) if d.name == "redshift" else ""
     return f"CREATE TABLE IF NOT EXISTS {d.qn(m.schema, LOADS_TABLE)} (\n  {body}\n){opts}"
@@ -317,8 +315,6 @@ def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
 
 
 def _ver_cols(d: Dialect, t: Table) -> str:
-    from regflow.warehouse.model import WColumn
-
     extra = [
         WColumn("prev_key", "bigint"),
         WColumn("prev_from", "date"),
