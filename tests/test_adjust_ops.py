@@ -433,3 +433,47 @@ def test_no_rules_and_no_matches_give_an_empty_audit(spark):
     )
     assert audit.count() == 0
     assert rows_by_id(out) == rows_by_id(df)
+
+
+# --------------------------------------------------------------------------- SQL text
+def test_values_with_quotes_and_backslashes_are_matched_and_set_literally(spark):
+    """Rules compile to Spark SQL text: values must be quoted, never interpreted."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    tricky = ["O'Brien", "back\\slash", "two\nlines", "a\\'b", "`tick`", "%_*"]
+    schema = StructType([StructField(LID, LongType(), False), StructField("s", StringType())])
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(tricky)], schema)
+    rules = [
+        rule(f"Q{i}", [c("s", "=", v)], [{"field": "s", "operation": "set", "value": v + "'\\"}])
+        for i, v in enumerate(tricky)
+    ]
+    out, audit = apply_rules(df, rules)
+    assert {r[LID]: r["s"] for r in out.collect()} == {i: v + "'\\" for i, v in enumerate(tricky)}
+    got = {(a[LID], a["old_value"], a["new_value"]) for a in audit_rows(audit)}
+    assert got == {(i, v, v + "'\\") for i, v in enumerate(tricky)}
+
+
+def test_many_rules_on_one_field_apply_in_order_and_each_is_audited(spark):
+    """70 rules (more than one 62-rule match word) adding to the same field, one after the
+    other: each sees the result of the one before, and each is audited from it."""
+    df = frame(spark)
+    rules = [
+        rule(f"R{k:03d}", [c("n", "is not null")], [{"field": "n", "operation": "add", "value": 1}])
+        for k in range(70)
+    ]
+    rules.append(rule("R999", [c("n", ">=", 80)], [{"field": "x", "operation": "set", "value": 9}]))
+    out, audit = apply_rules(df, rules)
+    rows = rows_by_id(out)
+    assert {i: rows[i]["n"] for i in ALL} == {1: 75, 2: 80, 3: 81, 4: None, 5: 90, 6: 70}
+    # R999's condition reads n after the 70 additions: rows 2, 3 and 5
+    assert {i for i in ALL if rows[i]["x"] == 9.0} == {2, 3, 5}
+    entries = audit_rows(audit)
+    assert len(entries) == 70 * 5 + 3
+    for i in ALL - {4}:
+        start = row_of(i)["n"]
+        mine = sorted(
+            (a["rule_id"], a["old_value"], a["new_value"])
+            for a in entries
+            if a[LID] == i and a["field"] == "n"
+        )
+        assert mine == [(f"R{k:03d}", str(start + k), str(start + k + 1)) for k in range(70)]

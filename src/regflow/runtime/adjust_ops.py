@@ -1,178 +1,281 @@
 """Apply adjustment rules on Spark, and build their row-level audit in the same plan.
 
 Rules at one splice point apply in ascending ``rule_id``. A rule's conditions are evaluated
-once, on the rows as they stand before that rule (its match flag is a column computed before
-its adjustments are applied); its adjustments then change only the matching rows and the
-fields they name. ``add``/``multiply`` results are cast back to the field's type, so the
-schema never drifts.
+once, on the rows as they stand before that rule; its adjustments then change only the
+matching rows and the fields they name. ``add``/``multiply`` results are cast back to the
+field's type, so the schema never drifts.
 
-The audit is one ``explode`` over the same lineage of DataFrames: one row per matched row and
-adjusted field, (rule, field, lineage id, old, new). Spark prunes the helper columns from the
-main output, so unaffected rows cost only the condition checks.
+The hot path is kept to what the rules need per row:
+
+* **Match flags in one projection.** Rules are grouped into *layers*: a rule opens a new
+  layer only when one of its conditions reads a field an earlier rule of the current layer
+  writes. Every flag of a layer is computed in one projection on the rows as they stand
+  before the layer, which is exactly "before that rule" for each of its rules.
+* **Writes in rounds.** A round holds at most one write per field, so one projection applies
+  it; a field written by several rules takes one round per write, each reading the result
+  of the one before (no expression is ever duplicated).
+* **A compact audit tag.** What rides with each row to the stage's next write is one
+  nullable struct, set only on rows some rule matched: a bitmask of the rules that matched
+  and the text of the field values before and after each write (one array). Unmatched rows
+  pay nothing but the null; :func:`audit_rows` turns the tags into audit rows in one
+  projection.
+
+The audit is one row per matched row and adjusted field: (rule, field, lineage id, old, new).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from regflow.adjust.models import AdjustmentRule, Condition
+from regflow.adjust.models import Adjustment, AdjustmentRule, Condition
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
     from pyspark.sql.types import DataType
 
 AUDIT_COLUMNS = ("rule_id", "field", LINEAGE_COLUMN, "old_value", "new_value")
+MASK_BITS = 62  # rules per bitmask word (a bigint; the sign bit stays unused)
 
 
-def _lit(value: Any, dtype: DataType) -> Column:
-    from pyspark.sql import functions as F
+def ident(name: str) -> str:
+    """A column name quoted for Spark SQL."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def sql_value(value: Any) -> str:
+    """A Python value as a Spark SQL literal of the type ``F.lit(value)`` would have."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        if -(2**31) <= value < 2**31:
+            return str(value)
+        return f"{value}L" if -(2**63) <= value < 2**63 else f"{value}BD"
+    if isinstance(value, float):
+        return f"CAST('{value!r}' AS DOUBLE)"  # exact, and covers nan / inf
+    if isinstance(value, Decimal):
+        return f"{value:f}BD"
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def typed_value(value: Any, dtype: DataType) -> str:
+    """``value`` as a literal of the column type ``dtype`` (what ``lit(value).cast(dtype)``
+    gives: a float for a decimal column is read through its text, a date from ISO text)."""
     from pyspark.sql.types import DecimalType
 
     if isinstance(dtype, DecimalType) and isinstance(value, float):
         value = Decimal(str(value))
     if isinstance(value, str) and dtype.simpleString() == "date":
         value = dt.date.fromisoformat(value)
-    return F.lit(value).cast(dtype)
+    return f"CAST({sql_value(value)} AS {dtype.simpleString()})"
 
 
-def condition(c: Condition, dtype: DataType) -> Column:
-    """One condition as a Spark column (SQL null semantics: null never matches)."""
-    from pyspark.sql import functions as F
-
-    col = F.col(c.field)
+def condition(c: Condition, dtype: DataType) -> str:
+    """One condition as Spark SQL (SQL null semantics: null never matches)."""
+    col = ident(c.field)
     op = c.operator
     if op == "is null":
-        return col.isNull()
+        return f"({col} IS NULL)"
     if op == "is not null":
-        return col.isNotNull()
+        return f"({col} IS NOT NULL)"
     if op in ("in", "not in"):
-        values = [_lit(v, dtype) for v in c.value]  # type: ignore[union-attr]
-        test = col.isin(*values)
-        return test if op == "in" else ~test
+        values = ", ".join(typed_value(v, dtype) for v in c.value)  # type: ignore[union-attr]
+        test = f"({col} IN ({values}))"
+        return test if op == "in" else f"(NOT {test})"
     if op == "between":
         lo, hi = c.value  # type: ignore[misc,str-unpack]
-        return col.between(_lit(lo, dtype), _lit(hi, dtype))
-    v = _lit(c.value, dtype)
-    return {
-        "=": col == v,
-        "!=": col != v,
-        ">": col > v,
-        ">=": col >= v,
-        "<": col < v,
-        "<=": col <= v,
-    }[op]
+        return f"({col} >= {typed_value(lo, dtype)} AND {col} <= {typed_value(hi, dtype)})"
+    sql_op = "<>" if op == "!=" else op
+    return f"({col} {sql_op} {typed_value(c.value, dtype)})"
 
 
-def rule_condition(rule: AdjustmentRule, df: DataFrame) -> Column:
-    from pyspark.sql import functions as F
-
-    cond: Column = F.lit(True)
-    for c in rule.conditions:
-        cond = cond & condition(c, df.schema[c.field].dataType)
-    # null (unknown) means "does not match"
-    return F.coalesce(cond, F.lit(False))
+def rule_condition(rule: AdjustmentRule, types: Mapping[str, DataType]) -> str:
+    """The rule's conditions ANDed; null (unknown) means "does not match"."""
+    tests = " AND ".join(["TRUE", *(condition(c, types[c.field]) for c in rule.conditions)])
+    return f"COALESCE({tests}, FALSE)"
 
 
-def operate(operation: str, col: Column, value: Any, dtype: DataType) -> Column:
+def operate(operation: str, col: str, value: Any, dtype: DataType) -> str:
+    """The new value of column expression ``col`` (SQL) after one operation."""
     if operation == "set":
-        return _lit(value, dtype)
-    v = _lit(value, dtype) if operation == "add" else _factor(value)
-    out = col + v if operation == "add" else col * v
-    return out.cast(dtype)
+        return typed_value(value, dtype)
+    if operation == "add":
+        return f"CAST(({col} + {typed_value(value, dtype)}) AS {dtype.simpleString()})"
+    factor = Decimal(value) if isinstance(value, int | Decimal) else Decimal(str(value))
+    return f"CAST(({col} * {sql_value(factor)}) AS {dtype.simpleString()})"
 
 
-def _factor(value: Any) -> Column:
-    from pyspark.sql import functions as F
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class _Write:
+    """Adjustment ``j`` of the ``i``-th rule (in ``rule_id`` order)."""
 
-    if isinstance(value, int | Decimal):
-        return F.lit(Decimal(value))
-    return F.lit(Decimal(str(value)))
+    i: int
+    j: int
+    adj: Adjustment
 
 
-def _plan(rules: Sequence[AdjustmentRule]) -> list[tuple[int, AdjustmentRule]]:
+def _ordered(rules: Sequence[AdjustmentRule]) -> list[tuple[int, AdjustmentRule]]:
     return list(enumerate(sorted(rules, key=lambda r: r.rule_id)))
 
 
+def _layers(rules: Sequence[AdjustmentRule]) -> list[list[tuple[int, AdjustmentRule]]]:
+    """Consecutive rules whose flags can be computed together: a rule starts a new layer
+    when a condition reads a field that an earlier rule of the current layer writes."""
+    layers: list[list[tuple[int, AdjustmentRule]]] = []
+    written: set[str] = set()
+    for i, rule in _ordered(rules):
+        if not layers or {c.field for c in rule.conditions} & written:
+            layers.append([])
+            written = set()
+        layers[-1].append((i, rule))
+        written |= {a.field for a in rule.adjustments}
+    return layers
+
+
+def _rounds(writes: Sequence[_Write]) -> list[list[_Write]]:
+    """Writes in order, split so each round writes a field at most once."""
+    rounds: list[list[_Write]] = []
+    depth: dict[str, int] = {}
+    for w in writes:
+        k = depth.get(w.adj.field, 0)
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(w)
+        depth[w.adj.field] = k + 1
+    return rounds
+
+
+def _written_fields(rules: Sequence[AdjustmentRule]) -> list[str]:
+    return list(dict.fromkeys(a.field for _, r in _ordered(rules) for a in r.adjustments))
+
+
+def _flag_name(i: int) -> str:
+    return f"__adj_m{i}"
+
+
+def _mask_bit(word_prefix: str, i: int) -> str:
+    """Whether rule ``i`` matched, read from the tag's bitmask words."""
+    return f"(({word_prefix}{i // MASK_BITS} & {1 << (i % MASK_BITS)}L) <> 0)"
+
+
+# --------------------------------------------------------------------------- hot path
+def _value_slots(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[_Write], list[int]]:
+    """The tag's value array: the original value of each written field, then the result
+    of each write in (rule, adjustment) order. Returns the fields, the writes, and for each
+    write the slot of the value it started from (its field's previous write, or original)."""
+    fields = _written_fields(rules)
+    writes = [_Write(i, j, a) for i, r in _ordered(rules) for j, a in enumerate(r.adjustments)]
+    last = {f: k for k, f in enumerate(fields)}
+    before = []
+    for k, w in enumerate(writes):
+        before.append(last[w.adj.field])
+        last[w.adj.field] = len(fields) + k
+    return fields, writes, before
+
+
 def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
-    """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct of each
-    rule's match flag (``m<i>``) and the old and new value of each field it set
-    (``o<i>_<j>``, ``n<i>_<j>``); null for every other row.
+    """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct of the
+    rules' match bitmask (``m0``, ``m1``, ...: bit ``i % 62`` of word ``i // 62`` for the
+    ``i``-th rule in ``rule_id`` order) and ``v``, the text of every value the rules
+    produced (see :func:`_value_slots`); null for every other row.
 
     The column travels with the rows to the stage's next write (an aggregate's lineage
     checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second
-    pass over the data upstream. A plain struct keeps Spark's generated code on the hot path;
-    the per-change rows are only built for the few rows that changed.
+    pass over the data upstream. The projections are Spark SQL text: a handful of calls
+    into the JVM per projection, however many rules and columns.
     """
-    from pyspark.sql import functions as F
+    types = {f.name: f.dataType for f in df.schema.fields}  # the one schema lookup
+    columns = [ident(c) for c in types]
+    tag = ident(audit_col)
+    if not rules:
+        return df.selectExpr(*columns, f"CAST(NULL AS STRUCT<none: BOOLEAN>) AS {tag}")
+    fields, all_writes, _ = _value_slots(rules)
+    slot = {(w.i, w.j): len(fields) + k for k, w in enumerate(all_writes)}
+    # Helper columns riding along: the original values of written fields (__adj_s<slot>),
+    # the flags, and the result of every write a later write overwrites (a snapshot).
+    carried: list[str] = []
+    holder: dict[int, str] = {}  # slot -> the column holding its value at the end
+    for layer in _layers(rules):
+        originals = [] if carried else [f"{ident(f)} AS __adj_s{k}" for k, f in enumerate(fields)]
+        flags = [f"{rule_condition(rule, types)} AS {_flag_name(i)}" for i, rule in layer]
+        df = df.selectExpr(*columns, *carried, *originals, *flags)
+        if not carried:
+            carried = [f"__adj_s{k}" for k in range(len(fields))]
+            holder = {k: f"__adj_s{k}" for k in range(len(fields))}
+        carried += [_flag_name(i) for i, _ in layer]
+        writes = [_Write(i, j, a) for i, rule in layer for j, a in enumerate(rule.adjustments)]
+        for round_ in _rounds(writes):
+            new, snapshots = {}, []
+            for w in round_:
+                col = ident(w.adj.field)
+                prev = next((k for k, h in holder.items() if h == col), None)
+                if prev is not None:  # the field holds an earlier write's result: keep it
+                    snapshots.append(f"{col} AS __adj_s{prev}")
+                    holder[prev] = f"__adj_s{prev}"
+                value = operate(w.adj.operation, col, w.adj.value, types[w.adj.field])
+                new[col] = f"CASE WHEN {_flag_name(w.i)} THEN {value} ELSE {col} END AS {col}"
+                holder[slot[(w.i, w.j)]] = col
+            df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *snapshots)
+            carried += [s.rsplit(" AS ", 1)[1] for s in snapshots]
+    n = len(rules)
+    words = []
+    for word in range((n + MASK_BITS - 1) // MASK_BITS):
+        bits = [
+            f"IF({_flag_name(i)}, {1 << (i % MASK_BITS)}L, 0L)"
+            for i in range(word * MASK_BITS, min(n, (word + 1) * MASK_BITS))
+        ]
+        words.append(f"'m{word}', ({' | '.join(bits)})")
+    values = ", ".join(f"CAST({holder[k]} AS STRING)" for k in range(len(holder)))
+    any_match = " OR ".join(_flag_name(i) for i in range(n))
+    struct = f"named_struct({', '.join(words)}, 'v', array({values}))"
+    return df.selectExpr(*columns, f"CASE WHEN {any_match} THEN {struct} END AS {tag}")
 
-    columns = list(df.columns)
-    fields = []
-    any_match = F.lit(False)
-    plan = _plan(rules)
-    writes = [(i, j, adj.field) for i, rule in plan for j, adj in enumerate(rule.adjustments)]
-    for i, rule in plan:
-        # One projection for the flag (on the rows as they stand before this rule) and one
-        # per adjustment: few, wide projections keep Spark's analysis time linear in rules.
-        flag = f"__adj_m{i}"
-        df = df.select("*", rule_condition(rule, df).alias(flag))
-        fields.append(F.col(flag).alias(f"m{i}"))
-        any_match = any_match | F.col(flag)
-        for j, adj in enumerate(rule.adjustments):
-            dtype = df.schema[adj.field].dataType
-            old = f"__adj_o{i}_{j}"
-            new = F.when(
-                F.col(flag), operate(adj.operation, F.col(adj.field), adj.value, dtype)
-            ).otherwise(F.col(adj.field))
-            later = any((k, m) > (i, j) and f == adj.field for k, m, f in writes)
-            extra = [new.alias(f"__adj_n{i}_{j}")] if later else []
-            df = df.select(
-                *[new.alias(c) if c == adj.field else F.col(c) for c in df.columns],
-                F.col(adj.field).alias(old),
-                *extra,
-            )
-            # the new value: a snapshot if a later write changes the field again
-            snap = f"__adj_n{i}_{j}" if later else adj.field
-            fields += [F.col(old).alias(f"o{i}_{j}"), F.col(snap).alias(f"n{i}_{j}")]
-    if not fields:
-        return df.select(*columns, F.lit(None).cast("struct<none: boolean>").alias(audit_col))
-    return df.select(*columns, F.when(any_match, F.struct(*fields)).alias(audit_col))
 
-
+# --------------------------------------------------------------------------- audit
 def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -> DataFrame:
     """One row per changed value (``AUDIT_COLUMNS``) from a DataFrame tagged by
-    :func:`tag_changes` with the same rules."""
-    from pyspark.sql import functions as F
-
-    entries = []
-    for i, rule in _plan(rules):
-        for j, adj in enumerate(rule.adjustments):
-            entries.append(
-                F.when(
-                    F.col(f"{audit_col}.m{i}"),
-                    F.struct(
-                        F.lit(rule.rule_id).alias("rule_id"),
-                        F.lit(adj.field).alias("field"),
-                        F.col(f"{audit_col}.o{i}_{j}").cast("string").alias("old_value"),
-                        F.col(f"{audit_col}.n{i}_{j}").cast("string").alias("new_value"),
-                    ),
-                )
-            )
-    changed = df.where(F.col(audit_col).isNotNull())
-    if not entries:
-        return changed.select(
-            F.lit(None).cast("string").alias("rule_id"),
-            F.lit(None).cast("string").alias("field"),
-            F.col(LINEAGE_COLUMN),
-            F.lit(None).cast("string").alias("old_value"),
-            F.lit(None).cast("string").alias("new_value"),
+    :func:`tag_changes` with the same rules: one projection over the tag, no replay."""
+    ordered = _ordered(rules)
+    lid, tag = ident(LINEAGE_COLUMN), ident(audit_col)
+    if not ordered:
+        return df.selectExpr(
+            "CAST(NULL AS STRING) AS rule_id",
+            "CAST(NULL AS STRING) AS field",
+            lid,
+            "CAST(NULL AS STRING) AS old_value",
+            "CAST(NULL AS STRING) AS new_value",
         ).limit(0)
-    changes = F.filter(F.array(*entries), lambda x: x.isNotNull())
-    return changed.select(F.col(LINEAGE_COLUMN), F.explode(changes).alias("c")).select(
-        "c.rule_id", "c.field", LINEAGE_COLUMN, "c.old_value", "c.new_value"
+    fields, writes, before = _value_slots(rules)
+    rule_ids = {i: rule.rule_id for i, rule in ordered}
+    changes = [
+        f"CASE WHEN {_mask_bit(f'{tag}.m', w.i)} THEN named_struct("
+        f"'rule_id', {sql_value(rule_ids[w.i])}, 'field', {sql_value(w.adj.field)}, "
+        f"'old_value', {tag}.v[{before[k]}], 'new_value', {tag}.v[{len(fields) + k}]) END"
+        for k, w in enumerate(writes)
+    ]
+    kept = f"filter(array({', '.join(changes)}), x -> x IS NOT NULL)"
+    kept = f"CASE WHEN {tag} IS NOT NULL THEN {kept} END"
+    # No Filter on the tag before the generator: Spark would push it down through the
+    # rules' projections, inlining every flag and value expression (exponential in the
+    # number of rules reading a field an earlier rule wrote). explode_outer, then the
+    # filter on its output: neither can move below the generator (a plain explode would
+    # get an inferred filter on its array, pushed down the same way).
+    return (
+        df.selectExpr(lid, f"explode_outer({kept}) AS c")
+        .where("c IS NOT NULL")
+        .selectExpr("c.rule_id", "c.field", lid, "c.old_value", "c.new_value")
     )
 
 
