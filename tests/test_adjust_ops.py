@@ -454,21 +454,23 @@ def test_values_with_quotes_and_backslashes_are_matched_and_set_literally(spark)
 
 
 def test_many_rules_on_one_field_apply_in_order_and_each_is_audited(spark):
-    """70 rules (more than one 62-rule match word) adding to the same field, one after the
+    """64 rules (more than one 62-rule match word) adding to the same field, one after the
     other: each sees the result of the one before, and each is audited from it."""
     df = frame(spark)
     rules = [
-        rule(f"R{k:03d}", [c("n", "is not null")], [{"field": "n", "operation": "add", "value": 1}])
-        for k in range(70)
+        rule(
+            f"R{k:03d}", [c("day", "is not null")], [{"field": "n", "operation": "add", "value": 1}]
+        )
+        for k in range(64)
     ]
-    rules.append(rule("R999", [c("n", ">=", 80)], [{"field": "x", "operation": "set", "value": 9}]))
+    rules.append(rule("R999", [c("n", ">=", 74)], [{"field": "x", "operation": "set", "value": 9}]))
     out, audit = apply_rules(df, rules)
     rows = rows_by_id(out)
-    assert {i: rows[i]["n"] for i in ALL} == {1: 75, 2: 80, 3: 81, 4: None, 5: 90, 6: 70}
-    # R999's condition reads n after the 70 additions: rows 2, 3 and 5
+    assert {i: rows[i]["n"] for i in ALL} == {1: 69, 2: 74, 3: 75, 4: None, 5: 84, 6: 64}
+    # R999's condition reads n after the 64 additions: rows 2, 3 and 5
     assert {i for i in ALL if rows[i]["x"] == 9.0} == {2, 3, 5}
     entries = audit_rows(audit)
-    assert len(entries) == 70 * 5 + 3
+    assert len(entries) == 64 * 5 + 3
     for i in ALL - {4}:
         start = row_of(i)["n"]
         mine = sorted(
@@ -476,4 +478,4 @@ def test_many_rules_on_one_field_apply_in_order_and_each_is_audited(spark):
             for a in entries
             if a[LID] == i and a["field"] == "n"
         )
-        assert mine == [(f"R{k:03d}", str(start + k), str(start + k + 1)) for k in range(70)]
+        assert mine == [(f"R{k:03d}", str(start + k), str(start + k + 1)) for k in range(64)]

@@ -195,6 +195,135 @@ def test_join_lookup_counts_nan_keys_as_equal_like_spark(spark):
         builtin_ops.join([left, right], JoinParams(on=["k"]), ctx(inputs=("l", "r")))
 
 
+def _job_count(spark) -> int:
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+
+
+def _fx_with_a_duplicate(spark):
+    return spark.createDataFrame(
+        [(10, "EUR", Decimal("1")), (11, "EUR", Decimal("1.1")), (12, "USD", Decimal("1"))],
+        f"{LID} bigint, currency string, usd_rate decimal(18,8)",
+    )
+
+
+def test_join_small_lookup_is_checked_inside_the_broadcast_job(spark, deals):
+    """A lookup known to be small (ctx.input_rows) runs no job of its own: the broadcast
+    fails on a repeated key, with the message of the up-front check."""
+    small = OpContext(
+        pipeline="p", node="n", cob=COB, run_id="r", inputs=("d", "fx"), input_rows=(4, 3)
+    )
+    fx = _fx_with_a_duplicate(spark)
+    jobs = _job_count(spark)
+    out = builtin_ops.join([deals, fx], JoinParams(on=["currency"]), small)
+    assert _job_count(spark) == jobs  # no lookup-key job
+    plan = out._jdf.queryExecution().executedPlan().toString()
+    assert "BroadcastExchange" in plan
+    with pytest.raises(Exception) as exc:
+        out.collect()
+    assert (
+        "[regflow:node=n] join lookup 'fx' has duplicate keys (currency=EUR); each left row "
+        "must match at most one lookup row"
+    ) in str(exc.value)
+    unique = fx.where(f"{LID} != 11")
+    out = builtin_ops.join([deals, unique], JoinParams(on=["currency"]), small)
+    up_front = builtin_ops.join(
+        [deals, unique], JoinParams(on=["currency"]), ctx(inputs=("d", "fx"))
+    )
+    assert sorted(out.collect()) == sorted(up_front.collect())
+    assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == [
+        (1, Decimal("1.00000000")),
+        (2, Decimal("1.00000000")),
+        (3, None),
+        (4, Decimal("1.00000000")),
+    ]
+
+
+def test_join_small_lookup_counts_nan_keys_as_equal_like_spark(spark):
+    left = spark.createDataFrame([(1, float("nan"))], f"{LID} bigint, k double")
+    right = spark.createDataFrame(
+        [(10, float("nan"), "a"), (11, float("nan"), "b")], f"{LID} bigint, k double, v string"
+    )
+    small = OpContext(
+        pipeline="p", node="n", cob=COB, run_id="r", inputs=("l", "r"), input_rows=(1, 2)
+    )
+    out = builtin_ops.join([left, right], JoinParams(on=["k"]), small)
+    with pytest.raises(Exception, match=r"join lookup 'r' has duplicate keys \(k=NaN\)"):
+        out.collect()
+
+
+JOIN_NODES = """
+  - id: priced
+    op: join
+    inputs: [items, prices]
+    on: [item_id]
+    columns: [price]
+    require_match: true
+  - id: total
+    op: aggregate
+    inputs: [priced]
+    group_by: [item_id]
+    measures: {v: {sum: v}}
+"""
+
+
+def _prices(tmp_path: Path, fmt: str, rows: list[tuple[str, int]]) -> None:
+    """A ``prices`` lookup source (item_id, price) in ``fmt``, declared in the spec."""
+    if fmt == "csv":
+        lines = ["item_id,price", *[f"{i},{p}" for i, p in rows]]
+        (tmp_path / "prices.csv").write_text("\n".join(lines) + "\n")
+    else:
+        (tmp_path / "prices").mkdir(exist_ok=True)
+        pq.write_table(
+            pa.table(
+                {
+                    "item_id": [i for i, _ in rows],
+                    "price": pa.array([p for _, p in rows], pa.int64()),
+                }
+            ),
+            tmp_path / "prices" / "part-0.parquet",
+        )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("in_broadcast", [True, False])
+def test_duplicate_lookup_keys_fail_the_run_with_the_same_message(
+    tmp_path, spark, monkeypatch, fmt, in_broadcast
+):
+    if not in_broadcast:  # the lookup's size unknown or large: checked by Spark jobs first
+        monkeypatch.setattr(builtin_ops, "BROADCAST_MAX_KEYS", 1)
+    name = f"lookup_{fmt}_{str(in_broadcast).lower()}"
+    spec = _project(tmp_path, name, JOIN_NODES)
+    path = "prices.csv" if fmt == "csv" else "prices"
+    text = spec.read_text().replace(
+        "nodes:",
+        f"""  prices:
+    format: {fmt}
+    path: "{{data_root}}/{path}"
+    primary_key: [item_id, price]
+    schema: {{item_id: string, price: bigint}}
+nodes:""",
+    )
+    spec.write_text(text)
+    _prices(tmp_path, fmt, [("a", 1), ("b", 2), ("b", 3), ("c", 4)])
+    plan = compile_file(spec)
+    with pytest.raises(DataError) as exc:
+        _run_all(plan, tmp_path / "storage", spark, tmp_path)
+    assert exc.value.node == "priced"
+    assert str(exc.value).endswith(
+        "] join lookup 'prices' has duplicate keys (item_id=b); each left row must match at "
+        "most one lookup row"
+    )
+    run = RunRef(tmp_path / "storage", name, COB, "r1")
+    assert not run.is_complete("total")
+    # unique keys: the run goes through, every item priced
+    _prices(tmp_path, fmt, [("a", 1), ("b", 2), ("c", 4)])
+    reports = _run_all(compile_file(spec), tmp_path / "storage", spark, tmp_path, run_id="r2")
+    assert reports[0].sources["prices"]["rows_at_most"] >= 3
+    done = RunRef(tmp_path / "storage", name, COB, "r2")
+    sums = {r["item_id"]: r["v"] for r in pq.read_table(done.node_dir("total")).to_pylist()}
+    assert sums == {"a": 3, "b": 3, "c": 4}
+
+
 # ----------------------------------------------------------------------------- written data
 def test_stored_duplicate_ids_agree_with_counting(tmp_path):
     rnd = random.Random(3)

@@ -22,7 +22,7 @@ from regflow.ops.builtin import (
     UnionParams,
 )
 from regflow.runtime.lineage import group_lineage_id
-from regflow.runtime.sources import spark_type
+from regflow.runtime.sources import quote_name, spark_type
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
@@ -63,8 +63,11 @@ def filter_rows(inputs: list[DataFrame], p: FilterParams, ctx: OpContext) -> Dat
 def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     """Enrich the left rows with lookup columns; the left lineage id is kept.
 
-    The lookup's keys must be unique (else rows would be duplicated): checked up front.
-    With ``require_match`` a left row without a lookup row fails the run, naming its key.
+    The lookup's keys must be unique (else rows would be duplicated). A lookup the runtime
+    knows to have at most ``BROADCAST_MAX_KEYS`` rows (``ctx.input_rows``) is broadcast with
+    the check built in (the broadcast job fails on a repeated key: no extra Spark job); any
+    other lookup is checked up front. With ``require_match`` a left row without a lookup row
+    fails the run, naming its key.
     """
     from pyspark.sql import functions as F
 
@@ -80,55 +83,105 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
             if c not in right_keys and c != LINEAGE_COLUMN and c not in left.columns
         ]
     )
-    dups, n_keys = _lookup_duplicates(right, right_keys)
-    if dups:
-        keys = "; ".join(
-            ", ".join(f"{k}={v}" for k, v in zip(right_keys, d, strict=True)) for d in dups
-        )
-        raise DataError(
-            f"join lookup '{ctx.inputs[1]}' has duplicate keys ({keys}); each left row must "
-            "match at most one lookup row",
-            pipeline=ctx.pipeline,
-            node=ctx.node,
-            cob=ctx.cob,
-        )
+    rows = ctx.input_rows[1] if len(ctx.input_rows) > 1 else None
+    if rows is not None and rows <= BROADCAST_MAX_KEYS:
+        right, broadcast = _with_key_check(right, right_keys, ctx), True
+    else:
+        broadcast = _check_keys_up_front(right, right_keys, ctx) <= BROADCAST_MAX_KEYS
     marker = "__regflow_matched"
     renamed = {r: f"__rk_{i}" for i, r in enumerate(right_keys)}
-    r = right.select(
-        *[F.col(k).alias(renamed[k]) for k in right_keys],
-        *[F.col(c) for c in take],
-        F.lit(True).alias(marker),
+    r = right.selectExpr(
+        *[f"{quote_name(k)} AS {renamed[k]}" for k in right_keys],
+        *[quote_name(c) for c in take],
+        f"true AS {marker}",
     )
     cond = None
     for lk, rk in pairs:
         c = left[lk] == r[renamed[rk]]
         cond = c if cond is None else cond & c
     how = "left" if (p.require_match or p.how == "left") else "inner"
-    if n_keys <= BROADCAST_MAX_KEYS:  # a lookup: ship it to every executor, no shuffle
+    if broadcast:  # a lookup: ship it to every executor, no shuffle
         r = F.broadcast(r)
     out = left.join(r, cond, how)
     if p.require_match:
         msg = F.concat(
             F.lit(f"{node_tag(ctx.node)} no match in '{ctx.inputs[1]}' for "),
-            F.concat_ws(
-                ", ",
-                *[
-                    F.concat(F.lit(f"{lk}="), F.coalesce(F.col(lk).cast("string"), F.lit("null")))
-                    for lk, _ in pairs
-                ],
-            ),
+            _describe_keys([lk for lk, _ in pairs], null="null"),
             F.lit(" (lineage id "),
-            F.col(LINEAGE_COLUMN).cast("string"),
+            F.expr(f"CAST({quote_name(LINEAGE_COLUMN)} AS STRING)"),
             F.lit(")"),
         )
-        out = _assert_rows(out, F.col(marker).isNull(), msg)
+        out = _assert_rows(out, F.expr(f"{marker} IS NULL"), msg)
     elif p.how == "inner":
-        out = out.where(F.col(marker).isNotNull())
+        out = out.where(F.expr(f"{marker} IS NOT NULL"))
     return out.drop(marker, *renamed.values())
 
 
 BROADCAST_MAX_KEYS = 100_000
 _NAN = "NaN"
+
+
+def _duplicate_keys_text(ctx: OpContext) -> tuple[str, str]:
+    """The duplicate lookup key error: its text before and after the keys."""
+    return (
+        f"join lookup '{ctx.inputs[1]}' has duplicate keys (",
+        "); each left row must match at most one lookup row",
+    )
+
+
+def _describe_keys(keys: Sequence[str], *, null: str) -> Column:
+    """``key=value, ...`` of a row's ``keys`` as a string, a null value written as ``null``."""
+    from pyspark.sql import functions as F
+
+    return F.concat_ws(
+        ", ",
+        *[
+            F.concat(
+                F.lit(f"{k}="), F.coalesce(F.expr(f"CAST({quote_name(k)} AS STRING)"), F.lit(null))
+            )
+            for k in keys
+        ],
+    )
+
+
+def _with_key_check(right: DataFrame, keys: list[str], ctx: OpContext) -> DataFrame:
+    """``right`` failing, in the job that computes it, on a key that occurs more than once.
+
+    The error is the up-front check's (naming one repeated key). Read as one partition (a
+    lookup of at most ``BROADCAST_MAX_KEYS`` rows), the rows are counted per key without a
+    shuffle. Grouping is Spark's, as in the join: NaN equals NaN, nulls form one key. Spark
+    may first drop lookup rows no left row can match (e.g. a null key, or a value the left
+    input is filtered to exclude): those cannot duplicate a left row.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    count = "__regflow_key_rows"
+    counted = right.coalesce(1).withColumn(count, F.count(F.lit(1)).over(Window.partitionBy(*keys)))
+    head, tail = _duplicate_keys_text(ctx)
+    msg = F.concat(
+        F.lit(f"{node_tag(ctx.node)} {head}"),
+        _describe_keys(keys, null="None"),
+        F.lit(tail),
+    )
+    return _assert_rows(counted, F.expr(f"{count} > 1"), msg).drop(count)
+
+
+def _check_keys_up_front(right: DataFrame, keys: list[str], ctx: OpContext) -> int:
+    """Fail if the lookup ``right`` repeats a key (Spark jobs); returns its number of keys."""
+    dups, n_keys = _lookup_duplicates(right, keys)
+    if dups:
+        described = "; ".join(
+            ", ".join(f"{k}={v}" for k, v in zip(keys, d, strict=True)) for d in dups
+        )
+        head, tail = _duplicate_keys_text(ctx)
+        raise DataError(
+            f"{head}{described}{tail}",
+            pipeline=ctx.pipeline,
+            node=ctx.node,
+            cob=ctx.cob,
+        )
+    return n_keys
 
 
 def _lookup_duplicates(right: DataFrame, keys: list[str]) -> tuple[list[tuple[Any, ...]], int]:
@@ -170,37 +223,59 @@ def classify(inputs: list[DataFrame], p: ClassifyParams, ctx: OpContext) -> Data
 
     df = inputs[0]
     typ = spark_type(p.type)
-    chain: Any = None
-    for i, r in enumerate(p.rules):
-        cond, pos = F.expr(r.when), F.lit(i)
-        chain = F.when(cond, pos) if chain is None else chain.when(cond, pos)
-    values = [F.lit(r.value).cast(typ) for r in p.rules]
+    values = [_typed_lit(r.value, typ) for r in p.rules]
     ids = [F.lit(r.id or f"#{i + 1}") for i, r in enumerate(p.rules)]
     if p.on_no_match == "error":
         msg = F.concat(
             F.lit(f"{node_tag(ctx.node)} no classify rule matches the row with lineage id "),
-            F.col(LINEAGE_COLUMN).cast("string"),
+            F.expr(f"CAST({quote_name(LINEAGE_COLUMN)} AS STRING)"),
             F.lit("; add a rule or a default, or set on_no_match: default"),
         )
-        chain = chain.otherwise(F.raise_error(msg).cast("int"))
+        otherwise = F.raise_error(msg).cast("int")
     else:  # one position past the rules: the default, and no rule id
-        chain = chain.otherwise(F.lit(len(p.rules)))
-        values.append(F.lit(p.default).cast(typ))
+        otherwise = F.lit(len(p.rules))
+        values.append(_typed_lit(p.default, typ))
         ids.append(F.lit(None).cast("string"))
     tmp = "__regflow_rule"
-    staged = df.withColumn(tmp, chain)
+    staged = df.withColumn(tmp, _first_match([F.expr(r.when) for r in p.rules], otherwise))
     # The position is never null nor out of range (Spark 4's generated code for an array
     # lookup at a null position fails or returns the wrong element).
     new = {p.output: F.array(*values)[F.col(tmp)]}
     if p.rule_column:
         new[p.rule_column] = F.array(*ids)[F.col(tmp)]
     # as withColumn would place them, in one projection
-    cols = [new.pop(c).alias(c) if c in new else F.col(_quoted(c)) for c in df.columns]
+    cols = [new.pop(c).alias(c) if c in new else quote_name(c) for c in df.columns]
     return staged.select(*cols, *[v.alias(k) for k, v in new.items()])
 
 
-def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+def _first_match(conditions: Sequence[Column], otherwise: Column) -> Column:
+    """``CASE WHEN conditions[0] THEN 0 WHEN conditions[1] THEN 1 ... ELSE otherwise END``.
+
+    Chained on the JVM columns: PySpark's ``Column.when`` records the Python call site on
+    every call (several JVM round trips each), which for a decision table of dozens of
+    rules costs more than the rest of the plan. The expression is the same.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.classic.column import Column as ClassicColumn
+
+    chain = _jvm_column(F.when(conditions[0], 0))
+    for i, cond in enumerate(conditions[1:], start=1):
+        chain = chain.when(_jvm_column(cond), i)
+    return ClassicColumn(chain.otherwise(_jvm_column(otherwise)))
+
+
+def _jvm_column(col: Column) -> Any:
+    """The JVM column behind a (classic) PySpark column."""
+    return col._jc
+
+
+def _typed_lit(value: Any, typ: str) -> Column:
+    """``value`` as a literal of Spark type ``typ`` (a string is one already: no cast)."""
+    from pyspark.sql import functions as F
+
+    if typ == "string" and isinstance(value, str):
+        return F.lit(value)
+    return F.lit(value).cast(typ)
 
 
 def union(inputs: list[DataFrame], p: UnionParams, ctx: OpContext) -> DataFrame:
@@ -219,7 +294,7 @@ def aggregate_contributions(
     contribution to each measure (null where the row does not contribute)."""
     from pyspark.sql import functions as F
 
-    cols = [F.col(c) for c in p.group_by] + [F.col(LINEAGE_COLUMN)]
+    cols: list[Column | str] = [*p.group_by, LINEAGE_COLUMN]  # names: no Column calls
     for name, m in p.measures.items():
         expr = F.expr(m.expr)
         if m.func == "count":
@@ -228,7 +303,7 @@ def aggregate_contributions(
         if m.type:
             contrib = contrib.cast(spark_type(m.type))
         cols.append(contrib.alias(name))
-    return df.select(*cols, *[F.col(c) for c in extra])
+    return df.select(*cols, *extra)
 
 
 def aggregate_finish(checkpoint: DataFrame, p: AggregateParams, node: str) -> DataFrame:
@@ -238,7 +313,7 @@ def aggregate_finish(checkpoint: DataFrame, p: AggregateParams, node: str) -> Da
 
     aggs = []
     for name, m in p.measures.items():
-        c = F.col(name)
+        c = name
         if m.func in ("sum", "count"):
             agg = F.coalesce(F.sum(c), F.lit(0).cast(checkpoint.schema[name].dataType))
             if m.func == "count":

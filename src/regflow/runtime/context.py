@@ -18,3 +18,6 @@ class OpContext:
     inputs: tuple[str, ...]
     variables: dict[str, Any] = field(default_factory=dict)
     spark: SparkSession | None = None
+    # Per input, at most how many rows it has, when the runtime knows without a Spark job
+    # (a stored output's row count, a source's rows from its files); None when unknown.
+    input_rows: tuple[int | None, ...] = ()

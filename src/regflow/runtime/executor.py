@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _NODE_TAG = re.compile(r"\[regflow:node=([a-z0-9_]+)\]\s*([^\n]*)")
+# what Spark appends to the message of a raise_error
+_SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\s*$")
 
 
 # Written data up to this many rows is checked for lineage ids on the driver, with pyarrow
@@ -215,7 +217,7 @@ class StageRunner:
         m = _NODE_TAG.search(text)
         kw = {"pipeline": self.plan.pipeline, "cob": self.run.cob}
         if m:
-            return DataError(m.group(2).strip(), node=m.group(1), **kw)
+            return DataError(_SQLSTATE.sub("", m.group(2)).strip(), node=m.group(1), **kw)
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         if user_code:
             return UserCodeError(f"operator failed: {type(exc).__name__}: {first}", node=node, **kw)
@@ -246,7 +248,18 @@ class StageRunner:
             inputs=node.inputs,
             variables=dict(self.variables),
             spark=self.spark,
+            input_rows=tuple(self._rows_at_most(i) for i in node.inputs),
         )
+
+    def _rows_at_most(self, name: str) -> int | None:
+        """At most how many rows the frame ``name`` has, known without a Spark job: stored
+        data's row count, or a source's from its files (see ``read_source``)."""
+        if name in self.stored_rows:
+            return self.stored_rows[name]
+        if self.plan.is_source(name):
+            rows = self.report.sources.get(name, {}).get("rows_at_most")
+            return rows if isinstance(rows, int) else None
+        return None
 
     def _run_node(self, node: PlanNode) -> None:
         op = registry.get(node.op)
@@ -353,11 +366,9 @@ class StageRunner:
             F.lit(params.at).alias("stage"),
             F.lit(params.position).alias("position"),
         ]
-        audit = (
-            audit.select(*ident, *AUDIT_COLUMNS)
-            .repartition(1)  # small: one file, sorted; the shuffle keeps upstream parallel
-            .sortWithinPartitions("rule_id", LINEAGE_COLUMN)
-        )
+        # Laid out by rule then lineage id like a checkpoint: sorted on the driver when small
+        # (the usual case: changed rows only), no shuffle in the audit's job.
+        audit = audit.select(*ident, *AUDIT_COLUMNS)
 
         def summarize(written: Path) -> dict[str, Any]:
             # The audit is small (changed rows only): count with pyarrow, no Spark job.
@@ -398,6 +409,7 @@ class StageRunner:
             keys=["rule_id", LINEAGE_COLUMN, "field"],
             unique_ids=False,
             summarize=summarize,
+            cluster_by=["rule_id"],
         )
         for r in self.run.metadata(f"{node.id}.audit")["rules"]:
             self.report.adjustments.append(

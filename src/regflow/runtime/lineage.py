@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 def source_lineage_id(source: str, cob: str, primary_key: Sequence[str]) -> Column:
     from pyspark.sql import functions as F
 
-    return F.xxhash64(F.lit(f"{source}@{cob}"), *[F.col(c) for c in primary_key])
+    return F.xxhash64(F.lit(f"{source}@{cob}"), *primary_key)
 
 
 def group_lineage_id(node: str, keys: Sequence[str]) -> Column:
     from pyspark.sql import functions as F
 
-    return F.xxhash64(F.lit(node), *[F.col(c) for c in keys])
+    return F.xxhash64(F.lit(node), *keys)
 
 
 def add_rollup(
@@ -42,23 +42,35 @@ def add_rollup(
     checkpoint of a ``rollup`` op. Other columns are null on total rows.
     """
     from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
 
-    aggs = [F.sum(F.col(c)).alias(c) for c in sums]
-    totals = df.groupBy(*by).agg(*aggs)
+    from regflow.runtime.sources import quote_name
+
+    # (column names and SQL text where they do: PySpark's Column methods cost several JVM
+    # round trips each)
+    totals = df.groupBy(*by).agg(
+        *[F.expr(f"sum({quote_name(c)}) AS {quote_name(c)}") for c in sums]
+    )
     if labels:
         totals = totals.select(
-            *[F.col(c) for c in totals.columns if c not in labels],
+            *[c for c in totals.columns if c not in labels],
             *[F.lit(v).alias(k) for k, v in labels.items()],
         )
-    have = set(totals.columns)
+    have = {f.name: f.dataType for f in totals.schema.fields}
+    have[LINEAGE_COLUMN] = LongType()
     # one projection (each DataFrame step costs Spark an analysis of the whole plan)
-    cols = []
+    cols: list[Column | str] = []
     for f in df.schema.fields:
+        if f.name != LINEAGE_COLUMN and have.get(f.name) == f.dataType:
+            cols.append(f.name)  # as it is
+            continue
         if f.name == LINEAGE_COLUMN:
             c = rollup_lineage_id(node, by)
         else:
             c = F.col(f.name) if f.name in have else F.lit(None)
-        cols.append(c.cast(f.dataType).alias(f.name))
+        if have.get(f.name) != f.dataType:
+            c = c.cast(f.dataType)
+        cols.append(c.alias(f.name))
     return df.unionByName(totals.select(*cols))
 
 

@@ -72,6 +72,17 @@ def get_spark() -> SparkSession:
             .config("spark.sql.sources.partitionOverwriteMode", "static")
             .config("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
             .config("spark.sql.ansi.enabled", "true")
+            # A stage whose generated code has a method too long for the JVM to compile (more
+            # than 8000 bytes of bytecode: e.g. a long decision table fused with joins) runs
+            # operator by operator, not interpreted (several times slower). Its tasks then
+            # carry expression trees, serialized recursively: deep ones (dozens of chained
+            # adjustments) need a larger thread stack than the JVM's default 1 MB (replacing
+            # the driver's Java options: set REGFLOW_DRIVER_JAVA_OPTIONS to add your own).
+            .config("spark.sql.codegen.hugeMethodLimit", "8000")
+            .config(
+                "spark.driver.extraJavaOptions",
+                os.environ.get("REGFLOW_DRIVER_JAVA_OPTIONS", "-Xss16m"),
+            )
         )
         _SESSION = builder.getOrCreate()
         _SESSION.sparkContext.setLogLevel("ERROR")
