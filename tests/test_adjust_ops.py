@@ -479,3 +479,49 @@ def test_many_rules_on_one_field_apply_in_order_and_each_is_audited(spark):
             if a[LID] == i and a["field"] == "n"
         )
         assert mine == [(f"R{k:03d}", str(start + k), str(start + k + 1)) for k in range(64)]
+
+
+def test_chained_multiplies_and_adds_round_at_every_step_like_separate_rules(spark):
+    """Writes to one field nest in one projection; each must still round to the column's
+    scale after its own step, and leave unmatched rows exactly as they were."""
+    df = frame(spark)
+    steps = [
+        ("M1", [], "multiply", D("1.05")),
+        ("M2", [c("n", ">=", 10)], "multiply", D("0.95")),  # below 1: widened for the 1
+        ("M3", [c("s", "=", "CORP_BOND")], "multiply", 3),
+        ("M4", [c("n", "<", 11)], "add", D("0.0000005")),
+        ("M5", [], "multiply", 0.5),
+        ("M6", [c("flag", "=", True)], "add", -1),
+    ]
+    rules = [
+        rule(rid, conds, [{"field": f, "operation": op, "value": v} for f in ("d", "x")])
+        for rid, conds, op, v in steps
+    ]
+    out, audit = apply_rules(df, rules)
+    rows = rows_by_id(out)
+    matches = {
+        "M1": ALL,
+        "M2": {2, 3, 5},
+        "M3": {1, 5},
+        "M4": {1, 2, 6},
+        "M5": ALL,
+        "M6": {1, 3},
+    }
+    expected_audit = set()
+    for i in ALL:
+        d, x = row_of(i)["d"], row_of(i)["x"]
+        for rid, _, op, v in steps:
+            if i not in matches[rid]:
+                continue
+            new_d = None if d is None else _q(d * D(str(v)) if op == "multiply" else d + D(str(v)))
+            new_x = None if x is None else (x * float(v) if op == "multiply" else x + float(v))
+            expected_audit.add((rid, i, "d", None if d is None else str(d.quantize(SCALE))))
+            d, x = new_d, new_x
+        assert rows[i]["d"] == d, i
+        assert rows[i]["x"] == x, i
+    got = {
+        (a["rule_id"], a[LID], a["field"], a["old_value"])
+        for a in audit_rows(audit)
+        if a["field"] == "d"
+    }
+    assert got == expected_audit
