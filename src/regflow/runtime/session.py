@@ -57,6 +57,9 @@ def get_spark() -> SparkSession:
         from pyspark.sql import SparkSession
 
         master = os.environ.get("REGFLOW_SPARK_MASTER", "local[*]")
+        java_options = os.environ.get(
+            "REGFLOW_DRIVER_JAVA_OPTIONS", "-Xss16m -XX:-DontCompileHugeMethods"
+        )
         builder = (
             SparkSession.builder.appName("regflow")
             .master(master)
@@ -72,17 +75,16 @@ def get_spark() -> SparkSession:
             .config("spark.sql.sources.partitionOverwriteMode", "static")
             .config("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
             .config("spark.sql.ansi.enabled", "true")
-            # A stage whose generated code has a method too long for the JVM to compile (more
-            # than 8000 bytes of bytecode: e.g. a long decision table fused with joins) runs
-            # operator by operator, not interpreted (several times slower). Its tasks then
-            # carry expression trees, serialized recursively: deep ones (dozens of chained
-            # adjustments) need a larger thread stack than the JVM's default 1 MB (replacing
-            # the driver's Java options: set REGFLOW_DRIVER_JAVA_OPTIONS to add your own).
-            .config("spark.sql.codegen.hugeMethodLimit", "8000")
-            .config(
-                "spark.driver.extraJavaOptions",
-                os.environ.get("REGFLOW_DRIVER_JAVA_OPTIONS", "-Xss16m"),
-            )
+            # Whole-stage code generation fuses a stage's operators into one Java method; for
+            # a long stage (joins, a decision table, adjustment rules) that method exceeds
+            # the 8000 bytes of bytecode the JVM's JIT compiles by default, and then runs
+            # interpreted, several times slower. -XX:-DontCompileHugeMethods lets the JIT
+            # compile it (measured: the LCR's main job 1.6x faster than the alternative of
+            # running such stages operator by operator). Deep expression trees (dozens of
+            # chained adjustments) need more than the default 1 MB thread stack. These
+            # replace the JVM options: set REGFLOW_DRIVER_JAVA_OPTIONS to add your own.
+            .config("spark.driver.extraJavaOptions", java_options)
+            .config("spark.executor.extraJavaOptions", java_options)
         )
         _SESSION = builder.getOrCreate()
         _SESSION.sparkContext.setLogLevel("ERROR")
