@@ -17,10 +17,9 @@ The hot path is kept to what the rules need per row:
   projections matter: a stage too large for one compiled method runs operator by
   operator, and then every projection copies every row.
 * **A compact audit tag.** What rides with each row to the stage's next write is one
-  nullable struct, set only on rows some rule matched: a bitmask of the rules that matched
-  and the text of the field values before and after each write (one array). Unmatched rows
-  pay nothing but the null; :func:`audit_rows` turns the tags into audit rows in one
-  projection.
+  nullable array, set only on rows some rule matched, with an entry per write that applied
+  (its number, the old and the new value as text): its size grows with the changes, not
+  with the rules or the rows. :func:`audit_rows` explodes it.
 
 The audit is one row per matched row and adjusted field: (rule, field, lineage id, old, new).
 """
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import DataType
 
 AUDIT_COLUMNS = ("rule_id", "field", LINEAGE_COLUMN, "old_value", "new_value")
-MASK_BITS = 62  # rules per bitmask word (a bigint; the sign bit stays unused)
 
 
 def ident(name: str) -> str:
@@ -229,14 +227,9 @@ def _flag_name(i: int) -> str:
     return f"__adj_m{i}"
 
 
-def _mask_bit(word_prefix: str, i: int) -> str:
-    """Whether rule ``i`` matched, read from the tag's bitmask words."""
-    return f"(({word_prefix}{i // MASK_BITS} & {1 << (i % MASK_BITS)}L) <> 0)"
-
-
 # --------------------------------------------------------------------------- hot path
 def _value_slots(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[_Write], list[int]]:
-    """The tag's value array: the original value of each written field, then the result
+    """Value slots: the original value of each written field, then the result
     of each write in (rule, adjustment) order. Returns the fields, the writes, and for each
     write the slot of the value it started from (its field's previous write, or original)."""
     fields = _written_fields(rules)
@@ -250,10 +243,10 @@ def _value_slots(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[_Writ
 
 
 def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
-    """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct of the
-    rules' match bitmask (``m0``, ``m1``, ...: bit ``i % 62`` of word ``i // 62`` for the
-    ``i``-th rule in ``rule_id`` order) and ``v``, the text of every value the rules
-    produced (see :func:`_value_slots`); null for every other row.
+    """The adjusted rows plus ``audit_col``: for rows some rule matched, an array with one
+    entry per write whose rule matched, ``(k, o, n)``: the write's number in (rule_id,
+    adjustment) order and the text of the field before and after it; null for every other
+    row.
 
     The column travels with the rows to the stage's next write (an aggregate's lineage
     checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second
@@ -311,24 +304,23 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
                 new[col] = f"{expr} AS {col}"
             df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *snapshots)
             carried += [x.rsplit(" AS ", 1)[1] for x in snapshots]
-    n = len(rules)
-    words = []
-    for word in range((n + MASK_BITS - 1) // MASK_BITS):
-        bits = [
-            f"IF({_flag_name(i)}, {1 << (i % MASK_BITS)}L, 0L)"
-            for i in range(word * MASK_BITS, min(n, (word + 1) * MASK_BITS))
-        ]
-        words.append(f"'m{word}', ({' | '.join(bits)})")
-    values = ", ".join(f"CAST({holder[k]} AS STRING)" for k in range(len(holder)))
-    any_match = " OR ".join(_flag_name(i) for i in range(n))
-    struct = f"named_struct({', '.join(words)}, 'v', array({values}))"
-    return df.selectExpr(*columns, f"CASE WHEN {any_match} THEN {struct} END AS {tag}")
+    _, writes, before = _value_slots(rules)
+    # One entry per write whose rule matched the row: (write number, old text, new text).
+    entries = ", ".join(
+        f"CASE WHEN {_flag_name(w.i)} THEN named_struct('k', {k}, "
+        f"'o', CAST({holder[before[k]]} AS STRING), "
+        f"'n', CAST({holder[slot[(w.i, w.j)]]} AS STRING)) END"
+        for k, w in enumerate(writes)
+    )
+    any_match = " OR ".join(_flag_name(i) for i in range(len(rules)))
+    changed = f"filter(array({entries}), x -> x IS NOT NULL)"
+    return df.selectExpr(*columns, f"CASE WHEN {any_match} THEN {changed} END AS {tag}")
 
 
 # --------------------------------------------------------------------------- audit
 def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -> DataFrame:
     """One row per changed value (``AUDIT_COLUMNS``) from a DataFrame tagged by
-    :func:`tag_changes` with the same rules: one projection over the tag, no replay."""
+    :func:`tag_changes` with the same rules: the tag's entries, exploded."""
     ordered = _ordered(rules)
     lid, tag = ident(LINEAGE_COLUMN), ident(audit_col)
     if not ordered:
@@ -339,25 +331,25 @@ def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -
             "CAST(NULL AS STRING) AS old_value",
             "CAST(NULL AS STRING) AS new_value",
         ).limit(0)
-    fields, writes, before = _value_slots(rules)
+    _, writes, _ = _value_slots(rules)
     rule_ids = {i: rule.rule_id for i, rule in ordered}
-    changes = [
-        f"CASE WHEN {_mask_bit(f'{tag}.m', w.i)} THEN named_struct("
-        f"'rule_id', {sql_value(rule_ids[w.i])}, 'field', {sql_value(w.adj.field)}, "
-        f"'old_value', {tag}.v[{before[k]}], 'new_value', {tag}.v[{len(fields) + k}]) END"
-        for k, w in enumerate(writes)
-    ]
-    kept = f"filter(array({', '.join(changes)}), x -> x IS NOT NULL)"
-    kept = f"CASE WHEN {tag} IS NOT NULL THEN {kept} END"
+    ids = ", ".join(sql_value(rule_ids[w.i]) for w in writes)
+    names = ", ".join(sql_value(w.adj.field) for w in writes)
     # No Filter on the tag before the generator: Spark would push it down through the
     # rules' projections, inlining every flag and value expression (exponential in the
     # number of rules reading a field an earlier rule wrote). explode_outer, then the
     # filter on its output: neither can move below the generator (a plain explode would
     # get an inferred filter on its array, pushed down the same way).
     return (
-        df.selectExpr(lid, f"explode_outer({kept}) AS c")
+        df.selectExpr(lid, f"explode_outer({tag}) AS c")
         .where("c IS NOT NULL")
-        .selectExpr("c.rule_id", "c.field", lid, "c.old_value", "c.new_value")
+        .selectExpr(
+            f"element_at(array({ids}), c.k + 1) AS rule_id",
+            f"element_at(array({names}), c.k + 1) AS field",
+            lid,
+            "c.o AS old_value",
+            "c.n AS new_value",
+        )
     )
 
 
