@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from regflow.spec.models import LINEAGE_COLUMN as LID
 
 ROOT = Path(__file__).resolve().parent.parent
 COB = dt.date(2026, 3, 31)
@@ -39,3 +42,19 @@ def project(tmp_path) -> Path:
     for name in ("pipelines", "operators", "dags"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
+
+
+@pytest.fixture()
+def deals(spark):
+    """Four deals with a lineage id column; nulls in amount, rating and insured."""
+    rows = [
+        (1, "D1", "LE1", "USD", Decimal("100.10"), "AAA", True),
+        (2, "D2", "LE1", "EUR", Decimal("200.20"), None, False),
+        (3, "D3", "LE2", "GBP", Decimal("300.30"), "BBB", None),
+        (4, "D4", "LE2", "EUR", None, "A", False),
+    ]
+    schema = (
+        f"{LID} bigint, deal_id string, legal_entity string, currency string, "
+        "amount decimal(20,2), rating string, insured boolean"
+    )
+    return spark.createDataFrame(rows, schema)

@@ -26,12 +26,12 @@ from lcr_reference import (
     lcr_from_buckets,
     read_partition,
 )
+from runtime_helpers import run_all_stages
 
 from regflow.adjust.loader import load_rule_file
 from regflow.cli.adjustments import preview
 from regflow.cli.main import main
 from regflow.plan.build import build_plan
-from regflow.runtime.executor import run_stage
 from regflow.spec.models import LINEAGE_COLUMN as LID
 from regflow.storage import META_FILE, RunRef, publish_run
 
@@ -138,19 +138,7 @@ def base(tmp_path_factory, lcr_data, spark) -> BaseRun:
     storage = tmp / "storage"
     plan = build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
     params = {"data_root": str(lcr_data)}
-    reports = [
-        run_stage(
-            plan,
-            s.id,
-            cob=COB.isoformat(),
-            run_id="base",
-            root=storage,
-            params=params,
-            spark=spark,
-            log=lambda m: None,
-        )
-        for s in plan.stages
-    ]
+    reports = run_all_stages(plan, storage, "base", spark, params, cob=COB.isoformat())
     run = RunRef(storage, "lcr", COB.isoformat(), "base")
     rules = [r for n in plan.adjustment_nodes() for r in n.params["rules"]]
     publish_run(run, {"params": params, "rules": rules})

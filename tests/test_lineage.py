@@ -9,30 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from runtime_helpers import COB, run_all_stages
 
 from regflow.errors import DataError, LineageError, UserCodeError
 from regflow.plan.compiler import compile_file
-from regflow.runtime.executor import run_stage
 from regflow.spec.models import LINEAGE_COLUMN as LID
 from regflow.storage import META_FILE, SUCCESS_FILE, RunRef
-
-COB = "2026-03-31"
-
-
-def run_all(plan, root, run_id, spark, params=None):
-    return [
-        run_stage(
-            plan,
-            s.id,
-            cob=COB,
-            run_id=run_id,
-            root=root,
-            params=params,
-            spark=spark,
-            log=lambda m: None,
-        )
-        for s in plan.stages
-    ]
 
 
 def read(path: Path):
@@ -43,8 +25,8 @@ def read(path: Path):
 def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spark):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
-    run_all(plan, root, "first", spark, {"data_root": str(lcr_data)})
-    run_all(plan, root, "second", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "first", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "second", spark, {"data_root": str(lcr_data)})
     a = read(RunRef(root, "lcr", COB, "first").node_dir("entity_buckets.lineage"))
     b = read(RunRef(root, "lcr", COB, "second").node_dir("entity_buckets.lineage"))
     assert a.num_rows == b.num_rows == 10_000
@@ -82,7 +64,7 @@ def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spar
 def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, spark):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
-    run_all(plan, root, "r1", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)})
     run = RunRef(root, "lcr", COB, "r1")
     for name in ("entity_buckets", "entity_buckets.lineage", "entity_lcr", "entity_lcr.lineage"):
         d = run.node_dir(name)
@@ -112,7 +94,7 @@ def test_missing_fx_rate_fails_naming_node_and_currency(project, lcr_data, tmp_p
     pq.write_table(kept, fx_dir / "part-00000.parquet")
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     with pytest.raises(DataError) as exc:
-        run_all(plan, tmp_path / "storage", "r1", spark, {"data_root": str(data)})
+        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(data)})
     assert exc.value.node == "deals_fx"
     assert "no match in 'fx_rates'" in str(exc.value) and "currency=GBP" in str(exc.value)
     assert "cob=2026-03-31" in str(exc.value) and "pipeline=lcr" in str(exc.value)
@@ -197,7 +179,7 @@ def test_custom_operator_breaking_lineage_is_caught(tmp_path, spark, suffix, err
     spec = make_project(tmp_path, name, suffix)
     plan = compile_file(spec)
     with pytest.raises(error) as exc:
-        run_all(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
     assert text in str(exc.value)
     assert exc.value.node == "step" and exc.value.pipeline == name and exc.value.cob == COB
     if suffix == "boom":
@@ -211,7 +193,7 @@ def test_duplicate_primary_keys_in_a_source_are_reported(tmp_path, spark):
     )
     plan = compile_file(spec)
     with pytest.raises(DataError, match="source 'items' has duplicate primary keys"):
-        run_all(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
 
 
 def test_duplicate_operator_names_are_refused(tmp_path):
@@ -266,7 +248,7 @@ def test_trace_from_a_reported_figure_down_to_its_deals(project, lcr_data, tmp_p
 
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
-    run_all(plan, root, "r1", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)})
     run = RunRef(root, "lcr", COB, "r1")
     publish_run(run, {"params": {"data_root": str(lcr_data)}})
     result = trace(plan, run, "entity_lcr", {"legal_entity": "LE002"}, measure="outflows")

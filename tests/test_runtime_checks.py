@@ -20,38 +20,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from runtime_helpers import COB, ctx, run_all_stages
 
 from regflow.errors import DataError, LineageError
 from regflow.ops.builtin import ClassifyParams, JoinParams
 from regflow.plan.compiler import compile_file
 from regflow.runtime import builtin_ops, executor
-from regflow.runtime.context import OpContext
-from regflow.runtime.executor import run_stage
 from regflow.runtime.lineage import cluster_parquet, stored_duplicate_ids
 from regflow.spec.models import LINEAGE_COLUMN as LID
 from regflow.storage import RunRef
-
-COB = "2026-03-31"
-
-
-def ctx(node="n", inputs=("a", "b")):
-    return OpContext(pipeline="p", node=node, cob=COB, run_id="r", inputs=inputs)
-
-
-@pytest.fixture()
-def deals(spark):
-    rows = [
-        (1, "D1", "LE1", "USD", Decimal("100.10"), "AAA", True),
-        (2, "D2", "LE1", "EUR", Decimal("200.20"), None, False),
-        (3, "D3", "LE2", "GBP", Decimal("300.30"), "BBB", None),
-        (4, "D4", "LE2", "EUR", None, "A", False),
-    ]
-    schema = (
-        f"{LID} bigint, deal_id string, legal_entity string, currency string, "
-        "amount decimal(20,2), rating string, insured boolean"
-    )
-    return spark.createDataFrame(rows, schema)
-
 
 # ----------------------------------------------------------------------------- classify
 RULES = [
@@ -157,7 +134,9 @@ def test_classify_error_through_the_runner_is_a_data_error_naming_the_node(tmp_p
 """,
     )
     with pytest.raises(DataError) as exc:
-        _run_all(compile_file(spec), tmp_path / "storage", spark, tmp_path)
+        run_all_stages(
+            compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
+        )
     assert exc.value.node == "grade"
     assert "no classify rule matches the row with lineage id" in str(exc.value)
 
@@ -209,9 +188,7 @@ def _fx_with_a_duplicate(spark):
 def test_join_small_lookup_is_checked_inside_the_broadcast_job(spark, deals):
     """A lookup known to be small (ctx.input_rows) runs no job of its own: the broadcast
     fails on a repeated key, with the message of the up-front check."""
-    small = OpContext(
-        pipeline="p", node="n", cob=COB, run_id="r", inputs=("d", "fx"), input_rows=(4, 3)
-    )
+    small = ctx(inputs=("d", "fx"), input_rows=(4, 3))
     fx = _fx_with_a_duplicate(spark)
     jobs = _job_count(spark)
     out = builtin_ops.join([deals, fx], JoinParams(on=["currency"]), small)
@@ -243,9 +220,7 @@ def test_join_small_lookup_counts_nan_keys_as_equal_like_spark(spark):
     right = spark.createDataFrame(
         [(10, float("nan"), "a"), (11, float("nan"), "b")], f"{LID} bigint, k double, v string"
     )
-    small = OpContext(
-        pipeline="p", node="n", cob=COB, run_id="r", inputs=("l", "r"), input_rows=(1, 2)
-    )
+    small = ctx(inputs=("l", "r"), input_rows=(1, 2))
     out = builtin_ops.join([left, right], JoinParams(on=["k"]), small)
     with pytest.raises(Exception, match=r"join lookup 'r' has duplicate keys \(k=NaN\)"):
         out.collect()
@@ -307,7 +282,7 @@ nodes:""",
     _prices(tmp_path, fmt, [("a", 1), ("b", 2), ("b", 3), ("c", 4)])
     plan = compile_file(spec)
     with pytest.raises(DataError) as exc:
-        _run_all(plan, tmp_path / "storage", spark, tmp_path)
+        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
     assert exc.value.node == "priced"
     assert str(exc.value).endswith(
         "] join lookup 'prices' has duplicate keys (item_id=b); each left row must match at "
@@ -317,7 +292,9 @@ nodes:""",
     assert not run.is_complete("total")
     # unique keys: the run goes through, every item priced
     _prices(tmp_path, fmt, [("a", 1), ("b", 2), ("c", 4)])
-    reports = _run_all(compile_file(spec), tmp_path / "storage", spark, tmp_path, run_id="r2")
+    reports = run_all_stages(
+        compile_file(spec), tmp_path / "storage", "r2", spark, {"data_root": str(tmp_path)}
+    )
     assert reports[0].sources["prices"]["rows_at_most"] >= 3
     done = RunRef(tmp_path / "storage", name, COB, "r2")
     sums = {r["item_id"]: r["v"] for r in pq.read_table(done.node_dir("total")).to_pylist()}
@@ -466,22 +443,6 @@ def _project(tmp_path: Path, name: str, nodes: str, rows=None) -> Path:
     return spec
 
 
-def _run_all(plan, root, spark, data_root, run_id="r1"):
-    return [
-        run_stage(
-            plan,
-            s.id,
-            cob=COB,
-            run_id=run_id,
-            root=root,
-            params={"data_root": str(data_root)},
-            spark=spark,
-            log=lambda m: None,
-        )
-        for s in plan.stages
-    ]
-
-
 # An aggregate (persisted, a stage boundary), then a custom op on its stored output: the
 # op's lineage is verified on the written files, before they are promoted.
 AFTER_AGG = """
@@ -510,7 +471,7 @@ def test_custom_op_on_stored_input_is_verified_on_its_written_output(tmp_path, s
     plan = compile_file(spec)
     assert plan.node("sums").persisted and plan.node("step").persisted
     with pytest.raises(LineageError) as exc:
-        _run_all(plan, tmp_path / "storage", spark, tmp_path)
+        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
     assert text in str(exc.value)
     assert exc.value.node == "step"
     run = RunRef(tmp_path / "storage", name, COB, "r1")
@@ -522,7 +483,9 @@ def test_custom_op_on_stored_input_is_verified_on_its_written_output(tmp_path, s
 def test_custom_op_on_stored_input_that_keeps_lineage_passes(tmp_path, spark, suffix):
     name = f"ok_{suffix}"
     spec = _project(tmp_path, name, AFTER_AGG.format(op=f"{name}_{suffix}"))
-    _run_all(compile_file(spec), tmp_path / "storage", spark, tmp_path)
+    run_all_stages(
+        compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
+    )
     run = RunRef(tmp_path / "storage", name, COB, "r1")
     out = pq.read_table(run.node_dir("step")).to_pylist()
     sums = {r["item_id"]: r["v"] for r in pq.read_table(run.node_dir("sums")).to_pylist()}
@@ -549,7 +512,9 @@ def test_duplicate_source_keys_are_caught_by_both_checks(tmp_path, spark, monkey
         rows=[("a", 1, 1), ("a", 1, 2), ("b", 1, 3)],  # (a, 1) twice: one lineage id
     )
     with pytest.raises(DataError, match="source 'items' has duplicate primary keys"):
-        _run_all(compile_file(spec), tmp_path / "storage", spark, tmp_path)
+        run_all_stages(
+            compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
+        )
 
 
 @pytest.mark.parametrize("on_driver", [True, False])
@@ -564,17 +529,7 @@ def test_lcr_checkpoint_layout_is_the_same_on_the_driver_and_with_spark(
         spec.write_text(text[: text.index("\n  - id: lcr_star")] + "\n")
     plan = compile_file(spec)
     root = tmp_path / "storage"
-    for s in plan.stages:
-        run_stage(
-            plan,
-            s.id,
-            cob=COB,
-            run_id="r1",
-            root=root,
-            params={"data_root": str(lcr_data)},
-            spark=spark,
-            log=lambda m: None,
-        )
+    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)})
     run = RunRef(root, "lcr", COB, "r1")
     for name, keys in (("entity_buckets.lineage", 2), ("entity_lcr.lineage", 1)):
         seen: set = set()

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from runtime_helpers import ctx
 
 from regflow.errors import DataError
 from regflow.ops.builtin import (
@@ -17,27 +18,7 @@ from regflow.ops.builtin import (
     UnionParams,
 )
 from regflow.runtime import builtin_ops
-from regflow.runtime.context import OpContext
 from regflow.spec.models import LINEAGE_COLUMN as LID
-
-
-def ctx(node="n", inputs=("a", "b")):
-    return OpContext(pipeline="p", node=node, cob="2026-03-31", run_id="r", inputs=inputs)
-
-
-@pytest.fixture()
-def deals(spark):
-    rows = [
-        (1, "D1", "LE1", "USD", Decimal("100.10"), "AAA", True),
-        (2, "D2", "LE1", "EUR", Decimal("200.20"), None, False),
-        (3, "D3", "LE2", "GBP", Decimal("300.30"), "BBB", None),
-        (4, "D4", "LE2", "EUR", None, "A", False),
-    ]
-    schema = (
-        f"{LID} bigint, deal_id string, legal_entity string, currency string, "
-        "amount decimal(20,2), rating string, insured boolean"
-    )
-    return spark.createDataFrame(rows, schema)
 
 
 def collect(df, *cols):

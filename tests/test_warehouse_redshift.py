@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
+from runtime_helpers import run_all_stages
 from sqlglot import exp
 
 from regflow.errors import ConfigError, DataError, SpecError
@@ -209,20 +210,8 @@ def model(plan: Plan) -> StarModel:
 @pytest.fixture(scope="module")
 def staged(spark: Any, lcr_data: Path, plan: Plan, tmp_path_factory: Any) -> RunRef:
     """The LCR star staged by Spark (10k deals): every stage of the pipeline, once."""
-    from regflow.runtime.executor import run_stage
-
     root = tmp_path_factory.mktemp("redshift-storage")
-    for stage in plan.stages:
-        run_stage(
-            plan,
-            stage.id,
-            cob=COB,
-            run_id=RUN_ID,
-            root=root,
-            params={"data_root": str(lcr_data)},
-            spark=spark,
-            log=lambda _msg: None,
-        )
+    run_all_stages(plan, root, RUN_ID, spark, {"data_root": str(lcr_data)}, cob=COB)
     return RunRef(root, plan.pipeline, COB, RUN_ID)
 
 

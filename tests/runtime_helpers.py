@@ -1,0 +1,48 @@
+"""Helpers shared by the runtime tests: an op context, and running every stage of a plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from regflow.runtime.context import OpContext
+from regflow.runtime.executor import StageReport, run_stage
+
+COB = "2026-03-31"
+
+
+def ctx(
+    node: str = "n",
+    inputs: tuple[str, ...] = ("a", "b"),
+    input_rows: tuple[int | None, ...] = (),
+) -> OpContext:
+    """The context a built-in op gets, for calling it directly (``input_rows``: what the
+    runtime knows of each input's size without a Spark job)."""
+    return OpContext(
+        pipeline="p", node=node, cob=COB, run_id="r", inputs=inputs, input_rows=input_rows
+    )
+
+
+def run_all_stages(
+    plan: Any,
+    root: Path,
+    run_id: str,
+    spark: Any,
+    params: dict[str, str] | None = None,
+    *,
+    cob: str = COB,
+) -> list[StageReport]:
+    """Every stage of ``plan`` in order, as the Airflow tasks would run them, quietly."""
+    return [
+        run_stage(
+            plan,
+            s.id,
+            cob=cob,
+            run_id=run_id,
+            root=root,
+            params=params,
+            spark=spark,
+            log=lambda _msg: None,
+        )
+        for s in plan.stages
+    ]
