@@ -258,13 +258,14 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     tag = ident(audit_col)
     if not rules:
         return df.selectExpr(*columns, f"CAST(NULL AS STRUCT<none: BOOLEAN>) AS {tag}")
-    fields, all_writes, _ = _value_slots(rules)
+    fields, all_writes, before = _value_slots(rules)
     slot = {(w.i, w.j): len(fields) + k for k, w in enumerate(all_writes)}
     # Helper columns riding along: the original values of written fields (__adj_s<slot>),
     # the flags, whether any rule of a layer matched (__adj_a<layer>), and the value after
     # every write that a later write overwrites (a snapshot, for the audit).
     carried: list[str] = []
     holder: dict[int, str] = {}  # slot -> the column holding its value
+    in_field: dict[str, int] = {}  # field column -> the write slot it holds
     for n_layer, layer in enumerate(_layers(rules)):
         originals = [] if carried else [f"{ident(f)} AS __adj_s{k}" for k, f in enumerate(fields)]
         flags = [f"{rule_condition(rule, types)} AS {_flag_name(i)}" for i, rule in layer]
@@ -278,12 +279,12 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
         writes = [_Write(i, j, a) for i, rule in layer for j, a in enumerate(rule.adjustments)]
         for round_ in _chains(writes, types):
             new: dict[str, str] = {}
-            snapshots: list[str] = []
+            snapshots: dict[str, str] = {}  # name -> SQL
             for field, chain in round_.items():
                 col = ident(field)
-                prev = next((k for k, h in holder.items() if h == col), None)
-                if prev is not None:  # the field holds an earlier write's result: keep it
-                    snapshots.append(f"{col} AS __adj_s{prev}")
+                if col in in_field:  # the field holds an earlier write's result: keep it
+                    prev = in_field.pop(col)
+                    snapshots[f"__adj_s{prev}"] = col
                     holder[prev] = f"__adj_s{prev}"
                 expr = col
                 for k, w in enumerate(chain):
@@ -297,20 +298,21 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
                         expr = form
                     name = f"__adj_s{slot[(w.i, w.j)]}"
                     if k < len(chain) - 1:  # overwritten in this projection: snapshot
-                        snapshots.append(f"CASE WHEN {hit} THEN {expr} END AS {name}")
+                        snapshots[name] = f"CASE WHEN {hit} THEN {expr} END"
                         holder[slot[(w.i, w.j)]] = name
                     else:
                         holder[slot[(w.i, w.j)]] = col
+                        in_field[col] = slot[(w.i, w.j)]
                 new[col] = f"{expr} AS {col}"
-            df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *snapshots)
-            carried += [x.rsplit(" AS ", 1)[1] for x in snapshots]
-    _, writes, before = _value_slots(rules)
+            kept = [f"{sql} AS {name}" for name, sql in snapshots.items()]
+            df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *kept)
+            carried += list(snapshots)
     # One entry per write whose rule matched the row: (write number, old text, new text).
     entries = ", ".join(
         f"CASE WHEN {_flag_name(w.i)} THEN named_struct('k', {k}, "
         f"'o', CAST({holder[before[k]]} AS STRING), "
         f"'n', CAST({holder[slot[(w.i, w.j)]]} AS STRING)) END"
-        for k, w in enumerate(writes)
+        for k, w in enumerate(all_writes)
     )
     any_match = " OR ".join(_flag_name(i) for i in range(len(rules)))
     changed = f"filter(array({entries}), x -> x IS NOT NULL)"
