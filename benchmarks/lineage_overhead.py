@@ -307,44 +307,15 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(DataFrameWriter, "parquet", write_parquet))
         stack.enter_context(patched(builtin_ops, "BUILTIN_IMPLS", timed_impls))
-        stack.enter_context(
-            patched(
-                executor,
-                "duplicate_ids",
-                t.wrap("duplicate-id check (Spark)", executor.duplicate_ids),
-            )
-        )
-        stack.enter_context(
-            patched(
-                executor,
-                "stored_duplicate_ids",
-                t.wrap("duplicate-id check (pyarrow)", executor.stored_duplicate_ids),
-            )
-        )
-        stack.enter_context(
-            patched(
-                executor,
-                "cluster_parquet",
-                t.wrap("checkpoint clustering (pyarrow)", executor.cluster_parquet),
-            )
-        )
-        stack.enter_context(
-            patched(
-                executor,
-                "_parquet_rows",
-                t.wrap("row count (pyarrow footers)", executor._parquet_rows),
-            )
-        )
-        stack.enter_context(
-            patched(
-                executor,
-                "read_source",
-                t.wrap("read sources (list files, schema)", executor.read_source),
-            )
-        )
-        stack.enter_context(
-            patched(executor, "promote", t.wrap("metadata + promote", executor.promote))
-        )
+        for attr, label in (
+            ("duplicate_ids", "duplicate-id check (Spark)"),
+            ("stored_duplicate_ids", "duplicate-id check (pyarrow)"),
+            ("cluster_parquet", "checkpoint clustering (pyarrow)"),
+            ("_parquet_rows", "row count (pyarrow footers)"),
+            ("read_source", "read sources (list files, schema)"),
+            ("promote", "metadata + promote"),
+        ):
+            stack.enter_context(patched(executor, attr, t.wrap(label, getattr(executor, attr))))
         seconds, _, reports = bench.regflow()
     parts = {k: round(v, 3) for k, v in sorted(t.seconds.items(), key=lambda kv: -kv[1])}
     other = seconds - sum(t.seconds.values())
