@@ -242,6 +242,14 @@ def _value_slots(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[_Writ
     return fields, writes, before
 
 
+def write_targets(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[str]]:
+    """Each write's rule id and field, by the write number ``k`` of a tag entry."""
+    ordered = _ordered(rules)
+    _, writes, _ = _value_slots(rules)
+    rule_ids = {i: rule.rule_id for i, rule in ordered}
+    return [rule_ids[w.i] for w in writes], [w.adj.field for w in writes]
+
+
 def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
     """The adjusted rows plus ``audit_col``: for rows some rule matched, an array with one
     entry per write whose rule matched, ``(k, o, n)``: the write's number in (rule_id,
@@ -333,10 +341,9 @@ def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -
             "CAST(NULL AS STRING) AS old_value",
             "CAST(NULL AS STRING) AS new_value",
         ).limit(0)
-    _, writes, _ = _value_slots(rules)
-    rule_ids = {i: rule.rule_id for i, rule in ordered}
-    ids = ", ".join(sql_value(rule_ids[w.i]) for w in writes)
-    names = ", ".join(sql_value(w.adj.field) for w in writes)
+    rule_ids, fields = write_targets(rules)
+    ids = ", ".join(sql_value(r) for r in rule_ids)
+    names = ", ".join(sql_value(f) for f in fields)
     # No Filter on the tag before the generator: Spark would push it down through the
     # rules' projections, inlining every flag and value expression (exponential in the
     # number of rules reading a field an earlier rule wrote). explode_outer, then the

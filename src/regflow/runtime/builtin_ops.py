@@ -22,6 +22,7 @@ from regflow.ops.builtin import (
     UnionParams,
 )
 from regflow.runtime.lineage import group_lineage_id
+from regflow.runtime.local_finish import GROUP_ID_COLUMN
 from regflow.runtime.sources import quote_name, spark_type
 from regflow.spec.models import LINEAGE_COLUMN
 
@@ -288,13 +289,19 @@ def union(inputs: list[DataFrame], p: UnionParams, ctx: OpContext) -> DataFrame:
 
 # ------------------------------------------------------------------------ aggregate
 def aggregate_contributions(
-    df: DataFrame, p: AggregateParams, extra: Sequence[str] = ()
+    df: DataFrame, p: AggregateParams, extra: Sequence[str] = (), *, node: str | None = None
 ) -> DataFrame:
     """The narrow lineage checkpoint: group key, member lineage id, and each row's
-    contribution to each measure (null where the row does not contribute)."""
+    contribution to each measure (null where the row does not contribute).
+
+    With ``node``, also the lineage id of the aggregated row each member contributes to
+    (``_lineage_group_id``): a drill-through from a reported row is a filter on it.
+    """
     from pyspark.sql import functions as F
 
     cols: list[Column | str] = [*p.group_by, LINEAGE_COLUMN]  # names: no Column calls
+    if node is not None:
+        cols.append(group_lineage_id(node, p.group_by).alias(GROUP_ID_COLUMN))
     for name, m in p.measures.items():
         expr = F.expr(m.expr)
         if m.func == "count":

@@ -32,7 +32,7 @@ from regflow.ops.adjust import AdjustParams
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
 from regflow.runtime import builtin_ops, progress
-from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes
+from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes, write_targets
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
     cluster_parquet,
@@ -44,13 +44,16 @@ from regflow.runtime.lineage import (
     stored_foreign_ids,
     stored_lineage_ids,
 )
+from regflow.runtime.local_finish import audit_table, finish_aggregate, matched_rows
 from regflow.runtime.sources import read_source
 from regflow.spec.loader import project_dir_of
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.storage import RunRef, discard, new_temp_dir, promote, write_json_atomic
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 _NODE_TAG = re.compile(r"\[regflow:node=([a-z0-9_]+)\]\s*([^\n]*)")
 # what Spark appends to the message of a raise_error
@@ -281,6 +284,7 @@ class StageRunner:
         ctx = self._ctx(node)
         custom = op.func is not None
         verify: Callable[[Path, int], None] | None = None
+        stored = False  # the output is already stored (an aggregate finished on the driver)
         with self._boundary(node.id, user_code=custom):
             if isinstance(params, AdjustParams):
                 out = self._adjust(node, inputs[0], params)
@@ -291,20 +295,7 @@ class StageRunner:
                         pipeline=self.plan.pipeline,
                         node=node.id,
                     )
-                # the checkpoint also keeps each member row's adjustments (audit columns)
-                carried = [c for c in self.pending if c in inputs[0].columns]
-                contrib = builtin_ops.aggregate_contributions(inputs[0], params, extra=carried)
-                ckpt = self._write(
-                    node,
-                    f"{node.id}.lineage",
-                    contrib,
-                    kind="lineage",
-                    keys=[*params.group_by, LINEAGE_COLUMN],
-                    cluster_by=params.group_by,
-                )
-                for c in carried:  # read the audits back from the checkpoint: no second pass
-                    self._store_audit(self.pending.pop(c), ckpt)
-                out = builtin_ops.aggregate_finish(ckpt, params, node.id)
+                out, stored = self._aggregate(node, inputs[0], params)
             else:
                 if op.lineage == "rollup":
                     self._write_rollup_checkpoint(node, inputs[0], params)
@@ -318,7 +309,7 @@ class StageRunner:
             if custom and op.lineage in ("rowwise", "rollup"):
                 verify = self._verify_custom(node, inputs[0], out)
         self.frames[node.id] = out
-        if node.persisted:
+        if node.persisted and not stored:
             keys = [LINEAGE_COLUMN]
             if isinstance(params, AggregateParams):
                 keys = [*params.group_by]
@@ -327,6 +318,52 @@ class StageRunner:
                 self.frames[node.id] = self._write(
                     node, node.id, out, kind="output", keys=keys, verify=verify
                 )
+
+    def _aggregate(
+        self, node: PlanNode, df: DataFrame, params: AggregateParams
+    ) -> tuple[DataFrame, bool]:
+        """Write the lineage checkpoint, then aggregate it.
+
+        The checkpoint also keeps each member row's adjustments (audit columns): the audits
+        are read from it, with no second pass upstream. When the driver clustered the
+        checkpoint, the aggregate and the audits are computed there from the data still in
+        memory (:mod:`regflow.runtime.local_finish`); otherwise by Spark jobs reading it.
+        """
+        carried = [c for c in self.pending if c in df.columns]
+        contrib = builtin_ops.aggregate_contributions(df, params, extra=carried, node=node.id)
+        name = f"{node.id}.lineage"
+        local = self._store(
+            node,
+            name,
+            contrib,
+            kind="lineage",
+            keys=[*params.group_by, LINEAGE_COLUMN],
+            cluster_by=params.group_by,
+        )
+        ckpt = self._stored_frame(name, contrib.schema)
+        out = builtin_ops.aggregate_finish(ckpt, params, node.id)  # (its plan: no job yet)
+        for c in carried:
+            if local is not None:
+                self._store_audit_table(self.pending.pop(c), local, ckpt)
+            else:
+                self._store_audit(self.pending.pop(c), ckpt)
+        finished = None
+        if local is not None and node.persisted:
+            types = {f.name: f.dataType.simpleString() for f in out.schema.fields}
+            measures = {m: spec.func for m, spec in params.measures.items()}
+            finished = finish_aggregate(local, params.group_by, measures, types)
+        if finished is None:
+            return out, False
+        self._store_table(
+            node, node.id, finished, out.schema, kind="output", keys=[*params.group_by]
+        )
+        return self._stored_frame(node.id, out.schema), True
+
+    def _stored_frame(self, name: str, schema: StructType) -> DataFrame:
+        """The stored ``name`` as a DataFrame (the schema is known: no job to infer it)."""
+        self.stored[name] = self.run.node_dir(name)
+        self.stored_rows[name] = int(self.run.metadata(name)["rows"])
+        return self.spark.read.schema(schema).parquet(str(self.run.node_dir(name)))
 
     def _adjust(self, node: PlanNode, df: DataFrame, params: AdjustParams) -> DataFrame:
         """Apply the rules effective on this cob; their audit travels with the rows."""
@@ -347,63 +384,52 @@ class StageRunner:
             df = df.drop(column)
         return df
 
-    def _store_audit(self, pending: PendingAudit, tagged: DataFrame) -> None:
+    def _audit_constants(self, params: AdjustParams) -> dict[str, tuple[Any, str]]:
+        """The run-identity columns of an audit: name -> (value, Spark type)."""
+        return {
+            "pipeline": (self.plan.pipeline, "string"),
+            "cob": (dt.date.fromisoformat(self.run.cob), "date"),
+            "run_id": (self.run.run_id, "string"),
+            "spec_hash": (self.plan.data_hash, "string"),
+            "adjustment_set_hash": (self.run_meta.get("adjustment_set_hash", "none"), "string"),
+            "stage": (params.at, "string"),
+            "position": (params.position, "string"),
+        }
+
+    def _audit_frame(self, pending: PendingAudit, tagged: DataFrame) -> DataFrame:
+        """The audit of ``pending`` as a Spark plan over ``tagged`` (``AUDIT_COLUMNS``
+        after the run identity)."""
         from pyspark.sql import functions as F
 
         audit = audit_rows(tagged, pending.column, [r for r, _ in pending.active])
-        node, params, active, skipped = (
-            pending.node,
-            pending.params,
-            pending.active,
-            pending.skipped,
-        )
         ident = [
-            F.lit(self.plan.pipeline).alias("pipeline"),
-            F.lit(self.run.cob).cast("date").alias("cob"),
-            F.lit(self.run.run_id).alias("run_id"),
-            F.lit(self.plan.data_hash).alias("spec_hash"),
-            F.lit(self.run_meta.get("adjustment_set_hash", "none")).alias("adjustment_set_hash"),
-            F.lit(params.at).alias("stage"),
-            F.lit(params.position).alias("position"),
+            F.lit(value).cast(t).alias(name)
+            for name, (value, t) in self._audit_constants(pending.params).items()
         ]
-        # Laid out by rule then lineage id like a checkpoint: sorted on the driver when small
-        # (the usual case: changed rows only), no shuffle in the audit's job.
-        audit = audit.select(*ident, *AUDIT_COLUMNS)
+        return audit.select(*ident, *AUDIT_COLUMNS)
+
+    def _store_audit(self, pending: PendingAudit, tagged: DataFrame) -> None:
+        """Write the audit carried by ``tagged`` (a Spark job)."""
+        audit = self._audit_frame(pending, tagged)
 
         def summarize(written: Path) -> dict[str, Any]:
             # The audit is small (changed rows only): count with pyarrow, no Spark job.
             import pyarrow.parquet as pq
 
             files = sorted(str(f) for f in written.glob("*.parquet"))
-            matched: dict[str, set[int]] = {}
+            matched: dict[str, int] = {}
             if files:
                 table = pq.ParquetDataset(files, partitioning=None).read(
                     columns=["rule_id", LINEAGE_COLUMN]
                 )
-                for rid, lid in zip(
-                    table.column("rule_id").to_pylist(),
-                    table.column(LINEAGE_COLUMN).to_pylist(),
-                    strict=True,
-                ):
-                    matched.setdefault(rid, set()).add(lid)
-            rules = [
-                {
-                    "rule_id": r.rule_id,
-                    "status": "applied",
-                    "rows_matched": len(matched.get(r.rule_id, ())),
-                    "reason": "",
-                }
-                for r, _ in active
-            ]
-            rules += [
-                {"rule_id": r.rule_id, "status": "skipped", "rows_matched": 0, "reason": why}
-                for r, why in skipped
-            ]
-            return {"rules": sorted(rules, key=lambda x: x["rule_id"])}
+                matched = matched_rows(table)
+            return self._audit_summary(pending, matched)
 
+        # Laid out by rule then lineage id like a checkpoint: sorted on the driver when small
+        # (the usual case: changed rows only), no shuffle in the audit's job.
         self._store(
-            node,
-            f"{node.id}.audit",
+            pending.node,
+            f"{pending.node.id}.audit",
             audit,
             kind="audit",
             keys=["rule_id", LINEAGE_COLUMN, "field"],
@@ -411,6 +437,49 @@ class StageRunner:
             summarize=summarize,
             cluster_by=["rule_id"],
         )
+        self._report_audit(pending)
+
+    def _store_audit_table(self, pending: PendingAudit, table: pa.Table, tagged: DataFrame) -> None:
+        """Write the audit carried by ``table``, a clustered checkpoint in the driver's
+        memory: computed there, no Spark job. ``tagged`` (the same data as a DataFrame)
+        gives the audit's Spark schema."""
+        rule_ids, fields = write_targets([r for r, _ in pending.active])
+        audit = audit_table(
+            table, pending.column, rule_ids, fields, self._audit_constants(pending.params)
+        )
+        summary = self._audit_summary(pending, matched_rows(audit))
+        self._store_table(
+            pending.node,
+            f"{pending.node.id}.audit",
+            audit,
+            self._audit_frame(pending, tagged).schema,
+            kind="audit",
+            keys=["rule_id", LINEAGE_COLUMN, "field"],
+            unique_ids=False,
+            summarize=lambda _written: summary,
+        )
+        self._report_audit(pending)
+
+    @staticmethod
+    def _audit_summary(pending: PendingAudit, matched: dict[str, int]) -> dict[str, Any]:
+        """The audit metadata's per-rule record: rows matched, or why a rule was skipped."""
+        rules = [
+            {
+                "rule_id": r.rule_id,
+                "status": "applied",
+                "rows_matched": matched.get(r.rule_id, 0),
+                "reason": "",
+            }
+            for r, _ in pending.active
+        ]
+        rules += [
+            {"rule_id": r.rule_id, "status": "skipped", "rows_matched": 0, "reason": why}
+            for r, why in pending.skipped
+        ]
+        return {"rules": sorted(rules, key=lambda x: x["rule_id"])}
+
+    def _report_audit(self, pending: PendingAudit) -> None:
+        node, params = pending.node, pending.params
         for r in self.run.metadata(f"{node.id}.audit")["rules"]:
             self.report.adjustments.append(
                 {"node": node.id, "at": params.at, "position": params.position, **r}
@@ -550,10 +619,7 @@ class StageRunner:
     def _write(self, node: PlanNode, name: str, df: DataFrame, **kw: Any) -> DataFrame:
         """Store ``df`` as ``name`` and return the stored data, for what comes next."""
         self._store(node, name, df, **kw)
-        self.stored[name] = self.run.node_dir(name)
-        self.stored_rows[name] = int(self.run.metadata(name)["rows"])
-        # The schema is known: passing it saves the job Spark would run to infer it.
-        return self.spark.read.schema(df.schema).parquet(str(self.run.node_dir(name)))
+        return self._stored_frame(name, df.schema)
 
     def _store(
         self,
@@ -567,27 +633,85 @@ class StageRunner:
         summarize: Callable[[Path], dict[str, Any]] | None = None,
         verify: Callable[[Path, int], None] | None = None,
         cluster_by: Sequence[str] = (),
-    ) -> None:
+    ) -> pa.Table | None:
         """Write ``df`` as ``name``: checked, with metadata, promoted atomically.
 
         ``cluster_by``: store each group's rows in one file, sorted by the group key then
-        the lineage id (the layout of lineage checkpoints).
+        the lineage id (the layout of lineage checkpoints). Returns the clustered data when
+        the driver clustered it (it is still in memory), else None.
         """
+        schema = df.schema
+        local: list[pa.Table | None] = [None]
+
+        def write(tmp: Path) -> Path:
+            df.write.mode("overwrite").parquet(str(tmp))
+            if cluster_by:
+                tmp, local[0] = self._cluster(tmp, self.run.node_dir(name), cluster_by, schema)
+            return tmp
+
+        self._persist(
+            node, name, write, schema,
+            kind=kind, keys=keys, unique_ids=unique_ids, summarize=summarize, verify=verify,
+        )  # fmt: skip
+        return local[0]
+
+    def _store_table(
+        self,
+        node: PlanNode,
+        name: str,
+        table: pa.Table,
+        schema: StructType,
+        *,
+        kind: str,
+        keys: list[str],
+        unique_ids: bool = True,
+        summarize: Callable[[Path], dict[str, Any]] | None = None,
+    ) -> None:
+        """Write ``table``, computed on the driver, as ``name`` (Spark schema ``schema``),
+        like :meth:`_store`."""
+        import uuid
+
+        import pyarrow.parquet as pq
+
+        def write(tmp: Path) -> Path:
+            tmp.mkdir(parents=True)
+            target = tmp / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            pq.write_table(table, target, compression="snappy", row_group_size=131_072)
+            return tmp
+
+        self._persist(
+            node, name, write, schema,
+            kind=kind, keys=keys, unique_ids=unique_ids, summarize=summarize, verify=None,
+        )  # fmt: skip
+
+    def _persist(
+        self,
+        node: PlanNode,
+        name: str,
+        write: Callable[[Path], Path],
+        schema: StructType,
+        *,
+        kind: str,
+        keys: list[str],
+        unique_ids: bool,
+        summarize: Callable[[Path], dict[str, Any]] | None,
+        verify: Callable[[Path, int], None] | None,
+    ) -> None:
+        """Write (``write`` fills a temporary folder and returns the folder holding the
+        data), check, add metadata and promote atomically; a failure leaves nothing."""
         t0 = time.perf_counter()
         final = self.run.node_dir(name)
         tmp = new_temp_dir(final)
         try:
-            df.write.mode("overwrite").parquet(str(tmp))
-            if cluster_by:
-                tmp = self._cluster(tmp, final, cluster_by, df)
+            tmp = write(tmp)
             rows = _parquet_rows(tmp)
             if verify is not None:
                 verify(tmp, rows)
             if unique_ids:
-                dups = self._written_duplicates(tmp, rows, df)
+                dups = self._written_duplicates(tmp, rows, schema)
                 if dups:
                     self._raise_duplicates(node, dups)
-            meta = self._metadata(node, name, kind, rows, keys, df, time.perf_counter() - t0)
+            meta = self._metadata(node, name, kind, rows, keys, schema, time.perf_counter() - t0)
             if summarize is not None:
                 meta.update(summarize(tmp))
             promote(tmp, final, meta)
@@ -598,40 +722,46 @@ class StageRunner:
         self.report.outputs.append(OutputReport(name, kind, rows, round(seconds, 3), str(final)))
         self.log(f"  wrote {name}: {rows:,} rows in {seconds:.1f}s")
 
-    def _cluster(self, written: Path, final: Path, keys: Sequence[str], df: DataFrame) -> Path:
-        """Lay the just-written data out as :func:`clustered` does; returns its folder.
+    def _cluster(
+        self, written: Path, final: Path, keys: Sequence[str], schema: StructType
+    ) -> tuple[Path, pa.Table | None]:
+        """Lay the just-written data out as :func:`clustered` does; returns its folder, and
+        the data when it was sorted on the driver.
 
         Data that fits the driver is sorted there with pyarrow, in place: much cheaper than
         a Spark shuffle and sort of every row before the write. Larger data (or key types
         that cannot be sorted exactly like Spark there) is re-written by Spark.
         """
         files = _parquet_files(written)
+        if not files:
+            return written, None
         small = (
             _parquet_rows(written) <= LOCAL_CLUSTER_MAX_ROWS
             and sum(f.stat().st_size for f in files) <= LOCAL_CLUSTER_MAX_BYTES
         )
-        if small and cluster_parquet(written, keys):
-            return written
+        table = cluster_parquet(written, keys) if small else None
+        if table is not None:
+            return written, table
         again = new_temp_dir(final)
         try:
-            stored = self.spark.read.schema(df.schema).parquet(str(written))
+            stored = self.spark.read.schema(schema).parquet(str(written))
             clustered(stored, keys).write.mode("overwrite").parquet(str(again))
         except BaseException:
             discard(again)
             raise
         discard(written)
-        return again
+        return again, None
 
-    def _written_duplicates(self, written: Path, rows: int, df: DataFrame) -> list[Any]:
-        """Lineage ids occurring more than once in the just-written ``df``.
+    def _written_duplicates(self, written: Path, rows: int, schema: StructType) -> list[Any]:
+        """Lineage ids occurring more than once in the just-written data.
 
         Read back with pyarrow (no Spark job: milliseconds for small outputs, well under a
         second for a million rows); outputs too large for the driver are checked by Spark.
         """
-        local = df.schema[LINEAGE_COLUMN].dataType.typeName() in _LOCAL_ID_TYPES
+        local = schema[LINEAGE_COLUMN].dataType.typeName() in _LOCAL_ID_TYPES
         if local and rows <= LOCAL_CHECK_MAX_ROWS:
             return stored_duplicate_ids(_parquet_files(written))
-        return duplicate_ids(self.spark.read.schema(df.schema).parquet(str(written)))
+        return duplicate_ids(self.spark.read.schema(schema).parquet(str(written)))
 
     def _raise_duplicates(self, node: PlanNode, dups: list[int]) -> None:
         """Find where duplicates first appear: a source with repeated keys, or a node."""
@@ -667,7 +797,7 @@ class StageRunner:
         kind: str,
         rows: int,
         keys: list[str],
-        df: DataFrame,
+        schema: StructType,
         seconds: float,
     ) -> dict[str, Any]:
         inputs = {}
@@ -686,7 +816,7 @@ class StageRunner:
             "stage": self.stage.id,
             "rows": rows,
             "key_columns": keys,
-            "schema": [[f.name, f.dataType.simpleString()] for f in df.schema.fields],
+            "schema": [[f.name, f.dataType.simpleString()] for f in schema.fields],
             "input_hashes": inputs,
             "node_hash": node.data_hash,
             "spec_hash": self.plan.data_hash,

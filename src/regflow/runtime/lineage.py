@@ -17,6 +17,7 @@ from regflow.errors import LineageError
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame
 
 
@@ -150,18 +151,21 @@ def stored_foreign_ids(out_ids: Any, inp_ids: Any) -> Any:
     return pc.invert(pc.is_in(out_ids, value_set=inp_ids.combine_chunks(), skip_nulls=False))
 
 
-def cluster_parquet(folder: Path, keys: Sequence[str], *, row_group_rows: int = 131_072) -> bool:
+def cluster_parquet(
+    folder: Path, keys: Sequence[str], *, row_group_rows: int = 131_072
+) -> pa.Table | None:
     """Rewrite the Parquet files in ``folder`` sorted by ``keys``, then lineage id; a group's
-    rows are contiguous and in one file.
+    rows are contiguous and in one file. Returns the sorted data (still in memory: the
+    caller may use it, e.g. to finish an aggregate, without reading it back).
 
     The order is Spark's ascending order (nulls first, strings and binary by their bytes).
     Runs on the driver with pyarrow and numpy (integer ranks, radix sorts), writing a file
     per core in parallel: for narrow data of a few million rows, a fraction of the cost of
     a Spark shuffle and sort.
 
-    Returns False, changing nothing, when a key or the lineage id has a type (or nulls)
-    this does not order exactly like Spark (e.g. floating-point keys: -0.0 and 0.0 are one
-    value to Spark); the caller then sorts with Spark.
+    Returns None, changing nothing, when there is no file or a key or the lineage id has a
+    type (or nulls) this does not order exactly like Spark (e.g. floating-point keys: -0.0
+    and 0.0 are one value to Spark); the caller then sorts with Spark.
     """
     import os
     import uuid
@@ -173,13 +177,13 @@ def cluster_parquet(folder: Path, keys: Sequence[str], *, row_group_rows: int = 
 
     files = sorted(folder.glob("*.parquet"))
     if not files:
-        return True
+        return None
     table = pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
     lid = table.column(LINEAGE_COLUMN)
     if not pa.types.is_integer(lid.type) or lid.null_count:
-        return False
+        return None
     if not all(_rankable(table.schema.field(k).type) for k in keys):
-        return False
+        return None
     order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
     # About one file per core (of at least 250k rows), cut only where a group starts.
     starts = np.flatnonzero(np.diff(group)) + 1
@@ -191,10 +195,11 @@ def cluster_parquet(folder: Path, keys: Sequence[str], *, row_group_rows: int = 
             cuts.append(int(starts[j]))
     bounds = list(zip([0, *cuts], [*cuts, len(order)], strict=True))
     run = uuid.uuid4()
+    parts_out: list[pa.Table | None] = [None] * len(bounds)
 
     def write(i: int) -> None:
         a, b = bounds[i]
-        part = table.take(pa.array(order[a:b]))
+        part = parts_out[i] = table.take(pa.array(order[a:b]))
         target = folder / f"part-{i:05d}-{run}-c000.snappy.parquet"
         pq.write_table(
             part,
@@ -209,7 +214,7 @@ def cluster_parquet(folder: Path, keys: Sequence[str], *, row_group_rows: int = 
     for f in files:
         f.unlink()
         f.with_name(f".{f.name}.crc").unlink(missing_ok=True)
-    return True
+    return pa.concat_tables([p for p in parts_out if p is not None])
 
 
 def _group_order(lid: Any, ranks: list[Any]) -> tuple[Any, Any]:

@@ -1,0 +1,240 @@
+"""Aggregates and audits finished on the driver from a checkpoint in memory
+(regflow.runtime.local_finish) give exactly what the Spark jobs give; and where they could
+not, they decline (the runner then uses Spark)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from runtime_helpers import COB, run_all_stages
+
+from regflow.ops.builtin import AggregateParams
+from regflow.plan.build import build_plan
+from regflow.runtime import builtin_ops, executor
+from regflow.runtime.adjust_ops import audit_rows, tag_changes, write_targets
+from regflow.runtime.lineage import cluster_parquet
+from regflow.runtime.local_finish import (
+    GROUP_ID_COLUMN,
+    audit_table,
+    finish_aggregate,
+    matched_rows,
+)
+from regflow.spec.models import LINEAGE_COLUMN as LID
+from regflow.storage import RunRef
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MEASURES = {
+    "big": {"sum": "big"},  # decimal(38,6): overflow checked
+    "small": {"sum": "small"},  # decimal(12,2): cannot overflow
+    "n": {"count": "small"},
+    "qty": {"sum": "qty"},  # bigint: overflow checked
+    "lo": {"min": "qty32"},
+    "hi": {"max": "small"},
+    "first_day": {"min": "day"},
+}
+FUNCS = {m: next(iter(s)) for m, s in MEASURES.items()}
+
+
+def _checkpoint(spark, tmp_path: Path, rows: list[tuple], node: str = "agg"):
+    """The clustered lineage checkpoint of ``rows`` as the runner writes it, and its params."""
+    schema = (
+        f"g string, h int, {LID} bigint, big decimal(38,6), small decimal(12,2), "
+        "qty bigint, qty32 int, day date"
+    )
+    df = spark.createDataFrame(rows, schema)
+    params = AggregateParams.model_validate({"group_by": ["g", "h"], "measures": MEASURES})
+    contrib = builtin_ops.aggregate_contributions(df, params, node=node)
+    folder = tmp_path / "ckpt"
+    contrib.write.parquet(str(folder))
+    table = cluster_parquet(folder, ["g", "h"])
+    assert table is not None
+    stored = spark.read.schema(contrib.schema).parquet(str(folder))
+    return table, stored, params
+
+
+def _rows(n: int, seed: int) -> list[tuple]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        g = rnd.choice(["LE1", "LE2", "Zürich", None])
+        h = rnd.choice([1, 2, None])
+        big = None if rnd.random() < 0.1 else Decimal(rnd.randrange(-(10**20), 10**20)) / 10**6
+        small = None if rnd.random() < 0.2 else Decimal(rnd.randrange(-(10**9), 10**9)) / 100
+        qty = None if rnd.random() < 0.1 else rnd.randrange(-(2**40), 2**40)
+        qty32 = None if rnd.random() < 0.1 else rnd.randrange(-(2**31), 2**31)
+        day = None if rnd.random() < 0.1 else dt.date(2026, 1, 1) + dt.timedelta(rnd.randrange(90))
+        out.append((g, h, i, big, small, qty, qty32, day))
+    out.append(("ALLNULL", 9, n, None, None, None, None, None))  # a group with no values
+    return out
+
+
+def test_finish_aggregate_is_exactly_sparks_aggregate(spark, tmp_path):
+    table, stored, params = _checkpoint(spark, tmp_path, _rows(5_000, 3))
+    want_df = builtin_ops.aggregate_finish(stored, params, "agg")
+    types = {f.name: f.dataType.simpleString() for f in want_df.schema.fields}
+    got = finish_aggregate(table, ["g", "h"], FUNCS, types)
+    assert got is not None
+    assert got.column_names == want_df.columns
+    for f in want_df.schema.fields:  # the types Spark would have stored
+        assert got.schema.field(f.name).type == executor_type(f.dataType.simpleString()), f
+    key = lambda r: (r["g"] or "", r["h"] or 0)  # noqa: E731
+    want = sorted((r.asDict() for r in want_df.collect()), key=key)
+    assert sorted(got.to_pylist(), key=key) == want
+    allnull = next(r for r in want if r["g"] == "ALLNULL")
+    assert allnull["big"] == 0 and allnull["n"] == 0 and allnull["lo"] is None
+
+
+def executor_type(spark_type: str):
+    from regflow.runtime.local_finish import arrow_type
+
+    return arrow_type(spark_type)
+
+
+def test_finish_aggregate_declines_when_a_partial_sum_could_overflow(spark, tmp_path):
+    """The total is 1, but Spark overflows on the way (and fails): the driver must not
+    answer 1."""
+    nines, minus = Decimal("9" * 32), Decimal("-" + "9" * 32)  # decimal(38,6) at its limit
+    rows = [("A", 1, i, nines if i < 3 else minus, None, None, None, None) for i in range(6)]
+    rows.append(("A", 1, 6, Decimal(1), None, None, None, None))
+    table, stored, params = _checkpoint(spark, tmp_path, rows)
+    want = builtin_ops.aggregate_finish(stored, params, "agg")
+    types = {f.name: f.dataType.simpleString() for f in want.schema.fields}
+    assert finish_aggregate(table, ["g", "h"], FUNCS, types) is None
+    with pytest.raises(Exception, match=r"(?i)overflow"):
+        want.collect()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("big", Decimal("9" * 32)), ("qty", 2**62)],  # sums past decimal(38,6) / bigint
+)
+def test_finish_aggregate_declines_sums_that_could_overflow(spark, tmp_path, column, value):
+    base = {"big": None, "qty": None}
+    rows = []
+    for i in range(4):
+        vals = {**base, column: value}
+        rows.append(("A", 1, i, vals["big"], None, vals["qty"], None, None))
+    table, stored, params = _checkpoint(spark, tmp_path, rows)
+    types = {
+        f.name: f.dataType.simpleString()
+        for f in builtin_ops.aggregate_finish(stored, params, "agg").schema.fields
+    }
+    measures = FUNCS
+    assert finish_aggregate(table, ["g", "h"], measures, types) is None
+
+
+def test_finish_aggregate_declines_what_it_cannot_do_exactly():
+    t = pa.table(
+        {
+            "g": ["a"],
+            GROUP_ID_COLUMN: pa.array([1], pa.int64()),
+            "x": [float("nan")],
+            "s": ["text"],
+        }
+    )
+    assert finish_aggregate(t, ["g"], {"x": "min"}, {"x": "double"}) is None  # NaN order
+    assert finish_aggregate(t, ["g"], {"s": "max"}, {"s": "string"}) is None
+    assert finish_aggregate(t.drop_columns([GROUP_ID_COLUMN]), ["g"], {"x": "sum"}, {}) is None
+    assert finish_aggregate(t, ["g"], {"x": "sum"}, {"x": "double"}) is not None
+
+
+def test_audit_table_is_the_audit_spark_explodes(spark, deals):
+    from regflow.adjust.models import AdjustmentRule
+
+    def rule(rid: str, conditions: list, adjustments: list) -> AdjustmentRule:
+        return AdjustmentRule.model_validate(
+            {
+                "rule_id": rid,
+                "pipeline": "p",
+                "stage": "s",
+                "conditions": conditions,
+                "adjustments": adjustments,
+                "effective_date": "2026-01-01",
+                "approval": {
+                    "requested_by": "maker",
+                    "approved_by": "checker",
+                    "timestamp": "2026-01-02T09:00:00Z",
+                },
+                "reason": "test",
+            }
+        )
+
+    rules = [
+        rule(
+            "R2",
+            [{"field": "legal_entity", "operator": "=", "value": "LE1"}],
+            [
+                {"field": "amount", "operation": "multiply", "value": 2},
+                {"field": "rating", "operation": "set", "value": "X"},
+            ],
+        ),
+        rule(
+            "R1",
+            [{"field": "currency", "operator": "=", "value": "EUR"}],
+            [{"field": "amount", "operation": "add", "value": 1.5}],
+        ),
+        rule(  # matches nothing
+            "R3",
+            [{"field": "deal_id", "operator": "=", "value": "none"}],
+            [{"field": "rating", "operation": "set", "value": "Y"}],
+        ),
+    ]
+    tagged = tag_changes(deals, rules, "_tag")
+    want = sorted(tuple(r) for r in audit_rows(tagged, "_tag", rules).collect())
+    local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
+    ids, fields = write_targets(rules)
+    got = audit_table(local, "_tag", ids, fields, {"stage": ("s", "string")})
+    assert got.column("stage").to_pylist() == ["s"] * len(want)
+    rows = got.drop_columns(["stage"]).to_pylist()
+    assert sorted(tuple(r.values()) for r in rows) == want
+    assert [(r["rule_id"], r[LID]) for r in rows] == sorted((r[0], r[2]) for r in want)
+    assert matched_rows(got) == {"R1": 2, "R2": 2}
+
+
+# ------------------------------------------------------------------ through the runner
+def _run_lcr(tmp: Path, data: Path, spark) -> RunRef:
+    project = tmp / "project"
+    for name in ("pipelines", "operators", "adjustments"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    plan = build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
+    run_all_stages(plan, tmp / "storage", "r1", spark, {"data_root": str(data)})
+    return RunRef(tmp / "storage", "lcr", COB, "r1")
+
+
+def _read(folder: Path) -> list[dict]:
+    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    return pq.ParquetDataset(files, partitioning=None).read().to_pylist()
+
+
+def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
+    tmp_path, lcr_data, spark, monkeypatch
+):
+    local = _run_lcr(tmp_path / "local", lcr_data, spark)
+    monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)  # every checkpoint by Spark
+    remote = _run_lcr(tmp_path / "spark", lcr_data, spark)
+    def stored(run: RunRef) -> list[str]:  # the outputs, checkpoints and audits
+        return sorted(
+            p.name for p in run.node_dir("x").parent.iterdir() if p.is_dir() and p.name[0] != "_"
+        )
+
+    names = stored(local)
+    assert {"entity_buckets", "entity_lcr", "classify__adjusted.audit"} <= set(names)
+    assert names == stored(remote)
+    for name in names:
+        a, b = _read(local.node_dir(name)), _read(remote.node_dir(name))
+        if name.endswith(".audit"):  # the run ids are the same; both sorted by rule, id
+            assert a == b, name
+            assert local.metadata(name)["rules"] == remote.metadata(name)["rules"]
+        else:
+            assert sorted(a, key=repr) == sorted(b, key=repr), name
+        assert local.metadata(name)["schema"] == remote.metadata(name)["schema"], name
+    audits = [n for n in names if n.endswith(".audit")]
+    assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
