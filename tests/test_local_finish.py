@@ -220,6 +220,7 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
     local = _run_lcr(tmp_path / "local", lcr_data, spark)
     monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)  # every checkpoint by Spark
     remote = _run_lcr(tmp_path / "spark", lcr_data, spark)
+
     def stored(run: RunRef) -> list[str]:  # the outputs, checkpoints and audits
         return sorted(
             p.name for p in run.node_dir("x").parent.iterdir() if p.is_dir() and p.name[0] != "_"
