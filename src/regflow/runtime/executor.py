@@ -153,6 +153,8 @@ class StageRunner:
         self.stored: dict[str, Path] = {}
         self.stored_rows: dict[str, int] = {}
         self.pending: dict[str, PendingAudit] = {}
+        # frames computed on the driver: name -> their lineage ids
+        self.local_ids: dict[str, pa.ChunkedArray] = {}
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
 
     def stored_run(self, name: str) -> RunRef | None:
@@ -374,8 +376,21 @@ class StageRunner:
             ok, why = rule.applies_on(cob)
             (active if ok else skipped).append((rule, why))
         column = f"_audit__{node.id}"
-        self.pending[column] = PendingAudit(node, params, active, skipped, column)
-        return tag_changes(df, [r for r, _ in active], column)
+        pending = PendingAudit(node, params, active, skipped, column)
+        tagged = tag_changes(df, [r for r, _ in active], column)
+        rows = self._rows_at_most(node.inputs[0])
+        if rows is None or rows > SMALL_INPUT_ROWS:
+            self.pending[column] = pending
+            return tagged
+        # A few rows (an entity-level splice point): adjusted once, on the driver's copy.
+        # The audit is read from it (no Spark job) and the op after it gets the rows as
+        # they are (its lineage check runs on the driver too, see _verify_custom).
+        table = tagged.toArrow()
+        self._store_audit_table(pending, table, tagged)
+        adjusted = table.drop_columns([column])
+        self.local_ids[node.id] = adjusted.column(LINEAGE_COLUMN)
+        self.stored_rows[node.id] = adjusted.num_rows
+        return self.spark.createDataFrame(adjusted, schema=tagged.drop(column).schema)
 
     def _flush_audits(self, df: DataFrame) -> DataFrame:
         """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""
@@ -514,21 +529,28 @@ class StageRunner:
         runs now, with Spark.
         """
         input_dir = self.stored.get(node.inputs[0])
+        local = self.local_ids.get(node.inputs[0])
+        if node.persisted and local is not None:
+            return lambda written, rows: self._verify_custom_written(node, local, written, rows)
         if node.persisted and input_dir is not None:
             return lambda written, rows: self._verify_custom_written(node, input_dir, written, rows)
         self._verify_custom_spark(node, inp, out)
         return None
 
     def _verify_custom_written(
-        self, node: PlanNode, input_dir: Path, written: Path, rows: int
+        self, node: PlanNode, input_ids: Path | pa.ChunkedArray, written: Path, rows: int
     ) -> None:
-        """:meth:`_verify_custom` on the written output and the stored input."""
-        if max(rows, _parquet_rows(input_dir)) > LOCAL_CHECK_MAX_ROWS:
-            inp = self.spark.read.parquet(str(input_dir))
-            self._verify_custom_spark(node, inp, self.spark.read.parquet(str(written)))
-            return
+        """:meth:`_verify_custom` on the written output and the input's lineage ids: the
+        stored input's folder, or the ids of an input computed on the driver."""
+        if isinstance(input_ids, Path):
+            input_dir = input_ids
+            if max(rows, _parquet_rows(input_dir)) > LOCAL_CHECK_MAX_ROWS:
+                inp = self.spark.read.parquet(str(input_dir))
+                self._verify_custom_spark(node, inp, self.spark.read.parquet(str(written)))
+                return
+            input_ids = stored_lineage_ids(_parquet_files(input_dir))
         out_ids = stored_lineage_ids(_parquet_files(written))
-        foreign = stored_foreign_ids(out_ids, stored_lineage_ids(_parquet_files(input_dir)))
+        foreign = stored_foreign_ids(out_ids, input_ids)
         bad = out_ids.filter(foreign).to_pylist()
         if bad and node.lineage == "rollup":
             bad = self._not_rollup_totals(node, written, foreign)
