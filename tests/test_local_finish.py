@@ -239,3 +239,12 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
         assert local.metadata(name)["schema"] == remote.metadata(name)["schema"], name
     audits = [n for n in names if n.endswith(".audit")]
     assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
+
+
+def test_audit_table_of_a_splice_point_with_no_rule_in_force_is_empty(spark, deals):
+    tagged = tag_changes(deals, [], "_tag")  # every rule skipped on this cob
+    local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
+    got = audit_table(local, "_tag", [], [], {"stage": ("s", "string")})
+    assert got.num_rows == 0
+    assert got.column_names == ["stage", "rule_id", "field", LID, "old_value", "new_value"]
+    assert matched_rows(got) == {}

@@ -164,7 +164,7 @@ def audit_table(
 
     tagged = table.select([LINEAGE_COLUMN, tag]).filter(pc.is_valid(table.column(tag)))
     lists = tagged.column(tag).combine_chunks()
-    if lists.type.value_type.num_fields == 0 or len(lists) == 0:
+    if not pa.types.is_list(lists.type) or len(lists) == 0:  # (no rule in force: no list)
         entries = pa.StructArray.from_arrays(
             [pa.array([], pa.int32()), pa.array([], pa.string()), pa.array([], pa.string())],
             names=["k", "o", "n"],
@@ -178,38 +178,40 @@ def audit_table(
     lineage = pc.take(tagged.column(LINEAGE_COLUMN).combine_chunks(), parents)
     k_col, old, new = entries.flatten()  # (flatten: honours the array's offset)
     k = k_col.to_numpy(zero_copy_only=False).astype(np.int64)
-    rule_ids = pa.array(list(write_rules), pa.string()).take(pa.array(k))
-    fields = pa.array(list(write_fields), pa.string()).take(pa.array(k))
+    # sorted by rule id (code point order is UTF-8 byte order), lineage id, write: as
+    # integers, with numpy
+    rank = {r: i for i, r in enumerate(sorted(set(write_rules)))}
+    rule_of_write = np.array([rank[r] for r in write_rules], dtype=np.int64)
+    lid = lineage.to_numpy(zero_copy_only=False)
+    order = pa.array(np.lexsort((k, lid, rule_of_write[k])) if len(k) else [], pa.int64())
+    k_sorted = pa.array(k).take(order)
     n = len(k)
     columns: dict[str, Any] = {
-        name: pa.array([value] * n, arrow_type(t)) for name, (value, t) in constants.items()
+        name: pa.repeat(pa.scalar(value, arrow_type(t)), n)
+        for name, (value, t) in constants.items()
     }
     columns |= {
-        "rule_id": rule_ids,
-        "field": fields,
-        LINEAGE_COLUMN: lineage,
-        "old_value": old,
-        "new_value": new,
-        "__k": pa.array(k),
+        "rule_id": pa.array(list(write_rules), pa.string()).take(k_sorted),
+        "field": pa.array(list(write_fields), pa.string()).take(k_sorted),
+        LINEAGE_COLUMN: lineage.take(order),
+        "old_value": old.take(order),
+        "new_value": new.take(order),
     }
-    out = pa.table(columns).sort_by(
-        [("rule_id", "ascending"), (LINEAGE_COLUMN, "ascending"), ("__k", "ascending")]
-    )
-    return out.drop_columns(["__k"])
+    return pa.table(columns)
 
 
 def matched_rows(audit: Any) -> dict[str, int]:
     """Rows changed per rule id in an audit table (distinct lineage ids)."""
-    pairs = (
-        audit.select(["rule_id", LINEAGE_COLUMN])
-        .group_by(["rule_id", LINEAGE_COLUMN], use_threads=False)
-        .aggregate([])
-    )
-    counts = pairs.group_by("rule_id", use_threads=False).aggregate([(LINEAGE_COLUMN, "count")])
-    return dict(
-        zip(
-            counts.column("rule_id").to_pylist(),
-            counts.column(f"{LINEAGE_COLUMN}_count").to_pylist(),
-            strict=True,
-        )
-    )
+    import numpy as np
+
+    if audit.num_rows == 0:
+        return {}
+    rules = audit.column("rule_id").combine_chunks().dictionary_encode()
+    idx = rules.indices.to_numpy(zero_copy_only=False)
+    lid = audit.column(LINEAGE_COLUMN).to_numpy()
+    order = np.lexsort((lid, idx))
+    i, lo = idx[order], lid[order]
+    first = np.ones(len(i), dtype=bool)  # the first row of each (rule, lineage id)
+    first[1:] = (i[1:] != i[:-1]) | (lo[1:] != lo[:-1])
+    counts = np.bincount(i[first], minlength=len(rules.dictionary))
+    return {name: int(c) for name, c in zip(rules.dictionary.to_pylist(), counts, strict=True) if c}
