@@ -248,3 +248,26 @@ def test_audit_table_of_a_splice_point_with_no_rule_in_force_is_empty(spark, dea
     assert got.num_rows == 0
     assert got.column_names == ["stage", "rule_id", "field", LID, "old_value", "new_value"]
     assert matched_rows(got) == {}
+
+
+def test_spark_text_is_sparks_cast_to_string_or_declines(spark):
+    from regflow.runtime.local_finish import spark_text
+
+    cases = {
+        "decimal(38,12)": ["1.01", "0", "-0.000001", "0.0000000001", "-5", None],
+        "decimal(38,6)": ["12345678901234567890.123456", "0.000001", "0", "-1.5"],
+        "decimal(10,0)": ["1", "-0", "9999999999"],
+        "bigint": ["-9223372036854775808", "0", "42"],
+        "boolean": ["true", "false", None],
+        "date": ["2026-03-31", "1999-01-02"],
+        "string": ["Zürich", "", "a'b"],
+    }
+    for spark_type, values in cases.items():
+        df = spark.createDataFrame([(v,) for v in values], "v string").selectExpr(
+            f"CAST(v AS {spark_type}) AS v"
+        )
+        want = [r[0] for r in df.selectExpr("CAST(v AS STRING)").collect()]
+        got = spark_text(df.toArrow().column("v").combine_chunks())
+        assert got is not None and got.to_pylist() == want, spark_type
+    for declined in (pa.array([1.5]), pa.array([dt.datetime(2026, 1, 1)])):
+        assert spark_text(declined) is None

@@ -253,8 +253,8 @@ def write_targets(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[str]
 def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
     """The adjusted rows plus ``audit_col``: for rows some rule matched, an array with one
     entry per write whose rule matched, ``(k, o, n)``: the write's number in (rule_id,
-    adjustment) order and the text of the field before and after it; null for every other
-    row.
+    adjustment) order and the field before and after it (of the field's type when all the
+    writes write one type, else as text); null for every other row.
 
     The column travels with the rows to the stage's next write (an aggregate's lineage
     checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second
@@ -319,11 +319,19 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
             kept = [f"{sql} AS {name}" for name, sql in snapshots.items()]
             df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *kept)
             carried += list(snapshots)
-    # One entry per write whose rule matched the row: (write number, old text, new text).
+    # One entry per write whose rule matched the row: (write number, old value, new value).
+    # The values keep the field's type when every write here writes one type (the usual
+    # case): their text is made where the audit is written, off the rows' hot loop (text
+    # conversion of decimals is most of the generated code otherwise, enough to push the
+    # stage's method past what the JIT compiles).
+    one_type = len({types[w.adj.field].simpleString() for w in all_writes}) == 1
+
+    def entry_value(col: str) -> str:
+        return col if one_type else f"CAST({col} AS STRING)"
+
     entries = ", ".join(
         f"CASE WHEN {_flag_name(w.i)} THEN named_struct('k', {k}, "
-        f"'o', CAST({holder[before[k]]} AS STRING), "
-        f"'n', CAST({holder[slot[(w.i, w.j)]]} AS STRING)) END"
+        f"'o', {entry_value(holder[before[k]])}, 'n', {entry_value(holder[slot[(w.i, w.j)]])}) END"
         for k, w in enumerate(all_writes)
     )
     any_match = " OR ".join(_flag_name(i) for i in range(len(rules)))
@@ -360,8 +368,8 @@ def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -
             f"element_at(array({ids}), c.k + 1) AS rule_id",
             f"element_at(array({names}), c.k + 1) AS field",
             lid,
-            "c.o AS old_value",
-            "c.n AS new_value",
+            "CAST(c.o AS STRING) AS old_value",
+            "CAST(c.n AS STRING) AS new_value",
         )
     )
 

@@ -345,10 +345,9 @@ class StageRunner:
         ckpt = self._stored_frame(name, contrib.schema)
         out = builtin_ops.aggregate_finish(ckpt, params, node.id)  # (its plan: no job yet)
         for c in carried:
-            if local is not None:
-                self._store_audit_table(self.pending.pop(c), local, ckpt)
-            else:
-                self._store_audit(self.pending.pop(c), ckpt)
+            pending = self.pending.pop(c)
+            if local is None or not self._store_audit_table(pending, local, ckpt):
+                self._store_audit(pending, ckpt)
         finished = None
         if local is not None and node.persisted:
             types = {f.name: f.dataType.simpleString() for f in out.schema.fields}
@@ -386,7 +385,8 @@ class StageRunner:
         # The audit is read from it (no Spark job) and the op after it gets the rows as
         # they are (its lineage check runs on the driver too, see _verify_custom).
         table = tagged.toArrow()
-        self._store_audit_table(pending, table, tagged)
+        if not self._store_audit_table(pending, table, tagged):
+            self._store_audit(pending, tagged)
         adjusted = table.drop_columns([column])
         self.local_ids[node.id] = adjusted.column(LINEAGE_COLUMN)
         self.stored_rows[node.id] = adjusted.num_rows
@@ -454,14 +454,17 @@ class StageRunner:
         )
         self._report_audit(pending)
 
-    def _store_audit_table(self, pending: PendingAudit, table: pa.Table, tagged: DataFrame) -> None:
-        """Write the audit carried by ``table``, a clustered checkpoint in the driver's
-        memory: computed there, no Spark job. ``tagged`` (the same data as a DataFrame)
-        gives the audit's Spark schema."""
+    def _store_audit_table(self, pending: PendingAudit, table: pa.Table, tagged: DataFrame) -> bool:
+        """Write the audit carried by ``table``, data in the driver's memory (a clustered
+        checkpoint, or a few adjusted rows): computed there, no Spark job. ``tagged`` (the
+        same data as a DataFrame) gives the audit's Spark schema. False, writing nothing,
+        when the values' text cannot be made there exactly as Spark makes it."""
         rule_ids, fields = write_targets([r for r, _ in pending.active])
         audit = audit_table(
             table, pending.column, rule_ids, fields, self._audit_constants(pending.params)
         )
+        if audit is None:
+            return False
         summary = self._audit_summary(pending, matched_rows(audit))
         self._store_table(
             pending.node,
@@ -474,6 +477,7 @@ class StageRunner:
             summarize=lambda _written: summary,
         )
         self._report_audit(pending)
+        return True
 
     @staticmethod
     def _audit_summary(pending: PendingAudit, matched: dict[str, int]) -> dict[str, Any]:

@@ -150,13 +150,15 @@ def audit_table(
     write_rules: Sequence[str],
     write_fields: Sequence[str],
     constants: Mapping[str, tuple[Any, str]],
-) -> Any:
+) -> Any | None:
     """The audit rows carried in ``table``'s ``tag`` column (see
     :func:`regflow.runtime.adjust_ops.tag_changes`): the ``constants`` columns (name ->
     (value, Spark type)) then rule_id, field, lineage id, old_value, new_value; one row per
     changed value, sorted by rule id, lineage id, then write.
 
     ``write_rules`` and ``write_fields`` name each write's rule and field by its number.
+    None when the values' text cannot be made exactly as Spark would (see
+    :func:`spark_text`): the caller then writes the audit with Spark.
     """
     import numpy as np
     import pyarrow as pa
@@ -165,9 +167,9 @@ def audit_table(
     tagged = table.select([LINEAGE_COLUMN, tag]).filter(pc.is_valid(table.column(tag)))
     lists = tagged.column(tag).combine_chunks()
     if not pa.types.is_list(lists.type) or len(lists) == 0:  # (no rule in force: no list)
+        empty = pa.array([], pa.string())
         entries = pa.StructArray.from_arrays(
-            [pa.array([], pa.int32()), pa.array([], pa.string()), pa.array([], pa.string())],
-            names=["k", "o", "n"],
+            [pa.array([], pa.int32()), empty, empty], names=["k", "o", "n"]
         )
         parents = pa.array([], pa.int64())
     else:
@@ -177,6 +179,9 @@ def audit_table(
         entries, parents = entries.filter(valid), parents.filter(valid)
     lineage = pc.take(tagged.column(LINEAGE_COLUMN).combine_chunks(), parents)
     k_col, old, new = entries.flatten()  # (flatten: honours the array's offset)
+    old, new = spark_text(old), spark_text(new)
+    if old is None or new is None:
+        return None
     k = k_col.to_numpy(zero_copy_only=False).astype(np.int64)
     # sorted by rule id (code point order is UTF-8 byte order), lineage id, write: as
     # integers, with numpy
@@ -198,6 +203,32 @@ def audit_table(
         "new_value": new.take(order),
     }
     return pa.table(columns)
+
+
+def spark_text(values: Any) -> Any | None:
+    """``values`` as the text Spark's ``CAST(... AS STRING)`` gives, or None for a type
+    whose text this does not reproduce exactly (floating point, timestamps...)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = values.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+        return values.cast(pa.string())
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date32(t):
+        return pc.cast(values, pa.string())
+    if not pa.types.is_decimal(t):
+        return None
+    text = pc.cast(values, pa.string())
+    # Arrow writes small magnitudes in scientific notation (1.00E-10, 0E-12); Spark writes
+    # plain digits (0.000000000100): redo those few in Python
+    sci = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(sci).as_py():
+        return text
+    fixed = [
+        format(d, "f") if s else x
+        for d, s, x in zip(values.to_pylist(), sci.to_pylist(), text.to_pylist(), strict=True)
+    ]
+    return pa.array(fixed, pa.string())
 
 
 def matched_rows(audit: Any) -> dict[str, int]:
