@@ -423,6 +423,20 @@ class StageRunner:
         ]
         return audit.select(*ident, *AUDIT_COLUMNS)
 
+    def _audit_schema(self, pending: PendingAudit, tagged: DataFrame) -> StructType:
+        """The Spark schema of :meth:`_audit_frame`, without building its plan."""
+        from pyspark.sql.types import StringType, StructField, StructType, _parse_datatype_string
+
+        fields = [
+            StructField(name, _parse_datatype_string(t), nullable=False)
+            for name, (_, t) in self._audit_constants(pending.params).items()
+        ]
+        lineage = tagged.schema[LINEAGE_COLUMN]
+        rest = [
+            lineage if c == LINEAGE_COLUMN else StructField(c, StringType()) for c in AUDIT_COLUMNS
+        ]
+        return StructType(fields + rest)
+
     def _store_audit(self, pending: PendingAudit, tagged: DataFrame) -> None:
         """Write the audit carried by ``tagged`` (a Spark job)."""
         audit = self._audit_frame(pending, tagged)
@@ -470,7 +484,7 @@ class StageRunner:
             pending.node,
             f"{pending.node.id}.audit",
             audit,
-            self._audit_frame(pending, tagged).schema,
+            self._audit_schema(pending, tagged),
             kind="audit",
             keys=["rule_id", LINEAGE_COLUMN, "field"],
             unique_ids=False,
