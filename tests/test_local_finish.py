@@ -219,6 +219,7 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
 ):
     local = _run_lcr(tmp_path / "local", lcr_data, spark)
     monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)  # every checkpoint by Spark
+    monkeypatch.setattr(executor, "SMALL_INPUT_ROWS", 0)  # entity-level rules by Spark too
     remote = _run_lcr(tmp_path / "spark", lcr_data, spark)
 
     def stored(run: RunRef) -> list[str]:  # the outputs, checkpoints and audits

@@ -70,6 +70,10 @@ LOCAL_CLUSTER_MAX_ROWS = 4_000_000
 SMALL_INPUT_ROWS = 100_000
 LOCAL_CLUSTER_MAX_BYTES = 256 << 20
 _LOCAL_ID_TYPES = frozenset({"long", "integer", "short", "byte", "string"})
+# Column types that survive a trip to the driver and back (toArrow, createDataFrame) as is
+_DRIVER_COPY_TYPES = frozenset(
+    {"long", "integer", "short", "byte", "string", "decimal", "boolean", "date", "double", "float"}
+)
 
 # Built-in ops that keep every column of their main input (so audit columns ride along).
 CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
@@ -378,7 +382,8 @@ class StageRunner:
         pending = PendingAudit(node, params, active, skipped, column)
         tagged = tag_changes(df, [r for r, _ in active], column)
         rows = self._rows_at_most(node.inputs[0])
-        if rows is None or rows > SMALL_INPUT_ROWS:
+        plain = all(f.dataType.typeName() in _DRIVER_COPY_TYPES for f in df.schema.fields)
+        if rows is None or rows > SMALL_INPUT_ROWS or not plain:
             self.pending[column] = pending
             return tagged
         # A few rows (an entity-level splice point): adjusted once, on the driver's copy.
