@@ -11,13 +11,13 @@ The hot path is kept to what the rules need per row:
   layer only when one of its conditions reads a field an earlier rule of the current layer
   writes. Every flag of a layer is computed in one projection on the rows as they stand
   before the layer, which is exactly "before that rule" for each of its rules.
-* **Writes stacked, or nested.** A write's projection reads the column the previous write
-  produced; rows no rule of the layer matched skip the arithmetic. Each write also has a
-  form that reads the field once (``set``: pick the value; ``add``: add it or an exact
-  zero; ``multiply``: multiply by it or an exact one), so up to ``MAX_CHAIN`` writes to a
-  field can nest in one projection: fewer projections for stages run operator by operator
-  (where each copies every row). Under whole-stage code generation, the default, stacking
-  generates less code (see ``MAX_CHAIN``).
+* **Writes stacked.** Each write is a projection reading the column the previous write to
+  its field produced (writes to different fields share projections); rows its rule did not
+  match keep the value untouched, with no arithmetic. Under whole-stage code generation a
+  projection copies nothing, and stacking generates the least code: nesting a field's
+  writes in one expression made the audit's intermediate values recompute their whole
+  chain (conditional branches share no common subexpressions), which grew the LCR
+  benchmark's stage to 19.6 KB of bytecode (15.4 KB stacked), past what the JIT compiles.
 * **A compact audit tag.** What rides with each row to the stage's next write is one
   nullable array, set only on rows some rule matched, with an entry per write that applied
   (its number, the old and the new value, typed as the field, or as text when the writes
@@ -119,59 +119,6 @@ def operate(operation: str, col: str, value: Any, dtype: DataType) -> str:
     return f"CAST(({col} * {sql_value(factor)}) AS {dtype.simpleString()})"
 
 
-# Writes to one field nested in one projection. 1: every write its own projection. Under
-# whole-stage code generation a projection copies nothing, while nesting makes the audit's
-# intermediate values recompute their whole chain (conditional branches share no common
-# subexpressions): the LCR benchmark's stage grew to 19.6 KB of bytecode with 8, 15.4 KB
-# with 1, and only the latter is JIT-compiled. More helps stages run operator by operator.
-MAX_CHAIN = 1
-
-
-def _decimal_literal_type(d: Decimal) -> tuple[int, int]:
-    """(precision, scale) Spark gives the literal ``{d:f}BD``."""
-    t = Decimal(f"{d:f}").as_tuple()
-    scale = max(0, -int(t.exponent))
-    return max(len(t.digits), scale), scale
-
-
-def _product_scale(p1: int, s1: int, p2: int, s2: int) -> int:
-    """The scale of decimal(p1,s1) * decimal(p2,s2) in Spark (precision loss allowed)."""
-    p, s = p1 + p2 + 1, s1 + s2
-    if p <= 38:
-        return s
-    return max(38 - (p - s), min(s, 6))
-
-
-def chained(operation: str, col: str, value: Any, dtype: DataType, flag: str) -> str | None:
-    """The field after one write, as SQL that reads ``col`` once (so writes can nest in one
-    projection): ``set`` picks the value, ``add`` adds it or an exact zero, ``multiply``
-    multiplies by the factor or an exact one. None when no exact one-read form exists (a
-    decimal factor whose type, widened to hold 1, would change the product's scale)."""
-    from pyspark.sql.types import DecimalType, DoubleType, FloatType
-
-    t = dtype.simpleString()
-    if operation == "set":
-        return f"CASE WHEN {flag} THEN {typed_value(value, dtype)} ELSE {col} END"
-    if operation == "add":
-        zero = "-0.0D" if isinstance(dtype, DoubleType | FloatType) else "0"  # x + -0.0 == x
-        delta = f"CASE WHEN {flag} THEN {typed_value(value, dtype)} ELSE CAST({zero} AS {t}) END"
-        return f"CAST(({col} + {delta}) AS {t})"
-    factor = Decimal(value) if isinstance(value, int | Decimal) else Decimal(str(value))
-    p2, s2 = _decimal_literal_type(factor)
-    wide = max(p2, s2 + 1)  # room for the 1
-    integral = {"tinyint": 3, "smallint": 5, "int": 10, "bigint": 20}
-    if isinstance(dtype, DecimalType) or t in integral:
-        p1, s1 = (
-            (dtype.precision, dtype.scale) if isinstance(dtype, DecimalType) else (integral[t], 0)
-        )
-        scale = _product_scale(p1, s1, p2, s2)
-        if scale != _product_scale(p1, s1, wide, s2) or scale < s1:
-            return None
-    lit = f"DECIMAL({wide},{s2})"
-    by = f"CASE WHEN {flag} THEN CAST({factor:f}BD AS {lit}) ELSE CAST(1 AS {lit}) END"
-    return f"CAST(({col} * {by}) AS {t})"
-
-
 # --------------------------------------------------------------------------- the plan
 @dataclass(frozen=True)
 class _Write:
@@ -200,31 +147,18 @@ def _layers(rules: Sequence[AdjustmentRule]) -> list[list[tuple[int, AdjustmentR
     return layers
 
 
-def _chains(
-    writes: Sequence[_Write], types: Mapping[str, DataType]
-) -> list[dict[str, list[_Write]]]:
-    """Writes in order, grouped into projections: per field, a chain of up to
-    ``MAX_CHAIN`` writes nested in one expression. A write joins its field's chain only if
-    it has a one-read form (:func:`chained`); otherwise, it starts a chain in the next
-    projection, reading the column the chain before it wrote."""
-    rounds: list[dict[str, list[_Write]]] = [{}]
-    depth: dict[str, int] = {}  # field -> index of the round holding its latest write
+def _rounds(writes: Sequence[_Write]) -> list[dict[str, _Write]]:
+    """Writes in order, grouped into projections: a write goes into the projection after
+    the one holding its field's previous write (it reads the column that one wrote)."""
+    rounds: list[dict[str, _Write]] = []
+    after: dict[str, int] = {}  # field -> index of the round after its latest write
     for w in writes:
-        field = w.adj.field
-        form = chained(w.adj.operation, "x", w.adj.value, types[field], _flag_name(w.i))
-        k = depth.get(field, 0)
-        chain = rounds[k].get(field) if k < len(rounds) else None
-        if chain is not None and (form is None or len(chain) >= MAX_CHAIN):
-            k += 1  # the next round: starts from the column this round writes
-            chain = None
-        while k >= len(rounds):
+        k = after.get(w.adj.field, 0)
+        if k == len(rounds):
             rounds.append({})
-        if chain is None:
-            rounds[k][field] = [w]
-        else:
-            chain.append(w)
-        depth[field] = k
-    return [r for r in rounds if r]
+        rounds[k][w.adj.field] = w
+        after[w.adj.field] = k + 1
+    return rounds
 
 
 def _written_fields(rules: Sequence[AdjustmentRule]) -> list[str]:
@@ -277,53 +211,33 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     fields, all_writes, before = _value_slots(rules)
     slot = {(w.i, w.j): len(fields) + k for k, w in enumerate(all_writes)}
     # Helper columns riding along: the original values of written fields (__adj_s<slot>),
-    # the flags, whether any rule of a layer matched (__adj_a<layer>), and the value after
-    # every write that a later write overwrites (a snapshot, for the audit).
+    # the flags, and the value after every write that a later write overwrites (a
+    # snapshot, for the audit).
     carried: list[str] = []
     holder: dict[int, str] = {}  # slot -> the column holding its value
     in_field: dict[str, int] = {}  # field column -> the write slot it holds
-    for n_layer, layer in enumerate(_layers(rules)):
+    for layer in _layers(rules):
         originals = [] if carried else [f"{ident(f)} AS __adj_s{k}" for k, f in enumerate(fields)]
         flags = [f"{rule_condition(rule, types)} AS {_flag_name(i)}" for i, rule in layer]
-        hit = f"__adj_a{n_layer}"
-        any_flag = f"({' OR '.join(_flag_name(i) for i, _ in layer)}) AS {hit}"
-        df = df.selectExpr(*columns, *carried, *originals, *flags, any_flag)
+        df = df.selectExpr(*columns, *carried, *originals, *flags)
         if not carried:
             carried = [f"__adj_s{k}" for k in range(len(fields))]
             holder = {k: f"__adj_s{k}" for k in range(len(fields))}
-        carried += [*(_flag_name(i) for i, _ in layer), hit]
+        carried += [_flag_name(i) for i, _ in layer]
         writes = [_Write(i, j, a) for i, rule in layer for j, a in enumerate(rule.adjustments)]
-        for round_ in _chains(writes, types):
+        for round_ in _rounds(writes):
             new: dict[str, str] = {}
-            snapshots: dict[str, str] = {}  # name -> SQL
-            for field, chain in round_.items():
+            snapshots: dict[str, str] = {}  # name -> the column it copies
+            for field, w in round_.items():
                 col = ident(field)
                 if col in in_field:  # the field holds an earlier write's result: keep it
                     prev = in_field.pop(col)
                     snapshots[f"__adj_s{prev}"] = col
                     holder[prev] = f"__adj_s{prev}"
-                expr = col
-                for k, w in enumerate(chain):
-                    flag, dtype = _flag_name(w.i), types[field]
-                    if k == 0:  # the first of its chain reads the column (maybe twice)
-                        value = operate(w.adj.operation, col, w.adj.value, dtype)
-                        expr = f"CASE WHEN {flag} THEN {value} ELSE {col} END"
-                    else:
-                        form = chained(w.adj.operation, f"({expr})", w.adj.value, dtype, flag)
-                        assert form is not None  # _chains put it here for having one
-                        expr = form
-                    name = f"__adj_s{slot[(w.i, w.j)]}"
-                    if k < len(chain) - 1:  # overwritten in this projection: snapshot
-                        snapshots[name] = f"CASE WHEN {hit} THEN {expr} END"
-                        holder[slot[(w.i, w.j)]] = name
-                    else:
-                        holder[slot[(w.i, w.j)]] = col
-                        in_field[col] = slot[(w.i, w.j)]
-                if len(chain) > 1:  # rows no rule of the layer matched skip the chain's
-                    # arithmetic (every write is the identity for them; decimal products are
-                    # costly): exactly the same values, less work per row
-                    expr = f"CASE WHEN {hit} THEN {expr} ELSE {col} END"
-                new[col] = f"{expr} AS {col}"
+                value = operate(w.adj.operation, col, w.adj.value, types[field])
+                new[col] = f"CASE WHEN {_flag_name(w.i)} THEN {value} ELSE {col} END AS {col}"
+                holder[slot[(w.i, w.j)]] = col
+                in_field[col] = slot[(w.i, w.j)]
             kept = [f"{sql} AS {name}" for name, sql in snapshots.items()]
             df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *kept)
             carried += list(snapshots)
