@@ -75,6 +75,9 @@ _DRIVER_COPY_TYPES = frozenset(
     {"long", "integer", "short", "byte", "string", "decimal", "boolean", "date", "double", "float"}
 )
 
+# An audit's key columns (one row per rule, row and field)
+AUDIT_KEYS = ("rule_id", LINEAGE_COLUMN, "field")
+
 # Built-in ops that keep every column of their main input (so audit columns ride along).
 CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
 
@@ -466,7 +469,7 @@ class StageRunner:
             f"{pending.node.id}.audit",
             audit,
             kind="audit",
-            keys=["rule_id", LINEAGE_COLUMN, "field"],
+            keys=list(AUDIT_KEYS),
             unique_ids=False,
             summarize=summarize,
             cluster_by=["rule_id"],
@@ -491,7 +494,7 @@ class StageRunner:
             audit,
             self._audit_schema(pending, tagged),
             kind="audit",
-            keys=["rule_id", LINEAGE_COLUMN, "field"],
+            keys=list(AUDIT_KEYS),
             unique_ids=False,
             summarize=lambda _written: summary,
         )

@@ -45,6 +45,8 @@ _SIMPLE = {
     "boolean": "bool_",
 }
 _MAX_ROWS = 10**9
+# a count's checkpoint column holds 1 per counted row: it is summed
+_ARROW_FUNC = {"count": "sum"}
 
 
 def arrow_type(spark_type: str) -> Any:
@@ -118,12 +120,12 @@ def finish_aggregate(
     checks: dict[str, float] = {}
     for m, f in measures.items():
         t = work.schema.field(m).type
-        aggs.append((m, "sum" if f == "count" else f))
+        aggs.append((m, _ARROW_FUNC.get(f, f)))
         if f in ("sum", "count") and _may_overflow(t, table.num_rows):
             magnitude = pc.abs(pc.cast(work.column(m), pa.float64(), safe=False))
             work = work.append_column(f"__f_{m}", magnitude)
             aggs.append((f"__f_{m}", "sum"))
-            checks[m] = _safe_magnitude(arrow_type(out_types[m]) if m in out_types else t)
+            checks[m] = _safe_magnitude(arrow_type(out_types[m]))
     keys = [*group_by, GROUP_ID_COLUMN]
     grouped = work.group_by(keys, use_threads=False).aggregate(aggs)
     for m, limit in checks.items():
@@ -133,7 +135,7 @@ def finish_aggregate(
     columns: dict[str, Any] = {k: grouped.column(k) for k in group_by}
     columns[LINEAGE_COLUMN] = grouped.column(GROUP_ID_COLUMN)
     for m, f in measures.items():
-        col = grouped.column(f"{m}_{'sum' if f == 'count' else f}")
+        col = grouped.column(f"{m}_{_ARROW_FUNC.get(f, f)}")
         target = arrow_type(out_types[m])
         if f in ("sum", "count"):
             col = pc.fill_null(col, pa.scalar(0).cast(col.type))
