@@ -1,14 +1,36 @@
-"""Helpers shared by the runtime tests: an op context, and running every stage of a plan."""
+"""Helpers shared by the runtime tests: an op context, an adjustment rule, and running every
+stage of a plan."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from regflow.adjust.models import AdjustmentRule
 from regflow.runtime.context import OpContext
 from regflow.runtime.executor import StageReport, run_stage
 
 COB = "2026-03-31"
+
+
+def rule(rule_id: str, conditions: list[dict], adjustments: list[dict]) -> AdjustmentRule:
+    """An approved rule in force on ``COB`` (pipeline ``t``, splice point ``n``)."""
+    return AdjustmentRule.model_validate(
+        {
+            "rule_id": rule_id,
+            "pipeline": "t",
+            "stage": "n",
+            "conditions": conditions,
+            "adjustments": adjustments,
+            "effective_date": "2026-01-01",
+            "approval": {
+                "requested_by": "maker",
+                "approved_by": "checker",
+                "timestamp": "2026-01-02T09:00:00Z",
+            },
+            "reason": "test",
+        }
+    )
 
 
 def ctx(

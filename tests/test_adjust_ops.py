@@ -14,8 +14,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
+from runtime_helpers import rule
 
-from regflow.adjust.models import AdjustmentRule
 from regflow.runtime.adjust_ops import AUDIT_COLUMNS, apply_rules
 from regflow.spec.models import LINEAGE_COLUMN as LID
 
@@ -37,25 +37,6 @@ COLUMNS = ("s", "n", "d", "day", "flag", "x")
 
 def row_of(rid: int) -> dict[str, Any]:
     return dict(zip((LID, *COLUMNS), ROWS[rid - 1], strict=True))
-
-
-def rule(rule_id: str, conditions: list[dict], adjustments: list[dict]) -> AdjustmentRule:
-    return AdjustmentRule.model_validate(
-        {
-            "rule_id": rule_id,
-            "pipeline": "t",
-            "stage": "n",
-            "conditions": conditions,
-            "adjustments": adjustments,
-            "effective_date": "2026-01-01",
-            "approval": {
-                "requested_by": "maker",
-                "approved_by": "checker",
-                "timestamp": "2026-01-02T09:00:00Z",
-            },
-            "reason": "test",
-        }
-    )
 
 
 def c(field: str, operator: str, value: Any = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from runtime_helpers import COB, run_all_stages
+from runtime_helpers import COB, rule, run_all_stages
 
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.build import build_plan
@@ -147,26 +147,6 @@ def test_finish_aggregate_declines_what_it_cannot_do_exactly():
 
 
 def test_audit_table_is_the_audit_spark_explodes(spark, deals):
-    from regflow.adjust.models import AdjustmentRule
-
-    def rule(rid: str, conditions: list, adjustments: list) -> AdjustmentRule:
-        return AdjustmentRule.model_validate(
-            {
-                "rule_id": rid,
-                "pipeline": "p",
-                "stage": "s",
-                "conditions": conditions,
-                "adjustments": adjustments,
-                "effective_date": "2026-01-01",
-                "approval": {
-                    "requested_by": "maker",
-                    "approved_by": "checker",
-                    "timestamp": "2026-01-02T09:00:00Z",
-                },
-                "reason": "test",
-            }
-        )
-
     rules = [
         rule(
             "R2",

@@ -142,26 +142,34 @@ def test_classify_error_through_the_runner_is_a_data_error_naming_the_node(tmp_p
 
 
 # ----------------------------------------------------------------------------- join lookups
+def _fx_with_a_duplicate(spark):
+    return spark.createDataFrame(
+        [(10, "EUR", Decimal("1")), (11, "EUR", Decimal("1.1")), (12, "USD", Decimal("1"))],
+        f"{LID} bigint, currency string, usd_rate decimal(18,8)",
+    )
+
+
+# deals (conftest) joined with the fx rates without the duplicate: (lineage id, usd_rate)
+JOINED_UNIQUE_FX = [
+    (1, Decimal("1.00000000")),
+    (2, Decimal("1.00000000")),
+    (3, None),
+    (4, Decimal("1.00000000")),
+]
+
+
 @pytest.mark.parametrize("on_driver", [True, False])
 def test_join_lookup_duplicates_are_found_on_the_driver_and_by_spark(
     spark, deals, monkeypatch, on_driver
 ):
     if not on_driver:  # a lookup larger than the driver-side limit: a Spark aggregation
         monkeypatch.setattr(builtin_ops, "BROADCAST_MAX_KEYS", 1)
-    fx = spark.createDataFrame(
-        [(10, "EUR", Decimal("1")), (11, "EUR", Decimal("1.1")), (12, "USD", Decimal("1"))],
-        f"{LID} bigint, currency string, usd_rate decimal(18,8)",
-    )
+    fx = _fx_with_a_duplicate(spark)
     with pytest.raises(DataError, match=r"duplicate keys \(currency=EUR\)"):
         builtin_ops.join([deals, fx], JoinParams(on=["currency"]), ctx(inputs=("d", "fx")))
     unique = fx.where(f"{LID} != 11")
     out = builtin_ops.join([deals, unique], JoinParams(on=["currency"]), ctx(inputs=("d", "fx")))
-    assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == [
-        (1, Decimal("1.00000000")),
-        (2, Decimal("1.00000000")),
-        (3, None),
-        (4, Decimal("1.00000000")),
-    ]
+    assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == JOINED_UNIQUE_FX
 
 
 def test_join_lookup_counts_nan_keys_as_equal_like_spark(spark):
@@ -176,13 +184,6 @@ def test_join_lookup_counts_nan_keys_as_equal_like_spark(spark):
 
 def _job_count(spark) -> int:
     return len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
-
-
-def _fx_with_a_duplicate(spark):
-    return spark.createDataFrame(
-        [(10, "EUR", Decimal("1")), (11, "EUR", Decimal("1.1")), (12, "USD", Decimal("1"))],
-        f"{LID} bigint, currency string, usd_rate decimal(18,8)",
-    )
 
 
 def test_join_small_lookup_is_checked_inside_the_broadcast_job(spark, deals):
@@ -207,12 +208,7 @@ def test_join_small_lookup_is_checked_inside_the_broadcast_job(spark, deals):
         [deals, unique], JoinParams(on=["currency"]), ctx(inputs=("d", "fx"))
     )
     assert sorted(out.collect()) == sorted(up_front.collect())
-    assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == [
-        (1, Decimal("1.00000000")),
-        (2, Decimal("1.00000000")),
-        (3, None),
-        (4, Decimal("1.00000000")),
-    ]
+    assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == JOINED_UNIQUE_FX
 
 
 def test_join_small_lookup_counts_nan_keys_as_equal_like_spark(spark):
