@@ -18,7 +18,7 @@ from runtime_helpers import COB, rule, run_all_stages
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.build import build_plan
 from regflow.runtime import builtin_ops, executor
-from regflow.runtime.adjust_ops import audit_rows, tag_changes, write_targets
+from regflow.runtime.adjust_ops import audit_rows, tag_changes, tag_writes
 from regflow.runtime.lineage import cluster_parquet
 from regflow.runtime.local_finish import (
     GROUP_ID_COLUMN,
@@ -156,10 +156,10 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
                 {"field": "rating", "operation": "set", "value": "X"},
             ],
         ),
-        rule(
+        rule(  # before R2 on D2: the audit's value between the two is the value set
             "R1",
             [{"field": "currency", "operator": "=", "value": "EUR"}],
-            [{"field": "amount", "operation": "add", "value": 1.5}],
+            [{"field": "amount", "operation": "set", "value": 7.5}],
         ),
         rule(  # matches nothing
             "R3",
@@ -170,8 +170,7 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
     tagged = tag_changes(deals, rules, "_tag")
     want = sorted(tuple(r) for r in audit_rows(tagged, "_tag", rules).collect())
     local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
-    ids, fields = write_targets(rules)
-    got = audit_table(local, "_tag", ids, fields, {"stage": ("s", "string")})
+    got = audit_table(local, "_tag", tag_writes(rules), {"stage": ("s", "string")})
     assert got.column("stage").to_pylist() == ["s"] * len(want)
     rows = got.drop_columns(["stage"]).to_pylist()
     assert sorted(tuple(r.values()) for r in rows) == want
@@ -222,10 +221,43 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
     assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
 
 
+def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(spark, deals):
+    rules = [
+        rule(  # D2 matches both: its amount between them is R1's sum, left to Spark
+            "R1",
+            [{"field": "currency", "operator": "=", "value": "EUR"}],
+            [{"field": "amount", "operation": "add", "value": 1.5}],
+        ),
+        rule(
+            "R2",
+            [{"field": "legal_entity", "operator": "=", "value": "LE1"}],
+            [{"field": "amount", "operation": "multiply", "value": 2}],
+        ),
+    ]
+    tagged = tag_changes(deals, rules, "_tag")
+    local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
+    assert audit_table(local, "_tag", tag_writes(rules), {}) is None
+    want = {(r[0], r[2], r[3], r[4]) for r in audit_rows(tagged, "_tag", rules).collect()}
+    assert want == {  # the Spark replay: (200.20 + 1.5) * 2
+        ("R1", 2, "200.20", "201.70"),
+        ("R1", 4, None, None),
+        ("R2", 1, "100.10", "200.20"),
+        ("R2", 2, "201.70", "403.40"),
+    }
+    one = [rules[0]]  # with R1 alone there is nothing between writes: done on the driver
+    tagged = tag_changes(deals, one, "_tag")
+    local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
+    got = audit_table(local, "_tag", tag_writes(one), {})
+    assert {tuple(r.values()) for r in got.to_pylist()} == {
+        ("R1", "amount", 2, "200.20", "201.70"),
+        ("R1", "amount", 4, None, None),
+    }
+
+
 def test_audit_table_of_a_splice_point_with_no_rule_in_force_is_empty(spark, deals):
     tagged = tag_changes(deals, [], "_tag")  # every rule skipped on this cob
     local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
-    got = audit_table(local, "_tag", [], [], {"stage": ("s", "string")})
+    got = audit_table(local, "_tag", [], {"stage": ("s", "string")})
     assert got.num_rows == 0
     assert got.column_names == ["stage", "rule_id", "field", LID, "old_value", "new_value"]
     assert matched_rows(got) == {}

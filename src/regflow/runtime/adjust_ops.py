@@ -5,24 +5,30 @@ once, on the rows as they stand before that rule; its adjustments then change on
 matching rows and the fields they name. ``add``/``multiply`` results are cast back to the
 field's type, so the schema never drifts.
 
-The hot path is kept to what the rules need per row:
+The hot path is kept to what the rules need per row, in few projections (each costs the
+driver its analysis and optimization, about 10 ms):
 
 * **Match flags in one projection.** Rules are grouped into *layers*: a rule opens a new
   layer only when one of its conditions reads a field an earlier rule of the current layer
   writes. Every flag of a layer is computed in one projection on the rows as they stand
   before the layer, which is exactly "before that rule" for each of its rules.
-* **Writes stacked.** Each write is a projection reading the column the previous write to
-  its field produced (writes to different fields share projections); rows its rule did not
-  match keep the value untouched, with no arithmetic. Under whole-stage code generation a
-  projection copies nothing, and stacking generates the least code: nesting a field's
-  writes in one expression made the audit's intermediate values recompute their whole
-  chain (conditional branches share no common subexpressions), which grew the LCR
-  benchmark's stage to 21.2 KB of bytecode (17.0 KB stacked), past what the JIT compiles.
+* **A field's writes in one expression.** Writes to one field are grouped: a ``set``
+  joins the group (it overrides whatever came before), and so does an ``add``/``multiply``
+  whose rule cannot match a row an earlier rule of the group matches (their conditions
+  test one field for disjoint values, see :func:`exclusive`). A group is one flat ``CASE``
+  (the last matching write wins) in one projection; the next group of the field reads its
+  result in the next projection. Rows no rule matched keep the value untouched, with no
+  arithmetic.
+* **Out of the loop that reads the rows.** The first projection reads each of its input
+  columns twice (:func:`_split_reads`), so Spark's code generator compiles the rules, and
+  what follows them, as methods of their own rather than growing the stage's single loop
+  past the size the JVM's JIT optimizes.
 * **A compact audit tag.** What rides with each row to the stage's next write is one
-  nullable array, set only on rows some rule matched, with an entry per write that applied
-  (its number, the old and the new value, typed as the field, or as text when the writes
-  have several types): its size grows with the changes, not with the rules or the rows.
-  :func:`audit_rows` explodes it.
+  nullable struct, set only on rows some rule matched: which rules matched (bit masks),
+  and each written field's value before and after the splice point. Its size grows with the
+  changes, not with the rows. The audit's rows, including the value between two writes to
+  one field, are rebuilt from it where the audit is written (:func:`audit_rows` on Spark,
+  :func:`regflow.runtime.local_finish.audit_table` on the driver), off the hot loop.
 
 The audit is one row per matched row and adjusted field: (rule, field, lineage id, old, new).
 """
@@ -30,6 +36,7 @@ The audit is one row per matched row and adjusted field: (rule, field, lineage i
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -84,9 +91,10 @@ def typed_value(value: Any, dtype: DataType) -> str:
     return f"CAST({sql_value(value)} AS {dtype.simpleString()})"
 
 
-def condition(c: Condition, dtype: DataType) -> str:
-    """One condition as Spark SQL (SQL null semantics: null never matches)."""
-    col = ident(c.field)
+def condition(c: Condition, dtype: DataType, col: str | None = None) -> str:
+    """One condition as Spark SQL (SQL null semantics: null never matches). ``col``: the
+    SQL reading the field (default: the column itself)."""
+    col = col or ident(c.field)
     op = c.operator
     if op == "is null":
         return f"({col} IS NULL)"
@@ -103,9 +111,15 @@ def condition(c: Condition, dtype: DataType) -> str:
     return f"({col} {sql_op} {typed_value(c.value, dtype)})"
 
 
-def rule_condition(rule: AdjustmentRule, types: Mapping[str, DataType]) -> str:
-    """The rule's conditions ANDed; null (unknown) means "does not match"."""
-    tests = " AND ".join(["TRUE", *(condition(c, types[c.field]) for c in rule.conditions)])
+def rule_condition(
+    rule: AdjustmentRule, types: Mapping[str, DataType], cols: Mapping[str, str] | None = None
+) -> str:
+    """The rule's conditions ANDed; null (unknown) means "does not match". ``cols``: the SQL
+    reading a field, where it is not the column itself."""
+    cols = cols or {}
+    tests = " AND ".join(
+        ["TRUE", *(condition(c, types[c.field], cols.get(c.field)) for c in rule.conditions)]
+    )
     return f"COALESCE({tests}, FALSE)"
 
 
@@ -120,17 +134,49 @@ def operate(operation: str, col: str, value: Any, dtype: DataType) -> str:
 
 
 # --------------------------------------------------------------------------- the plan
-@dataclass(frozen=True)
-class _Write:
-    """Adjustment ``j`` of the ``i``-th rule (in ``rule_id`` order)."""
+# rules per mask of the audit tag (bits 0..61 of a bigint: always positive)
+MASK_BITS = 62
 
-    i: int
-    j: int
+
+@dataclass(frozen=True)
+class TagWrite:
+    """One write of a splice point's rules, as its audit reads it back from the tag.
+
+    ``k`` numbers the writes in (rule_id, adjustment) order; ``bit`` is the rule's number
+    in rule_id order (its bit in the tag's masks, see :func:`mask_of`); ``slot`` numbers
+    the written fields (the tag's ``o<slot>`` and ``n<slot>`` hold the field before and
+    after the splice point).
+    """
+
+    k: int
+    rule_id: str
+    bit: int
+    field: str
+    slot: int
     adj: Adjustment
+
+
+def mask_of(bit: int) -> tuple[str, int]:
+    """The tag field holding rule ``bit``'s flag, and the flag's value in it."""
+    return f"m{bit // MASK_BITS}", 1 << (bit % MASK_BITS)
 
 
 def _ordered(rules: Sequence[AdjustmentRule]) -> list[tuple[int, AdjustmentRule]]:
     return list(enumerate(sorted(rules, key=lambda r: r.rule_id)))
+
+
+def written_fields(rules: Sequence[AdjustmentRule]) -> list[str]:
+    """The fields the rules write, in write order (their slots in the tag)."""
+    return list(dict.fromkeys(a.field for _, r in _ordered(rules) for a in r.adjustments))
+
+
+def tag_writes(rules: Sequence[AdjustmentRule]) -> list[TagWrite]:
+    """Every write of ``rules``, in the order they apply."""
+    slot = {f: n for n, f in enumerate(written_fields(rules))}
+    writes = [(i, r, a) for i, r in _ordered(rules) for a in r.adjustments]
+    return [
+        TagWrite(k, r.rule_id, i, a.field, slot[a.field], a) for k, (i, r, a) in enumerate(writes)
+    ]
 
 
 def _layers(rules: Sequence[AdjustmentRule]) -> list[list[tuple[int, AdjustmentRule]]]:
@@ -147,22 +193,60 @@ def _layers(rules: Sequence[AdjustmentRule]) -> list[list[tuple[int, AdjustmentR
     return layers
 
 
-def _rounds(writes: Sequence[_Write]) -> list[dict[str, _Write]]:
-    """Writes in order, grouped into projections: a write goes into the projection after
-    the one holding its field's previous write (it reads the column that one wrote)."""
-    rounds: list[dict[str, _Write]] = []
-    after: dict[str, int] = {}  # field -> index of the round after its latest write
+def _values(c: Condition, dtype: DataType) -> frozenset[Any] | None:
+    """The values an ``=``/``in`` condition admits, when they compare in Python exactly as
+    Spark compares them in the column (text in a string column, integers in an integer
+    one); else None."""
+    kind = dtype.typeName()
+    values = c.value if c.operator == "in" else [c.value] if c.operator == "=" else None
+    if not isinstance(values, list):
+        return None
+    if kind == "string" and all(isinstance(v, str) for v in values):
+        return frozenset(values)
+    integral = ("byte", "short", "integer", "long")
+    if kind in integral and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return frozenset(values)
+    return None
+
+
+def _disjoint(a: Condition, b: Condition, dtype: DataType) -> bool:
+    """Whether no value of one column passes both conditions (False when unsure)."""
+    ops = {a.operator, b.operator}
+    if "is null" in ops:  # a null passes only 'is null'; nothing else passes it
+        return ops != {"is null"}
+    va, vb = _values(a, dtype), _values(b, dtype)
+    return va is not None and vb is not None and not (va & vb)
+
+
+def exclusive(a: AdjustmentRule, b: AdjustmentRule, types: Mapping[str, DataType]) -> bool:
+    """Whether no row can match both rules, judged from their conditions (False when
+    unsure, and for a rule and itself)."""
+    if a is b:
+        return False
+    return any(
+        ca.field == cb.field and _disjoint(ca, cb, types[ca.field])
+        for ca in a.conditions
+        for cb in b.conditions
+    )
+
+
+def _groups(
+    writes: Sequence[TagWrite], rules: Mapping[int, AdjustmentRule], types: Mapping[str, DataType]
+) -> list[list[TagWrite]]:
+    """One field's writes (in order) cut into groups that one flat CASE applies exactly: a
+    write joins the current group when it is a ``set`` or its rule is exclusive with the
+    rule of every write already in the group."""
+    groups: list[list[TagWrite]] = []
     for w in writes:
-        k = after.get(w.adj.field, 0)
-        if k == len(rounds):
-            rounds.append({})
-        rounds[k][w.adj.field] = w
-        after[w.adj.field] = k + 1
-    return rounds
-
-
-def _written_fields(rules: Sequence[AdjustmentRule]) -> list[str]:
-    return list(dict.fromkeys(a.field for _, r in _ordered(rules) for a in r.adjustments))
+        joins = groups and (
+            w.adj.operation == "set"
+            or all(exclusive(rules[w.bit], rules[o.bit], types) for o in groups[-1])
+        )
+        if joins:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return groups
 
 
 def _flag_name(i: int) -> str:
@@ -170,33 +254,76 @@ def _flag_name(i: int) -> str:
 
 
 # --------------------------------------------------------------------------- hot path
-def _value_slots(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[_Write], list[int]]:
-    """Value slots: the original value of each written field, then the result
-    of each write in (rule, adjustment) order. Returns the fields, the writes, and for each
-    write the slot of the value it started from (its field's previous write, or original)."""
-    fields = _written_fields(rules)
-    writes = [_Write(i, j, a) for i, r in _ordered(rules) for j, a in enumerate(r.adjustments)]
-    last = {f: k for k, f in enumerate(fields)}
-    before = []
-    for k, w in enumerate(writes):
-        before.append(last[w.adj.field])
-        last[w.adj.field] = len(fields) + k
-    return fields, writes, before
+# Column types ``greatest`` orders (a non-nullable column of such a type can be read twice)
+_ORDERABLE = frozenset(
+    {"string", "boolean", "byte", "short", "integer", "long", "float", "double", "decimal",
+     "date", "timestamp", "timestamp_ntz", "binary"}
+)  # fmt: skip
 
 
-def write_targets(rules: Sequence[AdjustmentRule]) -> tuple[list[str], list[str]]:
-    """Each write's rule id and field, by the write number ``k`` of a tag entry."""
+def _split_reads(
+    df: DataFrame, layer: Sequence[tuple[int, AdjustmentRule]]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """SQL that reads a column twice and yields its value (``coalesce(c, c)``, or
+    ``greatest(c, c)`` when it cannot be null): for each column's pass-through in the first
+    projection of the rules, and for its read in a condition when no other condition of the
+    layer reads it (a column the rules read once, and that nothing after them reads).
+
+    This keeps the rules' code out of the method that reads the rows. Under whole-stage
+    code generation, the operator feeding a projection that reads each of its input columns
+    at least twice hands its rows to that projection through a separate method
+    (``spark.sql.codegen.splitConsumeFuncByOperator``): the rules and everything after them
+    compile as methods of their own, each small enough for the JIT, instead of growing the
+    one loop of the stage past the size the JIT optimizes well (measured on the LCR
+    benchmark: one method of 17.0 KB of bytecode became methods of 9.0, 4.6 and 4.1 KB).
+    Spark's optimizer keeps both reads, and the generated code costs next to nothing. A
+    column of a type neither function takes is read as is (the stage is then not split,
+    and runs as before).
+    """
+    twice: dict[str, str] = {}
+    for f in df.schema.fields:
+        col = ident(f.name)
+        if f.nullable:
+            twice[f.name] = f"coalesce({col}, {col})"
+        elif f.dataType.typeName() in _ORDERABLE:
+            twice[f.name] = f"greatest({col}, {col})"
+    reads = Counter(c.field for _, rule in layer for c in rule.conditions)
+    once = {f: twice[f] for f, n in reads.items() if n == 1 and f in twice}
+    return twice, once
+
+
+def _group_sql(group: Sequence[TagWrite], types: Mapping[str, DataType]) -> str:
+    """A group's writes as one CASE on the field's current column (last write first)."""
+    col = ident(group[0].field)
+    dtype = types[group[0].field]
+    branches = " ".join(
+        f"WHEN {_flag_name(w.bit)} THEN {operate(w.adj.operation, col, w.adj.value, dtype)}"
+        for w in reversed(group)
+    )
+    return f"CASE {branches} ELSE {col} END AS {col}"
+
+
+def _tag_sql(rules: Sequence[AdjustmentRule], writes: Sequence[TagWrite]) -> str:
+    """The audit tag: null on rows no rule matched, else which rules matched (bit masks)
+    and each written field before (``o<slot>``) and after (``n<slot>``) the rules."""
     ordered = _ordered(rules)
-    _, writes, _ = _value_slots(rules)
-    rule_ids = {i: rule.rule_id for i, rule in ordered}
-    return [rule_ids[w.i] for w in writes], [w.adj.field for w in writes]
+    masks: dict[str, list[str]] = {}
+    for i, _ in ordered:
+        name, bit = mask_of(i)
+        masks.setdefault(name, []).append(f"CASE WHEN {_flag_name(i)} THEN {bit}L ELSE 0L END")
+    # (nullif: a nullable field, which Arrow accepts in a null struct; 0 is no match)
+    parts = [f"'{name}', nullif({' | '.join(terms)}, 0L)" for name, terms in masks.items()]
+    for slot, field in enumerate(dict.fromkeys(w.field for w in writes)):
+        parts.append(f"'o{slot}', __adj_o{slot}, 'n{slot}', {ident(field)}")
+    any_match = " OR ".join(_flag_name(i) for i, _ in ordered)
+    return f"CASE WHEN {any_match} THEN named_struct({', '.join(parts)}) END"
 
 
 def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
-    """The adjusted rows plus ``audit_col``: for rows some rule matched, an array with one
-    entry per write whose rule matched, ``(k, o, n)``: the write's number in (rule_id,
-    adjustment) order and the field before and after it (of the field's type when all the
-    writes write one type, else as text); null for every other row.
+    """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct with the
+    rules' match flags (``m<n>``: bit masks, see :func:`mask_of`) and, per written field
+    (see :func:`tag_writes`), its value before (``o<slot>``) and after (``n<slot>``) the
+    rules; null for every other row.
 
     The column travels with the rows to the stage's next write (an aggregate's lineage
     checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second
@@ -208,66 +335,43 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     tag = ident(audit_col)
     if not rules:
         return df.selectExpr(*columns, f"CAST(NULL AS STRUCT<none: BOOLEAN>) AS {tag}")
-    fields, all_writes, before = _value_slots(rules)
-    slot = {(w.i, w.j): len(fields) + k for k, w in enumerate(all_writes)}
-    # Helper columns riding along: the original values of written fields (__adj_s<slot>),
-    # the flags, and the value after every write that a later write overwrites (a
-    # snapshot, for the audit).
-    carried: list[str] = []
-    holder: dict[int, str] = {}  # slot -> the column holding its value
-    in_field: dict[str, int] = {}  # field column -> the write slot it holds
+    writes = tag_writes(rules)
+    by_rule = dict(_ordered(rules))
+    carried: list[str] = []  # helper columns riding along: originals, then flags
     for layer in _layers(rules):
-        originals = [] if carried else [f"{ident(f)} AS __adj_s{k}" for k, f in enumerate(fields)]
-        flags = [f"{rule_condition(rule, types)} AS {_flag_name(i)}" for i, rule in layer]
-        df = df.selectExpr(*columns, *carried, *originals, *flags)
-        if not carried:
-            carried = [f"__adj_s{k}" for k in range(len(fields))]
-            holder = {k: f"__adj_s{k}" for k in range(len(fields))}
+        first = not carried
+        twice, once = _split_reads(df, layer) if first else ({}, {})
+        originals = (
+            [f"{ident(f)} AS __adj_o{n}" for n, f in enumerate(written_fields(rules))]
+            if first
+            else []
+        )
+        flags = [f"{rule_condition(rule, types, once)} AS {_flag_name(i)}" for i, rule in layer]
+        passed = [f"{twice[c]} AS {ident(c)}" if c in twice else ident(c) for c in types]
+        df = df.selectExpr(*passed, *carried, *originals, *flags)
+        carried += [f"__adj_o{n}" for n in range(len(originals))]
         carried += [_flag_name(i) for i, _ in layer]
-        writes = [_Write(i, j, a) for i, rule in layer for j, a in enumerate(rule.adjustments)]
-        for round_ in _rounds(writes):
-            new: dict[str, str] = {}
-            snapshots: dict[str, str] = {}  # name -> the column it copies
-            for field, w in round_.items():
-                col = ident(field)
-                if col in in_field:  # the field holds an earlier write's result: keep it
-                    prev = in_field.pop(col)
-                    snapshots[f"__adj_s{prev}"] = col
-                    holder[prev] = f"__adj_s{prev}"
-                value = operate(w.adj.operation, col, w.adj.value, types[field])
-                new[col] = f"CASE WHEN {_flag_name(w.i)} THEN {value} ELSE {col} END AS {col}"
-                holder[slot[(w.i, w.j)]] = col
-                in_field[col] = slot[(w.i, w.j)]
-            kept = [f"{sql} AS {name}" for name, sql in snapshots.items()]
-            df = df.selectExpr(*[new.get(c, c) for c in columns], *carried, *kept)
-            carried += list(snapshots)
-    # One entry per write whose rule matched the row: (write number, old value, new value).
-    # The values keep the field's type when every write here writes one type (the usual
-    # case): their text is made where the audit is written, off the rows' hot loop (text
-    # conversion of decimals is most of the generated code otherwise, enough to push the
-    # stage's method past what the JIT compiles).
-    one_type = len({types[w.adj.field].simpleString() for w in all_writes}) == 1
-
-    def entry_value(col: str) -> str:
-        return col if one_type else f"CAST({col} AS STRING)"
-
-    entries = ", ".join(
-        f"CASE WHEN {_flag_name(w.i)} THEN named_struct('k', {k}, "
-        f"'o', {entry_value(holder[before[k]])}, 'n', {entry_value(holder[slot[(w.i, w.j)]])}) END"
-        for k, w in enumerate(all_writes)
-    )
-    any_match = " OR ".join(_flag_name(i) for i in range(len(rules)))
-    changed = f"filter(array({entries}), x -> x IS NOT NULL)"
-    return df.selectExpr(*columns, f"CASE WHEN {any_match} THEN {changed} END AS {tag}")
+        bits = {i for i, _ in layer}
+        fields = dict.fromkeys(w.field for w in writes if w.bit in bits)
+        groups = {
+            f: _groups([w for w in writes if w.bit in bits and w.field == f], by_rule, types)
+            for f in fields
+        }
+        for r in range(max(len(g) for g in groups.values())):
+            new = {ident(f): _group_sql(g[r], types) for f, g in groups.items() if r < len(g)}
+            df = df.selectExpr(*[new.get(c, c) for c in columns], *carried)
+    return df.selectExpr(*columns, f"{_tag_sql(rules, writes)} AS {tag}")
 
 
 # --------------------------------------------------------------------------- audit
 def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -> DataFrame:
     """One row per changed value (``AUDIT_COLUMNS``) from a DataFrame tagged by
-    :func:`tag_changes` with the same rules: the tag's entries, exploded."""
-    ordered = _ordered(rules)
+    :func:`tag_changes` with the same rules: each write's old and new values replayed from
+    the field's value before the rules, through the writes whose rules matched (the same
+    SQL as the rules themselves: the same values)."""
     lid, tag = ident(LINEAGE_COLUMN), ident(audit_col)
-    if not ordered:
+    writes = tag_writes(rules)
+    if not writes:
         return df.selectExpr(
             "CAST(NULL AS STRING) AS rule_id",
             "CAST(NULL AS STRING) AS field",
@@ -275,23 +379,45 @@ def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -
             "CAST(NULL AS STRING) AS old_value",
             "CAST(NULL AS STRING) AS new_value",
         ).limit(0)
-    rule_ids, fields = write_targets(rules)
-    ids = ", ".join(sql_value(r) for r in rule_ids)
-    names = ", ".join(sql_value(f) for f in fields)
-    # No Filter on the tag before the generator: Spark would push it down through the
-    # rules' projections, inlining every flag and value expression (exponential in the
-    # number of rules reading a field an earlier rule wrote). explode_outer, then the
-    # filter on its output: neither can move below the generator (a plain explode would
-    # get an inferred filter on its array, pushed down the same way).
+    types = {f.name: f.dataType for f in df.schema[audit_col].dataType.fields}  # type: ignore[attr-defined]
+
+    def hit(w: TagWrite) -> str:
+        name, bit = mask_of(w.bit)
+        return f"((__t.{name} & {bit}L) <> 0)"
+
+    # x<k>: the field after write k (replayed); one projection per write, rows untagged
+    # get nulls throughout. No Filter before the generator: Spark would push it down
+    # through the rules' projections (explode_outer, then the filter on its output).
+    df = df.selectExpr(lid, f"{tag} AS __t")
+    kept = [lid, "__t"]
+    before: dict[int, str] = {}
+    current = {w.slot: f"__t.o{w.slot}" for w in writes}
+    for w in writes:
+        col = current[w.slot]
+        dtype = types[f"o{w.slot}"]
+        value = operate(w.adj.operation, col, w.adj.value, dtype)
+        df = df.selectExpr(*kept, f"CASE WHEN {hit(w)} THEN {value} ELSE {col} END AS __x{w.k}")
+        before[w.k] = col
+        current[w.slot] = f"__x{w.k}"
+        kept.append(f"__x{w.k}")
+    entries = ", ".join(
+        f"CASE WHEN {hit(w)} THEN named_struct('k', {w.k}, "
+        f"'o', CAST({before[w.k]} AS STRING), 'n', CAST(__x{w.k} AS STRING)) END"
+        for w in writes
+    )
+    ids = ", ".join(sql_value(w.rule_id) for w in writes)
+    names = ", ".join(sql_value(w.field) for w in writes)
     return (
-        df.selectExpr(lid, f"explode_outer({tag}) AS c")
+        df.selectExpr(
+            lid, f"explode_outer(CASE WHEN __t IS NOT NULL THEN array({entries}) END) AS c"
+        )
         .where("c IS NOT NULL")
         .selectExpr(
             f"element_at(array({ids}), c.k + 1) AS rule_id",
             f"element_at(array({names}), c.k + 1) AS field",
             lid,
-            "CAST(c.o AS STRING) AS old_value",
-            "CAST(c.n AS STRING) AS new_value",
+            "c.o AS old_value",
+            "c.n AS new_value",
         )
     )
 

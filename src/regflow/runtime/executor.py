@@ -32,7 +32,7 @@ from regflow.ops.adjust import AdjustParams
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
 from regflow.runtime import builtin_ops, progress
-from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes, write_targets
+from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes, tag_writes
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
     cluster_parquet,
@@ -481,10 +481,8 @@ class StageRunner:
         checkpoint, or a few adjusted rows): computed there, no Spark job. ``tagged`` (the
         same data as a DataFrame) gives the audit's Spark schema. False, writing nothing,
         when the values' text cannot be made there exactly as Spark makes it."""
-        rule_ids, fields = write_targets([r for r, _ in pending.active])
-        audit = audit_table(
-            table, pending.column, rule_ids, fields, self._audit_constants(pending.params)
-        )
+        writes = tag_writes([r for r, _ in pending.active])
+        audit = audit_table(table, pending.column, writes, self._audit_constants(pending.params))
         if audit is None:
             return False
         summary = self._audit_summary(pending, matched_rows(audit))

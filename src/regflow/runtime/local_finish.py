@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from regflow.runtime.adjust_ops import TagWrite, mask_of
 from regflow.spec.models import LINEAGE_COLUMN
 
 # the checkpoint column holding the id of the aggregated row each member contributes to
@@ -149,62 +150,133 @@ def finish_aggregate(
 def audit_table(
     table: Any,
     tag: str,
-    write_rules: Sequence[str],
-    write_fields: Sequence[str],
+    writes: Sequence[TagWrite],
     constants: Mapping[str, tuple[Any, str]],
 ) -> Any | None:
     """The audit rows carried in ``table``'s ``tag`` column (see
-    :func:`regflow.runtime.adjust_ops.tag_changes`): the ``constants`` columns (name ->
-    (value, Spark type)) then rule_id, field, lineage id, old_value, new_value; one row per
-    changed value, sorted by rule id, lineage id, then write.
+    :func:`regflow.runtime.adjust_ops.tag_changes`; ``writes`` from
+    :func:`~regflow.runtime.adjust_ops.tag_writes` with the same rules): the ``constants``
+    columns (name -> (value, Spark type)) then rule_id, field, lineage id, old_value,
+    new_value; one row per changed value, sorted by rule id, lineage id, then write.
 
-    ``write_rules`` and ``write_fields`` name each write's rule and field by its number.
-    None when the values' text cannot be made exactly as Spark would (see
-    :func:`spark_text`): the caller then writes the audit with Spark.
+    A write's old value is the field before the rules or after the previous write that
+    applied to the row; its new value is the field after the rules, or, when a later write
+    to the field applied too, the value it set. None (the caller then writes the audit
+    with Spark) when that needs arithmetic (an ``add``/``multiply`` followed by another
+    write to the field on the same row), or when the values' text cannot be made exactly
+    as Spark makes it (see :func:`spark_text`).
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     tagged = table.select([LINEAGE_COLUMN, tag]).filter(pc.is_valid(table.column(tag)))
-    lists = tagged.column(tag).combine_chunks()
-    if not pa.types.is_list(lists.type) or len(lists) == 0:  # (no rule in force: no list)
-        empty = pa.array([], pa.string())
-        entries = pa.StructArray.from_arrays(
-            [pa.array([], pa.int32()), empty, empty], names=["k", "o", "n"]
-        )
-        parents = pa.array([], pa.int64())
-    else:
-        entries = pc.list_flatten(lists)
-        parents = pc.list_parent_indices(lists)
-        valid = pc.is_valid(entries)
-        entries, parents = entries.filter(valid), parents.filter(valid)
-    lineage = pc.take(tagged.column(LINEAGE_COLUMN).combine_chunks(), parents)
-    k_col, old, new = entries.flatten()  # (flatten: honours the array's offset)
-    old, new = spark_text(old), spark_text(new)
-    if old is None or new is None:
-        return None
-    k = k_col.to_numpy(zero_copy_only=False).astype(np.int64)
-    # sorted by rule id (code point order is UTF-8 byte order), lineage id, write: as
-    # integers, with numpy
-    rank = {r: i for i, r in enumerate(sorted(set(write_rules)))}
-    rule_of_write = np.array([rank[r] for r in write_rules], dtype=np.int64)
-    lid = lineage.to_numpy(zero_copy_only=False)
-    order = pa.array(np.lexsort((k, lid, rule_of_write[k])) if len(k) else [], pa.int64())
+    tags = tagged.column(tag).combine_chunks()
+    lineage = tagged.column(LINEAGE_COLUMN).combine_chunks()
+    parts: list[tuple[Any, ...]] = []  # (rule rank, write, rows, old, new) per write
+    if writes and len(tags):
+        masks = {
+            name: pc.fill_null(pc.struct_field(tags, name).cast(pa.int64()), 0).to_numpy()
+            for name in {mask_of(w.bit)[0] for w in writes}
+        }
+        for slot in dict.fromkeys(w.slot for w in writes):
+            chain = [w for w in writes if w.slot == slot]
+            old = spark_text(pc.struct_field(tags, f"o{slot}"))
+            new = spark_text(pc.struct_field(tags, f"n{slot}"))
+            if old is None or new is None:
+                return None
+            hits = []
+            for w in chain:
+                name, bit = mask_of(w.bit)
+                hits.append((masks[name] & bit) != 0)
+            later = np.zeros(len(tags), dtype=bool)  # a later write of the chain applied
+            after: list[Any] = [None] * len(chain)
+            for j in range(len(chain) - 1, -1, -1):
+                after[j] = later.copy()
+                later |= hits[j]
+            current = old
+            for w, hit, more in zip(chain, hits, after, strict=True):
+                if not hit.any():
+                    continue
+                value = new
+                if (hit & more).any():  # another write follows on some rows
+                    text = _set_text(w, new.type, pc.struct_field(tags, f"n{slot}").type)
+                    if text is None:
+                        return None
+                    value = pc.if_else(pa.array(more), text, new)
+                rows = pa.array(hit)
+                picked = (lineage.filter(rows), current.filter(rows), value.filter(rows))
+                parts.append((w.bit, w.k, *picked))
+                current = pc.if_else(rows, value, current)
+    n = sum(len(p[2]) for p in parts)
+    ids = pa.concat_arrays([p[2] for p in parts]) if parts else pa.array([], lineage.type)
+    none = [np.zeros(0, np.int64)]
+    rank = np.concatenate([np.full(len(p[2]), p[0], np.int64) for p in parts] or none)
+    k = np.concatenate([np.full(len(p[2]), p[1], np.int64) for p in parts] or none)
+    # sorted by rule (bits follow rule id order), lineage id, write: as integers, by numpy
+    lid = ids.to_numpy(zero_copy_only=False)
+    order = pa.array(np.lexsort((k, lid, rank)) if n else [], pa.int64())
     k_sorted = pa.array(k).take(order)
-    n = len(k)
+    text = pa.string()
     columns: dict[str, Any] = {
         name: pa.repeat(pa.scalar(value, arrow_type(t)), n)
         for name, (value, t) in constants.items()
     }
     columns |= {
-        "rule_id": pa.array(list(write_rules), pa.string()).take(k_sorted),
-        "field": pa.array(list(write_fields), pa.string()).take(k_sorted),
-        LINEAGE_COLUMN: lineage.take(order),
-        "old_value": old.take(order),
-        "new_value": new.take(order),
+        "rule_id": pa.array([w.rule_id for w in writes], text).take(k_sorted),
+        "field": pa.array([w.field for w in writes], text).take(k_sorted),
+        LINEAGE_COLUMN: ids.take(order),
+        "old_value": _concat([p[3] for p in parts]).take(order),
+        "new_value": _concat([p[4] for p in parts]).take(order),
     }
     return pa.table(columns)
+
+
+def _concat(arrays: Sequence[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+
+
+def _set_text(w: TagWrite, text_type: Any, field_type: Any) -> Any | None:
+    """The text of the value a ``set`` write gives its field, as Spark would make it (its
+    literal cast to the field's type, then to a string); None for other writes, and values
+    whose text this does not reproduce exactly."""
+    import datetime as dt
+    import decimal
+
+    import pyarrow as pa
+
+    if w.adj.operation != "set":
+        return None
+    v = w.adj.value
+    text: str | None = None
+    if v is None:
+        return pa.scalar(None, text_type)
+    if pa.types.is_string(field_type) and isinstance(v, str):
+        text = v
+    elif pa.types.is_boolean(field_type) and isinstance(v, bool):
+        text = "true" if v else "false"
+    elif pa.types.is_integer(field_type) and isinstance(v, int) and not isinstance(v, bool):
+        text = str(v)
+    elif pa.types.is_date32(field_type) and isinstance(v, dt.date | str):
+        try:
+            day = v if isinstance(v, dt.date) else dt.date.fromisoformat(v)
+        except ValueError:
+            return None
+        text = day.isoformat()
+    elif pa.types.is_decimal(field_type) and isinstance(v, int | decimal.Decimal | float):
+        if isinstance(v, bool):
+            return None
+        exact = decimal.Decimal(str(v)) if isinstance(v, float) else decimal.Decimal(v)
+        step = decimal.Decimal(1).scaleb(-field_type.scale)
+        with decimal.localcontext() as ctx:
+            ctx.prec = 80
+            q = exact.quantize(step, rounding=decimal.ROUND_HALF_UP)
+        if len(q.as_tuple().digits) > field_type.precision:
+            return None
+        text = format(abs(q) if q.is_zero() else q, "f")
+    return None if text is None else pa.scalar(text, text_type)
 
 
 def spark_text(values: Any) -> Any | None:
