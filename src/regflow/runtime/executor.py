@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,6 +77,11 @@ _DRIVER_COPY_TYPES = frozenset(
 
 # An audit's key columns (one row per rule, row and field)
 AUDIT_KEYS = ("rule_id", LINEAGE_COLUMN, "field")
+# Audit columns whose values repeat (the run identity, rules and fields)
+AUDIT_REPEATED = frozenset(
+    {"pipeline", "cob", "run_id", "spec_hash", "adjustment_set_hash", "stage", "position",
+     "rule_id", "field"}
+)  # fmt: skip
 
 # Built-in ops that keep every column of their main input (so audit columns ride along).
 CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
@@ -333,8 +338,9 @@ class StageRunner:
     ) -> tuple[DataFrame, bool]:
         """Write the lineage checkpoint, then aggregate it.
 
-        The checkpoint also keeps each member row's adjustments (audit columns): the audits
-        are read from it, with no second pass upstream. When the driver clustered the
+        The job writing the checkpoint also writes each member row's adjustments (audit
+        columns): the audits are read from what it wrote, with no second pass upstream,
+        before the checkpoint is clustered without them. When the driver clusters the
         checkpoint, the aggregate and the audits are computed there from the data still in
         memory (:mod:`regflow.runtime.local_finish`); otherwise by Spark jobs reading it.
         """
@@ -348,13 +354,10 @@ class StageRunner:
             kind="lineage",
             keys=[*params.group_by, LINEAGE_COLUMN],
             cluster_by=params.group_by,
+            audits={c: self.pending.pop(c) for c in carried},
         )
-        ckpt = self._stored_frame(name, contrib.schema)
+        ckpt = self._stored_frame(name, contrib.drop(*carried).schema)
         out = builtin_ops.aggregate_finish(ckpt, params, node.id)  # (its plan: no job yet)
-        for c in carried:
-            pending = self.pending.pop(c)
-            if local is None or not self._store_audit_table(pending, local, ckpt):
-                self._store_audit(pending, ckpt)
         finished = None
         if local is not None and node.persisted:
             types = {f.name: f.dataType.simpleString() for f in out.schema.fields}
@@ -393,7 +396,7 @@ class StageRunner:
         # The audit is read from it (no Spark job) and the op after it gets the rows as
         # they are (its lineage check runs on the driver too, see _verify_custom).
         table = tagged.toArrow()
-        if not self._store_audit_table(pending, table, tagged):
+        if not self._store_audit_table(pending, table, tagged.schema):
             self._store_audit(pending, tagged)
         adjusted = table.drop_columns([column])
         self.local_ids[node.id] = adjusted.column(LINEAGE_COLUMN)
@@ -431,15 +434,16 @@ class StageRunner:
         ]
         return audit.select(*ident, *AUDIT_COLUMNS)
 
-    def _audit_schema(self, pending: PendingAudit, tagged: DataFrame) -> StructType:
-        """The Spark schema of :meth:`_audit_frame`, without building its plan."""
+    def _audit_schema(self, pending: PendingAudit, schema: StructType) -> StructType:
+        """The Spark schema of :meth:`_audit_frame` over data of ``schema``, without
+        building its plan."""
         from pyspark.sql.types import StringType, StructField, StructType, _parse_datatype_string
 
         fields = [
             StructField(name, _parse_datatype_string(t), nullable=False)
             for name, (_, t) in self._audit_constants(pending.params).items()
         ]
-        lineage = tagged.schema[LINEAGE_COLUMN]
+        lineage = schema[LINEAGE_COLUMN]
         rest = [
             lineage if c == LINEAGE_COLUMN else StructField(c, StringType()) for c in AUDIT_COLUMNS
         ]
@@ -476,11 +480,13 @@ class StageRunner:
         )
         self._report_audit(pending)
 
-    def _store_audit_table(self, pending: PendingAudit, table: pa.Table, tagged: DataFrame) -> bool:
-        """Write the audit carried by ``table``, data in the driver's memory (a clustered
-        checkpoint, or a few adjusted rows): computed there, no Spark job. ``tagged`` (the
-        same data as a DataFrame) gives the audit's Spark schema. False, writing nothing,
-        when the values' text cannot be made there exactly as Spark makes it."""
+    def _store_audit_table(
+        self, pending: PendingAudit, table: pa.Table, schema: StructType
+    ) -> bool:
+        """Write the audit carried by ``table``, data in the driver's memory (a checkpoint
+        being clustered, or a few adjusted rows): computed there, no Spark job. ``schema``
+        (the data's Spark schema) gives the audit's. False, writing nothing, when the
+        audit cannot be made there exactly as Spark makes it."""
         writes = tag_writes([r for r, _ in pending.active])
         audit = audit_table(table, pending.column, writes, self._audit_constants(pending.params))
         if audit is None:
@@ -490,7 +496,7 @@ class StageRunner:
             pending.node,
             f"{pending.node.id}.audit",
             audit,
-            self._audit_schema(pending, tagged),
+            self._audit_schema(pending, schema),
             kind="audit",
             keys=list(AUDIT_KEYS),
             unique_ids=False,
@@ -679,20 +685,29 @@ class StageRunner:
         summarize: Callable[[Path], dict[str, Any]] | None = None,
         verify: Callable[[Path, int], None] | None = None,
         cluster_by: Sequence[str] = (),
+        audits: Mapping[str, PendingAudit] | None = None,
     ) -> pa.Table | None:
         """Write ``df`` as ``name``: checked, with metadata, promoted atomically.
 
         ``cluster_by``: store each group's rows in one file, sorted by the group key then
         the lineage id (the layout of lineage checkpoints). Returns the clustered data when
-        the driver clustered it (it is still in memory), else None.
+        the driver clustered it (it is still in memory), else None. ``audits``: the audit
+        columns of ``df`` (with ``cluster_by``): their audits are written from the data
+        the job wrote, and the stored data leaves them out.
         """
-        schema = df.schema
+        from pyspark.sql.types import StructType
+
+        audits = audits or {}
+        written_schema = df.schema
+        schema = StructType([f for f in written_schema.fields if f.name not in audits])
         local: list[pa.Table | None] = [None]
 
         def write(tmp: Path) -> Path:
             df.write.mode("overwrite").parquet(str(tmp))
             if cluster_by:
-                tmp, local[0] = self._cluster(tmp, self.run.node_dir(name), cluster_by, schema)
+                tmp, local[0] = self._cluster(
+                    tmp, self.run.node_dir(name), cluster_by, written_schema, audits
+                )
             return tmp
 
         self._persist(
@@ -722,7 +737,18 @@ class StageRunner:
         def write(tmp: Path) -> Path:
             tmp.mkdir(parents=True)
             target = tmp / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-            pq.write_table(table, target, compression="snappy", row_group_size=131_072)
+            # Dictionary encoding only where values repeat (Arrow's default tries every
+            # column, and gives up on unique ids and values after paying for the attempt)
+            repeated = [
+                f.name for f in schema.fields if f.name in AUDIT_REPEATED or table.num_rows <= 1024
+            ]
+            pq.write_table(
+                table,
+                target,
+                compression="snappy",
+                row_group_size=131_072,
+                use_dictionary=repeated,
+            )
             return tmp
 
         self._persist(
@@ -769,29 +795,53 @@ class StageRunner:
         self.log(f"  wrote {name}: {rows:,} rows in {seconds:.1f}s")
 
     def _cluster(
-        self, written: Path, final: Path, keys: Sequence[str], schema: StructType
+        self,
+        written: Path,
+        final: Path,
+        keys: Sequence[str],
+        schema: StructType,
+        audits: Mapping[str, PendingAudit],
     ) -> tuple[Path, pa.Table | None]:
-        """Lay the just-written data out as :func:`clustered` does; returns its folder, and
-        the data when it was sorted on the driver.
+        """Lay the just-written data out as :func:`clustered` does, after writing the
+        ``audits`` its audit columns hold, and without those columns; returns its folder,
+        and the data when it was sorted on the driver.
 
         Data that fits the driver is sorted there with pyarrow, in place: much cheaper than
         a Spark shuffle and sort of every row before the write. Larger data (or key types
         that cannot be sorted exactly like Spark there) is re-written by Spark.
         """
+
+        def stored() -> DataFrame:
+            return self.spark.read.schema(schema).parquet(str(written))
+
+        done: set[str] = set()
+
+        def store_audits(table: pa.Table | None) -> None:
+            for column, pending in audits.items():
+                if table is None or not self._store_audit_table(pending, table, schema):
+                    self._store_audit(pending, stored())
+                done.add(column)
+
         files = _parquet_files(written)
-        if not files:
-            return written, None
         small = (
-            _parquet_rows(written) <= LOCAL_CLUSTER_MAX_ROWS
+            bool(files)
+            and _parquet_rows(written) <= LOCAL_CLUSTER_MAX_ROWS
             and sum(f.stat().st_size for f in files) <= LOCAL_CLUSTER_MAX_BYTES
         )
-        table = cluster_parquet(written, keys) if small else None
+        table = (
+            cluster_parquet(written, keys, drop=list(audits), inspect=store_audits)
+            if small
+            else None
+        )
         if table is not None:
             return written, table
+        if len(done) < len(audits):
+            store_audits(None)
+        if not files:
+            return written, None
         again = new_temp_dir(final)
         try:
-            stored = self.spark.read.schema(schema).parquet(str(written))
-            clustered(stored, keys).write.mode("overwrite").parquet(str(again))
+            clustered(stored().drop(*audits), keys).write.mode("overwrite").parquet(str(again))
         except BaseException:
             discard(again)
             raise

@@ -9,7 +9,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,11 +152,19 @@ def stored_foreign_ids(out_ids: Any, inp_ids: Any) -> Any:
 
 
 def cluster_parquet(
-    folder: Path, keys: Sequence[str], *, row_group_rows: int = 131_072
+    folder: Path,
+    keys: Sequence[str],
+    *,
+    row_group_rows: int = 131_072,
+    drop: Sequence[str] = (),
+    inspect: Callable[[pa.Table], None] | None = None,
 ) -> pa.Table | None:
     """Rewrite the Parquet files in ``folder`` sorted by ``keys``, then lineage id; a group's
     rows are contiguous and in one file. Returns the sorted data (still in memory: the
     caller may use it, e.g. to finish an aggregate, without reading it back).
+
+    ``inspect`` sees the data as read, before anything is rewritten (the files are still
+    there); the columns in ``drop`` are then left out of the rewritten files and the result.
 
     The order is Spark's ascending order (nulls first, strings and binary by their bytes).
     Runs on the driver with pyarrow and numpy (integer ranks, radix sorts), writing a file
@@ -185,6 +193,9 @@ def cluster_parquet(
     if not all(_rankable(table.schema.field(k).type) for k in keys):
         return None
     order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
+    if inspect is not None:
+        inspect(table)
+    table = table.drop_columns(list(drop))
     # About one file per core (of at least 250k rows), cut only where a group starts.
     starts = np.flatnonzero(np.diff(group)) + 1
     parts = max(1, min(os.cpu_count() or 1, -(-len(order) // 250_000)))
