@@ -300,12 +300,15 @@ def _group_sql(group: Sequence[TagWrite], types: Mapping[str, DataType]) -> str:
         f"WHEN {_flag_name(w.bit)} THEN {operate(w.adj.operation, col, w.adj.value, dtype)}"
         for w in reversed(group)
     )
-    return f"CASE {branches} ELSE {col} END AS {col}"
+    return f"CASE {branches} ELSE {col} END"
 
 
-def _tag_sql(rules: Sequence[AdjustmentRule], writes: Sequence[TagWrite]) -> str:
+def _tag_sql(
+    rules: Sequence[AdjustmentRule], writes: Sequence[TagWrite], final: Mapping[str, str]
+) -> str:
     """The audit tag: null on rows no rule matched, else which rules matched (bit masks)
-    and each written field before (``o<slot>``) and after (``n<slot>``) the rules."""
+    and each written field before (``o<slot>``) and after (``n<slot>``: ``final`` SQL, or
+    the field's column) the rules."""
     ordered = _ordered(rules)
     masks: dict[str, list[str]] = {}
     for i, _ in ordered:
@@ -314,7 +317,7 @@ def _tag_sql(rules: Sequence[AdjustmentRule], writes: Sequence[TagWrite]) -> str
     # (nullif: a nullable field, which Arrow accepts in a null struct; 0 is no match)
     parts = [f"'{name}', nullif({' | '.join(terms)}, 0L)" for name, terms in masks.items()]
     for slot, field in enumerate(dict.fromkeys(w.field for w in writes)):
-        parts.append(f"'o{slot}', __adj_o{slot}, 'n{slot}', {ident(field)}")
+        parts.append(f"'o{slot}', __adj_o{slot}, 'n{slot}', {final.get(field, ident(field))}")
     any_match = " OR ".join(_flag_name(i) for i, _ in ordered)
     return f"CASE WHEN {any_match} THEN named_struct({', '.join(parts)}) END"
 
@@ -338,7 +341,8 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     writes = tag_writes(rules)
     by_rule = dict(_ordered(rules))
     carried: list[str] = []  # helper columns riding along: originals, then flags
-    for layer in _layers(rules):
+    layers = _layers(rules)
+    for n_layer, layer in enumerate(layers, start=1):
         first = not carried
         twice, once = _split_reads(df, layer) if first else ({}, {})
         originals = (
@@ -357,10 +361,15 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
             f: _groups([w for w in writes if w.bit in bits and w.field == f], by_rule, types)
             for f in fields
         }
-        for r in range(max(len(g) for g in groups.values())):
-            new = {ident(f): _group_sql(g[r], types) for f, g in groups.items() if r < len(g)}
-            df = df.selectExpr(*[new.get(c, c) for c in columns], *carried)
-    return df.selectExpr(*columns, f"{_tag_sql(rules, writes)} AS {tag}")
+        rounds = max(len(g) for g in groups.values())
+        for r in range(rounds):
+            new = {f: _group_sql(g[r], types) for f, g in groups.items() if r < len(g)}
+            out = [f"{new[c]} AS {ident(c)}" if c in new else ident(c) for c in types]
+            if n_layer == len(layers) and r == rounds - 1:  # the last: with the tag
+                # (the tag repeats the writes' SQL: Spark evaluates it once per row)
+                return df.selectExpr(*out, f"{_tag_sql(rules, writes, new)} AS {tag}")
+            df = df.selectExpr(*out, *carried)
+    raise AssertionError("rules without writes")  # (validation: every rule writes)
 
 
 # --------------------------------------------------------------------------- audit

@@ -437,10 +437,11 @@ class StageRunner:
     def _audit_schema(self, pending: PendingAudit, schema: StructType) -> StructType:
         """The Spark schema of :meth:`_audit_frame` over data of ``schema``, without
         building its plan."""
-        from pyspark.sql.types import StringType, StructField, StructType, _parse_datatype_string
+        from pyspark.sql.types import DateType, StringType, StructField, StructType
 
+        kinds = {"string": StringType(), "date": DateType()}  # (no parser: no JVM call)
         fields = [
-            StructField(name, _parse_datatype_string(t), nullable=False)
+            StructField(name, kinds[t], nullable=False)
             for name, (_, t) in self._audit_constants(pending.params).items()
         ]
         lineage = schema[LINEAGE_COLUMN]
