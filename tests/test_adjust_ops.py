@@ -506,3 +506,73 @@ def test_chained_multiplies_and_adds_round_at_every_step_like_separate_rules(spa
         if a["field"] == "d"
     }
     assert got == expected_audit
+
+
+# ------------------------------------------------------------------ how the writes are grouped
+def _types(spark):
+    return {f.name: f.dataType for f in frame(spark).schema.fields}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([c("s", "=", "CASH")], [c("s", "=", "GOV_BOND")], True),
+        ([c("s", "in", ["CASH", "EQUITY"])], [c("s", "in", ["GOV_BOND"])], True),
+        ([c("s", "in", ["CASH", "EQUITY"])], [c("s", "=", "EQUITY")], False),
+        ([c("n", "=", 5)], [c("n", "in", [6, 7])], True),
+        ([c("s", "is null")], [c("s", "!=", "CASH")], True),  # null passes only 'is null'
+        ([c("s", "is null")], [c("s", "is null")], False),
+        ([c("s", "=", "CASH")], [c("n", "=", 5)], False),  # different fields: unsure
+        ([c("day", "=", "2026-01-01")], [c("day", "=", "2026-01-02")], False),  # dates: unsure
+        ([c("d", "=", 1)], [c("d", "=", 2)], False),  # decimals: unsure (1 and 1.0 are one)
+        ([c("s", "=", "CASH"), c("n", ">", 1)], [c("n", "<", 0), c("s", "=", "EQUITY")], True),
+    ],
+)
+def test_rules_are_exclusive_only_when_their_conditions_say_so(spark, a, b, expected):
+    from regflow.runtime.adjust_ops import exclusive
+
+    add = [{"field": "n", "operation": "add", "value": 1}]
+    ra, rb = rule("A", a, add), rule("B", b, add)
+    assert exclusive(ra, rb, _types(spark)) is expected
+    assert exclusive(rb, ra, _types(spark)) is expected
+    assert exclusive(ra, ra, _types(spark)) is False
+
+
+def test_exclusive_multiplies_share_one_case_and_give_the_sequential_result(spark):
+    """Rules on different values of ``s`` multiply ``d`` in one flat CASE; a rule that is
+    not exclusive with them (M3: every row) starts the next group, reading their result."""
+    from regflow.runtime.adjust_ops import _groups, _ordered, tag_writes
+
+    df = frame(spark)
+    mul = lambda v: [{"field": "d", "operation": "multiply", "value": v}]  # noqa: E731
+    rules = [
+        rule("M1", [c("s", "=", "CORP_BOND")], mul(D("1.5"))),
+        rule("M2", [c("s", "in", ["GOV_BOND", "CASH"])], mul(2)),
+        rule("M3", [], mul(D("0.1"))),
+    ]
+    groups = _groups(tag_writes(rules), dict(_ordered(rules)), _types(spark))
+    assert [[w.rule_id for w in g] for g in groups] == [["M1", "M2"], ["M3"]]
+    out, audit = apply_rules(df, rules)
+    rows = rows_by_id(out)
+    factor = {1: D("1.5"), 2: D(2), 3: D(2), 5: D("1.5"), 6: D(1)}
+    for i, f in factor.items():
+        assert rows[i]["d"] == _q(_q(row_of(i)["d"] * f) * D("0.1")), i
+    assert rows[4]["d"] is None
+    m3 = {
+        a[LID]: (a["old_value"], a["new_value"]) for a in audit_rows(audit) if a["rule_id"] == "M3"
+    }
+    assert m3[1] == (str(_q(D("1234.5678") * D("1.5"))), str(rows[1]["d"]))
+
+
+def test_the_rules_first_projection_splits_the_generated_code(spark):
+    """The rules compile as methods of their own (see ``_split_reads``): the generated code
+    of a tagged frame hands the rows to the rules through a ``doConsume`` method."""
+    from regflow.runtime.adjust_ops import tag_changes
+
+    df = frame(spark).selectExpr("*", f"{LID} * 2 AS twice")  # an operator to split after
+    rules = [rule("R1", [c("s", "=", "CASH")], [{"field": "n", "operation": "add", "value": 1}])]
+    tagged = tag_changes(df, rules, "_tag")
+    debug = spark._jvm.org.apache.spark.sql.execution.debug.package
+    code = debug.codegenString(tagged._jdf.queryExecution().executedPlan())
+    assert "doConsume" in code
+    assert rows_by_id(tagged.drop("_tag"))[3]["n"] == 12

@@ -219,6 +219,15 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
         assert local.metadata(name)["schema"] == remote.metadata(name)["schema"], name
     audits = [n for n in names if n.endswith(".audit")]
     assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
+    # the checkpoint keeps its own columns; what the rules changed is in the audits
+    for run in (local, remote):
+        columns = [name for name, _ in run.metadata("entity_buckets.lineage")["schema"]]
+        assert LID in columns and not [c for c in columns if c.startswith("_audit")]
+        stored = pq.ParquetDataset(
+            sorted(str(p) for p in run.node_dir("entity_buckets.lineage").glob("*.parquet")),
+            partitioning=None,
+        ).schema.names
+        assert sorted(stored) == sorted(columns)
 
 
 def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(spark, deals):
@@ -251,6 +260,30 @@ def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(s
     assert {tuple(r.values()) for r in got.to_pylist()} == {
         ("R1", "amount", 2, "200.20", "201.70"),
         ("R1", "amount", 4, None, None),
+    }
+
+
+def test_audit_table_reads_every_match_word_of_many_rules(spark, deals):
+    """70 rules (two 62-rule match words) setting one field on LE1's rows, each after the
+    one before: the driver's audit equals Spark's replay, rule by rule."""
+    rules = [
+        rule(
+            f"R{k:03d}",
+            [{"field": "legal_entity", "operator": "=", "value": "LE1"}],
+            [{"field": "rating", "operation": "set", "value": f"V{k}"}],
+        )
+        for k in range(70)
+    ]
+    tagged = tag_changes(deals, rules, "_tag")
+    want = sorted(tuple(r) for r in audit_rows(tagged, "_tag", rules).collect())
+    local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
+    got = audit_table(local, "_tag", tag_writes(rules), {})
+    assert sorted(tuple(r.values()) for r in got.to_pylist()) == want
+    assert len(want) == 140  # D1 and D2, 70 rules each
+    last = [r for r in got.to_pylist() if r["rule_id"] == "R069"]
+    assert {(r[LID], r["old_value"], r["new_value"]) for r in last} == {
+        (1, "V68", "V69"),
+        (2, "V68", "V69"),
     }
 
 
