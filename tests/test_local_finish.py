@@ -317,3 +317,85 @@ def test_spark_text_is_sparks_cast_to_string_or_declines(spark):
         assert got is not None and got.to_pylist() == want, spark_type
     for declined in (pa.array([1.5]), pa.array([dt.datetime(2026, 1, 1)])):
         assert spark_text(declined) is None
+
+
+# ------------------------------------------------------------------ an audit the driver declines
+CHAIN = """\
+pipeline: chain
+params: {data_root: .}
+sources:
+  items:
+    path: "{data_root}/items"
+    primary_key: [item_id]
+    schema: {item_id: string, grp: string, v: "decimal(38,6)", x: double}
+nodes:
+  - id: prep
+    op: calc
+    inputs: [items]
+    columns: {w: "v * 2"}
+  - id: total
+    op: aggregate
+    inputs: [prep]
+    group_by: [grp]
+    measures: {v: {sum: v}, x: {sum: x}}
+"""
+
+
+def _chain_rule(rule_id: str, items: list[str], field: str, operation: str, value: float) -> str:
+    return (
+        f"rule_id: {rule_id}\npipeline: chain\nstage: prep\n"
+        f"conditions: [{{field: item_id, operator: in, value: {items}}}]\n"
+        f"adjustments: [{{field: {field}, operation: {operation}, value: {value}}}]\n"
+        "effective_date: 2026-01-01\n"
+        "approval: {requested_by: a.analyst, approved_by: b.checker, "
+        "timestamp: 2026-01-02T09:00:00Z}\nreason: chain test\n"
+    )
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["driver-clustered", "spark-clustered"])
+def test_an_audit_the_driver_declines_is_replayed_by_spark_before_the_checkpoint_is_sorted(
+    tmp_path, spark, monkeypatch, local
+):
+    """Item a is matched by an ``add`` and then a ``multiply`` of ``v`` (the value between
+    them needs arithmetic) and ``x`` is a double (no exact text on the driver): Spark
+    replays those audits from the files the checkpoint job wrote, before they are sorted
+    (and the audit columns dropped)."""
+    if not local:
+        monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)
+    (tmp_path / "pipelines").mkdir()
+    spec = tmp_path / "pipelines" / "chain.yaml"
+    spec.write_text(CHAIN)
+    (tmp_path / "items").mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": ["a", "b", "c"],
+                "grp": ["g1", "g1", "g2"],
+                "v": pa.array([Decimal(1), Decimal(2), Decimal(3)], pa.decimal128(38, 6)),
+                "x": [0.5, 1.5, 2.5],
+            }
+        ),
+        tmp_path / "items" / "part-0.parquet",
+    )
+    folder = tmp_path / "adjustments"
+    folder.mkdir()
+    (folder / "R-1.yaml").write_text(_chain_rule("R-1", ["a"], "v", "add", 100))
+    (folder / "R-2.yaml").write_text(_chain_rule("R-2", ["a", "b"], "v", "multiply", 2))
+    (folder / "R-3.yaml").write_text(_chain_rule("R-3", ["c"], "x", "multiply", 4))
+    plan = build_plan(spec, folder)
+    run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+    run = RunRef(tmp_path / "storage", "chain", COB, "r1")
+    audit = {
+        (r["rule_id"], r["field"], r["old_value"], r["new_value"])
+        for r in _read(run.node_dir("prep__adjusted.audit"))
+    }
+    assert audit == {
+        ("R-1", "v", "1.000000", "101.000000"),
+        ("R-2", "v", "101.000000", "202.000000"),
+        ("R-2", "v", "2.000000", "4.000000"),
+        ("R-3", "x", "2.5", "10.0"),
+    }
+    totals = {r["grp"]: (r["v"], r["x"]) for r in _read(run.node_dir("total"))}
+    assert totals == {"g1": (Decimal("206.000000"), 2.0), "g2": (Decimal("3.000000"), 10.0)}
+    columns = [name for name, _ in run.metadata("total.lineage")["schema"]]
+    assert not [c for c in columns if c.startswith("_audit")]
