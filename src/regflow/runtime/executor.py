@@ -77,11 +77,6 @@ _DRIVER_COPY_TYPES = frozenset(
 
 # An audit's key columns (one row per rule, row and field)
 AUDIT_KEYS = ("rule_id", LINEAGE_COLUMN, "field")
-# Audit columns whose values repeat (the run identity, rules and fields)
-AUDIT_REPEATED = frozenset(
-    {"pipeline", "cob", "run_id", "spec_hash", "adjustment_set_hash", "stage", "position",
-     "rule_id", "field"}
-)  # fmt: skip
 
 # Built-in ops that keep every column of their main input (so audit columns ride along).
 CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
@@ -489,7 +484,8 @@ class StageRunner:
         (the data's Spark schema) gives the audit's. False, writing nothing, when the
         audit cannot be made there exactly as Spark makes it."""
         writes = tag_writes([r for r, _ in pending.active])
-        audit = audit_table(table, pending.column, writes, self._audit_constants(pending.params))
+        constants = self._audit_constants(pending.params)
+        audit = audit_table(table, pending.column, writes, constants)
         if audit is None:
             return False
         summary = self._audit_summary(pending, matched_rows(audit))
@@ -502,6 +498,7 @@ class StageRunner:
             keys=list(AUDIT_KEYS),
             unique_ids=False,
             summarize=lambda _written: summary,
+            dictionary=[*constants, "rule_id", "field"],  # the values that repeat
         )
         self._report_audit(pending)
         return True
@@ -728,9 +725,12 @@ class StageRunner:
         keys: list[str],
         unique_ids: bool = True,
         summarize: Callable[[Path], dict[str, Any]] | None = None,
+        dictionary: Sequence[str] | None = None,
     ) -> None:
         """Write ``table``, computed on the driver, as ``name`` (Spark schema ``schema``),
-        like :meth:`_store`."""
+        like :meth:`_store`. ``dictionary``: the only columns to dictionary-encode (Arrow's
+        default tries every column, and gives up on unique values after paying for the
+        attempt); None for that default."""
         import uuid
 
         import pyarrow.parquet as pq
@@ -738,17 +738,12 @@ class StageRunner:
         def write(tmp: Path) -> Path:
             tmp.mkdir(parents=True)
             target = tmp / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-            # Dictionary encoding only where values repeat (Arrow's default tries every
-            # column, and gives up on unique ids and values after paying for the attempt)
-            repeated = [
-                f.name for f in schema.fields if f.name in AUDIT_REPEATED or table.num_rows <= 1024
-            ]
             pq.write_table(
                 table,
                 target,
                 compression="snappy",
                 row_group_size=131_072,
-                use_dictionary=repeated,
+                use_dictionary=True if dictionary is None else list(dictionary),
             )
             return tmp
 
@@ -815,13 +810,13 @@ class StageRunner:
         def stored() -> DataFrame:
             return self.spark.read.schema(schema).parquet(str(written))
 
-        done: set[str] = set()
+        audited = [False]  # (cluster_parquet may decline before it calls store_audits)
 
         def store_audits(table: pa.Table | None) -> None:
-            for column, pending in audits.items():
+            for pending in audits.values():
                 if table is None or not self._store_audit_table(pending, table, schema):
                     self._store_audit(pending, stored())
-                done.add(column)
+            audited[0] = True
 
         files = _parquet_files(written)
         small = (
@@ -836,7 +831,7 @@ class StageRunner:
         )
         if table is not None:
             return written, table
-        if len(done) < len(audits):
+        if not audited[0]:
             store_audits(None)
         if not files:
             return written, None

@@ -181,8 +181,9 @@ def audit_table(
         }
         for slot in dict.fromkeys(w.slot for w in writes):
             chain = [w for w in writes if w.slot == slot]
+            after_rules = pc.struct_field(tags, f"n{slot}")
             old = spark_text(pc.struct_field(tags, f"o{slot}"))
-            new = spark_text(pc.struct_field(tags, f"n{slot}"))
+            new = spark_text(after_rules)
             if old is None or new is None:
                 return None
             hits = []
@@ -200,7 +201,7 @@ def audit_table(
                     continue
                 value = new
                 if (hit & more).any():  # another write follows on some rows
-                    text = _set_text(w, new.type, pc.struct_field(tags, f"n{slot}").type)
+                    text = _set_text(w, new.type, after_rules.type)
                     if text is None:
                         return None
                     value = pc.if_else(pa.array(more), text, new)
