@@ -399,3 +399,33 @@ def test_an_audit_the_driver_declines_is_replayed_by_spark_before_the_checkpoint
     assert totals == {"g1": (Decimal("206.000000"), 2.0), "g2": (Decimal("3.000000"), 10.0)}
     columns = [name for name, _ in run.metadata("total.lineage")["schema"]]
     assert not [c for c in columns if c.startswith("_audit")]
+
+
+# ------------------------------------------------------------------ a few rows, on the driver
+def test_collect_arrow_is_to_arrow_without_a_spark_job_over_driver_rows(spark):
+    """An entity-level splice point collects its few tagged rows: the same table as
+    ``toArrow`` gives, for every driver-copy type and the tag's struct, and no Spark job
+    when the rows were created on the driver."""
+    rows = [
+        ("E1", 1, 7, Decimal("1.000001"), dt.date(2026, 3, 31), True, 0.1, 2.5),
+        ("Zürich", None, -7, Decimal("-99999999999999999999999999999999.999999"), None, None,
+         None, float("inf")),
+    ]  # fmt: skip
+    ddl = "s string, i int, b bigint, d decimal(38,6), dd date, f boolean, x double, y float"
+    base = spark.createDataFrame(spark.createDataFrame(rows, ddl).toArrow(), ddl)
+    tagged = base.selectExpr(
+        "*",
+        "CASE WHEN i IS NOT NULL THEN named_struct('m0', nullif(b, 0L), 'o0', d, 'n0', d * 2) END AS _t",
+    )
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup(None))
+    got = executor.collect_arrow(tagged)
+    assert set(tracker.getJobIdsForGroup(None)) == before  # evaluated while planned
+    want = tagged.toArrow()
+    assert got.schema == want.schema
+    assert got.to_pylist() == want.to_pylist()
+    assert got.column("_t").to_pylist()[0] == {
+        "m0": 7,
+        "o0": Decimal("1.000001"),
+        "n0": Decimal("2.0000020"),
+    }

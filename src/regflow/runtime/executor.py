@@ -381,22 +381,39 @@ class StageRunner:
             (active if ok else skipped).append((rule, why))
         column = f"_audit__{node.id}"
         pending = PendingAudit(node, params, active, skipped, column)
-        tagged = tag_changes(df, [r for r, _ in active], column)
+        rules = [r for r, _ in active]
         rows = self._rows_at_most(node.inputs[0])
-        plain = all(f.dataType.typeName() in _DRIVER_COPY_TYPES for f in df.schema.fields)
+        schema = df.schema
+        plain = all(f.dataType.typeName() in _DRIVER_COPY_TYPES for f in schema.fields)
         if rows is None or rows > SMALL_INPUT_ROWS or not plain:
             self.pending[column] = pending
-            return tagged
+            return tag_changes(df, rules, column)
         # A few rows (an entity-level splice point): adjusted once, on the driver's copy.
         # The audit is read from it (no Spark job) and the op after it gets the rows as
         # they are (its lineage check runs on the driver too, see _verify_custom).
-        table = tagged.toArrow()
+        tagged = tag_changes(self._driver_copy(node.inputs[0], df), rules, column)
+        table = collect_arrow(tagged)
         if not self._store_audit_table(pending, table, tagged.schema):
             self._store_audit(pending, tagged)
         adjusted = table.drop_columns([column])
         self.local_ids[node.id] = adjusted.column(LINEAGE_COLUMN)
         self.stored_rows[node.id] = adjusted.num_rows
-        return self.spark.createDataFrame(adjusted, schema=tagged.drop(column).schema)
+        return self.spark.createDataFrame(adjusted, schema=schema)
+
+    def _driver_copy(self, name: str, df: DataFrame) -> DataFrame:
+        """``df`` (the frame ``name``, a few rows) as rows held by the driver: Spark then
+        evaluates projections over it while planning, and collects it with no job. Stored
+        data is read with pyarrow; anything else is collected once."""
+        path = self.stored.get(name)
+        if path is None:
+            return self.spark.createDataFrame(df.toArrow(), schema=df.schema)
+        import pyarrow.parquet as pq
+
+        files = [str(f) for f in _parquet_files(path)]
+        table = pq.ParquetDataset(files, partitioning=None).read() if files else None
+        if table is None:
+            return df
+        return self.spark.createDataFrame(table, schema=df.schema)
 
     def _flush_audits(self, df: DataFrame) -> DataFrame:
         """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""
@@ -935,6 +952,22 @@ def _rollup_by(node: PlanNode) -> list[str]:
     """A rollup op's ``rollup_by``, defaults included (as its checkpoint was written)."""
     params = registry.get(node.op).params.model_validate(node.params)
     return list(getattr(params, "rollup_by", []) or [])
+
+
+def collect_arrow(df: DataFrame) -> pa.Table:
+    """The rows of a small DataFrame as a pyarrow table, with ``toArrow``'s types.
+
+    Collected as rows: a plan over rows the driver holds (``createDataFrame``) is evaluated
+    while it is planned, with no Spark job (``toArrow`` always runs one). The values convert
+    exactly: integers, decimals, dates, strings, booleans and floating point numbers (the
+    types of ``_DRIVER_COPY_TYPES``, plus structs of them).
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = to_arrow_schema(df.schema, error_on_duplicated_field_names_in_struct=True)
+    rows = [r.asDict(recursive=True) for r in df.collect()]
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _parquet_files(path: Path) -> list[Path]:
