@@ -415,7 +415,8 @@ def test_collect_arrow_is_to_arrow_without_a_spark_job_over_driver_rows(spark):
     base = spark.createDataFrame(spark.createDataFrame(rows, ddl).toArrow(), ddl)
     tagged = base.selectExpr(
         "*",
-        "CASE WHEN i IS NOT NULL THEN named_struct('m0', nullif(b, 0L), 'o0', d, 'n0', d * 2) END AS _t",
+        "CASE WHEN i IS NOT NULL"
+        " THEN named_struct('m0', nullif(b, 0L), 'o0', d, 'n0', d * 2) END AS _t",
     )
     tracker = spark.sparkContext.statusTracker()
     before = set(tracker.getJobIdsForGroup(None))
