@@ -166,8 +166,15 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
             [{"field": "deal_id", "operator": "=", "value": "none"}],
             [{"field": "rating", "operation": "set", "value": "Y"}],
         ),
+        rule(  # after R2 on the same rows: only sets write rating
+            "R4",
+            [{"field": "legal_entity", "operator": "=", "value": "LE1"}],
+            [{"field": "rating", "operation": "set", "value": "Z"}],
+        ),
     ]
     tagged = tag_changes(deals, rules, "_tag")
+    # amount's value after the rules is in the tag; rating's is the last set's constant
+    assert tagged.schema["_tag"].dataType.fieldNames() == ["m0", "o0", "n0", "o1"]
     want = sorted(tuple(r) for r in audit_rows(tagged, "_tag", rules).collect())
     local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
     got = audit_table(local, "_tag", tag_writes(rules), {"stage": ("s", "string")})
@@ -175,7 +182,10 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
     rows = got.drop_columns(["stage"]).to_pylist()
     assert sorted(tuple(r.values()) for r in rows) == want
     assert [(r["rule_id"], r[LID]) for r in rows] == sorted((r[0], r[2]) for r in want)
-    assert matched_rows(got) == {"R1": 2, "R2": 2}
+    assert matched_rows(got) == {"R1": 2, "R2": 2, "R4": 2}
+    rating = [(r["rule_id"], r["new_value"]) for r in rows if r["field"] == "rating"]
+    assert sorted(set(rating)) == [("R2", "X"), ("R4", "Z")]  # the sets' constants
+    assert {r["old_value"] for r in rows if r["rule_id"] == "R4"} == {"X"}  # R2's value
 
 
 # ------------------------------------------------------------------ through the runner

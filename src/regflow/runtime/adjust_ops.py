@@ -179,6 +179,13 @@ def tag_writes(rules: Sequence[AdjustmentRule]) -> list[TagWrite]:
     ]
 
 
+def set_only(writes: Sequence[TagWrite], slot: int) -> bool:
+    """Whether every write to field ``slot`` is a ``set``: the tag then leaves out the
+    field's value after the rules (``n<slot>``), which is the constant of the last write
+    that applied."""
+    return all(w.adj.operation == "set" for w in writes if w.slot == slot)
+
+
 def _layers(rules: Sequence[AdjustmentRule]) -> list[list[tuple[int, AdjustmentRule]]]:
     """Consecutive rules whose flags can be computed together: a rule starts a new layer
     when a condition reads a field that an earlier rule of the current layer writes."""
@@ -308,7 +315,9 @@ def _tag_sql(
 ) -> str:
     """The audit tag: null on rows no rule matched, else which rules matched (bit masks)
     and each written field before (``o<slot>``) and after (``n<slot>``: ``final`` SQL, or
-    the field's column) the rules."""
+    the field's column) the rules; ``n<slot>`` only when a write to the field is not a
+    ``set`` (see :func:`set_only`). Every field of the tag is a column Parquet writes, null
+    or not, for every row that reaches the checkpoint: the fewer the cheaper."""
     ordered = _ordered(rules)
     masks: dict[str, list[str]] = {}
     for i, _ in ordered:
@@ -317,7 +326,9 @@ def _tag_sql(
     # (nullif: a nullable field, which Arrow accepts in a null struct; 0 is no match)
     parts = [f"'{name}', nullif({' | '.join(terms)}, 0L)" for name, terms in masks.items()]
     for slot, field in enumerate(dict.fromkeys(w.field for w in writes)):
-        parts.append(f"'o{slot}', __adj_o{slot}, 'n{slot}', {final.get(field, ident(field))}")
+        parts.append(f"'o{slot}', __adj_o{slot}")
+        if not set_only(writes, slot):
+            parts.append(f"'n{slot}', {final.get(field, ident(field))}")
     any_match = " OR ".join(_flag_name(i) for i, _ in ordered)
     return f"CASE WHEN {any_match} THEN named_struct({', '.join(parts)}) END"
 
@@ -325,8 +336,8 @@ def _tag_sql(
 def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
     """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct with the
     rules' match flags (``m<n>``: bit masks, see :func:`mask_of`) and, per written field
-    (see :func:`tag_writes`), its value before (``o<slot>``) and after (``n<slot>``) the
-    rules; null for every other row.
+    (see :func:`tag_writes`), its value before (``o<slot>``) and after (``n<slot>``, unless
+    only ``set`` writes it: see :func:`set_only`) the rules; null for every other row.
 
     The column travels with the rows to the stage's next write (an aggregate's lineage
     checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second

@@ -179,32 +179,40 @@ def audit_table(
             name: pc.fill_null(pc.struct_field(tags, name).cast(pa.int64()), 0).to_numpy()
             for name in {mask_of(w.bit)[0] for w in writes}
         }
+        fields = {f.name for f in tags.type}
         for slot in dict.fromkeys(w.slot for w in writes):
             chain = [w for w in writes if w.slot == slot]
-            after_rules = pc.struct_field(tags, f"n{slot}")
-            old = spark_text(pc.struct_field(tags, f"o{slot}"))
-            new = spark_text(after_rules)
-            if old is None or new is None:
+            before_rules = pc.struct_field(tags, f"o{slot}")
+            old = spark_text(before_rules)
+            # the field after the rules: in the tag, unless only sets write it (each
+            # write's new value is then its constant)
+            after = f"n{slot}" in fields
+            new = spark_text(pc.struct_field(tags, f"n{slot}")) if after else None
+            if old is None or (after and new is None):
                 return None
             hits = []
             for w in chain:
                 name, bit = mask_of(w.bit)
                 hits.append((masks[name] & bit) != 0)
             later = np.zeros(len(tags), dtype=bool)  # a later write of the chain applied
-            after: list[Any] = [None] * len(chain)
+            later_hit: list[Any] = [None] * len(chain)
             for j in range(len(chain) - 1, -1, -1):
-                after[j] = later.copy()
+                later_hit[j] = later.copy()
                 later |= hits[j]
             current = old
-            for w, hit, more in zip(chain, hits, after, strict=True):
+            for w, hit, more in zip(chain, hits, later_hit, strict=True):
                 if not hit.any():
                     continue
-                value = new
-                if (hit & more).any():  # another write follows on some rows
-                    text = _set_text(w, new.type, after_rules.type)
+                value: Any = new
+                if not after or (hit & more).any():  # the value this write set shows
+                    text = _set_text(w, pa.string(), before_rules.type)
                     if text is None:
                         return None
-                    value = pc.if_else(pa.array(more), text, new)
+                    value = (
+                        pc.if_else(pa.array(more), text, new)
+                        if after
+                        else pa.repeat(text, len(tags))
+                    )
                 rows = pa.array(hit)
                 picked = (lineage.filter(rows), current.filter(rows), value.filter(rows))
                 parts.append((w.bit, w.k, *picked))
