@@ -47,7 +47,7 @@ from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-    from pyspark.sql.types import DataType
+    from pyspark.sql.types import DataType, StructField
 
 AUDIT_COLUMNS = ("rule_id", "field", LINEAGE_COLUMN, "old_value", "new_value")
 
@@ -269,7 +269,7 @@ _ORDERABLE = frozenset(
 
 
 def _split_reads(
-    df: DataFrame, layer: Sequence[tuple[int, AdjustmentRule]]
+    fields: Sequence[StructField], layer: Sequence[tuple[int, AdjustmentRule]]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """SQL that reads a column twice and yields its value (``coalesce(c, c)``, or
     ``greatest(c, c)`` when it cannot be null): for each column's pass-through in the first
@@ -288,7 +288,7 @@ def _split_reads(
     and runs as before).
     """
     twice: dict[str, str] = {}
-    for f in df.schema.fields:
+    for f in fields:
         col = ident(f.name)
         if f.nullable:
             twice[f.name] = f"coalesce({col}, {col})"
@@ -344,7 +344,8 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     pass over the data upstream. The projections are Spark SQL text: a handful of calls
     into the JVM per projection, however many rules and columns.
     """
-    types = {f.name: f.dataType for f in df.schema.fields}  # the one schema lookup
+    columns_in = df.schema.fields  # the one schema lookup (a call into the JVM)
+    types = {f.name: f.dataType for f in columns_in}
     columns = [ident(c) for c in types]
     tag = ident(audit_col)
     if not rules:
@@ -355,7 +356,7 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     layers = _layers(rules)
     for n_layer, layer in enumerate(layers, start=1):
         first = not carried
-        twice, once = _split_reads(df, layer) if first else ({}, {})
+        twice, once = _split_reads(columns_in, layer) if first else ({}, {})
         originals = (
             [f"{ident(f)} AS __adj_o{n}" for n, f in enumerate(written_fields(rules))]
             if first
