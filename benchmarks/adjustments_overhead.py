@@ -138,6 +138,7 @@ def audit_facts(run: Any) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--deals", type=int, default=DEALS)
     args = parser.parse_args()
 
@@ -184,9 +185,10 @@ def main() -> None:
         cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         return seconds, cpu, RunRef(storage, "lcr", COB.isoformat(), run_id)
 
-    for name in plans:  # warm-up
-        print(f"warm-up {name} ...", flush=True)
-        run(name)
+    for round_ in range(args.warmup):  # the JIT compiles Spark's code for a while
+        for name in plans:
+            print(f"warm-up {round_ + 1} {name} ...", flush=True)
+            run(name)
     times: dict[str, list[float]] = {n: [] for n in plans}
     cpus: dict[str, list[float]] = {n: [] for n in plans}
     facts: dict[str, dict[str, Any]] = {}
@@ -246,6 +248,7 @@ def main() -> None:
             "rules": 20,
             "rules_by_stage": {"classify": 8, "weigh": 8, "entity_buckets": 4},
             "reps": args.reps,
+            "warmup_rounds": args.warmup,
         },
         "seconds": {n: summary(t) for n, t in times.items()},
         "cpu_seconds": {n: summary(t) for n, t in cpus.items() if t},

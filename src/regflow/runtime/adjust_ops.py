@@ -47,7 +47,7 @@ from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-    from pyspark.sql.types import DataType, StructField
+    from pyspark.sql.types import DataType, StructField, StructType
 
 AUDIT_COLUMNS = ("rule_id", "field", LINEAGE_COLUMN, "old_value", "new_value")
 
@@ -333,7 +333,12 @@ def _tag_sql(
     return f"CASE WHEN {any_match} THEN named_struct({', '.join(parts)}) END"
 
 
-def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) -> DataFrame:
+def tag_changes(
+    df: DataFrame,
+    rules: Sequence[AdjustmentRule],
+    audit_col: str,
+    schema: StructType | None = None,
+) -> DataFrame:
     """The adjusted rows plus ``audit_col``: for rows some rule matched, a struct with the
     rules' match flags (``m<n>``: bit masks, see :func:`mask_of`) and, per written field
     (see :func:`tag_writes`), its value before (``o<slot>``) and after (``n<slot>``, unless
@@ -342,9 +347,10 @@ def tag_changes(df: DataFrame, rules: Sequence[AdjustmentRule], audit_col: str) 
     The column travels with the rows to the stage's next write (an aggregate's lineage
     checkpoint, typically), where :func:`audit_rows` reads the audit back from it: no second
     pass over the data upstream. The projections are Spark SQL text: a handful of calls
-    into the JVM per projection, however many rules and columns.
+    into the JVM per projection, however many rules and columns. ``schema``:
+    ``df.schema``, when the caller has it.
     """
-    columns_in = df.schema.fields  # the one schema lookup (a call into the JVM)
+    columns_in = (schema or df.schema).fields  # (``df.schema``: a call into the JVM)
     types = {f.name: f.dataType for f in columns_in}
     columns = [ident(c) for c in types]
     tag = ident(audit_col)

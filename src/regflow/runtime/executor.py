@@ -387,33 +387,35 @@ class StageRunner:
         plain = all(f.dataType.typeName() in _DRIVER_COPY_TYPES for f in schema.fields)
         if rows is None or rows > SMALL_INPUT_ROWS or not plain:
             self.pending[column] = pending
-            return tag_changes(df, rules, column)
+            return tag_changes(df, rules, column, schema)
         # A few rows (an entity-level splice point): adjusted once, on the driver's copy.
         # The audit is read from it (no Spark job) and the op after it gets the rows as
         # they are (its lineage check runs on the driver too, see _verify_custom).
-        tagged = tag_changes(self._driver_copy(node.inputs[0], df), rules, column)
-        table = collect_arrow(tagged)
-        if not self._store_audit_table(pending, table, tagged.schema):
+        copy = self._driver_copy(node.inputs[0], df, schema)
+        tagged = tag_changes(copy, rules, column, schema)
+        tagged_schema = tagged.schema
+        table = collect_arrow(tagged, tagged_schema)
+        if not self._store_audit_table(pending, table, tagged_schema):
             self._store_audit(pending, tagged)
         adjusted = table.drop_columns([column])
         self.local_ids[node.id] = adjusted.column(LINEAGE_COLUMN)
         self.stored_rows[node.id] = adjusted.num_rows
         return self.spark.createDataFrame(adjusted, schema=schema)
 
-    def _driver_copy(self, name: str, df: DataFrame) -> DataFrame:
-        """``df`` (the frame ``name``, a few rows) as rows held by the driver: Spark then
-        evaluates projections over it while planning, and collects it with no job. Stored
-        data is read with pyarrow; anything else is collected once."""
+    def _driver_copy(self, name: str, df: DataFrame, schema: StructType) -> DataFrame:
+        """``df`` (the frame ``name``, a few rows, of ``schema``) as rows held by the driver:
+        Spark then evaluates projections over it while planning, and collects it with no
+        job. Stored data is read with pyarrow; anything else is collected once."""
         path = self.stored.get(name)
         if path is None:
-            return self.spark.createDataFrame(df.toArrow(), schema=df.schema)
+            return self.spark.createDataFrame(df.toArrow(), schema=schema)
         import pyarrow.parquet as pq
 
         files = [str(f) for f in _parquet_files(path)]
         table = pq.ParquetDataset(files, partitioning=None).read() if files else None
         if table is None:
             return df
-        return self.spark.createDataFrame(table, schema=df.schema)
+        return self.spark.createDataFrame(table, schema=schema)
 
     def _flush_audits(self, df: DataFrame) -> DataFrame:
         """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""
@@ -954,20 +956,21 @@ def _rollup_by(node: PlanNode) -> list[str]:
     return list(getattr(params, "rollup_by", []) or [])
 
 
-def collect_arrow(df: DataFrame) -> pa.Table:
+def collect_arrow(df: DataFrame, schema: StructType | None = None) -> pa.Table:
     """The rows of a small DataFrame as a pyarrow table, with ``toArrow``'s types.
 
     Collected as rows: a plan over rows the driver holds (``createDataFrame``) is evaluated
     while it is planned, with no Spark job (``toArrow`` always runs one). The values convert
     exactly: integers, decimals, dates, strings, booleans and floating point numbers (the
-    types of ``_DRIVER_COPY_TYPES``, plus structs of them).
+    types of ``_DRIVER_COPY_TYPES``, plus structs of them). ``schema``: ``df.schema``, when
+    the caller has it (asking Spark for it is a call into the JVM).
     """
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    schema = to_arrow_schema(df.schema, error_on_duplicated_field_names_in_struct=True)
+    arrow = to_arrow_schema(schema or df.schema, error_on_duplicated_field_names_in_struct=True)
     rows = [r.asDict(recursive=True) for r in df.collect()]
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows, schema=arrow)
 
 
 def _parquet_files(path: Path) -> list[Path]:
