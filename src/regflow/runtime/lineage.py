@@ -164,7 +164,8 @@ def cluster_parquet(
     caller may use it, e.g. to finish an aggregate, without reading it back).
 
     ``inspect`` sees the data as read, before anything is rewritten (the files are still
-    there); the columns in ``drop`` are then left out of the rewritten files and the result.
+    there), in a thread of its own while the order is computed; the columns in ``drop`` are
+    then left out of the rewritten files and the result.
 
     The order is Spark's ascending order (nulls first, strings and binary by their bytes).
     Runs on the driver with pyarrow and numpy (integer ranks, radix sorts), writing a file
@@ -197,14 +198,22 @@ def cluster_parquet(
         return None
     if not all(_rankable(table.schema.field(k).type) for k in keys):
         return None
-    order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
-    if inspect is not None:
+
+    def look(inspect: Callable[[pa.Table], None]) -> None:
         seen = table
         if drop:  # (same files, same order: the rows line up)
             extra = dataset.read(columns=list(drop))
             for i, field in enumerate(extra.schema):
                 seen = seen.append_column(field, extra.column(i))
         inspect(seen)
+
+    # ``inspect`` runs beside the sort (numpy, on one core), and is done before any file
+    # is written: it may read the folder as the job left it.
+    with ThreadPoolExecutor(1) as side:
+        looking = side.submit(look, inspect) if inspect is not None else None
+        order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
+        if looking is not None:
+            looking.result()
     # About one file per core (of at least 250k rows), cut only where a group starts.
     starts = np.flatnonzero(np.diff(group)) + 1
     parts = max(1, min(os.cpu_count() or 1, -(-len(order) // 250_000)))
