@@ -8,11 +8,13 @@ rules sit after ``classify`` (8, deal level, ``set``), after ``weigh`` (8, deal 
 ``multiply``) and after ``entity_buckets`` (4, entity level, ``add``).
 
 Figures: the median wall time of a full run (every stage via ``run_stage``) for each plan,
-alternating, after one warm-up each; the ratio adjusted / unadjusted (goal: <= 1.1x); and the
-audit's rows and bytes for both rule sets next to the number of values the rules changed,
-to show that the audit grows with the changed rows, not with all rows.
+alternating, after ``--warmup`` untimed rounds; the ratio adjusted / unadjusted (goal: <=
+1.1x), with the ratio of the fastest runs and of the median CPU time (the Spark JVM's and
+this process's, from ``/proc``: steadier than wall time on a shared machine) beside it; and
+the audit's rows and bytes for both rule sets next to the number of values the rules
+changed, to show that the audit grows with the changed rows, not with all rows.
 
-Run: ``.venv/bin/python benchmarks/adjustments_overhead.py [--reps 3]``. Writes
+Run: ``.venv/bin/python benchmarks/adjustments_overhead.py [--reps 7] [--warmup 1]``. Writes
 ``benchmarks/results/adjustments_overhead.json``.
 """
 
@@ -137,7 +139,7 @@ def audit_facts(run: Any) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--deals", type=int, default=DEALS)
     args = parser.parse_args()
