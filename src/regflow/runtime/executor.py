@@ -415,7 +415,8 @@ class StageRunner:
         table = pq.ParquetDataset(files, partitioning=None).read() if files else None
         if table is None:
             return df
-        return self.spark.createDataFrame(table, schema=schema)
+        # (createDataFrame pairs columns by position)
+        return self.spark.createDataFrame(table.select(schema.names), schema=schema)
 
     def _flush_audits(self, df: DataFrame) -> DataFrame:
         """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""
