@@ -584,3 +584,39 @@ def test_parquet_source_schema_from_footers_is_what_spark_infers(tmp_path, spark
     g = tmp_path / "q.parquet"
     pq.write_table(data.set_column(2, "i", pa.array([1, 2], pa.int64())), g)
     assert _parquet_schema([f, g], declared) is None
+
+
+def test_cluster_parquet_shows_inspect_the_dropped_columns_and_writes_without_them(tmp_path):
+    """``inspect`` sees every column, the dropped ones (read apart) lined up with their rows,
+    while the job's files are still there; the rewritten files and the result leave the
+    dropped columns out."""
+    n = 1_000
+    tag = pa.array(
+        [{"m0": i % 7, "o0": f"old{i}"} if i % 3 == 0 else None for i in range(n)],
+        pa.struct([("m0", pa.int64()), ("o0", pa.string())]),
+    )
+    table = pa.table(
+        {"g": pa.array([f"E{i % 4}" for i in range(n)]), LID: pa.array(range(n), pa.int64())}
+    ).append_column("_tag", tag)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for k, part in enumerate((table.slice(0, 400), table.slice(400))):
+        pq.write_table(part, folder / f"part-{k}.parquet")
+    seen: dict[str, object] = {}
+
+    def inspect(t: pa.Table) -> None:
+        seen["columns"] = t.column_names
+        seen["rows"] = {r[LID]: r["_tag"] for r in t.select([LID, "_tag"]).to_pylist() if r["_tag"]}
+        seen["job_files"] = sorted(f.name for f in folder.glob("*.parquet"))
+
+    out = cluster_parquet(folder, ["g"], drop=["_tag"], inspect=inspect)
+    assert out is not None
+    assert seen["columns"] == ["g", LID, "_tag"]
+    assert seen["rows"] == {i: {"m0": i % 7, "o0": f"old{i}"} for i in range(0, n, 3)}
+    assert seen["job_files"] == ["part-0.parquet", "part-1.parquet"]  # not yet rewritten
+    assert out.column_names == ["g", LID]
+    files = sorted(folder.glob("*.parquet"))
+    assert files and not {f.name for f in files} & {"part-0.parquet", "part-1.parquet"}
+    for f in files:
+        assert pq.read_schema(f).names == ["g", LID]
+    assert sum(pq.read_metadata(f).num_rows for f in files) == n
