@@ -412,11 +412,11 @@ class StageRunner:
         import pyarrow.parquet as pq
 
         files = [str(f) for f in _parquet_files(path)]
-        table = pq.ParquetDataset(files, partitioning=None).read() if files else None
-        if table is None:
+        if not files:
             return df
-        # (createDataFrame pairs columns by position)
-        return self.spark.createDataFrame(table.select(schema.names), schema=schema)
+        table = pq.ParquetDataset(files, partitioning=None).read(columns=schema.names)
+        # (createDataFrame pairs columns by position: read in the schema's order)
+        return self.spark.createDataFrame(table, schema=schema)
 
     def _flush_audits(self, df: DataFrame) -> DataFrame:
         """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""

@@ -205,7 +205,7 @@ def audit_table(
                     continue
                 value: Any = new
                 if not after or (hit & more).any():  # the value this write set shows
-                    text = _set_text(w, pa.string(), before_rules.type)
+                    text = _set_text(w, before_rules.type)
                     if text is None:
                         return None
                     value = (
@@ -247,10 +247,10 @@ def _concat(arrays: Sequence[Any]) -> Any:
     return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
 
 
-def _set_text(w: TagWrite, text_type: Any, field_type: Any) -> Any | None:
+def _set_text(w: TagWrite, field_type: Any) -> Any | None:
     """The text of the value a ``set`` write gives its field, as Spark would make it (its
-    literal cast to the field's type, then to a string); None for other writes, and values
-    whose text this does not reproduce exactly."""
+    literal cast to the field's type, then to a string), as a string scalar; None for other
+    writes, and values whose text this does not reproduce exactly."""
     import datetime as dt
     import decimal
 
@@ -261,7 +261,7 @@ def _set_text(w: TagWrite, text_type: Any, field_type: Any) -> Any | None:
     v = w.adj.value
     text: str | None = None
     if v is None:
-        return pa.scalar(None, text_type)
+        return pa.scalar(None, pa.string())
     if pa.types.is_string(field_type) and isinstance(v, str):
         text = v
     elif pa.types.is_boolean(field_type) and isinstance(v, bool):
@@ -285,7 +285,7 @@ def _set_text(w: TagWrite, text_type: Any, field_type: Any) -> Any | None:
         if len(q.as_tuple().digits) > field_type.precision:
             return None
         text = format(abs(q) if q.is_zero() else q, "f")
-    return None if text is None else pa.scalar(text, text_type)
+    return None if text is None else pa.scalar(text, pa.string())
 
 
 def spark_text(values: Any) -> Any | None:
