@@ -92,6 +92,16 @@ class PendingAudit:
 
 
 @dataclass
+class LocalAudit:
+    """An audit computed on the driver, written to a temporary folder, to be promoted."""
+
+    pending: PendingAudit
+    folder: Path
+    summary: dict[str, Any]
+    seconds: float
+
+
+@dataclass
 class OutputReport:
     name: str
     kind: str  # output | lineage
@@ -360,9 +370,7 @@ class StageRunner:
             finished = finish_aggregate(local, params.group_by, measures, types)
         if finished is None:
             return out, False
-        self._store_table(
-            node, node.id, finished, out.schema, kind="output", keys=[*params.group_by]
-        )
+        self._store_table(node, node.id, finished, out.schema, keys=[*params.group_by])
         return self._stored_frame(node.id, out.schema), True
 
     def _stored_frame(self, name: str, schema: StructType) -> DataFrame:
@@ -503,25 +511,68 @@ class StageRunner:
         being clustered, or a few adjusted rows): computed there, no Spark job. ``schema``
         (the data's Spark schema) gives the audit's. False, writing nothing, when the
         audit cannot be made there exactly as Spark makes it."""
+        done = self._local_audit(pending, table)
+        if done is not None:
+            self._promote_audit(done, schema)
+        return done is not None
+
+    def _local_audit(self, pending: PendingAudit, table: pa.Table) -> LocalAudit | None:
+        """The audit carried by ``table``, computed on the driver and written to a
+        temporary folder (nothing else is touched: safe in a thread of its own); None when
+        it cannot be made there exactly as Spark makes it."""
+        t0 = time.perf_counter()
         writes = tag_writes([r for r, _ in pending.active])
         constants = self._audit_constants(pending.params)
         audit = audit_table(table, pending.column, writes, constants)
         if audit is None:
-            return False
+            return None
         summary = self._audit_summary(pending, matched_rows(audit))
-        self._store_table(
+        folder = new_temp_dir(self.run.node_dir(f"{pending.node.id}.audit"))
+        try:
+            # (the values that repeat: the only columns worth a dictionary)
+            _write_parquet_table(audit, folder, dictionary=[*constants, "rule_id", "field"])
+        except BaseException:
+            discard(folder)
+            raise
+        return LocalAudit(pending, folder, summary, time.perf_counter() - t0)
+
+    def _local_audits(
+        self, pendings: Sequence[PendingAudit], table: pa.Table
+    ) -> list[LocalAudit | None]:
+        """:meth:`_local_audit` of each of ``pendings``, side by side in threads (pyarrow
+        and numpy release the GIL: the audits of a stage's splice points share the cores);
+        on a failure, none is left behind."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(pendings) < 2:
+            return [self._local_audit(p, table) for p in pendings]
+        with ThreadPoolExecutor(len(pendings)) as pool:
+            futures = [pool.submit(self._local_audit, p, table) for p in pendings]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            for f in futures:
+                done = None if f.exception() is not None else f.result()
+                if done is not None:
+                    discard(done.folder)
+            raise failed[0]  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+    def _promote_audit(self, done: LocalAudit, schema: StructType) -> None:
+        """Check, describe and promote an audit :meth:`_local_audit` wrote; report it."""
+        pending = done.pending
+        self._persist(
             pending.node,
             f"{pending.node.id}.audit",
-            audit,
+            lambda _tmp: done.folder,
             self._audit_schema(pending, schema),
             kind="audit",
             keys=list(AUDIT_KEYS),
             unique_ids=False,
-            summarize=lambda _written: summary,
-            dictionary=[*constants, "rule_id", "field"],  # the values that repeat
+            summarize=lambda _written: done.summary,
+            verify=None,
+            spent=done.seconds,
         )
         self._report_audit(pending)
-        return True
 
     @staticmethod
     def _audit_summary(pending: PendingAudit, matched: dict[str, int]) -> dict[str, Any]:
@@ -735,41 +786,18 @@ class StageRunner:
         return local[0]
 
     def _store_table(
-        self,
-        node: PlanNode,
-        name: str,
-        table: pa.Table,
-        schema: StructType,
-        *,
-        kind: str,
-        keys: list[str],
-        unique_ids: bool = True,
-        summarize: Callable[[Path], dict[str, Any]] | None = None,
-        dictionary: Sequence[str] | None = None,
+        self, node: PlanNode, name: str, table: pa.Table, schema: StructType, *, keys: list[str]
     ) -> None:
-        """Write ``table``, computed on the driver, as ``name`` (Spark schema ``schema``),
-        like :meth:`_store`. ``dictionary``: the only columns to dictionary-encode (Arrow's
-        default tries every column, and gives up on unique values after paying for the
-        attempt); None for that default."""
-        import uuid
-
-        import pyarrow.parquet as pq
+        """Write ``table``, an output computed on the driver, as ``name`` (Spark schema
+        ``schema``), like :meth:`_store`."""
 
         def write(tmp: Path) -> Path:
-            tmp.mkdir(parents=True)
-            target = tmp / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-            pq.write_table(
-                table,
-                target,
-                compression="snappy",
-                row_group_size=131_072,
-                use_dictionary=True if dictionary is None else list(dictionary),
-            )
+            _write_parquet_table(table, tmp)
             return tmp
 
         self._persist(
             node, name, write, schema,
-            kind=kind, keys=keys, unique_ids=unique_ids, summarize=summarize, verify=None,
+            kind="output", keys=keys, unique_ids=True, summarize=None, verify=None,
         )  # fmt: skip
 
     def _persist(
@@ -784,10 +812,12 @@ class StageRunner:
         unique_ids: bool,
         summarize: Callable[[Path], dict[str, Any]] | None,
         verify: Callable[[Path, int], None] | None,
+        spent: float = 0.0,
     ) -> None:
         """Write (``write`` fills a temporary folder and returns the folder holding the
-        data), check, add metadata and promote atomically; a failure leaves nothing."""
-        t0 = time.perf_counter()
+        data), check, add metadata and promote atomically; a failure leaves nothing.
+        ``spent``: seconds already spent making the data (reported with the write's)."""
+        t0 = time.perf_counter() - spent
         final = self.run.node_dir(name)
         tmp = new_temp_dir(final)
         try:
@@ -833,9 +863,13 @@ class StageRunner:
         audited = [False]  # (cluster_parquet may decline before it calls store_audits)
 
         def store_audits(table: pa.Table | None) -> None:
-            for pending in audits.values():
-                if table is None or not self._store_audit_table(pending, table, schema):
+            pendings = list(audits.values())
+            local = self._local_audits(pendings, table) if table is not None else []
+            for pending, done in zip(pendings, local or [None] * len(pendings), strict=True):
+                if done is None:
                     self._store_audit(pending, stored())
+                else:
+                    self._promote_audit(done, schema)
             audited[0] = True
 
         files = _parquet_files(written)
@@ -972,6 +1006,27 @@ def collect_arrow(df: DataFrame, schema: StructType | None = None) -> pa.Table:
     arrow = to_arrow_schema(schema or df.schema, error_on_duplicated_field_names_in_struct=True)
     rows = [r.asDict(recursive=True) for r in df.collect()]
     return pa.Table.from_pylist(rows, schema=arrow)
+
+
+def _write_parquet_table(
+    table: pa.Table, folder: Path, *, dictionary: Sequence[str] | None = None
+) -> None:
+    """``table`` as one Parquet file in a new ``folder``, laid out like Spark's (snappy, row
+    groups of 128k rows). ``dictionary``: the only columns to dictionary-encode (Arrow's
+    default tries every column, and gives up on unique values after paying for the
+    attempt); None for that default."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    pq.write_table(
+        table,
+        folder / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet",
+        compression="snappy",
+        row_group_size=131_072,
+        use_dictionary=True if dictionary is None else list(dictionary),
+    )
 
 
 def _parquet_files(path: Path) -> list[Path]:

@@ -163,18 +163,41 @@ def audit_table(
     applied to the row; its new value is the field after the rules, or, when a later write
     to the field applied too, the value it set. None (the caller then writes the audit
     with Spark) when that needs arithmetic (an ``add``/``multiply`` followed by another
-    write to the field on the same row), or when the values' text cannot be made exactly
-    as Spark makes it (see :func:`spark_text`).
+    write to the field on the same row), when the values' text cannot be made exactly as
+    Spark makes it (see :func:`spark_text`), or when the lineage id is not an integer.
+
+    Index arithmetic in numpy: the tagged rows are put in lineage id order once, each
+    write's rows are then picked in that order (and in rule order, the audit's order, with
+    no further sort unless a rule writes twice), and each text column is built with one
+    ``take`` from a pool of the texts it draws on.
     """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    text = pa.string()
     tagged = table.select([LINEAGE_COLUMN, tag]).filter(pc.is_valid(table.column(tag)))
-    tags = tagged.column(tag).combine_chunks()
     lineage = tagged.column(LINEAGE_COLUMN).combine_chunks()
-    parts: list[tuple[Any, ...]] = []  # (rule rank, write, rows, old, new) per write
-    if writes and len(tags):
+    if not pa.types.is_integer(lineage.type) or lineage.null_count:
+        return None
+    by_id = np.argsort(lineage.to_numpy())  # (ids are unique; a deterministic order anyway)
+    lineage = lineage.take(pa.array(by_id))
+    tags = tagged.column(tag).combine_chunks().take(pa.array(by_id))
+    n = len(tags)
+    pool: list[Any] = []  # the texts old_value and new_value take from
+    size = [0]
+
+    def pooled(values: Any) -> int:
+        """``values`` added to the pool; returns where they start in it."""
+        start = size[0]
+        pool.append(values)
+        size[0] += len(values)
+        return start
+
+    # per write with rows: (rule rank, write, rows (positions in id order), old, new),
+    # the old and new values as positions in the pool
+    pieces: list[tuple[int, int, Any, Any, Any]] = []
+    if writes and n:
         masks = {
             name: pc.fill_null(pc.struct_field(tags, name).cast(pa.int64()), 0).to_numpy()
             for name in {mask_of(w.bit)[0] for w in writes}
@@ -183,68 +206,84 @@ def audit_table(
         for slot in dict.fromkeys(w.slot for w in writes):
             chain = [w for w in writes if w.slot == slot]
             before_rules = pc.struct_field(tags, f"o{slot}")
-            old = spark_text(before_rules)
+            old_text = spark_text(before_rules)
             # the field after the rules: in the tag, unless only sets write it (each
             # write's new value is then its constant)
             after = f"n{slot}" in fields
-            new = spark_text(pc.struct_field(tags, f"n{slot}")) if after else None
-            if old is None or (after and new is None):
+            new_text = spark_text(pc.struct_field(tags, f"n{slot}")) if after else None
+            if old_text is None or (after and new_text is None):
                 return None
-            hits = []
-            for w in chain:
-                name, bit = mask_of(w.bit)
-                hits.append((masks[name] & bit) != 0)
-            later = np.zeros(len(tags), dtype=bool)  # a later write of the chain applied
+            at_old = pooled(old_text)
+            at_new = pooled(new_text) if new_text is not None else -1
+            hits = [(masks[mask_of(w.bit)[0]] & mask_of(w.bit)[1]) != 0 for w in chain]
+            later = np.zeros(n, dtype=bool)  # a later write of the chain applied
             later_hit: list[Any] = [None] * len(chain)
             for j in range(len(chain) - 1, -1, -1):
-                later_hit[j] = later.copy()
-                later |= hits[j]
-            current = old
-            for w, hit, more in zip(chain, hits, later_hit, strict=True):
-                if not hit.any():
+                later_hit[j] = later
+                later = later | hits[j]
+            set_at = np.full(len(chain), -1, dtype=np.int64)  # each set's text in the pool
+            last = np.full(n, -1, dtype=np.int64)  # the chain's last write on the row so far
+            for j, w in enumerate(chain):
+                rows = np.flatnonzero(hits[j])
+                if not len(rows):
                     continue
-                value: Any = new
-                if not after or (hit & more).any():  # the value this write set shows
-                    text = _set_text(w, before_rules.type)
-                    if text is None:
+                more = later_hit[j][rows]
+                if not after or more.any():  # the value this write set shows
+                    value = _set_text(w, before_rules.type)
+                    if value is None:
                         return None
-                    value = (
-                        pc.if_else(pa.array(more), text, new)
-                        if after
-                        else pa.repeat(text, len(tags))
-                    )
-                rows = pa.array(hit)
-                picked = (lineage.filter(rows), current.filter(rows), value.filter(rows))
-                parts.append((w.bit, w.k, *picked))
-                current = pc.if_else(rows, value, current)
-    n = sum(len(p[2]) for p in parts)
-    ids = pa.concat_arrays([p[2] for p in parts]) if parts else pa.array([], lineage.type)
-    none = [np.zeros(0, np.int64)]
-    rank = np.concatenate([np.full(len(p[2]), p[0], np.int64) for p in parts] or none)
-    k = np.concatenate([np.full(len(p[2]), p[1], np.int64) for p in parts] or none)
-    # sorted by rule (bits follow rule id order), lineage id, write: as integers, by numpy
-    lid = ids.to_numpy(zero_copy_only=False)
-    order = pa.array(np.lexsort((k, lid, rank)) if n else [], pa.int64())
-    k_sorted = pa.array(k).take(order)
-    text = pa.string()
+                    set_at[j] = pooled(pa.array([value.as_py()], text))
+                new = (
+                    np.where(more, set_at[j], at_new + rows)
+                    if after
+                    else np.full(len(rows), set_at[j], dtype=np.int64)
+                )
+                previous = last[rows]
+                old = at_old + rows
+                if (previous >= 0).any():  # after an earlier write: the value it set
+                    old = np.where(previous >= 0, set_at[np.maximum(previous, 0)], old)
+                last[rows] = j
+                pieces.append((w.bit, w.k, rows, old, new))
+    pieces.sort(key=lambda p: (p[0], p[1]))
+    none = np.zeros(0, dtype=np.int64)
+    rows = np.concatenate([p[2] for p in pieces] or [none])
+    k = np.concatenate([np.full(len(p[2]), p[1], np.int64) for p in pieces] or [none])
+    old = np.concatenate([p[3] for p in pieces] or [none])
+    new = np.concatenate([p[4] for p in pieces] or [none])
+    ranks = [p[0] for p in pieces]
+    if len(set(ranks)) < len(ranks):  # a rule writing twice: its rows interleave
+        rank = np.concatenate([np.full(len(p[2]), p[0], np.int64) for p in pieces])
+        order = np.lexsort((k, rows, rank))
+        rows, k, old, new = rows[order], k[order], old[order], new[order]
+    count = len(rows)
+    k_taken = pa.array(k)
     columns: dict[str, Any] = {
-        name: pa.repeat(pa.scalar(value, arrow_type(t)), n)
+        name: pa.repeat(pa.scalar(value, arrow_type(t)), count)
         for name, (value, t) in constants.items()
     }
     columns |= {
-        "rule_id": pa.array([w.rule_id for w in writes], text).take(k_sorted),
-        "field": pa.array([w.field for w in writes], text).take(k_sorted),
-        LINEAGE_COLUMN: ids.take(order),
-        "old_value": _concat([p[3] for p in parts]).take(order),
-        "new_value": _concat([p[4] for p in parts]).take(order),
+        "rule_id": pa.array([w.rule_id for w in writes], text).take(k_taken),
+        "field": pa.array([w.field for w in writes], text).take(k_taken),
+        LINEAGE_COLUMN: lineage.take(pa.array(rows)),
+        "old_value": _take_pooled(pool, old),
+        "new_value": _take_pooled(pool, new),
     }
     return pa.table(columns)
 
 
-def _concat(arrays: Sequence[Any]) -> Any:
+def _take_pooled(pool: Sequence[Any], at: Any) -> Any:
+    """The texts at positions ``at`` of the arrays of ``pool`` laid end to end (without
+    laying them end to end when all come from one)."""
+    import numpy as np
     import pyarrow as pa
 
-    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+    if not len(at):
+        return pa.array([], pa.string())
+    starts = np.cumsum([0, *(len(a) for a in pool)])
+    first = int(np.searchsorted(starts, at.min(), side="right")) - 1
+    if at.max() < starts[first + 1]:
+        return pool[first].take(pa.array(at - starts[first]))
+    return pa.concat_arrays(pool).take(pa.array(at))
 
 
 def _set_text(w: TagWrite, field_type: Any) -> Any | None:
@@ -323,7 +362,9 @@ def matched_rows(audit: Any) -> dict[str, int]:
     rules = audit.column("rule_id").combine_chunks().dictionary_encode()
     idx = rules.indices.to_numpy(zero_copy_only=False)
     lid = audit.column(LINEAGE_COLUMN).to_numpy()
-    order = np.lexsort((lid, idx))
+    # by rule, then lineage id, as audits are written (one pass), else sorted so
+    grouped = (idx[1:] > idx[:-1]) | ((idx[1:] == idx[:-1]) & (lid[1:] >= lid[:-1]))
+    order = slice(None) if grouped.all() else np.lexsort((lid, idx))
     i, lo = idx[order], lid[order]
     first = np.ones(len(i), dtype=bool)  # the first row of each (rule, lineage id)
     first[1:] = (i[1:] != i[:-1]) | (lo[1:] != lo[:-1])
