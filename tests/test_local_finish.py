@@ -189,11 +189,17 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
 
 
 # ------------------------------------------------------------------ through the runner
-def _run_lcr(tmp: Path, data: Path, spark) -> RunRef:
+def _run_lcr(tmp: Path, data: Path, spark, *, star: bool = True) -> RunRef:
+    """The LCR with its sample rules; ``star=False``: without its warehouse star (whose
+    deal-level output makes ``weigh`` persist, and flushes the audits before it)."""
     project = tmp / "project"
     for name in ("pipelines", "operators", "adjustments"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    plan = build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
+    spec = project / "pipelines" / "lcr.yaml"
+    if not star:
+        text = spec.read_text()
+        spec.write_text(text[: text.index("\n  - id: lcr_star") + 1])
+    plan = build_plan(spec, project / "adjustments" / "lcr")
     run_all_stages(plan, tmp / "storage", "r1", spark, {"data_root": str(data)})
     return RunRef(tmp / "storage", "lcr", COB, "r1")
 
@@ -238,6 +244,26 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
             partitioning=None,
         ).schema.names
         assert sorted(stored) == sorted(columns)
+
+
+def test_a_failed_driver_audit_leaves_no_audit_and_no_temporary_folder(
+    tmp_path, lcr_data, spark, monkeypatch
+):
+    """The audits of a stage's splice points are made side by side; when one fails, the
+    run fails with it and none of them, finished or not, is left behind."""
+    real = executor.audit_table
+
+    def failing(table, tag, *args):
+        if tag.endswith("weigh__adjusted"):
+            raise RuntimeError("disk full")
+        return real(table, tag, *args)
+
+    monkeypatch.setattr(executor, "audit_table", failing)
+    with pytest.raises(Exception, match="disk full"):
+        _run_lcr(tmp_path, lcr_data, spark, star=False)
+    run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
+    left = sorted(p.name for p in run_dir.iterdir())
+    assert not [n for n in left if ".tmp-" in n or n.endswith(".audit")], left
 
 
 def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(spark, deals):
@@ -295,6 +321,18 @@ def test_audit_table_reads_every_match_word_of_many_rules(spark, deals):
         (1, "V68", "V69"),
         (2, "V68", "V69"),
     }
+
+
+def test_matched_rows_counts_distinct_ids_per_rule_in_any_order():
+    rows = [("R1", 5), ("R1", 5), ("R1", 9), ("R2", 1), ("R2", 5), ("R3", 2)]  # R1 writes twice
+    stored = pa.table({"rule_id": [r for r, _ in rows], LID: [i for _, i in rows]})
+    want = {"R1": 2, "R2": 2, "R3": 1}
+    assert matched_rows(stored) == want  # in the stored order: counted in one pass
+    for seed in range(5):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        table = pa.table({"rule_id": [r for r, _ in shuffled], LID: [i for _, i in shuffled]})
+        assert matched_rows(table) == want
 
 
 def test_audit_table_of_a_splice_point_with_no_rule_in_force_is_empty(spark, deals):
