@@ -212,7 +212,19 @@ def _read(folder: Path) -> list[dict]:
 def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
     tmp_path, lcr_data, spark, monkeypatch
 ):
+    spark_audits: list[str] = []  # audits made by a Spark job (over the stage's rows)
+    real = executor.StageRunner._store_audit
+
+    def store_audit(self, pending, tagged):
+        spark_audits.append(pending.column)
+        return real(self, pending, tagged)
+
+    monkeypatch.setattr(executor.StageRunner, "_store_audit", store_audit)
     local = _run_lcr(tmp_path / "local", lcr_data, spark)
+    # weigh's output is stored (the star reads it): the deal-level audits are read from
+    # what its job wrote, on the driver; none takes a Spark job of its own
+    assert spark_audits == []
+    assert local.metadata("weigh__adjusted")["rows"] > 0
     monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)  # every checkpoint by Spark
     monkeypatch.setattr(executor, "SMALL_INPUT_ROWS", 0)  # entity-level rules by Spark too
     remote = _run_lcr(tmp_path / "spark", lcr_data, spark)
@@ -235,6 +247,12 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
         assert local.metadata(name)["schema"] == remote.metadata(name)["schema"], name
     audits = [n for n in names if n.endswith(".audit")]
     assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
+    assert spark_audits  # (the Spark run: every audit by Spark, from the stored rows)
+    for run in (local, remote):  # no stored data keeps the rows' audit columns
+        for name in names:
+            files = sorted(str(p) for p in run.node_dir(name).glob("*.parquet"))
+            fields = pq.ParquetDataset(files, partitioning=None).schema.names
+            assert not [c for c in fields if c.startswith("_audit")], (name, fields)
     # the checkpoint keeps its own columns; what the rules changed is in the audits
     for run in (local, remote):
         columns = [name for name, _ in run.metadata("entity_buckets.lineage")["schema"]]

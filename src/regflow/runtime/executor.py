@@ -332,10 +332,12 @@ class StageRunner:
             keys = [LINEAGE_COLUMN]
             if isinstance(params, AggregateParams):
                 keys = [*params.group_by]
+            # The audits the rows carry are read from what the job writes, like a
+            # checkpoint's: no second pass upstream per audit.
+            carried = {c: self.pending.pop(c) for c in list(self.pending) if c in out.columns}
             with self._boundary(node.id, user_code=False):
-                out = self._flush_audits(out)
                 self.frames[node.id] = self._write(
-                    node, node.id, out, kind="output", keys=keys, verify=verify
+                    node, node.id, out, kind="output", keys=keys, verify=verify, audits=carried
                 )
 
     def _aggregate(
@@ -739,8 +741,13 @@ class StageRunner:
     # ------------------------------------------------------------------ writes
     def _write(self, node: PlanNode, name: str, df: DataFrame, **kw: Any) -> DataFrame:
         """Store ``df`` as ``name`` and return the stored data, for what comes next."""
+        from pyspark.sql.types import StructType
+
+        schema = df.schema
         self._store(node, name, df, **kw)
-        return self._stored_frame(name, df.schema)
+        audits = kw.get("audits") or {}
+        kept = StructType([f for f in schema.fields if f.name not in audits])
+        return self._stored_frame(name, kept)
 
     def _store(
         self,
@@ -761,8 +768,8 @@ class StageRunner:
         ``cluster_by``: store each group's rows in one file, sorted by the group key then
         the lineage id (the layout of lineage checkpoints). Returns the clustered data when
         the driver clustered it (it is still in memory), else None. ``audits``: the audit
-        columns of ``df`` (with ``cluster_by``): their audits are written from the data
-        the job wrote, and the stored data leaves them out.
+        columns of ``df``: their audits are written from the data the job wrote, and the
+        stored data leaves them out (it is rewritten without them).
         """
         from pyspark.sql.types import StructType
 
@@ -773,7 +780,7 @@ class StageRunner:
 
         def write(tmp: Path) -> Path:
             df.write.mode("overwrite").parquet(str(tmp))
-            if cluster_by:
+            if cluster_by or audits:
                 tmp, local[0] = self._cluster(
                     tmp, self.run.node_dir(name), cluster_by, written_schema, audits
                 )
