@@ -128,8 +128,9 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def lcr_calculation_spec(work: Path) -> Path:
-    """``pipelines/lcr.yaml`` without its warehouse star (``lcr_star``), in a project copy.
+def lcr_calculation_spec(work: Path, *, star: bool = False) -> Path:
+    """``pipelines/lcr.yaml`` without its warehouse star (``lcr_star``), in a project copy;
+    with it when ``star``.
 
     The calculation benchmarks compare regflow with hand-written jobs that compute the LCR
     figures and nothing else; the star (and the deal-level output it makes ``weigh`` persist)
@@ -137,7 +138,7 @@ def lcr_calculation_spec(work: Path) -> Path:
     """
     import shutil
 
-    project = work / "lcr-project"
+    project = work / ("lcr-star-project" if star else "lcr-project")
     if project.exists():
         shutil.rmtree(project)
     (project / "pipelines").mkdir(parents=True)
@@ -152,5 +153,5 @@ def lcr_calculation_spec(work: Path) -> Path:
     if cut < 0:
         raise SystemExit("pipelines/lcr.yaml has no lcr_star node to strip")
     spec = project / "pipelines" / "lcr.yaml"
-    spec.write_text(text[: cut + 1])
+    spec.write_text(text if star else text[: cut + 1])
     return spec
