@@ -13,11 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 from runtime_helpers import COB, rule, run_all_stages
 
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.build import build_plan
-from regflow.runtime import builtin_ops, executor
+from regflow.runtime import builtin_ops, executor, star
 from regflow.runtime.adjust_ops import audit_rows, tag_changes, tag_writes
 from regflow.runtime.lineage import cluster_parquet
 from regflow.runtime.local_finish import (
@@ -25,6 +26,7 @@ from regflow.runtime.local_finish import (
     audit_table,
     finish_aggregate,
     matched_rows,
+    rules_by_row,
 )
 from regflow.spec.models import LINEAGE_COLUMN as LID
 from regflow.storage import RunRef
@@ -282,6 +284,50 @@ def test_a_failed_driver_audit_leaves_no_audit_and_no_temporary_folder(
     run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
     left = sorted(p.name for p in run_dir.iterdir())
     assert not [n for n in left if ".tmp-" in n or n.endswith(".audit")], left
+
+
+def test_rules_by_row_is_sparks_sorted_set_of_rule_ids(spark):
+    rng = random.Random(3)
+    rows = [(rng.choice(["R10", "R2", "ADJ-1", "R1"]), rng.randrange(-5, 40)) for _ in range(400)]
+    audit = pa.table({"rule_id": [r for r, _ in rows], LID: pa.array([i for _, i in rows])})
+    got = rules_by_row(audit)
+    df = spark.createDataFrame(rows, f"rule_id string, {LID} bigint")
+    want = (
+        df.groupBy(LID)
+        .agg(F.array_join(F.array_sort(F.collect_set("rule_id")), ",").alias("r"))
+        .collect()
+    )
+    assert got.column("lineage_id").to_pylist() == sorted(r[0] for r in want)  # by id
+    assert dict(zip(*got.to_pydict().values(), strict=True)) == {r[0]: r[1] for r in want}
+    assert rules_by_row(audit.slice(0, 0)).num_rows == 0
+    assert rules_by_row(audit.set_column(1, LID, pa.array([str(i) for _, i in rows]))) is None
+
+
+def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, spark, monkeypatch):
+    """The deal fact's is_adjusted / adjustment_rules are the audits' rule ids per deal,
+    grouped on the driver and, past its limit, by Spark: the same."""
+    facts = []
+    for where, limit in (("local", None), ("spark", 0)):
+        if limit is not None:
+            monkeypatch.setattr(star, "LOCAL_FLAGS_MAX_ROWS", limit)
+        run = _run_lcr(tmp_path / where, lcr_data, spark)
+        fact = _read(run.node_dir("lcr_star.fact_lcr_deal"))
+        facts.append(
+            sorted((r["lineage_id"], r["is_adjusted"], r["adjustment_rules"]) for r in fact)
+        )
+    local, remote = facts
+    assert local == remote
+    audits = [
+        r
+        for n in ("classify__adjusted", "weigh__adjusted")
+        for r in _read(run.node_dir(f"{n}.audit"))
+    ]
+    want: dict[int, set[str]] = {}
+    for r in audits:
+        want.setdefault(r[LID], set()).add(r["rule_id"])
+    flagged = {lid: rules for lid, adjusted, rules in local if adjusted}
+    assert flagged == {lid: ",".join(sorted(s)) for lid, s in want.items()}
+    assert flagged and all(rules is None for _, adjusted, rules in local if not adjusted)
 
 
 def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(spark, deals):

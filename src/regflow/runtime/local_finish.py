@@ -370,3 +370,38 @@ def matched_rows(audit: Any) -> dict[str, int]:
     first[1:] = (i[1:] != i[:-1]) | (lo[1:] != lo[:-1])
     counts = np.bincount(i[first], minlength=len(rules.dictionary))
     return {name: int(c) for name, c in zip(rules.dictionary.to_pylist(), counts, strict=True) if c}
+
+
+def rules_by_row(audit: Any) -> Any | None:
+    """Per lineage id of ``audit`` (its ``rule_id`` and lineage id columns): the ids of
+    the rules that changed the row, sorted and joined by commas, as Spark's
+    ``array_join(array_sort(collect_set(rule_id)), ',')`` makes them; columns
+    ``lineage_id`` and ``adjustment_rules``, one row per id, by id. None when the lineage
+    id is not an integer (Spark's path then)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lineage = audit.column(LINEAGE_COLUMN).combine_chunks()
+    if not pa.types.is_integer(lineage.type) or lineage.null_count:
+        return None
+    if not len(lineage):
+        return pa.table(
+            {"lineage_id": pa.array([], pa.int64()), "adjustment_rules": pa.array([], pa.string())}
+        )
+    rules = audit.column("rule_id").combine_chunks().cast(pa.string()).dictionary_encode()
+    by_name = pc.sort_indices(rules.dictionary).to_numpy()  # (strings by their bytes)
+    rank = np.empty(len(by_name), dtype=np.int64)
+    rank[by_name] = np.arange(len(by_name))
+    r = rank[rules.indices.to_numpy(zero_copy_only=False)]
+    lid = lineage.cast(pa.int64()).to_numpy()
+    order = np.lexsort((r, lid))
+    lid, r = lid[order], r[order]
+    distinct = np.ones(len(lid), dtype=bool)  # each (id, rule) once: a set
+    distinct[1:] = (lid[1:] != lid[:-1]) | (r[1:] != r[:-1])
+    lid, r = lid[distinct], r[distinct]
+    starts = np.flatnonzero(np.r_[True, lid[1:] != lid[:-1]])
+    offsets = pa.array(np.r_[starts, len(lid)].astype(np.int32))
+    names = rules.dictionary.take(pa.array(by_name)).take(pa.array(r))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, names), ",")
+    return pa.table({"lineage_id": pa.array(lid[starts]), "adjustment_rules": joined})

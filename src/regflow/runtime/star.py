@@ -11,12 +11,14 @@ import calendar
 import datetime as dt
 import functools
 import operator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow.errors import DataError
 from regflow.ops.star import StarParams, resolve_input
 from regflow.plan.model import Plan, PlanNode
 from regflow.runtime.builtin_ops import node_tag
+from regflow.runtime.local_finish import rules_by_row
 from regflow.runtime.sources import spark_type
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.warehouse.model import (
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from regflow.runtime.executor import StageRunner
 
 _NULL_MARK = "\u0000null"
+# Audits up to this many rows in all are grouped by row on the driver (see
+# StarBuilder._rules_by_row): 16 bytes a row and the rule ids, a few hundred MB at most.
+LOCAL_FLAGS_MAX_ROWS = 20_000_000
 
 
 def date_rows(cob: dt.date) -> list[tuple[Any, ...]]:
@@ -253,27 +258,50 @@ class StarBuilder:
         """``is_adjusted`` / ``adjustment_rules`` from the audits of the adjustments upstream."""
         from pyspark.sql import functions as F
 
-        audits = []
+        folders = []
         for adj in self._adjustments_upstream(name):
             run = self.runner.stored_run(f"{adj}.audit")
             if run is not None:
-                audits.append(
-                    self.spark.read.parquet(str(run.node_dir(f"{adj}.audit"))).select(
-                        F.col(LINEAGE_COLUMN).alias("lineage_id"), "rule_id"
-                    )
+                folders.append(
+                    (run.node_dir(f"{adj}.audit"), int(run.metadata(f"{adj}.audit")["rows"]))
                 )
-        if not audits:
+        if not folders:
             return df.withColumn("is_adjusted", F.lit(False)).withColumn(
                 "adjustment_rules", F.lit(None).cast("string")
             )
-        union = audits[0]
-        for a in audits[1:]:
-            union = union.unionByName(a)
-        rules = union.groupBy("lineage_id").agg(
-            F.array_join(F.array_sort(F.collect_set("rule_id")), ",").alias("adjustment_rules")
-        )
+        rules = self._rules_by_row([f for f, _ in folders], sum(n for _, n in folders))
         return df.join(F.broadcast(rules), "lineage_id", "left").withColumn(
             "is_adjusted", F.col("adjustment_rules").isNotNull()
+        )
+
+    def _rules_by_row(self, folders: list[Path], rows: int) -> DataFrame:
+        """The rules that changed each row, from the audits in ``folders`` (``rows`` in
+        all): ``lineage_id``, ``adjustment_rules`` (sorted ids, comma-separated). Audits
+        hold the changed rows only: up to ``LOCAL_FLAGS_MAX_ROWS`` they are read and
+        grouped on the driver (no Spark job), beyond by Spark."""
+        from pyspark.sql import functions as F
+
+        if rows <= LOCAL_FLAGS_MAX_ROWS:
+            import pyarrow.parquet as pq
+
+            files = [str(p) for folder in folders for p in sorted(folder.glob("*.parquet"))]
+            audit = pq.ParquetDataset(files, partitioning=None).read(
+                columns=[LINEAGE_COLUMN, "rule_id"]
+            )
+            table = rules_by_row(audit)
+            if table is not None:
+                return self.spark.createDataFrame(
+                    table, schema="lineage_id bigint, adjustment_rules string"
+                )
+        audits = [
+            self.spark.read.parquet(str(folder)).select(
+                F.col(LINEAGE_COLUMN).alias("lineage_id"), "rule_id"
+            )
+            for folder in folders
+        ]
+        union = functools.reduce(lambda a, b: a.unionByName(b), audits)
+        return union.groupBy("lineage_id").agg(
+            F.array_join(F.array_sort(F.collect_set("rule_id")), ",").alias("adjustment_rules")
         )
 
     def _adjustments_upstream(self, name: str) -> list[str]:
