@@ -281,10 +281,10 @@ class StarBuilder:
         grouped on the driver (no Spark job), beyond by Spark."""
         from pyspark.sql import functions as F
 
-        if rows <= LOCAL_FLAGS_MAX_ROWS:
+        files = [str(p) for folder in folders for p in sorted(folder.glob("*.parquet"))]
+        if rows <= LOCAL_FLAGS_MAX_ROWS and files:
             import pyarrow.parquet as pq
 
-            files = [str(p) for folder in folders for p in sorted(folder.glob("*.parquet"))]
             audit = pq.ParquetDataset(files, partitioning=None).read(
                 columns=[LINEAGE_COLUMN, "rule_id"]
             )
@@ -298,7 +298,10 @@ class StarBuilder:
                 F.col(LINEAGE_COLUMN).alias("lineage_id"), "rule_id"
             )
             for folder in folders
+            if any(folder.glob("*.parquet"))
         ]
+        if not audits:  # (no file: no row changed)
+            return self.spark.createDataFrame([], "lineage_id bigint, adjustment_rules string")
         union = functools.reduce(lambda a, b: a.unionByName(b), audits)
         return union.groupBy("lineage_id").agg(
             F.array_join(F.array_sort(F.collect_set("rule_id")), ",").alias("adjustment_rules")
