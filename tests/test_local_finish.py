@@ -330,6 +330,26 @@ def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, sp
     assert flagged and all(rules is None for _, adjusted, rules in local if not adjusted)
 
 
+def test_a_failed_promotion_of_a_driver_audit_leaves_no_temporary_folder(
+    tmp_path, lcr_data, spark, monkeypatch
+):
+    """The audits are made side by side, then promoted one by one: when one promotion
+    fails, the audits made but not yet promoted are removed with it."""
+    real = executor.StageRunner._promote_audit
+
+    def promote(self, done, schema):
+        if done.pending.column.endswith("weigh__adjusted"):
+            raise RuntimeError("lost the disk")
+        return real(self, done, schema)
+
+    monkeypatch.setattr(executor.StageRunner, "_promote_audit", promote)
+    with pytest.raises(Exception, match="lost the disk"):
+        _run_lcr(tmp_path, lcr_data, spark, star=False)
+    run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
+    left = sorted(p.name for p in run_dir.iterdir())
+    assert not [n for n in left if ".tmp-" in n], left
+
+
 def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(spark, deals):
     rules = [
         rule(  # D2 matches both: its amount between them is R1's sum, left to Spark

@@ -872,11 +872,18 @@ class StageRunner:
         def store_audits(table: pa.Table | None) -> None:
             pendings = list(audits.values())
             local = self._local_audits(pendings, table) if table is not None else []
-            for pending, done in zip(pendings, local or [None] * len(pendings), strict=True):
-                if done is None:
-                    self._store_audit(pending, stored())
-                else:
-                    self._promote_audit(done, schema)
+            done_all = local or [None] * len(pendings)
+            try:
+                for pending, done in zip(pendings, done_all, strict=True):
+                    if done is None:
+                        self._store_audit(pending, stored())
+                    else:
+                        self._promote_audit(done, schema)
+            except BaseException:  # the audits not yet promoted go too
+                for done in done_all:
+                    if done is not None and done.folder.exists():
+                        discard(done.folder)
+                raise
             audited[0] = True
 
         files = _parquet_files(written)
