@@ -334,7 +334,7 @@ class StageRunner:
                 keys = [*params.group_by]
             # The audits the rows carry are read from what the job writes, like a
             # checkpoint's: no second pass upstream per audit.
-            carried = {c: self.pending.pop(c) for c in list(self.pending) if c in out.columns}
+            carried = self._carried_audits(out)
             with self._boundary(node.id, user_code=False):
                 self.frames[node.id] = self._write(
                     node, node.id, out, kind="output", keys=keys, verify=verify, audits=carried
@@ -351,8 +351,8 @@ class StageRunner:
         checkpoint, the aggregate and the audits are computed there from the data still in
         memory (:mod:`regflow.runtime.local_finish`); otherwise by Spark jobs reading it.
         """
-        carried = [c for c in self.pending if c in df.columns]
-        contrib = builtin_ops.aggregate_contributions(df, params, extra=carried, node=node.id)
+        carried = self._carried_audits(df)
+        contrib = builtin_ops.aggregate_contributions(df, params, extra=[*carried], node=node.id)
         name = f"{node.id}.lineage"
         local = self._store(
             node,
@@ -361,7 +361,7 @@ class StageRunner:
             kind="lineage",
             keys=[*params.group_by, LINEAGE_COLUMN],
             cluster_by=params.group_by,
-            audits={c: self.pending.pop(c) for c in carried},
+            audits=carried,
         )
         ckpt = self._stored_frame(name, contrib.drop(*carried).schema)
         out = builtin_ops.aggregate_finish(ckpt, params, node.id)  # (its plan: no job yet)
@@ -430,10 +430,19 @@ class StageRunner:
 
     def _flush_audits(self, df: DataFrame) -> DataFrame:
         """Write the audits still carried by ``df`` (a separate Spark job) and drop them."""
-        for column in [c for c in self.pending if c in df.columns]:
-            self._store_audit(self.pending.pop(column), df)
+        for column, pending in self._carried_audits(df).items():
+            self._store_audit(pending, df)
             df = df.drop(column)
         return df
+
+    def _carried_audits(self, df: DataFrame) -> dict[str, PendingAudit]:
+        """The pending audits whose columns ``df`` carries, taken off the pending list: the
+        caller writes them. (``df.columns`` is a call into the JVM: asked once, and only
+        when an audit is pending.)"""
+        if not self.pending:
+            return {}
+        columns = set(df.columns)
+        return {c: self.pending.pop(c) for c in list(self.pending) if c in columns}
 
     def _audit_constants(self, params: AdjustParams) -> dict[str, tuple[Any, str]]:
         """The run-identity columns of an audit: name -> (value, Spark type)."""
@@ -552,10 +561,7 @@ class StageRunner:
             futures = [pool.submit(self._local_audit, p, table) for p in pendings]
         failed = [f.exception() for f in futures if f.exception() is not None]
         if failed:
-            for f in futures:
-                done = None if f.exception() is not None else f.result()
-                if done is not None:
-                    discard(done.folder)
+            _discard_audits([f.result() for f in futures if f.exception() is None])
             raise failed[0]  # type: ignore[misc]
         return [f.result() for f in futures]
 
@@ -880,9 +886,7 @@ class StageRunner:
                     else:
                         self._promote_audit(done, schema)
             except BaseException:  # the audits not yet promoted go too
-                for done in done_all:
-                    if done is not None and done.folder.exists():
-                        discard(done.folder)
+                _discard_audits(done_all)
                 raise
             audited[0] = True
 
@@ -1020,6 +1024,14 @@ def collect_arrow(df: DataFrame, schema: StructType | None = None) -> pa.Table:
     arrow = to_arrow_schema(schema or df.schema, error_on_duplicated_field_names_in_struct=True)
     rows = [r.asDict(recursive=True) for r in df.collect()]
     return pa.Table.from_pylist(rows, schema=arrow)
+
+
+def _discard_audits(made: Sequence[LocalAudit | None]) -> None:
+    """Remove the temporary folders of audits :meth:`StageRunner._local_audit` made (a
+    promoted one's folder is gone already: nothing to do)."""
+    for done in made:
+        if done is not None:
+            discard(done.folder)
 
 
 def _write_parquet_table(

@@ -212,10 +212,11 @@ def cluster_parquet(
     # is written: it may read the folder as the job left it.
     with ThreadPoolExecutor(1) as side:
         looking = side.submit(look, inspect) if inspect is not None else None
-        order, starts = None, np.arange(1, table.num_rows)  # (no keys: any row starts one)
         if keys:
             order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
             starts = np.flatnonzero(np.diff(group)) + 1
+        else:  # the rows as they are: any row may start a file
+            order, starts = None, np.arange(1, table.num_rows)
         if looking is not None:
             looking.result()
     # About one file per core (of at least 250k rows), cut only where a group starts.

@@ -281,27 +281,27 @@ class StarBuilder:
         grouped on the driver (no Spark job), beyond by Spark."""
         from pyspark.sql import functions as F
 
-        files = [str(p) for folder in folders for p in sorted(folder.glob("*.parquet"))]
-        if rows <= LOCAL_FLAGS_MAX_ROWS and files:
+        schema = "lineage_id bigint, adjustment_rules string"
+        files = {folder: sorted(folder.glob("*.parquet")) for folder in folders}
+        written = [folder for folder in folders if files[folder]]  # (no file: no row changed)
+        if not written:
+            return self.spark.createDataFrame([], schema)
+        if rows <= LOCAL_FLAGS_MAX_ROWS:
             import pyarrow.parquet as pq
 
-            audit = pq.ParquetDataset(files, partitioning=None).read(
+            paths = [str(p) for folder in written for p in files[folder]]
+            audit = pq.ParquetDataset(paths, partitioning=None).read(
                 columns=[LINEAGE_COLUMN, "rule_id"]
             )
             table = rules_by_row(audit)
             if table is not None:
-                return self.spark.createDataFrame(
-                    table, schema="lineage_id bigint, adjustment_rules string"
-                )
+                return self.spark.createDataFrame(table, schema=schema)
         audits = [
             self.spark.read.parquet(str(folder)).select(
                 F.col(LINEAGE_COLUMN).alias("lineage_id"), "rule_id"
             )
-            for folder in folders
-            if any(folder.glob("*.parquet"))
+            for folder in written
         ]
-        if not audits:  # (no file: no row changed)
-            return self.spark.createDataFrame([], "lineage_id bigint, adjustment_rules string")
         union = functools.reduce(lambda a, b: a.unionByName(b), audits)
         return union.groupBy("lineage_id").agg(
             F.array_join(F.array_sort(F.collect_set("rule_id")), ",").alias("adjustment_rules")
