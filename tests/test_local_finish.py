@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import shutil
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from regflow.runtime.local_finish import (
     rules_by_row,
 )
 from regflow.spec.models import LINEAGE_COLUMN as LID
-from regflow.storage import RunRef
+from regflow.storage import RunRef, read_node
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,9 +192,12 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
 
 
 # ------------------------------------------------------------------ through the runner
-def _run_lcr(tmp: Path, data: Path, spark, *, star: bool = True) -> RunRef:
+def _run_lcr(
+    tmp: Path, data: Path, spark, *, star: bool = True, edit: Callable[[Path], None] | None = None
+) -> RunRef:
     """The LCR with its sample rules; ``star=False``: without its warehouse star (whose
-    deal-level output makes ``weigh`` persist, and flushes the audits before it)."""
+    deal-level output makes ``weigh`` persist, and flushes the audits before it).
+    ``edit``: changes the copied project (its folder) before the run."""
     project = tmp / "project"
     for name in ("pipelines", "operators", "adjustments"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -201,6 +205,8 @@ def _run_lcr(tmp: Path, data: Path, spark, *, star: bool = True) -> RunRef:
     if not star:
         text = spec.read_text()
         spec.write_text(text[: text.index("\n  - id: lcr_star") + 1])
+    if edit is not None:
+        edit(project)
     plan = build_plan(spec, project / "adjustments" / "lcr")
     run_all_stages(plan, tmp / "storage", "r1", spark, {"data_root": str(data)})
     return RunRef(tmp / "storage", "lcr", COB, "r1")
@@ -250,11 +256,20 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
     audits = [n for n in names if n.endswith(".audit")]
     assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
     assert spark_audits  # (the Spark run: every audit by Spark, from the stored rows)
-    for run in (local, remote):  # no stored data keeps the rows' audit columns
+    for run in (local, remote):  # weigh's files keep its rows' audit columns, hidden
         for name in names:
             files = sorted(str(p) for p in run.node_dir(name).glob("*.parquet"))
             fields = pq.ParquetDataset(files, partitioning=None).schema.names
-            assert not [c for c in fields if c.startswith("_audit")], (name, fields)
+            tags = run.metadata(name).get("audit_tags", {})
+            assert sorted(c for c in fields if c.startswith("_audit")) == sorted(tags), name
+            assert not [c for c in read_node(run, name).column_names if c.startswith("_audit")]
+            schema = [c for c, _ in run.metadata(name)["schema"]]
+            assert not [c for c in schema if c.startswith("_audit")], name
+        tags = run.metadata("weigh__adjusted")["audit_tags"]
+        assert sorted(tags) == ["_audit__classify__adjusted", "_audit__weigh__adjusted"]
+        for tag in tags.values():  # each mask's rules: those applied there, by rule id
+            applied = run.metadata(f"{tag['node']}.audit")["rules"]
+            assert tag["rules"] == [r["rule_id"] for r in applied if r["status"] == "applied"]
     # the checkpoint keeps its own columns; what the rules changed is in the audits
     for run in (local, remote):
         columns = [name for name, _ in run.metadata("entity_buckets.lineage")["schema"]]
@@ -328,6 +343,60 @@ def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, sp
     flagged = {lid: rules for lid, adjusted, rules in local if adjusted}
     assert flagged == {lid: ",".join(sorted(s)) for lid, s in want.items()}
     assert flagged and all(rules is None for _, adjusted, rules in local if not adjusted)
+
+
+def _fan_out_classify(project: Path) -> None:
+    """A second reader of classify's adjusted output (it is then stored in a stage of its
+    own, with its audit columns; weigh's stage reads it without them), and a rule at weigh
+    that also matches deals the rule at classify changed."""
+    spec = project / "pipelines" / "lcr.yaml"
+    text = spec.read_text()
+    reader = (
+        "  - id: hqla_deals\n    op: filter\n    inputs: [classify]\n"
+        "    where: \"lcr_category <> 'NON_HQLA'\"\n\n"
+    )
+    at = text.index("  - id: weigh_factors")
+    spec.write_text(text[:at] + reader + text[at:])
+    rule = (project / "adjustments" / "lcr" / "ADJ-2026-0002.yaml").read_text()
+    rule = rule.replace("ADJ-2026-0002", "ADJ-TEST-0009").replace(
+        '{field: legal_entity, operator: "=", value: LE002}\n  - {field: bucket, operator: "=", '
+        "value: OUTFLOW}",
+        '{field: product_type, operator: "=", value: CORP_BOND}',
+    )
+    assert "CORP_BOND" in rule
+    (project / "adjustments" / "lcr" / "ADJ-TEST-0009.yaml").write_text(rule)
+
+
+def test_the_star_merges_flags_from_carried_audit_columns_and_stored_audits(
+    tmp_path, lcr_data, spark, monkeypatch
+):
+    """The deal fact's flags come from the audit columns its source keeps (weigh's rules)
+    and, for an adjusted output stored in an earlier stage (classify's, read by two
+    nodes), from its audit joined by lineage id: merged into one sorted list per deal, on
+    the driver and by Spark alike."""
+    facts = []
+    for where, limit in (("local", None), ("spark", 0)):
+        if limit is not None:
+            monkeypatch.setattr(star, "LOCAL_FLAGS_MAX_ROWS", limit)
+        run = _run_lcr(tmp_path / where, lcr_data, spark, edit=_fan_out_classify)
+        assert list(run.metadata("weigh__adjusted")["audit_tags"]) == ["_audit__weigh__adjusted"]
+        assert list(run.metadata("classify__adjusted")["audit_tags"]) == [
+            "_audit__classify__adjusted"
+        ]
+        fact = _read(run.node_dir("lcr_star.fact_lcr_deal"))
+        facts.append(
+            sorted((r["lineage_id"], r["is_adjusted"], r["adjustment_rules"]) for r in fact)
+        )
+    local, remote = facts
+    assert local == remote
+    want: dict[int, set[str]] = {}
+    for n in ("classify__adjusted", "weigh__adjusted"):
+        for r in _read(run.node_dir(f"{n}.audit")):
+            want.setdefault(r[LID], set()).add(r["rule_id"])
+    flagged = {lid: rules for lid, adjusted, rules in local if adjusted}
+    assert flagged == {lid: ",".join(sorted(s)) for lid, s in want.items()}
+    assert "ADJ-2026-0001,ADJ-TEST-0009" in flagged.values()  # from both sources
+    assert {"ADJ-2026-0002", "ADJ-TEST-0009"} <= set(flagged.values())
 
 
 def test_a_failed_promotion_of_a_driver_audit_leaves_no_temporary_folder(

@@ -165,6 +165,34 @@ def _ordered(rules: Sequence[AdjustmentRule]) -> list[tuple[int, AdjustmentRule]
     return list(enumerate(sorted(rules, key=lambda r: r.rule_id)))
 
 
+def rule_bits(rules: Sequence[AdjustmentRule]) -> list[str]:
+    """The rule ids in the order of their flags in the audit tag's masks (rule ``n``: bit
+    ``n % 62`` of mask ``m<n // 62>``, see :func:`mask_of`)."""
+    return [r.rule_id for _, r in _ordered(rules)]
+
+
+def matched_rules_sql(tags: Mapping[str, Sequence[str]]) -> str:
+    """Spark SQL: the ids of the rules a row matched, sorted and joined by commas, null
+    when none, read from the masks of audit tag columns (``tags``: each column's rule ids
+    in bit order, see :func:`rule_bits`). Only the masks are read."""
+    terms = []
+    for column, rule_ids in tags.items():
+        for n, rule_id in enumerate(rule_ids):
+            name, bit = mask_of(n)
+            test = f"({ident(column)}.{name} & {bit}L) <> 0"
+            terms.append((rule_id, f"CASE WHEN {test} THEN {sql_value(rule_id)} END"))
+    if not terms:
+        return "CAST(NULL AS STRING)"
+    return f"nullif(concat_ws(',', {', '.join(t for _, t in sorted(terms))}), '')"
+
+
+def tag_masks_type(rule_ids: Sequence[str]) -> str:
+    """The Spark type of an audit tag reduced to its masks (what :func:`matched_rules_sql`
+    reads): a read schema that leaves the values out of the read."""
+    masks = dict.fromkeys(mask_of(n)[0] for n in range(len(rule_ids)))
+    return f"STRUCT<{', '.join(f'{m}: BIGINT' for m in masks) or 'none: BOOLEAN'}>"
+
+
 def written_fields(rules: Sequence[AdjustmentRule]) -> list[str]:
     """The fields the rules write, in write order (their slots in the tag)."""
     return list(dict.fromkeys(a.field for _, r in _ordered(rules) for a in r.adjustments))

@@ -32,7 +32,13 @@ from regflow.ops.adjust import AdjustParams
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
 from regflow.runtime import builtin_ops, progress
-from regflow.runtime.adjust_ops import AUDIT_COLUMNS, audit_rows, tag_changes, tag_writes
+from regflow.runtime.adjust_ops import (
+    AUDIT_COLUMNS,
+    audit_rows,
+    rule_bits,
+    tag_changes,
+    tag_writes,
+)
 from regflow.runtime.context import OpContext
 from regflow.runtime.lineage import (
     cluster_parquet,
@@ -64,11 +70,12 @@ _SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\s*$")
 # (8 bytes an id); larger outputs are checked by a Spark job.
 LOCAL_CHECK_MAX_ROWS = 20_000_000
 # Lineage checkpoints up to this many rows and bytes of Parquet are clustered on the driver
-# (see StageRunner._cluster).
+# (see StageRunner._cluster); outputs up to this many rows have their audit columns read
+# there (see StageRunner._audit_written).
 LOCAL_CLUSTER_MAX_ROWS = 4_000_000
+LOCAL_CLUSTER_MAX_BYTES = 256 << 20
 # Stored inputs up to this many rows are read as one partition (see _one_partition_if_small).
 SMALL_INPUT_ROWS = 100_000
-LOCAL_CLUSTER_MAX_BYTES = 256 << 20
 _LOCAL_ID_TYPES = frozenset({"long", "integer", "short", "byte", "string"})
 # Column types that survive a trip to the driver and back (toArrow, createDataFrame) as is
 _DRIVER_COPY_TYPES = frozenset(
@@ -774,8 +781,10 @@ class StageRunner:
         ``cluster_by``: store each group's rows in one file, sorted by the group key then
         the lineage id (the layout of lineage checkpoints). Returns the clustered data when
         the driver clustered it (it is still in memory), else None. ``audits``: the audit
-        columns of ``df``: their audits are written from the data the job wrote, and the
-        stored data leaves them out (it is rewritten without them).
+        columns of ``df``: their audits are written from the data the job wrote. A
+        checkpoint (``cluster_by``) is rewritten without them; an output keeps them in its
+        files, outside the schema its metadata records (``audit_tags`` names them): no
+        rewrite, and the star reads each row's adjusted flags from them.
         """
         from pyspark.sql.types import StructType
 
@@ -786,15 +795,24 @@ class StageRunner:
 
         def write(tmp: Path) -> Path:
             df.write.mode("overwrite").parquet(str(tmp))
-            if cluster_by or audits:
+            if cluster_by:
                 tmp, local[0] = self._cluster(
                     tmp, self.run.node_dir(name), cluster_by, written_schema, audits
                 )
+            elif audits:
+                self._audit_written(tmp, written_schema, audits)
             return tmp
+
+        described = summarize
+        if audits and not cluster_by:
+
+            def described(written: Path) -> dict[str, Any]:
+                extra = summarize(written) if summarize is not None else {}
+                return {**extra, "audit_tags": audit_tags(audits)}
 
         self._persist(
             node, name, write, schema,
-            kind=kind, keys=keys, unique_ids=unique_ids, summarize=summarize, verify=verify,
+            kind=kind, keys=keys, unique_ids=unique_ids, summarize=described, verify=verify,
         )  # fmt: skip
         return local[0]
 
@@ -876,18 +894,7 @@ class StageRunner:
         audited = [False]  # (cluster_parquet may decline before it calls store_audits)
 
         def store_audits(table: pa.Table | None) -> None:
-            pendings = list(audits.values())
-            local = self._local_audits(pendings, table) if table is not None else []
-            done_all = local or [None] * len(pendings)
-            try:
-                for pending, done in zip(pendings, done_all, strict=True):
-                    if done is None:
-                        self._store_audit(pending, stored())
-                    else:
-                        self._promote_audit(done, schema)
-            except BaseException:  # the audits not yet promoted go too
-                _discard_audits(done_all)
-                raise
+            self._write_audits(audits, table, written, schema)
             audited[0] = True
 
         files = _parquet_files(written)
@@ -915,6 +922,50 @@ class StageRunner:
             raise
         discard(written)
         return again, None
+
+    def _audit_written(
+        self, written: Path, schema: StructType, audits: Mapping[str, PendingAudit]
+    ) -> None:
+        """Write the ``audits`` held by the audit columns of the just-written output (of
+        ``schema``): their columns and the lineage ids read on the driver (the columns are
+        null on every row no rule matched: a small read), or by a Spark job when the data
+        is too large for the driver."""
+        import pyarrow.parquet as pq
+
+        files = _parquet_files(written)
+        table = None
+        if files and _parquet_rows(written) <= LOCAL_CLUSTER_MAX_ROWS:
+            dataset = pq.ParquetDataset([str(f) for f in files], partitioning=None)
+            table = dataset.read(columns=[LINEAGE_COLUMN, *audits])
+        self._write_audits(audits, table, written, schema)
+
+    def _write_audits(
+        self,
+        audits: Mapping[str, PendingAudit],
+        table: pa.Table | None,
+        written: Path,
+        schema: StructType,
+    ) -> None:
+        """Write ``audits`` from ``table`` (the written rows' lineage ids and audit columns,
+        in the driver's memory) where the driver can make them, else by a Spark job over
+        the data written in ``written`` (of ``schema``); on a failure, none of them is left
+        behind."""
+
+        def stored() -> DataFrame:
+            return self.spark.read.schema(schema).parquet(str(written))
+
+        pendings = list(audits.values())
+        local = self._local_audits(pendings, table) if table is not None else []
+        done_all = local or [None] * len(pendings)
+        try:
+            for pending, done in zip(pendings, done_all, strict=True):
+                if done is None:
+                    self._store_audit(pending, stored())
+                else:
+                    self._promote_audit(done, schema)
+        except BaseException:  # the audits not yet promoted go too
+            _discard_audits(done_all)
+            raise
 
     def _written_duplicates(self, written: Path, rows: int, schema: StructType) -> list[Any]:
         """Lineage ids occurring more than once in the just-written data.
@@ -1024,6 +1075,16 @@ def collect_arrow(df: DataFrame, schema: StructType | None = None) -> pa.Table:
     arrow = to_arrow_schema(schema or df.schema, error_on_duplicated_field_names_in_struct=True)
     rows = [r.asDict(recursive=True) for r in df.collect()]
     return pa.Table.from_pylist(rows, schema=arrow)
+
+
+def audit_tags(audits: Mapping[str, PendingAudit]) -> dict[str, dict[str, Any]]:
+    """What an output's metadata records of the audit columns its files keep: for each,
+    its adjust node and the rule ids of its masks' flags, in bit order (see
+    :func:`regflow.runtime.adjust_ops.rule_bits`)."""
+    return {
+        column: {"node": p.node.id, "rules": rule_bits([r for r, _ in p.active])}
+        for column, p in audits.items()
+    }
 
 
 def _discard_audits(made: Sequence[LocalAudit | None]) -> None:

@@ -161,8 +161,7 @@ def cluster_parquet(
 ) -> pa.Table | None:
     """Rewrite the Parquet files in ``folder`` sorted by ``keys``, then lineage id; a group's
     rows are contiguous and in one file. Returns the sorted data (still in memory: the
-    caller may use it, e.g. to finish an aggregate, without reading it back). With no
-    ``keys``, the rows keep their order (a rewrite to leave out the ``drop`` columns).
+    caller may use it, e.g. to finish an aggregate, without reading it back).
 
     ``inspect`` sees the data as read, before anything is rewritten (the files are still
     there), in a thread of its own while the order is computed; the columns in ``drop`` are
@@ -212,11 +211,8 @@ def cluster_parquet(
     # is written: it may read the folder as the job left it.
     with ThreadPoolExecutor(1) as side:
         looking = side.submit(look, inspect) if inspect is not None else None
-        if keys:
-            order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
-            starts = np.flatnonzero(np.diff(group)) + 1
-        else:  # the rows as they are: any row may start a file
-            order, starts = None, np.arange(1, table.num_rows)
+        order, group = _group_order(lid.to_numpy(), [_ranks(table.column(k)) for k in keys])
+        starts = np.flatnonzero(np.diff(group)) + 1
         if looking is not None:
             looking.result()
     # About one file per core (of at least 250k rows), cut only where a group starts.
@@ -230,24 +226,17 @@ def cluster_parquet(
     bounds = list(zip([0, *cuts], [*cuts, rows], strict=True))
     run = uuid.uuid4()
     parts_out: list[pa.Table | None] = [None] * len(bounds)
-    # Dictionary pages for the keys (a checkpoint's other columns hardly repeat); with no
-    # keys (an output rewritten), for its text columns, as Spark writes them.
-    dictionary = list(keys) or [
-        f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)
-    ]
 
     def write(i: int) -> None:
         a, b = bounds[i]
-        part = parts_out[i] = (
-            table.slice(a, b - a) if order is None else table.take(pa.array(order[a:b]))
-        )
+        part = parts_out[i] = table.take(pa.array(order[a:b]))
         target = folder / f"part-{i:05d}-{run}-c000.snappy.parquet"
         pq.write_table(
             part,
             target,
             row_group_size=row_group_rows,
             compression="snappy",
-            use_dictionary=dictionary,
+            use_dictionary=list(keys),  # (a checkpoint's other columns hardly repeat)
         )
 
     with ThreadPoolExecutor(len(bounds)) as pool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from regflow.errors import DataError
 from regflow.ops.star import StarParams, resolve_input
 from regflow.plan.model import Plan, PlanNode
+from regflow.runtime.adjust_ops import ident, matched_rules_sql, tag_masks_type
 from regflow.runtime.builtin_ops import node_tag
 from regflow.runtime.local_finish import rules_by_row
 from regflow.runtime.sources import spark_type
@@ -207,6 +208,10 @@ class StarBuilder:
 
         f = self.params.facts[t.logical]
         src = self._frame(f.from_)
+        name = resolve_input(f.from_, self.node.inputs) or f.from_
+        tags = self._carried_tags(name) if f.adjusted_flags else {}
+        if tags:
+            src = self._with_tag_masks(name, tags)
         date = F.col(f.date)
         cob_key = int(self.cob.strftime("%Y%m%d"))
         grain_null = _any_null(list(t.grain))
@@ -249,28 +254,60 @@ class StarBuilder:
                 cols.append(F.lit(h).alias("adjustment_set_hash"))
             else:
                 cols.append(_cast(c.name, c.type))
-        out = src.select(*cols)
+        out = src.select(*cols, *[F.col(ident(c)) for c in tags])
         if f.adjusted_flags:
-            out = self._with_flags(out, resolve_input(f.from_, self.node.inputs) or f.from_)
+            out = self._with_flags(out, name, tags)
         return out.select(*[c.name for c in t.staged])
 
-    def _with_flags(self, df: DataFrame, name: str) -> DataFrame:
-        """``is_adjusted`` / ``adjustment_rules`` from the audits of the adjustments upstream."""
+    def _carried_tags(self, name: str) -> dict[str, dict[str, Any]]:
+        """The audit columns the stored output ``name`` keeps in its files (its metadata's
+        ``audit_tags``: column -> adjust node and rule ids), when this stage reads it from
+        storage; else none."""
+        run = self.runner.stored_run(name) if name in self.runner.stored else None
+        if run is None:
+            return {}
+        tags: dict[str, dict[str, Any]] = run.metadata(name).get("audit_tags", {})
+        return tags
+
+    def _with_tag_masks(self, name: str, tags: dict[str, dict[str, Any]]) -> DataFrame:
+        """The stored output ``name`` with its audit columns reduced to their masks (the
+        read leaves the values they hold out)."""
+        run = self.runner.stored_run(name)
+        assert run is not None  # (_carried_tags found it)
+        columns = [(n, t) for n, t in run.metadata(name)["schema"]]
+        columns += [(c, tag_masks_type(tag["rules"])) for c, tag in tags.items()]
+        ddl = ", ".join(f"{ident(n)} {t}" for n, t in columns)
+        return self.spark.read.schema(ddl).parquet(str(run.node_dir(name)))
+
+    def _with_flags(self, df: DataFrame, name: str, tags: dict[str, dict[str, Any]]) -> DataFrame:
+        """``is_adjusted`` / ``adjustment_rules``: the rules that changed each row, from the
+        audit columns ``df`` carries (``tags``, see :meth:`_carried_tags`: no join), and
+        from the audits of the other adjustments upstream (joined by lineage id)."""
         from pyspark.sql import functions as F
 
+        carried = {tag["node"] for tag in tags.values()}
         folders = []
         for adj in self._adjustments_upstream(name):
             run = self.runner.stored_run(f"{adj}.audit")
-            if run is not None:
+            if run is not None and adj not in carried:
                 folders.append(
                     (run.node_dir(f"{adj}.audit"), int(run.metadata(f"{adj}.audit")["rows"]))
                 )
+        own = matched_rules_sql({c: tag["rules"] for c, tag in tags.items()})
         if not folders:
-            return df.withColumn("is_adjusted", F.lit(False)).withColumn(
-                "adjustment_rules", F.lit(None).cast("string")
-            )
-        rules = self._rules_by_row([f for f, _ in folders], sum(n for _, n in folders))
-        return df.join(F.broadcast(rules), "lineage_id", "left").withColumn(
+            rules = F.expr(own)
+        else:
+            joined = self._rules_by_row([f for f, _ in folders], sum(n for _, n in folders))
+            df = df.join(F.broadcast(joined), "lineage_id", "left")
+            rules = F.col("adjustment_rules")
+            if tags:  # both: one sorted list
+                none = "CAST(array() AS ARRAY<STRING>)"
+                rules = F.expr(
+                    "nullif(array_join(array_sort(concat("
+                    f"coalesce(split(adjustment_rules, ','), {none}), "
+                    f"coalesce(split({own}, ','), {none}))), ','), '')"
+                )
+        return df.withColumn("adjustment_rules", rules).withColumn(
             "is_adjusted", F.col("adjustment_rules").isNotNull()
         )
 

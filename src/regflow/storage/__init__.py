@@ -153,4 +153,8 @@ def read_node(run: RunRef, node: str) -> Any:
     if not files:
         raise StorageError(f"output '{node}' in {path} has no Parquet files")
     # partitioning=None: the cob=/run= folders of the layout are not data columns
-    return pq.ParquetDataset([str(f) for f in files], partitioning=None).read()
+    dataset = pq.ParquetDataset([str(f) for f in files], partitioning=None)
+    # An adjusted output's files also keep its rows' audit tags (the metadata's
+    # ``audit_tags``): regflow's own columns, not the output's.
+    hidden = set(run.metadata(node).get("audit_tags", {}))
+    return dataset.read(columns=[c for c in dataset.schema.names if c not in hidden])
