@@ -322,6 +322,14 @@ def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, sp
     """The deal fact's is_adjusted / adjustment_rules are the audits' rule ids per deal,
     grouped on the driver and, past its limit, by Spark: the same."""
     facts = []
+    joined: list[str] = []  # the audits the star reads (and joins)
+    real = star.StarBuilder._rules_by_row
+
+    def rules_by_row(self, folders, rows):
+        joined.extend(f.name for f in folders)
+        return real(self, folders, rows)
+
+    monkeypatch.setattr(star.StarBuilder, "_rules_by_row", rules_by_row)
     for where, limit in (("local", None), ("spark", 0)):
         if limit is not None:
             monkeypatch.setattr(star, "LOCAL_FLAGS_MAX_ROWS", limit)
@@ -343,6 +351,18 @@ def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, sp
     flagged = {lid: rules for lid, adjusted, rules in local if adjusted}
     assert flagged == {lid: ",".join(sorted(s)) for lid, s in want.items()}
     assert flagged and all(rules is None for _, adjusted, rules in local if not adjusted)
+    # the entity fact: the rules that changed an entity's row (at entity_buckets). The
+    # deal-level audits' ids are deals', never an entity row's: not read for it, and the
+    # deal fact's come from the audit columns weigh's files keep: no audit joined there
+    assert joined == ["entity_buckets__adjusted.audit"] * 2
+    entity = _read(run.node_dir("lcr_star.fact_lcr_entity"))
+    at_entity: dict[int, set[str]] = {}
+    for r in _read(run.node_dir("entity_buckets__adjusted.audit")):
+        at_entity.setdefault(r[LID], set()).add(r["rule_id"])
+    got = {r["legal_entity"]: r["adjustment_rules"] for r in entity if r["is_adjusted"]}
+    assert got == {"LE003": "ADJ-2026-0003"}
+    assert {r["lineage_id"] for r in entity if r["is_adjusted"]} == set(at_entity)
+    assert all(r["adjustment_rules"] is None for r in entity if not r["is_adjusted"])
 
 
 def _fan_out_classify(project: Path) -> None:

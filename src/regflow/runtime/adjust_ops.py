@@ -183,7 +183,10 @@ def matched_rules_sql(tags: Mapping[str, Sequence[str]]) -> str:
             terms.append((rule_id, f"CASE WHEN {test} THEN {sql_value(rule_id)} END"))
     if not terms:
         return "CAST(NULL AS STRING)"
-    return f"nullif(concat_ws(',', {', '.join(t for _, t in sorted(terms))}), '')"
+    # a row no rule matched has null tags: it skips the tests
+    tagged = " OR ".join(f"{ident(c)} IS NOT NULL" for c in tags)
+    rules = f"nullif(concat_ws(',', {', '.join(t for _, t in sorted(terms))}), '')"
+    return f"CASE WHEN {tagged} THEN {rules} END"
 
 
 def tag_masks_type(rule_ids: Sequence[str]) -> str:

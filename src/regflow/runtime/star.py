@@ -345,6 +345,10 @@ class StarBuilder:
         )
 
     def _adjustments_upstream(self, name: str) -> list[str]:
+        """The adjust nodes whose audits can name rows of ``name``: upstream of it, up to
+        the nearest aggregates (an aggregate's rows get lineage ids of their own, so an
+        audit of the rows it summed never matches them; rowwise, union and rollup
+        operators keep their input rows' ids)."""
         seen: set[str] = set()
         out: list[str] = []
         todo = [name]
@@ -356,7 +360,8 @@ class StarBuilder:
             pn = self.plan.node(cur)
             if pn.op == "adjust":
                 out.append(cur)
-            todo.extend(pn.inputs)
+            if pn.lineage != "aggregate":
+                todo.extend(pn.inputs)
         return sorted(out)
 
 
