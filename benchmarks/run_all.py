@@ -75,9 +75,12 @@ def main() -> int:
             f"= values changed {a['selective']['rows_matched']:,} / {a['broad']['rows_matched']:,}"
         )
         if r.get("selective+star"):
+            whole = r["selective+star"]
+            whole_cpu = f", CPU {cpu['selective+star']:.2f}x" if cpu.get("selective+star") else ""
             print(
                 f"  the whole pipeline with its warehouse star: selective "
-                f"{r['selective+star']:.2f}x unadjusted by the median"
+                f"{whole:.2f}x unadjusted by the median{whole_cpu} "
+                f"[goal <= {goal}x: {'met' if whole <= goal else 'NOT met'}]"
             )
     wh = _load("warehouse_load")
     if wh and "warehouse_load" not in failed:
