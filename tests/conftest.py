@@ -21,9 +21,14 @@ os.environ.setdefault("REGFLOW_SHUFFLE_PARTITIONS", "4")
 
 @pytest.fixture(scope="session")
 def spark():
+    import logging
+
     from regflow.runtime.session import get_spark
 
-    return get_spark()
+    yield get_spark()
+    # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
+    # after pytest has closed the stream its handler writes to: a "Logging error" trace
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
