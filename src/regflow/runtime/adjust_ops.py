@@ -43,6 +43,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from regflow.adjust.models import Adjustment, AdjustmentRule, Condition
+from regflow.runtime.sources import quote_name as ident  # (a column name for Spark SQL)
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
@@ -50,11 +51,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import DataType, StructField, StructType
 
 AUDIT_COLUMNS = ("rule_id", "field", LINEAGE_COLUMN, "old_value", "new_value")
-
-
-def ident(name: str) -> str:
-    """A column name quoted for Spark SQL."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def sql_value(value: Any) -> str:

@@ -51,7 +51,7 @@ from regflow.runtime.lineage import (
     stored_lineage_ids,
 )
 from regflow.runtime.local_finish import audit_table, finish_aggregate, matched_rows
-from regflow.runtime.sources import read_source
+from regflow.runtime.sources import read_source, schema_ddl
 from regflow.spec.loader import project_dir_of
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.storage import RunRef, discard, new_temp_dir, promote, write_json_atomic
@@ -217,8 +217,7 @@ class StageRunner:
         try:
             meta = run.metadata(name)
             self.stored_rows[name] = int(meta["rows"])
-            ddl = ", ".join(f"`{n.replace('`', '``')}` {t}" for n, t in meta["schema"])
-            return self.spark.read.schema(ddl).parquet(str(path))
+            return self.spark.read.schema(schema_ddl(meta["schema"])).parquet(str(path))
         except Exception:  # metadata without a usable schema: let Spark infer it
             return self.spark.read.parquet(str(path))
 

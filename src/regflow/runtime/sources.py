@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,12 @@ def spark_type(t: str) -> str:
 def quote_name(name: str) -> str:
     """A column name as a Spark SQL identifier (backquoted)."""
     return "`" + name.replace("`", "``") + "`"
+
+
+def schema_ddl(columns: Iterable[Sequence[str]]) -> str:
+    """A Spark DDL schema (``spark.read.schema``) from (name, Spark type) pairs, such as
+    a stored output's metadata ``schema``."""
+    return ", ".join(f"{quote_name(name)} {t}" for name, t in columns)
 
 
 def render_path(template: str, variables: dict[str, Any]) -> str:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from regflow.errors import DataError
 from regflow.ops.star import StarParams, resolve_input
 from regflow.plan.model import Plan, PlanNode
-from regflow.runtime.adjust_ops import ident, matched_rules_sql, tag_masks_type
+from regflow.runtime.adjust_ops import matched_rules_sql, tag_masks_type
 from regflow.runtime.builtin_ops import node_tag
 from regflow.runtime.local_finish import rules_by_row
-from regflow.runtime.sources import spark_type
+from regflow.runtime.sources import quote_name, schema_ddl, spark_type
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.warehouse.model import (
     DATE_COLUMNS,
@@ -209,9 +209,9 @@ class StarBuilder:
         f = self.params.facts[t.logical]
         src = self._frame(f.from_)
         name = resolve_input(f.from_, self.node.inputs) or f.from_
-        tags = self._carried_tags(name) if f.adjusted_flags else {}
-        if tags:
-            src = self._with_tag_masks(name, tags)
+        tags: dict[str, dict[str, Any]] = {}
+        if f.adjusted_flags:
+            src, tags = self._with_tag_masks(name, src)
         date = F.col(f.date)
         cob_key = int(self.cob.strftime("%Y%m%d"))
         grain_null = _any_null(list(t.grain))
@@ -254,34 +254,30 @@ class StarBuilder:
                 cols.append(F.lit(h).alias("adjustment_set_hash"))
             else:
                 cols.append(_cast(c.name, c.type))
-        out = src.select(*cols, *[F.col(ident(c)) for c in tags])
+        out = src.select(*cols, *[F.col(quote_name(c)) for c in tags])
         if f.adjusted_flags:
             out = self._with_flags(out, name, tags)
         return out.select(*[c.name for c in t.staged])
 
-    def _carried_tags(self, name: str) -> dict[str, dict[str, Any]]:
-        """The audit columns the stored output ``name`` keeps in its files (its metadata's
-        ``audit_tags``: column -> adjust node and rule ids), when this stage reads it from
-        storage; else none."""
+    def _with_tag_masks(
+        self, name: str, src: DataFrame
+    ) -> tuple[DataFrame, dict[str, dict[str, Any]]]:
+        """``src`` (the frame of ``name``) and the audit columns it carries. When this stage
+        reads ``name`` from storage and its files keep audit columns (the metadata's
+        ``audit_tags``: column -> adjust node and rule ids), it is read again with them,
+        reduced to their masks (the read leaves the values they hold out); else as is."""
         run = self.runner.stored_run(name) if name in self.runner.stored else None
-        if run is None:
-            return {}
-        tags: dict[str, dict[str, Any]] = run.metadata(name).get("audit_tags", {})
-        return tags
-
-    def _with_tag_masks(self, name: str, tags: dict[str, dict[str, Any]]) -> DataFrame:
-        """The stored output ``name`` with its audit columns reduced to their masks (the
-        read leaves the values they hold out)."""
-        run = self.runner.stored_run(name)
-        assert run is not None  # (_carried_tags found it)
-        columns = [(n, t) for n, t in run.metadata(name)["schema"]]
-        columns += [(c, tag_masks_type(tag["rules"])) for c, tag in tags.items()]
-        ddl = ", ".join(f"{ident(n)} {t}" for n, t in columns)
-        return self.spark.read.schema(ddl).parquet(str(run.node_dir(name)))
+        meta = run.metadata(name) if run is not None else {}
+        tags: dict[str, dict[str, Any]] = meta.get("audit_tags", {})
+        if run is None or not tags:
+            return src, {}
+        masks = [(c, tag_masks_type(tag["rules"])) for c, tag in tags.items()]
+        ddl = schema_ddl([*meta["schema"], *masks])
+        return self.spark.read.schema(ddl).parquet(str(run.node_dir(name))), tags
 
     def _with_flags(self, df: DataFrame, name: str, tags: dict[str, dict[str, Any]]) -> DataFrame:
         """``is_adjusted`` / ``adjustment_rules``: the rules that changed each row, from the
-        audit columns ``df`` carries (``tags``, see :meth:`_carried_tags`: no join), and
+        audit columns ``df`` carries (``tags``, see :meth:`_with_tag_masks`: no join), and
         from the audits of the other adjustments upstream (joined by lineage id)."""
         from pyspark.sql import functions as F
 
