@@ -9,13 +9,16 @@ rules sit after ``classify`` (8, deal level, ``set``), after ``weigh`` (8, deal 
 
 Figures: the median wall time of a full run (every stage via ``run_stage``) for each plan,
 alternating, after ``--warmup`` untimed rounds; the ratio adjusted / unadjusted (goal: <=
-1.1x), with the ratio of the fastest runs and of the median CPU time (the Spark JVM's and
-this process's, from ``/proc``: steadier than wall time on a shared machine) beside it; and
+1.1x), with the median of the rounds' paired ratios (each adjusted run over the unadjusted
+run of its round), the ratio of the fastest runs and of the median CPU time (the Spark
+JVM's and this process's, from ``/proc``: steadier than wall time on a shared machine)
+beside it; and
 the audit's rows and bytes for both rule sets next to the number of values the rules
 changed, to show that the audit grows with the changed rows, not with all rows.
 
-``--with-star`` (``make bench`` passes it) adds the whole pipeline, star included, without
-and with the selective rules: there the star makes ``weigh``'s deal-level output a stored
+``--with-star`` (``make bench`` passes it) adds the whole pipeline, star included, under
+the same three rule sets: what ``regflow run lcr`` runs. There the star makes ``weigh``'s
+deal-level output a stored
 one (the audits are then read from what its job wrote), and the star's deal fact carries
 each deal's ``is_adjusted`` / ``adjustment_rules`` from the audits.
 
@@ -151,7 +154,7 @@ def main() -> None:
     parser.add_argument(
         "--with-star",
         action="store_true",
-        help="also the whole pipeline, with its warehouse star, unadjusted and selective",
+        help="also the whole pipeline, with its warehouse star, under the three rule sets",
     )
     args = parser.parse_args()
 
@@ -176,6 +179,7 @@ def main() -> None:
         full = lcr_calculation_spec(work, star=True)
         plans[f"unadjusted{STAR}"] = build_plan(full, work / "none")
         plans[f"selective{STAR}"] = build_plan(full, work / "selective")
+        plans[f"broad{STAR}"] = build_plan(full, work / "broad")
     spark = get_spark()
     storage = work / "storage"
     counter = {"n": 0}
@@ -234,7 +238,20 @@ def main() -> None:
             for n, t in samples.items()
         }
 
+    def paired(samples: dict[str, list[float]]) -> dict[str, float | None]:
+        """The median over the rounds of each plan's figure over the unadjusted plan's of
+        the same round (the two ran back to back: a slow spell of the machine weighs on
+        both)."""
+        out: dict[str, float | None] = {}
+        for n, t in samples.items():
+            base = samples["unadjusted" + (STAR if n.endswith(STAR) else "")]
+            pairs = [a / b for a, b in zip(t, base, strict=False) if b]
+            out[n] = round(statistics.median(pairs), 3) if pairs else None
+        return out
+
     ratios = ratio(times, statistics.median)
+    headline = f"selective{STAR}" if f"selective{STAR}" in plans else "selective"
+    paired_ratios = paired(times)
     fastest = ratio(times, min)
     cpu_ratios = ratio(cpus, statistics.median)
     rows = [
@@ -242,6 +259,7 @@ def main() -> None:
             n,
             statistics.median(t),
             ratios[n],
+            paired_ratios[n],
             fastest[n],
             statistics.median(cpus[n]) if cpus[n] else "-",
             cpu_ratios[n] if cpu_ratios[n] is not None else "-",
@@ -257,6 +275,7 @@ def main() -> None:
             "plan",
             "median s",
             "ratio",
+            "paired ratio",
             "ratio of fastest",
             "median CPU s",
             "CPU ratio",
@@ -279,17 +298,24 @@ def main() -> None:
         "seconds": {n: summary(t) for n, t in times.items()},
         "cpu_seconds": {n: summary(t) for n, t in cpus.items() if t},
         "ratios": ratios,
+        "paired_ratios": paired_ratios,
         "ratios_of_fastest": fastest,
         "cpu_ratios": cpu_ratios,
         "audit": facts,
         "goal": {
             "max_ratio": GOAL,
+            # The issue's goal is about a run: the whole pipeline when measured, under the
+            # 20 rules of the benchmark (the selective set; the broad set changes ten times
+            # as many values, 0.7 per deal, and its cost grows with them: reported).
+            "judged_on": headline,
+            "verdict": (ratios[headline] or float("inf")) <= GOAL,
             "met": {
                 measure: {
                     n: (r[n] or float("inf")) <= GOAL for n in r if not n.startswith("unadjusted")
                 }
                 for measure, r in (
                     ("wall_median", ratios),
+                    ("wall_paired", paired_ratios),
                     ("wall_fastest", fastest),
                     ("cpu_median", cpu_ratios),
                 )

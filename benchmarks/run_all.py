@@ -56,32 +56,8 @@ def main() -> int:
         )
     adj = _load("adjustments_overhead")
     if adj and "adjustments_overhead" not in failed:
-        r, a = adj["ratios"], adj["audit"]
-        cpu = adj.get("cpu_ratios") or {}
-        fast = adj.get("ratios_of_fastest") or {}
-        goal = adj["goal"]["max_ratio"]
-        met = all(r[p] <= goal for p in ("selective", "broad"))
-        other = (
-            f" (fastest runs {fast['selective']:.2f}x / {fast['broad']:.2f}x, "
-            f"CPU {cpu['selective']:.2f}x / {cpu['broad']:.2f}x)"
-            if cpu.get("selective") and fast.get("selective")
-            else ""
-        )
-        print(
-            f"Adjustments, {adj['setup']['deals']:,} deals, 20 rules: selective "
-            f"{r['selective']:.2f}x, broad {r['broad']:.2f}x unadjusted by the median{other} "
-            f"[goal <= {goal}x: {'met' if met else 'NOT met'}]"
-            f"; audit rows {a['selective']['audit_rows']:,} / {a['broad']['audit_rows']:,} "
-            f"= values changed {a['selective']['rows_matched']:,} / {a['broad']['rows_matched']:,}"
-        )
-        if r.get("selective+star"):
-            whole = r["selective+star"]
-            whole_cpu = f", CPU {cpu['selective+star']:.2f}x" if cpu.get("selective+star") else ""
-            print(
-                f"  the whole pipeline with its warehouse star: selective "
-                f"{whole:.2f}x unadjusted by the median{whole_cpu} "
-                f"[goal <= {goal}x: {'met' if whole <= goal else 'NOT met'}]"
-            )
+        for line in _adjustment_lines(adj):
+            print(line)
     wh = _load("warehouse_load")
     if wh and "warehouse_load" not in failed:
         c, u, th = wh["copy"], wh["upsert"], wh["threshold"]
@@ -100,6 +76,39 @@ def main() -> int:
         print(f"FAILED: {', '.join(failed)}")
         return 1
     return 0
+
+
+def _adjustment_lines(adj: dict) -> list[str]:
+    """The adjustment benchmark's summary: the goal's verdict on the plan it is judged on
+    (the whole pipeline with the 20 selective rules, when measured), then every plan's
+    ratio per pipeline (the calculation alone, the whole pipeline)."""
+    r, a = adj["ratios"], adj["audit"]
+    cpu = adj.get("cpu_ratios") or {}
+    paired = adj.get("paired_ratios") or {}
+    goal = adj["goal"]["max_ratio"]
+    judged = adj["goal"].get("judged_on", "selective")
+
+    def figure(plan: str) -> str:
+        extra = [f"paired {paired[plan]:.2f}x"] if paired.get(plan) else []
+        extra += [f"CPU {cpu[plan]:.2f}x"] if cpu.get(plan) else []
+        return f"{plan.split('+')[0]} {r[plan]:.2f}x ({', '.join(extra)})"
+
+    what = "whole pipeline" if judged.endswith("+star") else "calculation"
+    lines = [
+        f"Adjustments, {adj['setup']['deals']:,} deals, 20 rules: the {what} with the "
+        f"selective rules {r[judged]:.2f}x unadjusted by the median [goal <= {goal}x: "
+        f"{'met' if r[judged] <= goal else 'NOT met'}]"
+    ]
+    for suffix, name in (("+star", "whole pipeline"), ("", "calculation alone")):
+        plans = [p + suffix for p in ("selective", "broad") if r.get(p + suffix)]
+        if plans:
+            lines.append(f"  {name}: " + ", ".join(figure(p) for p in plans))
+    lines.append(
+        f"  audit rows {a['selective']['audit_rows']:,} / {a['broad']['audit_rows']:,} = values "
+        f"changed {a['selective']['rows_matched']:,} / {a['broad']['rows_matched']:,} "
+        "(selective / broad)"
+    )
+    return lines
 
 
 def _load(name: str) -> dict | None:
