@@ -177,6 +177,7 @@ KINDS = {
     "no adjustments": ("no_adjustments", "at least one adjustment"),
     "before a source": ("before_a_source", "nothing runs before it"),
     "bad rule id": ("bad_rule_id", "may use letters"),
+    "plan problems of an invalid file": ("file_and_plan_problems_at_once", "'ratng' does not"),
 }
 
 
@@ -530,6 +531,19 @@ def test_an_invalid_rule_stops_the_plan_with_its_location(tmp_path):
     with pytest.raises(AdjustmentError) as info:
         build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
     assert f"{bad}:8:13" in str(info.value)
+
+
+def test_a_run_reports_a_files_problems_and_its_plan_problems_at_once_in_file_order(tmp_path):
+    project = make_project(tmp_path)
+    fixture = INVALID / "file_and_plan_problems_at_once.yaml"
+    bad = place(project, fixture)
+    with pytest.raises(AdjustmentError) as info:
+        build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
+    _, expected = expectations(fixture)
+    got = [(p.location.line, p.location.col) for p in info.value.errors if p.location]
+    assert all(p.location and p.location.file == str(bad) for p in info.value.errors)
+    assert got == [(e.line, e.col) for e in expected]  # (the fixture lists them in order)
+    assert "does not exist after 'weigh'" in str(info.value)
 
 
 DAG_PROBE = textwrap.dedent("""

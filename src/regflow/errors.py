@@ -49,6 +49,17 @@ class Problem:
         return "\n".join(parts)
 
 
+def in_file_order(problems: Iterable[Problem]) -> list[Problem]:
+    """``problems`` by file, then line and column, as an author reads them (stable: the
+    problems at one place keep their order; those without a place come first)."""
+
+    def key(p: Problem) -> tuple[str, int, int]:
+        loc = p.location
+        return ("", 0, 0) if loc is None else (loc.file, loc.line or 0, loc.col or 0)
+
+    return sorted(problems, key=key)
+
+
 class RegflowError(Exception):
     """Root of every error regflow raises for a user mistake or a failed run."""
 

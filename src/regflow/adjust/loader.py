@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from regflow.adjust.models import AdjustmentRule
+from regflow.adjust.models import Adjustment, AdjustmentRule, Condition
 from regflow.errors import Problem
 from regflow.spec.loader import pydantic_problems
 from regflow.spec.yamlpos import SourceMap, YamlSyntaxError, load_yaml
@@ -24,6 +25,65 @@ class LoadedRule:
     ) -> Problem:
         return self.smap.problem(message, tuple(path), hint=hint, severity=severity)
 
+    def parts(self) -> RuleParts:
+        """What the plan checks read of the rule."""
+        r = self.rule
+        return RuleParts(
+            self.path, self.smap, r.pipeline, r.stage, r.position,
+            tuple(enumerate(r.conditions)), tuple(enumerate(r.adjustments)),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RuleParts:
+    """A rule as the plan checks see it: its splice point, and its conditions and
+    adjustments with their positions in the file.
+
+    Of a file that failed validation, the parts that are valid on their own: the plan
+    checks then report their problems (an unknown field, a value of the wrong type) in the
+    same pass as the file's own, not after the author fixed those. Such parts are checked,
+    never applied.
+    """
+
+    path: Path
+    smap: SourceMap
+    pipeline: str
+    stage: str
+    position: str
+    conditions: tuple[tuple[int, Condition], ...]
+    adjustments: tuple[tuple[int, Adjustment], ...]
+
+    def problem(
+        self, message: str, *path: str | int, hint: str = "", severity: str = "error"
+    ) -> Problem:
+        return self.smap.problem(message, tuple(path), hint=hint, severity=severity)
+
+
+def _valid_parts(raw: dict[str, Any], smap: SourceMap, path: Path) -> RuleParts | None:
+    """The :class:`RuleParts` of an invalid rule file's mapping ``raw``; None when its
+    splice point itself is not valid (nothing can be checked against the plan)."""
+    pipeline, stage = raw.get("pipeline"), raw.get("stage")
+    position = raw.get("position", "after")
+    if not (isinstance(pipeline, str) and isinstance(stage, str)):
+        return None
+    if position not in ("after", "before"):
+        return None
+
+    def valid(model: type[Condition] | type[Adjustment], items: Any) -> list[tuple[int, Any]]:
+        out = []
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            try:
+                out.append((i, model.model_validate(item)))
+            except ValidationError:
+                continue  # (reported with the file's own problems)
+        return out
+
+    return RuleParts(
+        path, smap, pipeline, stage, position,
+        tuple(valid(Condition, raw.get("conditions"))),
+        tuple(valid(Adjustment, raw.get("adjustments"))),
+    )  # fmt: skip
+
 
 def rule_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
@@ -36,37 +96,61 @@ def rule_files(paths: list[Path]) -> list[Path]:
 
 
 def load_rule_file(path: Path) -> tuple[LoadedRule | None, list[Problem]]:
+    rule, _, problems = _load(path)
+    return rule, problems
+
+
+def _load(path: Path) -> tuple[LoadedRule | None, RuleParts | None, list[Problem]]:
+    """The rule in ``path``, or the parts of it that are valid on their own (see
+    :class:`RuleParts`) with its problems."""
     text = path.read_text(encoding="utf-8")
     try:
         raw, smap = load_yaml(text, str(path))
     except YamlSyntaxError as exc:
-        return None, [exc.problem]
+        return None, None, [exc.problem]
     if not isinstance(raw, dict):
-        return None, [
-            smap.problem(
-                "an adjustment rule file must be a YAML mapping",
-                (),
-                hint="start with 'rule_id: ADJ-...'",
-            )
-        ]
+        return (
+            None,
+            None,
+            [
+                smap.problem(
+                    "an adjustment rule file must be a YAML mapping",
+                    (),
+                    hint="start with 'rule_id: ADJ-...'",
+                )
+            ],
+        )
     try:
         rule = AdjustmentRule.model_validate(raw)
     except ValidationError as exc:
-        return None, pydantic_problems(exc, smap, (), AdjustmentRule)
-    return LoadedRule(path, rule, smap), []
+        problems = pydantic_problems(exc, smap, (), AdjustmentRule)
+        return None, _valid_parts(raw, smap, path), problems
+    return LoadedRule(path, rule, smap), None, []
 
 
 def load_rules(paths: list[Path]) -> tuple[list[LoadedRule], list[Problem]]:
     """Every rule in ``paths`` (files or folders) plus every problem, including duplicate ids."""
+    rules, _, problems = load_rule_set(paths)
+    return rules, problems
+
+
+def load_rule_set(
+    paths: list[Path],
+) -> tuple[list[LoadedRule], list[RuleParts], list[Problem]]:
+    """:func:`load_rules`, plus the valid parts of the files that failed validation (for the
+    plan checks: see :class:`RuleParts`)."""
     rules: list[LoadedRule] = []
+    partial: list[RuleParts] = []
     problems: list[Problem] = []
     for f in rule_files(paths):
-        rule, probs = load_rule_file(f)
+        rule, parts, probs = _load(f)
         problems += probs
         if rule is not None:
             rules.append(rule)
+        elif parts is not None:
+            partial.append(parts)
     problems += duplicate_rule_ids(rules)
-    return rules, problems
+    return rules, partial, problems
 
 
 def duplicate_rule_ids(rules: list[LoadedRule]) -> list[Problem]:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from regflow.adjust.loader import LoadedRule
+from regflow.adjust.loader import LoadedRule, RuleParts
 from regflow.adjust.models import Condition
 from regflow.errors import Problem
 from regflow.plan.model import Plan
@@ -72,8 +72,10 @@ def _type_hint(col_type: str) -> str:
     }.get(col_type, f"use a value of type {col_type}")
 
 
-def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
-    rule = lr.rule
+def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
+    """The problems of a rule (or of the valid parts of an invalid one) against ``plan``:
+    its splice point, and the fields, types and keys its conditions and adjustments use."""
+    rule = lr = r.parts() if isinstance(r, LoadedRule) else r
     out: list[Problem] = []
     names = [s.name for s in plan.sources] + [n.id for n in plan.nodes]
     if rule.stage not in names:
@@ -127,7 +129,7 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
             return None
         return schema.type_of(field)
 
-    for i, cond in enumerate(rule.conditions):
+    for i, cond in rule.conditions:
         t = column(cond.field, "conditions", i, "field")
         if t is None:
             continue
@@ -154,7 +156,7 @@ def check_rule(plan: Plan, lr: LoadedRule) -> list[Problem]:
                     hint="compare numbers or dates; use = or in for text",
                 )
             )
-    for i, adj in enumerate(rule.adjustments):
+    for i, adj in rule.adjustments:
         if adj.field in keys:
             out.append(
                 lr.problem(

@@ -17,8 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from regflow.adjust.loader import LoadedRule, load_rules
-from regflow.errors import Problem, RegflowError, StorageError
+from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
+from regflow.errors import Problem, RegflowError, StorageError, in_file_order
 from regflow.plan.model import Plan
 from regflow.spec.models import LINEAGE_COLUMN
 
@@ -46,8 +46,12 @@ def validate_rules(
 
     root = project / "adjustments"
     extra = [f for f in (files or []) if not _inside(f, root)]
-    rules, problems = load_rules([root, *extra])
+    rules, partial, problems = load_rule_set([root, *extra])
     out = RuleCheck(problems=list(problems))
+    partial_by: dict[str, list[RuleParts]] = defaultdict(list)
+    for parts in partial:  # (their pipeline's problems are reported by the file's own)
+        if _pipeline_folder(parts.path, root) in (None, parts.pipeline):
+            partial_by[parts.pipeline].append(parts)
     by_pipeline: dict[str, list[LoadedRule]] = defaultdict(list)
     for r in rules:
         folder = _pipeline_folder(r.path, root)
@@ -61,13 +65,15 @@ def validate_rules(
             )
             continue
         by_pipeline[r.rule.pipeline].append(r)
-    for name, group in sorted(by_pipeline.items()):
+    for name in sorted({*by_pipeline, *partial_by}):
+        group = by_pipeline.get(name, [])
         spec = project / "pipelines" / f"{name}.yaml"
         if not spec.exists():
             known = sorted(p.stem for p in (project / "pipelines").glob("*.yaml"))
-            for r in group:
+            where: list[LoadedRule | RuleParts] = [*group, *partial_by.get(name, [])]
+            for at in where:
                 out.problems.append(
-                    r.problem(
+                    at.problem(
                         f"no pipeline '{name}' in {project / 'pipelines'}",
                         "pipeline",
                         hint="pipelines: " + ", ".join(known),
@@ -87,7 +93,7 @@ def validate_rules(
                 )
             continue
         out.plans[name] = plan
-        out.problems += check_rules(plan, group)
+        out.problems += check_rules(plan, group, partial_by.get(name, []))
     if author:
         for r in rules:
             if r.rule.approval.approved_by.strip().lower() == author.strip().lower():
@@ -108,6 +114,7 @@ def validate_rules(
         and (pipeline is None or r.rule.pipeline == pipeline)
     ]
     out.rules = keep
+    out.problems = in_file_order(out.problems)
     if selected is not None or pipeline is not None:
         names = {str(r.path) for r in keep} | {str(f) for f in (selected or [])}
         out.problems = [

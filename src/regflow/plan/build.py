@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from regflow.adjust.loader import LoadedRule, load_rules
+from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
 from regflow.adjust.validate import check_rule, overlap_warnings
-from regflow.errors import AdjustmentError, Problem
+from regflow.errors import AdjustmentError, Problem, in_file_order
 from regflow.plan.compiler import compile_spec
 from regflow.plan.model import Plan
 from regflow.plan.splice import splice
@@ -31,8 +32,16 @@ def adjustment_set_hash(rules: list[LoadedRule]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def check_rules(plan: Plan, rules: list[LoadedRule]) -> list[Problem]:
+def check_rules(
+    plan: Plan, rules: list[LoadedRule], partial: Sequence[RuleParts] = ()
+) -> list[Problem]:
+    """The problems of ``rules`` against ``plan``, and of the valid parts of the rule files
+    that failed validation (``partial``: their unknown fields and wrong types are reported
+    in the same pass as their other problems)."""
     problems: list[Problem] = []
+    for parts in partial:
+        if parts.pipeline == plan.pipeline:
+            problems += check_rule(plan, parts)
     for r in rules:
         if r.rule.pipeline != plan.pipeline:
             problems.append(
@@ -59,7 +68,8 @@ def build_plan(spec_path: Path | str, adjustments: Path | str | None = None) -> 
         if adjustments is not None
         else default_adjustments_dir(spec_path, base.pipeline)
     )
-    rules, problems = load_rules([folder]) if folder.exists() else ([], [])
+    rules, partial, problems = load_rule_set([folder]) if folder.exists() else ([], [], [])
+    problems += check_rules(base, [], partial)
     return _with_rules(loaded, base, rules, problems, str(folder.resolve()))
 
 
@@ -74,7 +84,7 @@ def _with_rules(
 ) -> Plan:
     problems = problems + check_rules(base, rules)
     if any(p.severity == "error" for p in problems):
-        raise AdjustmentError(problems)
+        raise AdjustmentError(in_file_order(problems))
     if not rules:
         return replace(base, adjustments_dir=where)
     plan = compile_spec(splice(loaded, [r.rule for r in rules]))
