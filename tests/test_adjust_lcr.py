@@ -391,6 +391,29 @@ def test_cli_check_without_an_earlier_run_validates_only(base, pr_project, monke
     assert "Validation: ✅ valid" in out and "Impact preview skipped" in out
 
 
+def test_cli_check_without_a_cob_previews_the_latest_cob_with_a_run(
+    base, pr_project, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("REGFLOW_PROJECT", str(pr_project))
+    f = pr_project / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
+    # a later cob whose only run failed: not one to compare with
+    failed = base.storage / "lcr" / "cob=2026-04-30" / "run=broken"
+    failed.mkdir(parents=True)
+    try:
+        assert main(["adjustments", "check", str(f), "--storage", str(base.storage), "--json"]) == 0
+    finally:
+        shutil.rmtree(failed.parent)
+    (pv,) = json.loads(capsys.readouterr().out)["previews"]
+    assert pv["skipped"] is False and pv["cob"] == COB.isoformat()
+    assert [(r["rule_id"], r["rows_matched"]) for r in pv["rules"]] == [("ADJ-2026-0003", 1)]
+    # no run at all: validation alone, and the report says why
+    empty = tmp_path / "no-runs"
+    empty.mkdir()
+    assert main(["adjustments", "check", str(f), "--storage", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert "Impact preview skipped" in out and "no successful run of 'lcr'" in out
+
+
 def test_cli_check_of_an_invalid_rule_fails_without_a_preview(base, tmp_path, monkeypatch, capsys):
     project = copy_project(tmp_path / "project")
     bad = project / "adjustments" / "lcr" / "ADJ-2026-0099.yaml"

@@ -207,12 +207,31 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
             raise ConfigError(f"no such rule file: {f}")
     check = validate_rules(project_dir(), files, pipeline=args.pipeline, author=args.author)
     previews = []
-    if args.cob and not check.errors:
-        cob = parse_cob(args.cob)
+    if check.errors:
+        previews.append({"skipped": True, "reason": "the rules are invalid"})
+    else:
+        from regflow.storage import latest_cob
+
         storage = _storage(args.storage)
         for name in sorted({r.rule.pipeline for r in check.rules}):
             rules = [r for r in check.rules if r.rule.pipeline == name]
-            print(f"previewing {len(rules)} rule(s) on {name}, cob {cob} ...", file=sys.stderr)
+            # Without --cob: the figures last reported, the latest cob with a good run.
+            cob = parse_cob(args.cob) if args.cob else latest_cob(storage, name)
+            if cob is None:
+                previews.append(
+                    {
+                        "skipped": True,
+                        "reason": f"no successful run of '{name}' under {storage}: nothing to "
+                        "compare with (run the pipeline first, or set REGFLOW_STORAGE to where "
+                        "its runs are published)",
+                    }
+                )
+                continue
+            which = "" if args.cob else " (its latest cob with a successful run; --cob to choose)"
+            print(
+                f"previewing {len(rules)} rule(s) on {name}, cob {cob}{which} ...",
+                file=sys.stderr,
+            )
             previews.append(
                 preview(
                     resolve_spec(name),
@@ -223,8 +242,6 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
                     log=lambda m: print(m, file=sys.stderr),
                 )
             )
-    elif args.cob:
-        previews.append({"skipped": True, "reason": "the rules are invalid"})
     report = as_json(check, previews) if args.json else markdown(check, previews)
     print(report)
     if args.out:

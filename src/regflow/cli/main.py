@@ -87,7 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     ac = asub.add_parser("check", help="validate rules and preview their impact (for PR CI)")
     ac.add_argument("files", nargs="*", help="rule files to check (default: every rule)")
     ac.add_argument("--pipeline", help="only rules of this pipeline")
-    ac.add_argument("--cob", help="preview on this cob's latest successful run")
+    ac.add_argument(
+        "--cob",
+        help="preview on this cob's latest successful run (default: the latest cob with one)",
+    )
     ac.add_argument("--storage")
     ac.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     ac.add_argument("--author", help="the pull request's author: may not approve the rule")

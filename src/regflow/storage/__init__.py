@@ -139,6 +139,21 @@ def latest_run(root: Path, pipeline: str, cob: str) -> RunRef:
     return max(done, key=lambda r: (r.run_dir / RUN_SUCCESS_FILE).stat().st_mtime)
 
 
+def latest_cob(root: Path, pipeline: str) -> str | None:
+    """The latest cob of ``pipeline`` under ``root`` with a successful run, or None."""
+    cobs = sorted(
+        (d.name.removeprefix("cob=") for d in (root / pipeline).glob("cob=*") if d.is_dir()),
+        reverse=True,
+    )
+    for cob in cobs:
+        try:
+            latest_run(root, pipeline, cob)
+        except StorageError:
+            continue
+        return cob
+    return None
+
+
 def read_node(run: RunRef, node: str) -> Any:
     """A stored node output as a pyarrow Table (no Spark needed)."""
     import pyarrow.parquet as pq
