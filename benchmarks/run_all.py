@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, and print a one-screen summary.
 
-``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 20 minutes on 2 cores).
+``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 35 minutes on 2 cores).
 Results: ``benchmarks/results/<name>.json``; method and figures: ``docs/benchmarks.md``.
 """
 
@@ -13,7 +13,13 @@ import time
 
 from _common import BENCH_DIR, RESULTS_DIR
 
-BENCHMARKS = ("dag_parse", "lineage_overhead", "adjustments_overhead", "warehouse_load")
+BENCHMARKS = (
+    "dag_parse",
+    "lineage_overhead",
+    "adjustments_overhead",
+    "incremental",
+    "warehouse_load",
+)
 ARGS = {"adjustments_overhead": ["--with-star", "--reps", "9"]}  # (the shipped pipeline too)
 
 
@@ -58,6 +64,15 @@ def main() -> int:
     if adj and "adjustments_overhead" not in failed:
         for line in _adjustment_lines(adj):
             print(line)
+    inc = _load("incremental")
+    if inc and "incremental" not in failed:
+        s = inc["seconds"]
+        print(
+            f"Rerun after a rule change, {inc['setup']['deals']:,} deals: incremental "
+            f"{s['incremental']['median']:.1f}s vs full {s['full']['median']:.1f}s = "
+            f"{inc['ratio_incremental_vs_full']:.2f}x ({inc['setup']['stages_reused']} of "
+            f"{len(inc['setup']['stages'])} stages reused, identical figures)"
+        )
     wh = _load("warehouse_load")
     if wh and "warehouse_load" not in failed:
         c, u, th = wh["copy"], wh["upsert"], wh["threshold"]

@@ -78,7 +78,7 @@ def test_lcr_dag_shape_docs_params(tmp_path):
     assert "fact_lcr_deal" in load_doc and "rpt_lcr_entity" in load_doc
     assert {"lcr", "basel3", "regflow"} <= set(lcr["tags"])
     assert lcr["owner"] == "liquidity-risk"
-    assert lcr["params"] == ["cob", "data_root"]
+    assert lcr["params"] == ["cob", "data_root", "recompute"]
     doc = lcr["doc_md"]
     assert "Basel III Liquidity Coverage Ratio" in doc
     for text in ("`entity_buckets`", "`entity_lcr`", "`entity_buckets.lineage`", "`classify`"):

@@ -65,7 +65,9 @@ def export_csv(project, home, storage, node) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory, lcr_data):
-    """One project, two successful runs of the same data, then a failing run."""
+    """One project, two successful runs of the same data (the second recomputing every
+    stage: the rerun's figures come from Spark again, not from the first run), then a
+    failing run."""
     base = tmp_path_factory.mktemp("e2e")
     root = Path(__file__).resolve().parent.parent
     project = base / "project"
@@ -73,7 +75,7 @@ def e2e(tmp_path_factory, lcr_data):
         shutil.copytree(root / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     home, storage = base / "airflow", base / "storage"
     runs = []
-    for _ in range(2):
+    for extra in ([], ["--recompute", "all"]):
         runs.append(
             regflow(
                 project,
@@ -86,6 +88,7 @@ def e2e(tmp_path_factory, lcr_data):
                 f"data_root={lcr_data}",
                 "--storage",
                 str(storage),
+                *extra,
             )
         )
     return {"project": project, "home": home, "storage": storage, "data": lcr_data, "runs": runs}
@@ -119,6 +122,7 @@ def test_rerun_gives_identical_outputs_and_lineage_ids(e2e):
     storage = e2e["storage"] / "lcr" / f"cob={COB.isoformat()}"
     runs = sorted(p for p in storage.glob("run=*"))
     assert len(runs) == 2
+    assert "(reused, unchanged)" not in e2e["runs"][1].stdout  # (--recompute all)
     a = pq.read_table(runs[0] / "entity_buckets.lineage", partitioning=None)
     b = pq.read_table(runs[1] / "entity_buckets.lineage", partitioning=None)
     assert a.column("_lineage_id").to_pylist() == b.column("_lineage_id").to_pylist()
@@ -194,6 +198,10 @@ def test_run_with_an_adjustments_folder_applies_and_audits(e2e, tmp_path):
         str(rules),
     )
     assert "ADJ-2026-0003" in proc.stdout and "1 rows matched" in proc.stdout
+    # the rule splices in after entity_buckets: the stages before it are taken unchanged
+    # from the latest successful run (the failed run in between is no base)
+    assert "2 stage(s) unchanged since run" in proc.stdout
+    assert proc.stdout.count("(reused, unchanged)") == 2
     after = {
         r["legal_entity"]: r
         for r in export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")

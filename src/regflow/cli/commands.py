@@ -151,6 +151,7 @@ def run_pipeline(
     storage: Path,
     verbose: bool = False,
     adjustments: Path | None = None,
+    recompute: str = "changed",
 ) -> Any:
     from regflow.cli.airflow_run import run_through_airflow
     from regflow.plan.cache import load_plan
@@ -174,7 +175,12 @@ def run_pipeline(
             flush=True,
         )
     return run_through_airflow(
-        spec, cob=cob, params=merged, storage_root=storage, verbose=verbose, adjustments=adjustments
+        spec,
+        cob=cob,
+        params={**merged, "recompute": recompute},
+        storage_root=storage,
+        verbose=verbose,
+        adjustments=adjustments,
     )
 
 
@@ -184,7 +190,15 @@ def print_run_summary(result: Any) -> None:
     for st in result.stages:
         for o in st["outputs"]:
             print(f"  {st['stage']:<20} {o['name']:<26} {o['rows']:>12,} {o['seconds']:>8.1f}")
-        print(f"  {st['stage']:<20} {'(stage total)':<26} {'':>12} {st['seconds']:>8.1f}")
+        total = "(reused, unchanged)" if st.get("reused_from") else "(stage total)"
+        print(f"  {st['stage']:<20} {total:<26} {'':>12} {st['seconds']:>8.1f}")
+    reused = [st["stage"] for st in result.stages if st.get("reused_from")]
+    if reused:
+        base = result.stages[[st["stage"] for st in result.stages].index(reused[0])]
+        print(
+            f"  {len(reused)} stage(s) unchanged since run {base['reused_from']}: took its "
+            "outputs (--recompute all recomputes them)"
+        )
     adjustments = [a for st in result.stages for a in st.get("adjustments", [])]
     if adjustments:
         print("  adjustments:")
@@ -287,6 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _storage(args.storage),
         verbose=args.verbose,
         adjustments=Path(args.adjustments).resolve() if args.adjustments else None,
+        recompute=args.recompute,
     )
     print_run_summary(result)
     return 0

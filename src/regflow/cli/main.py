@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "redshift://...?iam_role=...&staging=s3://..., airflow://<conn_id> "
         "(default: $REGFLOW_WAREHOUSE)",
     )
+    r.add_argument(
+        "--recompute",
+        choices=["changed", "all"],
+        default="changed",
+        help="changed (default): stages unchanged since the cob's latest successful run "
+        "(spec, rules, params, source files, code) take its outputs; all: recompute everything",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
 
     e = sub.add_parser("export", help="write a node's latest successful output for a cob")

@@ -38,6 +38,14 @@ def build_dag(plan: Plan) -> DAG:
             description="Close-of-business date (YYYY-MM-DD); defaults to the run's date.",
         ),
     }
+    params["recompute"] = Param(
+        "changed",
+        enum=["changed", "all"],
+        description=(
+            "changed: stages whose inputs, spec, rules and code are unchanged since the cob's "
+            "latest successful run take its outputs; all: recompute every stage."
+        ),
+    )
     params.update({k: _param(v) for k, v in plan.params.items()})
     dag = DAG(
         dag_id=plan.pipeline,

@@ -24,10 +24,31 @@ def _cob(context: dict[str, Any]) -> str:
     return (run_after or dt.datetime.now(dt.UTC)).date().isoformat()
 
 
+# The DAG params that steer a run rather than feed the calculation
+CONTROL_PARAMS = ("cob", "recompute")
+
+
 def _run_params(context: dict[str, Any]) -> dict[str, Any]:
+    """The run's params as the calculation sees them (without the control params)."""
     params = dict(context.get("params") or {})
-    params.pop("cob", None)
+    for name in CONTROL_PARAMS:
+        params.pop(name, None)
     return params
+
+
+def _reuse_from(context: dict[str, Any], run: RunRef) -> RunRef | None:
+    """The earlier run whose unchanged stages this run may take (``recompute: changed``,
+    the default): the cob's latest successful run; None for ``recompute: all``."""
+    from regflow.errors import StorageError
+    from regflow.storage import latest_run
+
+    if (context.get("params") or {}).get("recompute", "changed") == "all":
+        return None
+    try:
+        base = latest_run(run.root, run.pipeline, run.cob)
+    except StorageError:
+        return None
+    return None if base.run_id == run.run_id else base
 
 
 def _record_error(run: RunRef, task_id: str, exc: Exception, node: str | None) -> None:
@@ -49,7 +70,13 @@ def run_stage_task(
     run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
         report = run_stage(
-            plan, stage_id, cob=cob, run_id=run.run_id, root=run.root, params=_run_params(context)
+            plan,
+            stage_id,
+            cob=cob,
+            run_id=run.run_id,
+            root=run.root,
+            params=_run_params(context),
+            reuse_from=_reuse_from(context, run),
         )
     except RegflowError as exc:
         _record_error(run, stage_id, exc, getattr(exc, "node", None))

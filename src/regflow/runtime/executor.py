@@ -127,9 +127,10 @@ class StageReport:
     outputs: list[OutputReport] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
+    reused_from: str | None = None  # the run whose outputs the stage took, unchanged
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "pipeline": self.pipeline,
             "stage": self.stage,
             "cob": self.cob,
@@ -139,6 +140,17 @@ class StageReport:
             "sources": self.sources,
             "adjustments": self.adjustments,
         }
+        if self.reused_from is not None:
+            out["reused_from"] = self.reused_from
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageReport:
+        return cls(
+            d["pipeline"], d["stage"], d["cob"], d["run_id"], float(d.get("seconds", 0.0)),
+            [OutputReport(**o) for o in d.get("outputs", [])],
+            dict(d.get("sources") or {}), list(d.get("adjustments") or []), d.get("reused_from"),
+        )  # fmt: skip
 
 
 def run_variables(plan: Plan, cob: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -1137,11 +1149,15 @@ def run_stage(
     run_meta: dict[str, Any] | None = None,
     log: Callable[[str], None] = progress.log,
     input_runs: Sequence[RunRef] = (),
+    reuse_from: RunRef | None = None,
 ) -> StageReport:
     """Run one stage for ``cob`` into ``root``; the public entry point of the runtime.
 
     Upstream outputs are read from this run, else from ``input_runs`` (an earlier run whose
     outputs are still valid: how a preview or a rerun recomputes only what changed).
+    ``reuse_from``: an earlier successful run of the cob whose outputs of this stage are
+    taken instead of recomputing them when nothing they depend on changed (see
+    :mod:`regflow.runtime.reuse`).
     """
     from regflow.runtime.session import get_spark
 
@@ -1159,14 +1175,23 @@ def run_stage(
             pipeline=plan.pipeline,
             cob=cob,
         )
-    spark = spark or get_spark()
     run = RunRef(root, plan.pipeline, cob, run_id)
     meta = {"adjustment_set_hash": plan.adjustment_set_hash, **(run_meta or {})}
+    variables = run_variables(plan, cob, params)
+    if reuse_from is not None and reuse_from.run_dir != run.run_dir:
+        from regflow.runtime.reuse import reuse_stage, why_not_reuse
+
+        why = why_not_reuse(plan, stage, run, reuse_from, variables, params or {})
+        if why is None:
+            log(f"stage {stage.id}: unchanged since run {reuse_from.run_id}; reusing its outputs")
+            return StageReport.from_dict(reuse_stage(plan, stage, run, reuse_from, meta, log))
+        log(f"stage {stage.id}: recomputing: {why}")
+    spark = spark or get_spark()
     runner = StageRunner(
         plan,
         stage,
         run,
-        run_variables(plan, cob, params),
+        variables,
         spark,
         run_meta=meta,
         log=log,

@@ -1,0 +1,181 @@
+"""Incremental recomputation: a stage whose result cannot have changed since an earlier run
+of the same cob takes that run's outputs instead of recomputing them.
+
+A stage is reused from the *base* run (the cob's latest successful run) only when all of
+these hold, else it runs (and says why):
+
+* it is not a sink (a warehouse star stamps its rows with the run's identity);
+* every upstream stage of this run was reused from the same base run (an upstream stage
+  that ran may have produced other rows, even with an unchanged spec);
+* the base run has the stage's report and every output the stage writes now, each written
+  by a node whose data hash equals this plan's (the hash covers the node's op, params,
+  inputs' hashes, operator code and its adjustment rules; owners and docs are metadata and
+  do not count) and by the same regflow version;
+* the run's params are the base run's, and every source the stage reads resolves to the
+  same path with the same files (names, sizes, modification times): a late correction of
+  a source makes every stage reading it, and everything downstream, recompute.
+
+The outputs are hard-linked from the base run (a copy where links are impossible) and
+promoted like any write, with metadata naming this run and ``reused_from``. The audits'
+rows carry the run's identity in their columns, so they are rewritten with this run's
+(they hold the changed rows only: small). Every output of a run then describes that run,
+whether it was computed or reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from regflow import __version__
+from regflow.errors import RegflowError, StorageError
+from regflow.plan.model import Plan, Stage
+from regflow.runtime.sources import fingerprint, resolve_source_path
+from regflow.storage import (
+    META_FILE,
+    RUN_SUCCESS_FILE,
+    SUCCESS_FILE,
+    RunRef,
+    discard,
+    new_temp_dir,
+    promote,
+    write_json_atomic,
+)
+
+# what an audit's rows say of the run that wrote them (see StageRunner._audit_constants)
+_RUN_COLUMNS = ("run_id", "spec_hash", "adjustment_set_hash")
+
+
+def why_not_reuse(
+    plan: Plan,
+    stage: Stage,
+    run: RunRef,
+    base: RunRef,
+    variables: Mapping[str, Any],
+    params: Mapping[str, Any],
+) -> str | None:
+    """Why ``stage`` cannot take ``base``'s outputs for ``run``; None when it can."""
+    if plan.node(stage.id).lineage == "sink":
+        return "it lands data for the warehouse, stamped with the run's identity"
+    for up in stage.upstream:
+        report = _report(run, up)
+        if report is None or report.get("reused_from") != base.run_id:
+            return f"upstream stage '{up}' was recomputed"
+    done = _report(base, stage.id)
+    if done is None:
+        return f"run {base.run_id} has no report of it"
+    published = base.run_dir / RUN_SUCCESS_FILE
+    if not published.exists():
+        return f"run {base.run_id} is not a successful run"
+    summary = json.loads(published.read_text())
+    if dict(summary.get("params") or {}) != dict(params):
+        return f"the run's params differ from run {base.run_id}'s"
+    outputs = {o["name"] for o in done.get("outputs", [])}
+    for name in [*stage.outputs, *stage.checkpoints]:
+        if name not in outputs:
+            return f"run {base.run_id} did not store '{name}'"
+    for name in sorted(outputs):
+        try:
+            meta = base.metadata(name)
+        except StorageError:
+            return f"'{name}' of run {base.run_id} is incomplete"
+        node = meta.get("node", "")
+        if node not in stage.nodes or meta.get("node_hash") != plan.node(node).data_hash:
+            return f"node '{node}' changed since run {base.run_id}"
+        if meta.get("code_version") != f"regflow {__version__}":
+            return f"run {base.run_id} was computed by {meta.get('code_version')}"
+    for name in stage.sources:
+        was = done.get("sources", {}).get(name) or {}
+        try:
+            path, files = resolve_source_path(plan.source(name), dict(variables))
+        except RegflowError:
+            return f"source '{name}' cannot be found"
+        if was.get("path") != str(path) or was.get("fingerprint") != fingerprint(files):
+            return f"source '{name}' changed since run {base.run_id}"
+    return None
+
+
+def reuse_stage(
+    plan: Plan,
+    stage: Stage,
+    run: RunRef,
+    base: RunRef,
+    run_meta: Mapping[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Take ``base``'s outputs of ``stage`` into ``run``; returns the stage's report (the
+    base run's, naming this run and ``reused_from``), also written with the run."""
+    done = _report(base, stage.id)
+    assert done is not None  # (checked by why_not_reuse)
+    identity = {
+        "run_id": run.run_id,
+        "spec_hash": plan.data_hash,
+        "adjustment_set_hash": run_meta.get("adjustment_set_hash", "none"),
+    }
+    outputs = []
+    for out in done.get("outputs", []):
+        name = out["name"]
+        meta = base.metadata(name)
+        final = run.node_dir(name)
+        tmp = new_temp_dir(final)
+        try:
+            _link_files(base.node_dir(name), tmp)
+            if meta.get("kind") == "audit":
+                _restamp_audit(tmp, identity)
+            meta = {
+                **meta,
+                **identity,
+                "metadata_hash": plan.metadata_hash,
+                "reused_from": base.run_id,
+                "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            promote(tmp, final, meta)
+        except BaseException:
+            discard(tmp)
+            raise
+        outputs.append({**out, "path": str(final), "seconds": 0.0})
+        log(f"  reused {name}: {out['rows']:,} rows (run {base.run_id})")
+    report = {**done, "run_id": run.run_id, "outputs": outputs, "reused_from": base.run_id}
+    write_json_atomic(run.stage_report(stage.id), report)
+    return report
+
+
+def _report(run: RunRef, stage: str) -> dict[str, Any] | None:
+    path = run.stage_report(stage)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _link_files(src: Path, dst: Path) -> None:
+    """``src``'s data files into a new folder ``dst``: hard links (no bytes copied; the data
+    outlives the base run's deletion), copies where a link is impossible."""
+    dst.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.name in (META_FILE, SUCCESS_FILE) or not f.is_file():
+            continue
+        try:
+            os.link(f, dst / f.name)
+        except OSError:
+            shutil.copy2(f, dst / f.name)
+
+
+def _restamp_audit(folder: Path, identity: Mapping[str, str]) -> None:
+    """Rewrite an audit's Parquet files with ``identity`` in its run columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for f in sorted(folder.glob("*.parquet")):
+        table = pq.read_table(f)
+        for name in _RUN_COLUMNS:
+            i = table.schema.get_field_index(name)
+            if i >= 0:
+                field = table.schema.field(i)
+                value = pa.array([identity[name]] * table.num_rows, pa.string())
+                table = table.set_column(i, field, value.cast(field.type))
+        f.unlink()  # (a hard link: never write through it into the base run's file)
+        f.with_name(f".{f.name}.crc").unlink(missing_ok=True)  # (Spark's checksum of it)
+        pq.write_table(table, f, compression="snappy", use_dictionary=True)
