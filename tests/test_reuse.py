@@ -5,6 +5,7 @@ source from the stages reading it on."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -77,6 +78,10 @@ def test_a_rule_change_recomputes_from_its_splice_point_only(spec, lcr_data, spa
         "lcr_star": None,  # a sink stamps the run's identity: always recomputed
     }
     incr = RunRef(root, "lcr", COB.isoformat(), "incr")
+    # the stage's seconds are what taking the outputs cost, not the base run's computing
+    computed = json.loads(base.stage_report("weigh").read_text())["seconds"]
+    assert reports["weigh"]["seconds"] < computed
+    assert all(o["seconds"] == 0.0 for o in reports["weigh"]["outputs"])
     # the same figures as recomputing everything
     full = run(after, root, "full", spark, params, None)
     assert not any(reused(full).values())

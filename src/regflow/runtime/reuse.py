@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +111,7 @@ def reuse_stage(
 ) -> dict[str, Any]:
     """Take ``base``'s outputs of ``stage`` into ``run``; returns the stage's report (the
     base run's, naming this run and ``reused_from``), also written with the run."""
+    t0 = time.perf_counter()
     done = _report(base, stage.id)
     assert done is not None  # (checked by why_not_reuse)
     identity = {
@@ -140,7 +142,13 @@ def reuse_stage(
             raise
         outputs.append({**out, "path": str(final), "seconds": 0.0})
         log(f"  reused {name}: {out['rows']:,} rows (run {base.run_id})")
-    report = {**done, "run_id": run.run_id, "outputs": outputs, "reused_from": base.run_id}
+    report = {
+        **done,
+        "run_id": run.run_id,
+        "outputs": outputs,
+        "reused_from": base.run_id,
+        "seconds": round(time.perf_counter() - t0, 3),  # (what taking them cost)
+    }
     write_json_atomic(run.stage_report(stage.id), report)
     return report
 
