@@ -75,13 +75,13 @@ def _type_hint(col_type: str) -> str:
 def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
     """The problems of a rule (or of the valid parts of an invalid one) against ``plan``:
     its splice point, and the fields, types and keys its conditions and adjustments use."""
-    rule = lr = r.parts() if isinstance(r, LoadedRule) else r
+    rule = r.parts() if isinstance(r, LoadedRule) else r
     out: list[Problem] = []
     names = [s.name for s in plan.sources] + [n.id for n in plan.nodes]
     if rule.stage not in names:
         close = difflib.get_close_matches(rule.stage, names, n=1)
         out.append(
-            lr.problem(
+            rule.problem(
                 f"pipeline '{plan.pipeline}' has no node '{rule.stage}'",
                 "stage",
                 hint=f"did you mean '{close[0]}'?" if close else "nodes: " + ", ".join(names),
@@ -90,7 +90,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
         return out
     if rule.position == "before" and plan.is_source(rule.stage):
         out.append(
-            lr.problem(
+            rule.problem(
                 f"'{rule.stage}' is a source: nothing runs before it",
                 "position",
                 hint="use position: after",
@@ -99,7 +99,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
         return out
     if not plan.is_source(rule.stage) and plan.node(rule.stage).lineage == "sink":
         out.append(
-            lr.problem(
+            rule.problem(
                 f"'{rule.stage}' lands data in the warehouse: adjust the node it reads instead",
                 "stage",
                 hint="name one of its inputs: " + ", ".join(plan.node(rule.stage).inputs),
@@ -118,7 +118,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
             visible = [n for n in schema.names if n != LINEAGE_COLUMN]
             close = difflib.get_close_matches(field, visible, n=1)
             out.append(
-                lr.problem(
+                rule.problem(
                     f"field '{field}' does not exist {rule.position} '{rule.stage}'",
                     *path,
                     hint=f"did you mean '{close[0]}'?"
@@ -137,7 +137,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
         for v in values:
             if cond.operator not in ("is null", "is not null") and not fits(v, t):
                 out.append(
-                    lr.problem(
+                    rule.problem(
                         f"value {v!r} does not fit field '{cond.field}' of type {t}",
                         "conditions",
                         i,
@@ -148,7 +148,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
                 break
         if cond.operator in (">", ">=", "<", "<=", "between") and t in ("string", "boolean"):
             out.append(
-                lr.problem(
+                rule.problem(
                     f"'{cond.operator}' on {t} field '{cond.field}'",
                     "conditions",
                     i,
@@ -159,7 +159,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
     for i, adj in rule.adjustments:
         if adj.field in keys:
             out.append(
-                lr.problem(
+                rule.problem(
                     f"field '{adj.field}' is a key or lineage column {rule.position} "
                     f"'{rule.stage}' and cannot be adjusted",
                     "adjustments",
@@ -174,7 +174,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
             continue
         if adj.operation in ("add", "multiply") and t != "unknown" and not is_numeric(t):
             out.append(
-                lr.problem(
+                rule.problem(
                     f"'{adj.operation}' needs a numeric field; '{adj.field}' is {t}",
                     "adjustments",
                     i,
@@ -185,7 +185,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
         elif adj.operation in ("add", "multiply") and t in ("int", "bigint"):
             if not isinstance(adj.value, int):  # the result is cast back to the column's type
                 out.append(
-                    lr.problem(
+                    rule.problem(
                         f"'{adj.operation}' on integer field '{adj.field}' needs a whole "
                         f"number, got {adj.value!r}",
                         "adjustments",
@@ -196,7 +196,7 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
                 )
         elif adj.operation == "set" and not fits(adj.value, t):
             out.append(
-                lr.problem(
+                rule.problem(
                     f"value {adj.value!r} does not fit field '{adj.field}' of type {t}",
                     "adjustments",
                     i,

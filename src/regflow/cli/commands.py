@@ -192,11 +192,10 @@ def print_run_summary(result: Any) -> None:
             print(f"  {st['stage']:<20} {o['name']:<26} {o['rows']:>12,} {o['seconds']:>8.1f}")
         total = "(reused, unchanged)" if st.get("reused_from") else "(stage total)"
         print(f"  {st['stage']:<20} {total:<26} {'':>12} {st['seconds']:>8.1f}")
-    reused = [st["stage"] for st in result.stages if st.get("reused_from")]
-    if reused:
-        base = result.stages[[st["stage"] for st in result.stages].index(reused[0])]
+    reused = [st["reused_from"] for st in result.stages if st.get("reused_from")]
+    if reused:  # (all from one run: the cob's latest successful one)
         print(
-            f"  {len(reused)} stage(s) unchanged since run {base['reused_from']}: took its "
+            f"  {len(reused)} stage(s) unchanged since run {reused[0]}: took its "
             "outputs (--recompute all recomputes them)"
         )
     adjustments = [a for st in result.stages for a in st.get("adjustments", [])]
