@@ -69,8 +69,7 @@ def build_plan(spec_path: Path | str, adjustments: Path | str | None = None) -> 
         else default_adjustments_dir(spec_path, base.pipeline)
     )
     rules, partial, problems = load_rule_set([folder]) if folder.exists() else ([], [], [])
-    problems += check_rules(base, [], partial)
-    return _with_rules(loaded, base, rules, problems, str(folder.resolve()))
+    return _with_rules(loaded, base, rules, problems, str(folder.resolve()), partial)
 
 
 def build_plan_with_rules(spec_path: Path | str, rules: list[LoadedRule], label: str) -> Plan:
@@ -80,9 +79,14 @@ def build_plan_with_rules(spec_path: Path | str, rules: list[LoadedRule], label:
 
 
 def _with_rules(
-    loaded: LoadedSpec, base: Plan, rules: list[LoadedRule], problems: list[Problem], where: str
+    loaded: LoadedSpec,
+    base: Plan,
+    rules: list[LoadedRule],
+    problems: list[Problem],
+    where: str,
+    partial: Sequence[RuleParts] = (),
 ) -> Plan:
-    problems = problems + check_rules(base, rules)
+    problems = problems + check_rules(base, rules, partial)
     if any(p.severity == "error" for p in problems):
         raise AdjustmentError(in_file_order(problems))
     if not rules:
