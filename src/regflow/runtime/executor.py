@@ -153,6 +153,16 @@ class StageReport:
         )  # fmt: skip
 
 
+def run_identity(plan: Plan, run: RunRef, run_meta: Mapping[str, Any]) -> dict[str, str]:
+    """What an output (its metadata, an audit's rows) says of the run that wrote it, beside
+    pipeline and cob: the run id, the spec's hash and the adjustment set's hash."""
+    return {
+        "run_id": run.run_id,
+        "spec_hash": plan.data_hash,
+        "adjustment_set_hash": run_meta.get("adjustment_set_hash", "none"),
+    }
+
+
 def run_variables(plan: Plan, cob: str, params: dict[str, Any] | None) -> dict[str, Any]:
     spec_path = Path(plan.file).resolve()
     merged = {**plan.params, **{k: v for k, v in (params or {}).items() if v is not None}}
@@ -467,9 +477,10 @@ class StageRunner:
         return {
             "pipeline": (self.plan.pipeline, "string"),
             "cob": (dt.date.fromisoformat(self.run.cob), "date"),
-            "run_id": (self.run.run_id, "string"),
-            "spec_hash": (self.plan.data_hash, "string"),
-            "adjustment_set_hash": (self.run_meta.get("adjustment_set_hash", "none"), "string"),
+            **{
+                k: (v, "string")
+                for k, v in run_identity(self.plan, self.run, self.run_meta).items()
+            },
             "stage": (params.at, "string"),
             "position": (params.position, "string"),
         }
@@ -1035,7 +1046,7 @@ class StageRunner:
         return {
             "pipeline": self.plan.pipeline,
             "cob": self.run.cob,
-            "run_id": self.run.run_id,
+            **run_identity(self.plan, self.run, self.run_meta),
             "node": node.id,
             "name": name,
             "kind": kind,
@@ -1045,9 +1056,7 @@ class StageRunner:
             "schema": [[f.name, f.dataType.simpleString()] for f in schema.fields],
             "input_hashes": inputs,
             "node_hash": node.data_hash,
-            "spec_hash": self.plan.data_hash,
             "metadata_hash": self.plan.metadata_hash,
-            "adjustment_set_hash": self.run_meta.get("adjustment_set_hash", "none"),
             "code_version": f"regflow {__version__}",
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),

@@ -36,6 +36,7 @@ from typing import Any
 from regflow import __version__
 from regflow.errors import RegflowError, StorageError
 from regflow.plan.model import Plan, Stage
+from regflow.runtime.executor import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
 from regflow.storage import (
     META_FILE,
@@ -47,9 +48,6 @@ from regflow.storage import (
     promote,
     write_json_atomic,
 )
-
-# what an audit's rows say of the run that wrote them (see StageRunner._audit_constants)
-_RUN_COLUMNS = ("run_id", "spec_hash", "adjustment_set_hash")
 
 
 def why_not_reuse(
@@ -114,11 +112,7 @@ def reuse_stage(
     t0 = time.perf_counter()
     done = _report(base, stage.id)
     assert done is not None  # (checked by why_not_reuse)
-    identity = {
-        "run_id": run.run_id,
-        "spec_hash": plan.data_hash,
-        "adjustment_set_hash": run_meta.get("adjustment_set_hash", "none"),
-    }
+    identity = run_identity(plan, run, run_meta)
     outputs = []
     for out in done.get("outputs", []):
         name = out["name"]
@@ -172,13 +166,14 @@ def _link_files(src: Path, dst: Path) -> None:
 
 
 def _restamp_audit(folder: Path, identity: Mapping[str, str]) -> None:
-    """Rewrite an audit's Parquet files with ``identity`` in its run columns."""
+    """Rewrite an audit's Parquet files with ``identity`` (:func:`run_identity`) in its run
+    columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     for f in sorted(folder.glob("*.parquet")):
         table = pq.read_table(f)
-        for name in _RUN_COLUMNS:
+        for name in identity:
             i = table.schema.get_field_index(name)
             if i >= 0:
                 field = table.schema.field(i)
