@@ -10,17 +10,18 @@ compared with it row by row, and checked against invariants read from the tables
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 from decimal import Decimal
 
 import pytest
 
 from tests.warehouse_helpers import (
+    database,
+    embedded_server,
     key_of,
     load,
     mini_plan,
-    pg_db,  # noqa: F401  (fixture)
-    pg_server,  # noqa: F401  (fixture)
     query,
     stage,
 )
@@ -28,6 +29,18 @@ from tests.warehouse_helpers import (
 pytest.importorskip("psycopg")
 
 END = dt.date(9999, 12, 31)
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory):
+    yield from embedded_server(tmp_path_factory)
+
+
+@pytest.fixture()
+def pg_db(pg_server):
+    yield from database(pg_server)
+
+
 Attrs = tuple[str, str]
 
 
@@ -90,7 +103,7 @@ def _check_invariants(uri: str, model: Scd2Model) -> None:
     for r in rows:
         by_member.setdefault(r[1], []).append(r)
     for m, vs in by_member.items():
-        for a, b in zip(vs, vs[1:], strict=False):
+        for a, b in itertools.pairwise(vs):
             assert a[5] <= b[4], f"{m}: versions overlap: {a} {b}"
             assert a[5] == b[4], f"{m}: a gap between versions: {a} {b}"
             assert (a[2], a[3]) != (b[2], b[3]), f"{m}: two identical consecutive versions"

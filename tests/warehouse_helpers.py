@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -184,8 +185,8 @@ def query(uri: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return c.execute(sql, params or None).fetchall()
 
 
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """regflow's own embedded server in a temporary folder (for a module-scoped fixture)."""
     from regflow.warehouse.embedded import EmbeddedServer
 
     srv = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
@@ -193,13 +194,12 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     srv.release()
 
 
-@pytest.fixture()
-def pg_db(pg_server: Any) -> Any:
-    """A fresh database (dropped afterwards: the server's shutdown stays short)."""
+def database(server: Any) -> Iterator[tuple[str, Any]]:
+    """A fresh database (dropped afterwards, so the server's shutdown stays short)."""
     import psycopg
 
-    uri, target = fresh_database(pg_server)
+    uri, target = fresh_database(server)
     yield uri, target
     name = uri.split("?")[0].rsplit("/", 1)[1]
-    with psycopg.connect(pg_server.get_uri(), autocommit=True) as c:
+    with psycopg.connect(server.get_uri(), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
