@@ -178,18 +178,6 @@ def test_a_rename_then_a_revert_leaves_one_version(pg_db, tmp_path):
     ) == [("One", c1, END)]
 
 
-def test_a_member_missing_from_a_load_keeps_its_history(pg_db, tmp_path):
-    """A load says nothing of the members it does not name (absence is not a change)."""
-    plan = mini_plan(tmp_path)
-    uri, target = pg_db
-    c1, c2, c3 = dt.date(2026, 3, 27), dt.date(2026, 3, 30), dt.date(2026, 3, 31)
-    steps = [(c1, {"LE001": ("One", "FR"), "LE002": ("Two", "DE")}),
-             (c2, {"LE002": ("Two b", "DE")}),
-             (c3, {"LE001": ("One b", "FR")}),
-             (c2, {"LE002": ("Two c", "DE")})]  # fmt: skip
-    _run(plan, tmp_path / "storage", uri, target, steps)
-
-
 # ----------------------------------------------------------------------------- the property
 @pytest.mark.parametrize("seed", range(30))
 def test_scd2_matches_the_model_for_random_load_sequences(pg_db, tmp_path, seed):
