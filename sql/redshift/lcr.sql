@@ -101,6 +101,19 @@ CREATE TABLE IF NOT EXISTS "lcr"."fact_lcr_entity" (
   "loaded_at" TIMESTAMP NOT NULL ENCODE AZ64
 ) DISTSTYLE KEY DISTKEY ("entity_key") COMPOUND SORTKEY ("date_key");
 
+-- table dim_entity_snapshots
+CREATE TABLE IF NOT EXISTS "lcr"."dim_entity_snapshots" (
+  "entity_key" BIGINT NOT NULL ENCODE AZ64,
+  "legal_entity" VARCHAR(256) ENCODE RAW,
+  "entity_name" VARCHAR(256) ENCODE ZSTD,
+  "country" VARCHAR(256) ENCODE ZSTD,
+  "parent_entity" VARCHAR(256) ENCODE ZSTD,
+  "cob" DATE NOT NULL ENCODE AZ64,
+  "row_hash" BIGINT NOT NULL ENCODE AZ64,
+  "run_id" VARCHAR(256) ENCODE ZSTD,
+  PRIMARY KEY ("legal_entity", "cob")
+) DISTSTYLE EVEN COMPOUND SORTKEY ("legal_entity", "cob");
+
 -- table regflow_loads
 CREATE TABLE IF NOT EXISTS "lcr"."regflow_loads" (
   "pipeline" VARCHAR(256) NOT NULL ENCODE ZSTD,

@@ -134,5 +134,9 @@ class DataError(RunError):
     """Input data violates its contract (missing FX rate, duplicate keys, missing source)."""
 
 
+class WarehouseError(RunError):
+    """The warehouse refused a load or a command; carries the database's own message."""
+
+
 class StorageError(RegflowError):
     """Reading or writing the storage root failed, or the requested output does not exist."""

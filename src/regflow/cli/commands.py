@@ -292,6 +292,8 @@ def _use_warehouse(url: str | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _use_warehouse(args.warehouse)
+    if args.allow_empty_replace:  # the load tasks read the environment, like the warehouse
+        os.environ["REGFLOW_ALLOW_EMPTY_REPLACE"] = "1"
     spec = resolve_spec(args.pipeline)
     result = run_pipeline(
         spec,
@@ -421,7 +423,31 @@ def _query(
     return target.display, columns, rows
 
 
+def _warehouse_migrate(args: argparse.Namespace) -> int:
+    """Add the columns the spec added to the star's tables and remake the views."""
+    from regflow.plan.cache import load_plan
+    from regflow.warehouse.migrate import migrate
+    from regflow.warehouse.model import star_model
+    from regflow.warehouse.targets import resolve_target
+
+    plan = load_plan(resolve_spec(args.pipeline))
+    stars = [n for n in plan.nodes if n.op == "star_schema"]
+    if not stars:
+        raise ConfigError(f"pipeline '{plan.pipeline}' has no star_schema node: nothing to migrate")
+    target = resolve_target(args.warehouse, project_dir=project_dir())
+    print(f"warehouse: {target.display} ({target.dialect.name})")
+    for node in stars:
+        conn = target.connect()
+        try:
+            migrate(target.dialect, conn, star_model(plan, node), dry_run=args.dry_run)
+        finally:
+            conn.close()
+    return 0
+
+
 def cmd_warehouse(args: argparse.Namespace) -> int:
+    if args.warehouse_command == "migrate":
+        return _warehouse_migrate(args)
     if args.warehouse_command == "query":
         where, columns, rows = _query(args.sql, url=args.warehouse)
         widths = [

@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         help="changed (default): stages unchanged since the cob's latest successful run "
         "(spec, rules, params, source files, code) take its outputs; all: recompute everything",
     )
+    r.add_argument(
+        "--allow-empty-replace",
+        action="store_true",
+        help="let a star load whose fact batch is empty replace a cob that holds rows "
+        "(refused by default: an empty batch is usually a missing source)",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
 
     e = sub.add_parser("export", help="write a node's latest successful output for a cob")
@@ -130,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     wq = wsub.add_parser("query", help="run one read-only SQL query and print the rows")
     wq.add_argument("sql")
     wq.add_argument("--warehouse", metavar="URL")
+    wm = wsub.add_parser(
+        "migrate",
+        help="add the columns a spec added to its star's tables (ALTER TABLE ... ADD COLUMN) "
+        "and remake the views",
+    )
+    wm.add_argument("pipeline", help="pipeline id or spec path")
+    wm.add_argument("--dry-run", action="store_true", help="print the DDL, change nothing")
+    wm.add_argument("--warehouse", metavar="URL")
     return p
 
 

@@ -203,7 +203,8 @@ class StarParams(OpParams):
 
     ``schema``: the warehouse schema (default: the pipeline id). ``load``: ``copy`` (bulk
     COPY through staged Parquet), ``upsert`` (multi-row inserts; small batches) or ``auto``
-    (upsert up to ``upsert_max_rows`` rows per table, COPY above).
+    (upsert up to ``upsert_max_rows`` rows per table, COPY above). ``allow_empty_replace``:
+    an empty fact batch may replace a cob that holds rows (default: refused).
     """
 
     schema_: str | None = Field(default=None, alias="schema")
@@ -215,6 +216,7 @@ class StarParams(OpParams):
     labels: dict[str, str] = Field(default_factory=dict)
     powerbi_schema: str | None = None
     string_lengths: dict[str, int] = Field(default_factory=dict)
+    allow_empty_replace: bool = False
 
     @field_validator("labels")
     @classmethod

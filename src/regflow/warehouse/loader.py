@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regflow.errors import ConfigError, DataError, StorageError
+from regflow.errors import ConfigError, DataError, StorageError, WarehouseError
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
+from regflow.warehouse.migrate import check_columns, existing_columns
 from regflow.warehouse.model import StarModel, Table, star_table_name
 from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql, require_iam_role
 from regflow.warehouse.targets import Target
@@ -39,7 +41,12 @@ from regflow.warehouse.targets import Target
 # seconds (S3 listing, a cluster commit) before its ~55K rows/s, the break-even is near 10K.
 DEFAULT_UPSERT_MAX_ROWS = {"postgresql": 0, "redshift": 10_000}
 COPY_BATCH_ROWS = 200_000
-UNIQUE_CHECK_MAX_ROWS = 50_000_000  # above, de-duplicate in SQL without a check in memory
+UNIQUE_CHECK_MAX_ROWS = 50_000_000
+ALLOW_EMPTY_ENV = "REGFLOW_ALLOW_EMPTY_REPLACE"
+DRIVER_MODULES = (
+    "psycopg",
+    "redshift_connector",
+)  # their errors become WarehouseErrors  # above, de-duplicate in SQL without a check in memory
 
 Fault = Callable[[str], None]
 
@@ -118,6 +125,7 @@ class Loader:
         log: Callable[[str], None] = default_log,
         fault: Fault | None = None,
         s3: S3Staging | None = None,
+        allow_empty_replace: bool | None = None,
     ):
         self.model, self.target, self.run = model, target, run
         self.d = target.dialect
@@ -126,6 +134,11 @@ class Loader:
         self.fault = fault or (lambda step: None)
         self.s3 = s3
         self.cob = dt.date.fromisoformat(run.cob)
+        if allow_empty_replace is None:
+            env = os.environ.get(ALLOW_EMPTY_ENV, "").strip().lower()
+            allow_empty_replace = env in ("1", "true", "yes") or model.allow_empty_replace
+        self.allow_empty_replace = allow_empty_replace
+        self._at = "connect"  # the step running, for error messages
 
     # ------------------------------------------------------------------ entry
     def load(self, method: str | None = None) -> LoadReport:
@@ -155,6 +168,16 @@ class Loader:
         try:
             self._ddl(conn)
             self._transaction(conn, chosen, staged_s3, report)
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in DRIVER_MODULES:
+                raise
+            raise WarehouseError(  # the database's reason, for the CLI and the run's errors
+                f"the load into {self.target.display} failed at '{self._at}' and was rolled "
+                f"back (the warehouse is unchanged): {type(exc).__name__}: {exc}".strip(),
+                pipeline=self.model.pipeline,
+                node=self.model.node,
+                cob=self.run.cob,
+            ) from exc
         finally:
             with contextlib.suppress(Exception):  # closing a broken connection
                 conn.close()
@@ -180,31 +203,49 @@ class Loader:
             lock = self.d.advisory_lock(f"regflow-ddl:{self.model.schema}")
             if lock:  # concurrent first loads must not race on CREATE ... IF NOT EXISTS
                 self._exec(cur, lock)
-            for step in S.ddl(self.d, self.model):
+            for step in S.create_steps(self.d, self.model):
+                self._at = step.name
                 self._exec(cur, step.sql)
-            self._check_columns(cur)
+            # before anything reads the tables as the spec now makes them (unknown members,
+            # views): a changed spec stops here with what to do, and nothing has changed
+            self._at = "column check"
+            check_columns(self.d, self.model, existing_columns(cur, self.d, self.model))
+            for step in S.fill_steps(self.d, self.model):
+                self._at = step.name
+                self._exec(cur, step.sql)
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
 
-    def _check_columns(self, cur: Any) -> None:
-        for t in self.model.tables:
-            self._exec(
-                cur,
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                f"{self.d.literal(self.model.schema)} AND table_name = {self.d.literal(t.name)} "
-                "ORDER BY ordinal_position",
+    def _refuse_empty_replace(self, cur: Any, step: S.Step, report: LoadReport) -> None:
+        """A load never replaces a cob's facts with none, unless told to (an empty batch is
+        far more often a missing source than a cob that really has no rows)."""
+        fact = step.name.removeprefix("delete ")
+        if not step.name.startswith("delete ") or report.tables.get(fact, 1) != 0:
+            return
+        if self.allow_empty_replace:
+            self.log(f"  {fact}: the batch is empty; replacing the cob's rows (allowed)")
+            return
+        date_key = int(self.cob.strftime("%Y%m%d"))
+        self._exec(
+            cur,
+            f"SELECT COUNT(*) FROM {self.d.qn(self.model.schema, fact)} "
+            f"WHERE {self.d.q('date_key')} = {date_key}",
+        )
+        held = int(cur.fetchone()[0])
+        if held:
+            raise DataError(
+                f"{self.model.schema}.{fact} holds {held:,} rows for cob {self.run.cob}, and "
+                f"this load (run {self.run.run_id}) has none: refusing to replace them with "
+                "nothing (the warehouse is unchanged). If a source is missing, fix it and "
+                "rerun; if the cob really has no rows now, allow it for this load with "
+                "`regflow run ... --allow-empty-replace` (REGFLOW_ALLOW_EMPTY_REPLACE=1), or "
+                "for good with `allow_empty_replace: true` on the star",
+                pipeline=self.model.pipeline,
+                node=self.model.node,
+                cob=self.run.cob,
             )
-            have = [r[0] for r in (cur.fetchall() or [])]
-            want = [c.name for c in t.columns]
-            if have and have != want:
-                raise ConfigError(
-                    f"warehouse table {self.model.schema}.{t.name} has columns "
-                    f"({', '.join(have)}) but the spec now makes ({', '.join(want)}). "
-                    "Migrate the table (ALTER TABLE) or drop it to let regflow recreate it; "
-                    "regflow never alters a table that holds reported figures by itself."
-                )
 
     def _transaction(
         self, conn: Any, method: str, staged_s3: list[StagedTable], report: LoadReport
@@ -236,6 +277,8 @@ class Loader:
             self.fault("staged")
             for step in S.merge(self.d, self.model, self.cob, loaded_at, frozenset(unique)):
                 t1 = time.perf_counter()
+                self._at = step.name
+                self._refuse_empty_replace(cur, step, report)
                 if step.only_if:
                     self._exec(cur, step.only_if)
                     if not int(cur.fetchone()[0]):
@@ -383,8 +426,12 @@ def load_star(
     log: Callable[[str], None] = default_log,
     fault: Fault | None = None,
     s3: S3Staging | None = None,
+    allow_empty_replace: bool | None = None,
 ) -> LoadReport:
-    """Land the star staged by ``run`` in ``target``; the public entry point."""
+    """Land the star staged by ``run`` in ``target``; the public entry point.
+
+    ``allow_empty_replace``: let an empty fact batch replace a cob that holds rows (default:
+    ``$REGFLOW_ALLOW_EMPTY_REPLACE``, else the star's ``allow_empty_replace:``)."""
     return Loader(
         model,
         target,
@@ -394,4 +441,5 @@ def load_star(
         log=log,
         fault=fault,
         s3=s3,
+        allow_empty_replace=allow_empty_replace,
     ).load(method)

@@ -98,6 +98,7 @@ class StarModel:
     load: str = "auto"
     upsert_max_rows: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    allow_empty_replace: bool = False  # an empty fact batch may replace a cob holding rows
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -323,6 +324,7 @@ def star_model(plan: Plan, node: PlanNode | str) -> StarModel:
         load=p.load,
         upsert_max_rows=p.upsert_max_rows,
         labels=dict(p.labels),
+        allow_empty_replace=p.allow_empty_replace,
     )
 
 

@@ -103,10 +103,26 @@ def view_select(d: Dialect, m: StarModel, v: View) -> str:
 
 def ddl(d: Dialect, m: StarModel, *, views: bool = True) -> list[Step]:
     """Everything a load needs to exist, idempotently (safe to run before every load)."""
+    return create_steps(d, m) + fill_steps(d, m, views=views)
+
+
+def create_steps(d: Dialect, m: StarModel) -> list[Step]:
+    """The schema and tables (``IF NOT EXISTS``): what exists is left as it is."""
     steps = [Step("schema", f"CREATE SCHEMA IF NOT EXISTS {d.q(m.schema)}")]
     steps += [Step(f"table {t.name}", create_table(d, m, t)) for t in m.tables]
+    steps += [
+        Step(f"table {snapshots_name(t)}", create_snapshots(d, m, t))
+        for t in m.dimensions
+        if t.scd2
+    ]
     steps.append(Step(f"table {LOADS_TABLE}", loads_table(d, m)))
-    steps += [Step(f"unknown {t.name}", unknown_member(d, m, t)) for t in m.dimensions]
+    return steps
+
+
+def fill_steps(d: Dialect, m: StarModel, *, views: bool = True) -> list[Step]:
+    """What needs the tables as the spec makes them: unknown members and views (a load runs
+    these only after checking the columns)."""
+    steps = [Step(f"unknown {t.name}", unknown_member(d, m, t)) for t in m.dimensions]
     if views:
         steps += view_steps(d, m)
     return steps
@@ -212,87 +228,126 @@ def _key_check(d: Dialect, m: StarModel, t: Table) -> Step:
     )
 
 
-def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
-    target = d.qn(m.schema, t.name)
-    key, rh, vf, vt, cur = (
-        d.q(x) for x in (t.key, "row_hash", "valid_from", "valid_to", "is_current")
-    )
+def snapshots_name(t: Table) -> str:
+    return f"{t.name}_snapshots"
+
+
+def old_versions_name(t: Table) -> str:
+    return f"old_{t.name}"
+
+
+def snapshot_columns(t: Table) -> list[WColumn]:
+    """An SCD2 dimension's observations: one row per member and cob loaded, with the
+    attributes that load gave it and the key of a version starting that cob."""
+    out = []
+    for c in t.columns:
+        if c.name in ("valid_to", "is_current"):
+            continue
+        if c.name == "valid_from":
+            out.append(WColumn("cob", "date", nullable=False, role="scd"))
+        else:
+            out.append(c)
+    return out
+
+
+def create_snapshots(d: Dialect, m: StarModel, t: Table) -> str:
     nk = t.natural_key
+    cols = ",\n  ".join(d.column_def(c, sort=c.name == nk[0]) for c in snapshot_columns(t))
+    pk = ", ".join(d.q(c) for c in (*nk, "cob"))
+    opts = d.table_options("EVEN", "", (*nk, "cob"))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {d.qn(m.schema, snapshots_name(t))} (\n  {cols},\n  "
+        f"PRIMARY KEY ({pk})\n){opts}"
+    )
+
+
+def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
+    """SCD2 as a function of the observations (docs/warehouse.md, "SCD2"): record what this
+    load says of each member at its cob, rebuild the versions of the members it names from
+    all their observations, change only the rows that differ, re-point the facts."""
+    target = d.qn(m.schema, t.name)
+    snap = d.qn(m.schema, snapshots_name(t))
+    stg = d.q(staging_name(t))
     ver = d.q(versions_name(t))
-    me = d.q(t.name)
-    staged = [c.name for c in t.staged]
-    attrs = [c for c in staged if c not in (t.key, *nk, "valid_from")]
-    nk_list = ", ".join(f"x.{d.q(c)}" for c in nk)
-    versions_sql = (
-        f"SELECT {', '.join(f'b.{d.q(c)}' for c in staged)}, t.{key} AS prev_key, "
-        f"t.{vf} AS prev_from, t.{vt} AS prev_to, t.{cur} AS prev_current, "
-        f"t.{rh} AS prev_hash, n.next_from, nx.{key} AS next_key, nx.{rh} AS next_hash "
-        f"FROM {_deduped(d, t)} AS b "
-        f"LEFT JOIN {target} AS t ON {_nk_match(d, 't', 'b', nk)} "
-        f"AND t.{vf} <= b.{vf} AND b.{vf} < t.{vt} AND t.{key} <> {UNKNOWN_KEY} "
-        f"LEFT JOIN (SELECT {nk_list}, MIN(x.{vf}) AS next_from FROM {target} AS x "
-        f"JOIN {d.q(staging_name(t))} AS y ON {_nk_match(d, 'x', 'y', nk)} AND x.{vf} > y.{vf} "
-        f"WHERE x.{key} <> {UNKNOWN_KEY} "
-        f"GROUP BY {nk_list}) AS n ON {_nk_match(d, 'n', 'b', nk)} "
-        f"LEFT JOIN {target} AS nx ON {_nk_match(d, 'nx', 'n', nk)} AND nx.{vf} = n.next_from "
-        f"WHERE b.rn = 1"
+    old = d.q(old_versions_name(t))
+    me, snap_me = d.q(t.name), d.q(snapshots_name(t))
+    key, rh, vf, vt = (d.q(x) for x in (t.key, "row_hash", "valid_from", "valid_to"))
+    nk = t.natural_key
+    part = ", ".join(f"x.{d.q(c)}" for c in nk)
+    snap_cols = [c.name for c in snapshot_columns(t)]  # key, nk, attrs, cob, row_hash, run_id
+    body = [c for c in snap_cols if c != "cob"]  # what a version copies from its first cob
+    in_batch = f"EXISTS (SELECT 1 FROM {stg} AS y WHERE {_nk_match(d, 'y', '{a}', nk)})"
+    old_cols = [WColumn(t.key, "bigint"), *(t.column(c) for c in nk)]
+    old_cols += [WColumn(c, "date") for c in ("valid_from", "valid_to")]
+    old_cols.append(WColumn("row_hash", "bigint"))
+    next_cob = f"LEAD(x.{d.q('cob')}) OVER (PARTITION BY {part} ORDER BY x.{d.q('cob')})"
+    version_cols = ", ".join(d.q(c) for c in [*body[:-2], "valid_from", "valid_to",
+                                               "is_current", *body[-2:]])  # fmt: skip
+    first_obs = (
+        f"SELECT {', '.join(f's.{d.q(c)}' for c in snap_cols)}, LAG(s.{rh}) OVER "
+        f"(PARTITION BY {', '.join(f's.{d.q(c)}' for c in nk)} ORDER BY s.{d.q('cob')}) "
+        f"AS prev_hash FROM {snap} AS s WHERE {in_batch.format(a='s')}"
     )
-    changed = f"v.prev_hash <> v.{rh}"
-    split = f"v.prev_key IS NOT NULL AND v.prev_from < v.{vf} AND {changed}"
-    # a member first seen before its earliest version, with the same attributes: the version
-    # simply starts earlier (late loads of older cobs add no duplicate versions)
-    extend = f"v.prev_key IS NULL AND v.next_key IS NOT NULL AND v.next_hash = v.{rh}"
-    cols = ", ".join(
-        d.q(c)
-        for c in [
-            t.key,
-            *nk,
-            *[a for a in attrs if a not in ("row_hash", "run_id")],
-            "valid_from",
-            "valid_to",
-            "is_current",
-            "row_hash",
-            "run_id",
-        ]
-    )
-    plain = [a for a in attrs if a not in ("row_hash", "run_id")]
-    select_new = ", ".join(
-        [f"v.{d.q(c)}" for c in [t.key, *nk, *plain, "valid_from"]]
-        + [
-            f"CASE WHEN v.prev_key IS NULL THEN COALESCE(v.next_from, {d.literal(END_OF_TIME)}) "
-            "ELSE v.prev_to END",
-            "CASE WHEN v.prev_key IS NULL THEN (CASE WHEN v.next_from IS NULL THEN TRUE "
-            "ELSE FALSE END) ELSE v.prev_current END",
-            f"v.{rh}",
-            f"v.{d.q('run_id')}",
-        ]
-    )
-    sets = ", ".join(f"{d.q(c)} = v.{d.q(c)}" for c in [*plain, "row_hash", "run_id"])
     steps = [
-        *[Step(f"versions {t.name}", s) for s in d.create_temp(versions_name(t), _ver_cols(d, t))],
-        Step(f"versions {t.name}", f"INSERT INTO {ver} {versions_sql}"),
-        Step(  # a rerun of the version's own cob with corrected attributes: fix it in place
-            f"update {t.name}",
-            f"UPDATE {target} SET {sets} FROM {ver} AS v WHERE {me}.{key} = v.prev_key "
-            f"AND v.prev_from = v.{vf} AND {changed}",
+        Step(  # a star loaded before observations were kept: each version observed once
+            f"seed {snapshots_name(t)}",
+            f"INSERT INTO {snap} ({', '.join(d.q(c) for c in snap_cols)}) SELECT "
+            + ", ".join(f"t.{d.q(c if c != 'cob' else 'valid_from')}" for c in snap_cols)
+            + f" FROM {target} AS t WHERE t.{key} <> {UNKNOWN_KEY} "
+            f"AND NOT EXISTS (SELECT 1 FROM {snap})",
+        ),
+        Step(  # a reload of a cob replaces what the earlier load said of the same members
+            f"observe {t.name}",
+            f"DELETE FROM {snap} WHERE {snap_me}.{d.q('cob')} IN "
+            f"(SELECT b.{vf} FROM {stg} AS b) AND {in_batch.format(a=snap_me)}",
         ),
         Step(
-            f"extend {t.name}",
-            f"UPDATE {target} SET {vf} = v.{vf} FROM {ver} AS v "
-            f"WHERE {me}.{key} = v.next_key AND {extend}",
+            f"observe {t.name}",
+            f"INSERT INTO {snap} ({', '.join(d.q(c) for c in snap_cols)}) SELECT "
+            + ", ".join(f"b.{d.q(c if c != 'cob' else 'valid_from')}" for c in snap_cols)
+            + f" FROM {_deduped(d, t)} AS b WHERE b.rn = 1",
         ),
-        Step(  # new members, and new versions of changed members
+        *[Step(f"versions {t.name}", s) for s in d.create_temp(versions_name(t), _ver_cols(d, t))],
+        Step(  # a version starts at each observation whose attributes differ from the last
+            f"versions {t.name}",
+            f"INSERT INTO {ver} ({version_cols}) SELECT "
+            + ", ".join(f"x.{d.q(c)}" for c in body[:-2])
+            + f", x.{d.q('cob')}, COALESCE({next_cob}, {d.literal(END_OF_TIME)}), "
+            f"CASE WHEN {next_cob} IS NULL THEN TRUE ELSE FALSE END, "
+            + ", ".join(f"x.{d.q(c)}" for c in body[-2:])
+            + f" FROM ({first_obs}) AS x WHERE x.prev_hash IS NULL OR x.prev_hash <> x.{rh}",
+        ),
+        *[
+            Step(f"versions {t.name}", s)
+            for s in d.create_temp(
+                old_versions_name(t), ", ".join(d.column_def(c) for c in old_cols)
+            )
+        ],
+        Step(
+            f"versions {t.name}",
+            f"INSERT INTO {old} ({', '.join(d.q(c.name) for c in old_cols)}) SELECT "
+            + ", ".join(f"t.{d.q(c.name)}" for c in old_cols)
+            + f" FROM {target} AS t WHERE t.{key} <> {UNKNOWN_KEY} AND {in_batch.format(a='t')}",
+        ),
+        Step(  # versions that changed (range or attributes) or are gone
+            f"retire {t.name}",
+            f"DELETE FROM {target} WHERE {me}.{key} IN (SELECT o.{key} FROM {old} AS o "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {ver} AS v WHERE v.{key} = o.{key} "
+            f"AND v.{vf} = o.{vf} AND v.{vt} = o.{vt} AND v.{rh} = o.{rh}))",
+        ),
+        Step(
             f"insert {t.name}",
-            f"INSERT INTO {target} ({cols}) SELECT {select_new} FROM {ver} AS v "
-            f"WHERE (v.prev_key IS NULL AND NOT ({extend})) OR ({split})",
-        ),
-        Step(  # close the version the new one splits
-            f"close {t.name}",
-            f"UPDATE {target} SET {vt} = v.{vf}, {cur} = FALSE FROM {ver} AS v "
-            f"WHERE {me}.{key} = v.prev_key AND {split}",
+            f"INSERT INTO {target} ({version_cols}) SELECT "
+            + ", ".join(f"v.{c}" for c in version_cols.split(", "))
+            + f" FROM {ver} AS v WHERE NOT EXISTS (SELECT 1 FROM {target} AS t "
+            f"WHERE t.{key} = v.{key})",
         ),
     ]
-    # Facts dated inside a split-off range now belong to the new version (late loads only).
+    changed = (
+        f"SELECT COUNT(*) FROM {old} AS o WHERE NOT EXISTS (SELECT 1 FROM {target} AS t "
+        f"WHERE t.{key} = o.{key} AND t.{vf} = o.{vf} AND t.{vt} = o.{vt})"
+    )
+    # Facts whose version changed now belong to the version valid on their date.
     for f in m.facts:
         for fk in f.fks:
             if fk.dim_table != t.name:
@@ -303,11 +358,11 @@ def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
             steps.append(
                 Step(
                     f"repoint {f.name}.{fk.column}",
-                    f"UPDATE {ft} SET {d.q(fk.column)} = nd.{key} FROM {ver} AS v, "
-                    f"{target} AS nd WHERE {split} AND {fme}.{d.q(fk.column)} = v.prev_key "
-                    f"AND {fd} >= v.{vf} AND {_nk_match(d, 'nd', 'v', nk)} "
-                    f"AND nd.{vf} <= {fd} AND {fd} < nd.{vt}",
-                    only_if=f"SELECT COUNT(*) FROM {ver} AS v WHERE {split}",
+                    f"UPDATE {ft} SET {d.q(fk.column)} = nd.{key} FROM {old} AS o, "
+                    f"{target} AS nd WHERE {fme}.{d.q(fk.column)} = o.{key} "
+                    f"AND {_nk_match(d, 'nd', 'o', nk)} AND nd.{vf} <= {fd} AND {fd} < nd.{vt} "
+                    f"AND nd.{key} <> o.{key}",
+                    only_if=changed,
                 )
             )
     steps.append(_key_check(d, m, t))
@@ -315,17 +370,7 @@ def _merge_scd2(d: Dialect, m: StarModel, t: Table) -> list[Step]:
 
 
 def _ver_cols(d: Dialect, t: Table) -> str:
-    extra = [
-        WColumn("prev_key", "bigint"),
-        WColumn("prev_from", "date"),
-        WColumn("prev_to", "date"),
-        WColumn("prev_current", "boolean"),
-        WColumn("prev_hash", "bigint"),
-        WColumn("next_from", "date"),
-        WColumn("next_key", "bigint"),
-        WColumn("next_hash", "bigint"),
-    ]
-    return ", ".join(d.column_def(c) for c in [*t.staged, *extra])
+    return ", ".join(d.column_def(c) for c in t.columns)
 
 
 def merge_fact(
@@ -388,7 +433,9 @@ def merge(
 ) -> list[Step]:
     """The whole merge, in one transaction: lock, dimensions, facts."""
     tables = sorted(
-        [d.qn(m.schema, t.name) for t in m.tables] + [d.qn(m.schema, LOADS_TABLE)]
+        [d.qn(m.schema, t.name) for t in m.tables]
+        + [d.qn(m.schema, snapshots_name(t)) for t in m.dimensions if t.scd2]
+        + [d.qn(m.schema, LOADS_TABLE)]
     )  # one order everywhere: two loaders never deadlock
     steps = [Step("lock", d.lock(tables))]
     for t in m.dimensions:

