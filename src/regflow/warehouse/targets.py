@@ -51,7 +51,9 @@ def embedded_dir(project_dir: Path | None = None) -> Path:
     env = os.environ.get("REGFLOW_WAREHOUSE_DIR")
     if env:
         return Path(env)
-    return (project_dir or Path.cwd()) / ".regflow" / "warehouse"
+    from regflow.project import default_warehouse_dir, project_root
+
+    return default_warehouse_dir(project_dir or project_root())
 
 
 def _below_warning(record: logging.LogRecord) -> bool:
