@@ -104,7 +104,7 @@ def resolve_path(value: str, root: Path) -> str:
     """A path param's value: relative means relative to the project root, never to the
     current folder (the CLI and an Airflow worker then read the same files)."""
     path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (root / path).resolve())
+    return str(path) if path.is_absolute() else os.path.normpath(root / path)
 
 
 def unknown_param_error(name: str, declared: Iterable[str], pipeline: str) -> ConfigError:
