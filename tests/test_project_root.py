@@ -239,3 +239,30 @@ def test_run_params_resolve_paths_and_refuse_unknown_names(tmp_path):
         run_params({"cob": "2026-03-31"}, source_paths=[], **kwargs)
     with pytest.raises(ConfigError, match=r"'bogus'.*declare it under 'params:'"):
         run_params({"bogus": "1"}, source_paths=[], **kwargs)
+
+
+def test_the_other_spec_guard_compares_spec_file_and_project(tmp_path, capsys):
+    from regflow.cli.spec_guard import check_spec_owner
+    from regflow.storage import RunRef, publish_run
+
+    ours = {"spec_file": "pipelines/lcr.yaml", "project": "/p/a", "spec_file_sha256": "1"}
+    publish_run(RunRef(tmp_path, "lcr", "2026-03-30", "old"), {"cob": "2026-03-30"})
+    edited = {**ours, "spec_file_sha256": "2"}  # the same file, edited: not another spec
+    publish_run(RunRef(tmp_path, "lcr", "2026-03-31", "r1"), {"cob": "2026-03-31", **edited})
+    check_spec_owner(tmp_path, "lcr", ours)  # (the run without a record is not compared)
+    for other in ({**ours, "project": "/p/b"}, {**ours, "spec_file": "pipelines/lcr2.yaml"}):
+        with pytest.raises(ConfigError, match="already has successful runs") as exc:
+            check_spec_owner(tmp_path, "lcr", other)
+        assert "/p/a/pipelines/lcr.yaml" in str(exc.value) and "cob 2026-03-31" in str(exc.value)
+        check_spec_owner(tmp_path, "lcr", other, allow=True)
+        assert capsys.readouterr().out.startswith("warning: pipeline 'lcr' already has")
+
+
+def test_the_project_flag_sets_the_root_for_the_command(tmp_path, monkeypatch, capsys):
+    from regflow.cli.main import main
+
+    monkeypatch.setenv("REGFLOW_PROJECT", "unset-by-the-test")  # restored afterwards
+    monkeypatch.chdir(tmp_path)  # no pipelines/ here or above
+    assert main(["--project", str(ROOT), "plan", "lcr"]) == 0
+    assert "stage 1: weigh" in capsys.readouterr().out
+    assert os.environ["REGFLOW_PROJECT"] == str(ROOT)
