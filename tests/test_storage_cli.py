@@ -120,6 +120,7 @@ def test_demo_data_cli(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- layering
+PACKAGES = ("spec", "ops", "plan", "adjust", "storage", "runtime", "render", "warehouse", "cli")
 FORBIDDEN = {
     "spec": {"airflow", "pyspark", "regflow.plan", "regflow.render", "regflow.runtime"},
     "ops": {"airflow", "pyspark", "regflow.render", "regflow.runtime", "regflow.plan"},
@@ -129,6 +130,8 @@ FORBIDDEN = {
     "render": {"pyspark"},
     # the warehouse runs in Airflow tasks (a connection hook may import airflow) but never Spark
     "warehouse": {"pyspark", "regflow.runtime", "regflow.render", "regflow.cli"},
+    # the project root sits below every layer: each of them derives its defaults from it
+    "project": {"airflow", "pyspark", *(f"regflow.{p}" for p in PACKAGES)},
 }
 
 

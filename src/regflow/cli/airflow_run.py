@@ -1,14 +1,17 @@
 """Run a pipeline through real Airflow: ``dag.test()`` on a local metadata database.
 
-Airflow is configured before it is imported: ``AIRFLOW_HOME`` defaults to
-``./.regflow/airflow`` (SQLite), the DAGs folder is the project's ``dags/``, and the
-database is migrated on first use. Airflow's own log goes to a file under that home.
+Airflow is configured before it is imported: ``AIRFLOW_HOME`` defaults to the project
+root's ``.regflow/airflow`` (SQLite), and the database is migrated on first use. Airflow's
+own log goes to a file under that home. ``dag.test`` needs the DAG serialized from a DAGs
+folder: a generated one-file folder under that home builds exactly the DAG being run, so a
+project needs no ``dags/`` copy (and the DAG tested is the one of the spec given).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -35,12 +38,41 @@ class RunResult:
 
 
 def configure_airflow(project_dir: Path) -> Path:
-    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(project_dir / ".regflow" / "airflow")))
+    from regflow.project import default_airflow_home
+
+    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(default_airflow_home(project_dir))))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(project_dir / "dags")
     os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "120")
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+_DAG_FILE = """\
+# Written by `regflow run` for Airflow's dag.test: the DAG of one spec. Not for deployment
+# (point a real Airflow at the project's dags/ folder).
+from regflow.plan.cache import load_plan
+from regflow.render.airflow_dag import build_dag
+
+dag = build_dag(load_plan({spec!r}, adjustments={adjustments!r}))
+"""
+
+
+def dag_folder_for(home: Path, spec_path: Path, adjustments: Path | None) -> Path:
+    """A DAGs folder holding one generated file that builds the DAG of ``spec_path`` (with the
+    rules of ``adjustments``): one folder per spec and rule folder, so concurrent runs of
+    different specs sharing one Airflow home do not overwrite each other's file."""
+    spec = str(spec_path.resolve())
+    adj = str(adjustments.resolve()) if adjustments is not None else None
+    key = hashlib.sha256(f"{spec}\0{adj}".encode()).hexdigest()[:16]
+    folder = home / "regflow-dags" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    text = _DAG_FILE.format(spec=spec, adjustments=adj)
+    target = folder / "regflow_run_dag.py"
+    if not target.exists() or target.read_text() != text:
+        tmp = folder / f".regflow_run_dag.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return folder
 
 
 def ensure_db(home: Path, log: TextIO) -> None:
@@ -93,10 +125,11 @@ def run_through_airflow(
     verbose: bool = False,
     adjustments: Path | None = None,
 ) -> RunResult:
-    from regflow.spec.loader import project_dir_of
+    from regflow.project import project_root
 
-    project = project_dir_of(spec_path)
+    project = project_root(spec_path)  # the tasks derive the same root from the spec
     home = configure_airflow(project)
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dag_folder_for(home, spec_path, adjustments))
     os.environ["REGFLOW_STORAGE"] = str(storage_root)
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError
-
-PROJECT_ENV = "REGFLOW_PROJECT"
+from regflow.project import project_root
 
 
 def project_dir() -> Path:
-    return Path(os.environ.get(PROJECT_ENV) or Path.cwd()).resolve()
+    """The project root without a spec: ``$REGFLOW_PROJECT``, else the nearest folder from
+    the current one upwards with a ``pipelines/`` folder (see :mod:`regflow.project`)."""
+    return project_root()
 
 
 def resolve_spec(pipeline: str) -> Path:
@@ -130,18 +131,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- run
-def _storage(url: str | None) -> Path:
+def _storage(url: str | None, project: Path | None = None) -> Path:
+    """``--storage``, ``$REGFLOW_STORAGE``, else ``project``'s (default: the current
+    project's) ``.regflow/storage``."""
     from regflow.storage import resolve_root
 
-    return resolve_root(url)
-
-
-def _absolute_params(params: dict[str, str]) -> dict[str, str]:
-    # A relative data_root means relative to where the user typed the command.
-    out = {}
-    for k, v in params.items():
-        out[k] = str(Path(v).resolve()) if k.endswith(("_root", "_dir", "_path")) else v
-    return out
+    return resolve_root(url, project=project)
 
 
 def run_pipeline(
@@ -152,16 +147,27 @@ def run_pipeline(
     verbose: bool = False,
     adjustments: Path | None = None,
     recompute: str = "changed",
+    allow_other_spec: bool = False,
 ) -> Any:
     from regflow.cli.airflow_run import run_through_airflow
+    from regflow.cli.spec_guard import check_spec_owner
     from regflow.plan.cache import load_plan
+    from regflow.project import run_params, spec_identity
 
     if adjustments is not None and not adjustments.is_dir():
         raise ConfigError(f"--adjustments {adjustments} is not a folder")
     plan = load_plan(spec, adjustments=adjustments)
     merged = {k: str(v) for k, v in plan.params.items() if v is not None}
     merged.update(params)
-    merged = _absolute_params(merged)
+    # unknown names refused; relative paths against the project root, as the task does
+    merged = run_params(
+        merged,
+        declared=plan.params,
+        source_paths=[s.path for s in plan.sources],
+        root=project_root(spec),
+        pipeline=plan.pipeline,
+    )
+    check_spec_owner(storage, plan.pipeline, spec_identity(spec), allow=allow_other_spec)
     print(
         f"running {plan.pipeline} for cob {cob} through Airflow "
         f"({len(plan.stages)} stages) -> {storage}",
@@ -270,7 +276,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
     spec = resolve_spec(args.pipeline)
     cob = parse_cob(args.cob)
-    root = _storage(args.storage)
+    root = _storage(args.storage, project_root(spec))
     pipeline = _pipeline_id(args.pipeline)
     run = RunRef(root, pipeline, cob, args.run) if args.run else latest_run(root, pipeline, cob)
     summary = json.loads((run.run_dir / RUN_SUCCESS_FILE).read_text())
@@ -299,10 +305,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec,
         parse_cob(args.cob),
         parse_params(args.param),
-        _storage(args.storage),
+        _storage(args.storage, project_root(spec)),  # a spec's own project, never the cwd's
         verbose=args.verbose,
         adjustments=Path(args.adjustments).resolve() if args.adjustments else None,
         recompute=args.recompute,
+        allow_other_spec=args.allow_other_spec,
     )
     print_run_summary(result)
     return 0
@@ -313,7 +320,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from regflow.cli.export import export_node
 
     export_node(
-        _storage(args.storage),
+        _storage(args.storage, project_root(resolve_spec(args.pipeline))),
         _pipeline_id(args.pipeline),
         args.node,
         parse_cob(args.cob),

@@ -17,6 +17,12 @@ def _parser() -> argparse.ArgumentParser:
         "PySpark operators.",
     )
     p.add_argument("--version", action="version", version=f"regflow {__version__}")
+    p.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the project root every default derives from (default: $REGFLOW_PROJECT, else "
+        "a spec path's own project, else the nearest folder upwards with pipelines/)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     v = sub.add_parser("validate", help="validate pipeline specs; report every error at once")
@@ -39,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         help="override a spec param (repeatable)",
     )
     r.add_argument(
-        "--storage", help="storage root (default: $REGFLOW_STORAGE or ./.regflow/storage)"
+        "--storage",
+        help="storage root (default: $REGFLOW_STORAGE, else the project root's .regflow/storage)",
     )
     r.add_argument(
         "--adjustments",
@@ -65,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let a star load whose fact batch is empty replace a cob that holds rows "
         "(refused by default: an empty batch is usually a missing source)",
+    )
+    r.add_argument(
+        "--allow-other-spec",
+        action="store_true",
+        help="run even though the pipeline id has runs in this storage from another spec file",
     )
     r.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own log")
 
@@ -149,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.project:  # before anything resolves a default; the Airflow tasks inherit it
+        import os
+
+        from regflow.project import PROJECT_ENV
+
+        os.environ[PROJECT_ENV] = args.project
     from regflow.cli import commands
 
     handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")

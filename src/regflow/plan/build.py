@@ -18,7 +18,9 @@ from regflow.spec.loader import LoadedSpec, load_spec, project_dir_of
 
 
 def default_adjustments_dir(spec_path: Path, pipeline: str) -> Path:
-    return project_dir_of(spec_path) / "adjustments" / pipeline
+    from regflow import project
+
+    return project.default_adjustments_dir(project_dir_of(spec_path), pipeline)
 
 
 def adjustment_set_hash(rules: list[LoadedRule]) -> str:

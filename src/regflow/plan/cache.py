@@ -18,8 +18,10 @@ from regflow.spec.loader import project_dir_of
 
 
 def cache_dir(project_dir: Path) -> Path:
+    from regflow.project import default_plan_cache
+
     env = os.environ.get("REGFLOW_CACHE_DIR")
-    return Path(env) if env else project_dir / ".regflow" / "cache" / "plans"
+    return Path(env) if env else default_plan_cache(project_dir)
 
 
 @functools.cache

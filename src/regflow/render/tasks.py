@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 from regflow.plan.cache import load_plan
+from regflow.plan.model import Plan
+from regflow.project import project_root, spec_identity
+from regflow.project import run_params as checked_params
 from regflow.storage import RunRef, publish_run, resolve_root, safe_run_id, write_json_atomic
 
 
@@ -28,12 +32,26 @@ def _cob(context: dict[str, Any]) -> str:
 CONTROL_PARAMS = ("cob", "recompute")
 
 
-def _run_params(context: dict[str, Any]) -> dict[str, Any]:
-    """The run's params as the calculation sees them (without the control params)."""
+def _run_params(context: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """The run's params as the calculation sees them (without the control params): an
+    unknown name (a misspelt key in a trigger's conf) is refused, and a relative path param
+    means relative to the project root, as in `regflow run`."""
     params = dict(context.get("params") or {})
     for name in CONTROL_PARAMS:
         params.pop(name, None)
-    return params
+    return checked_params(
+        params,
+        declared=plan.params,
+        source_paths=[s.path for s in plan.sources],
+        root=project_root(plan.file),
+        pipeline=plan.pipeline,
+    )
+
+
+def _storage_root(plan: Plan) -> Path:
+    """``$REGFLOW_STORAGE``, else the plan's project's ``.regflow/storage`` (never the
+    worker's current folder)."""
+    return resolve_root(project=project_root(plan.file))
 
 
 def _reuse_from(context: dict[str, Any], run: RunRef) -> RunRef | None:
@@ -67,7 +85,7 @@ def run_stage_task(
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context)
-    run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
+    run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
         report = run_stage(
             plan,
@@ -75,7 +93,7 @@ def run_stage_task(
             cob=cob,
             run_id=run.run_id,
             root=run.root,
-            params=_run_params(context),
+            params=_run_params(context, plan),
             reuse_from=_reuse_from(context, run),
         )
     except RegflowError as exc:
@@ -89,7 +107,7 @@ def publish_task(
 ) -> dict[str, Any]:
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context)
-    run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
+    run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stages = {}
     for task_id in plan.task_ids():
         path = run.stage_report(task_id)
@@ -100,7 +118,8 @@ def publish_task(
         "spec_hash": plan.data_hash,
         "adjustment_set_hash": plan.adjustment_set_hash,
         "adjustments_dir": plan.adjustments_dir,
-        "params": _run_params(context),
+        "params": _run_params(context, plan),
+        **spec_identity(plan.file),  # which spec file (in which project) published this
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,
         "adjustments": [a for s in stages.values() if s for a in s.get("adjustments", [])],
@@ -127,7 +146,7 @@ def load_task(
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context)
-    run = RunRef(resolve_root(), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
+    run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stage_id = f"load_{node_id}"
     try:
         target = resolve_target(project_dir=project_dir_of(Path(plan.file)))

@@ -42,8 +42,12 @@ def resolve_source_path(src: PlanSource, variables: dict[str, Any]) -> tuple[Pat
 
     Tries, in order: ``<path>/cob=<cob>/`` (a cob partition), ``<path>`` (a folder or file),
     ``<path>.<format>`` (a single file). Returns the path and the data files behind it.
+    A relative path is relative to the project root (``project_dir``), wherever the
+    process runs.
     """
     base = Path(render_path(src.path, variables))
+    if not base.is_absolute() and variables.get("project_dir"):
+        base = Path(variables["project_dir"]) / base
     cob = variables["cob"]
     candidates = [base / f"cob={cob}", base, base.with_name(f"{base.name}.{src.format}")]
     for cand in candidates:

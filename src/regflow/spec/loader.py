@@ -56,9 +56,11 @@ class LoadedSpec:
 
 
 def project_dir_of(spec_path: Path) -> Path:
-    """A spec lives in ``<project>/pipelines/``; otherwise its own folder is the project."""
-    parent = spec_path.resolve().parent
-    return parent.parent if parent.name == "pipelines" else parent
+    """The spec's project root (:func:`regflow.project.project_root`): ``$REGFLOW_PROJECT``,
+    else the folder above ``pipelines/``, else the spec's own folder."""
+    from regflow.project import project_root
+
+    return project_root(spec_path)
 
 
 def _model_fields(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:

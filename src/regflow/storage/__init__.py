@@ -20,7 +20,6 @@ from typing import Any
 
 from regflow.errors import ConfigError, StorageError
 
-DEFAULT_STORAGE = "./.regflow/storage"
 META_FILE = "_regflow.json"
 SUCCESS_FILE = "_SUCCESS"
 RUN_SUCCESS_FILE = "_RUN_SUCCESS"
@@ -33,9 +32,15 @@ def safe_run_id(run_id: str) -> str:
     return _SAFE.sub("_", run_id).strip("_") or "run"
 
 
-def resolve_root(url: str | None = None) -> Path:
-    """The storage root from ``--storage``, then ``REGFLOW_STORAGE``, then the default."""
-    raw = url or os.environ.get("REGFLOW_STORAGE") or DEFAULT_STORAGE
+def resolve_root(url: str | None = None, project: Path | None = None) -> Path:
+    """The storage root from ``--storage``, then ``REGFLOW_STORAGE`` (relative: to the current
+    folder), then the default ``.regflow/storage`` of the project root (``project``, else
+    :func:`regflow.project.project_root`)."""
+    from regflow.project import default_storage, project_root
+
+    raw = url or os.environ.get("REGFLOW_STORAGE") or ""
+    if not raw:
+        return default_storage(project or project_root())
     if raw.startswith("file://"):
         raw = raw[len("file://") :]
     elif "://" in raw:

