@@ -15,7 +15,6 @@ import datetime as dt
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from regflow.render.dagfile import write_dag_files
+
 COB = "2026-03-31"
 ITEMS = [("a", "g1", Decimal("1.00")), ("b", "g1", Decimal("2.00")), ("c", "g2", Decimal("3.00"))]
 ITEMS += [("d", "g2", Decimal("4.00"))]
@@ -128,7 +128,6 @@ def amount(k: int) -> Decimal:
 def write_project(root: Path) -> Path:
     (root / "pipelines").mkdir(parents=True)
     (root / "operators").mkdir()
-    shutil.copytree(ROOT / "dags", root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
     for shape, nodes in SHAPES.items():
         (root / "pipelines" / f"{shape}.yaml").write_text(f"pipeline: {shape}\n{SOURCE}{nodes}")
     (root / "data" / "items").mkdir(parents=True)
@@ -143,6 +142,7 @@ def write_project(root: Path) -> Path:
         ),
         root / "data" / "items" / "part-0.parquet",
     )
+    write_dag_files(root)
     return root
 
 
