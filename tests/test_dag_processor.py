@@ -184,3 +184,46 @@ def test_validate_reports_a_broken_operator_file_and_a_spec_without_dag_file(
     assert main(["dags", "--check"]) == 0
     (project / "operators" / "unused.py").unlink()
     assert main(["validate"]) == 0, capsys.readouterr().err
+
+
+ISO_OPS = {
+    "iso_a.py": '@operator("iso_only_a")\ndef a(df, params, ctx):\n    return df\n\n\n'
+    '@operator("iso_dup")\ndef dup(df, params, ctx):\n    return df\n',
+    "iso_b.py": '@operator("iso_dup")\ndef dup2(df, params, ctx):\n    return df.limit(1)\n',
+    # registers an op, then fails: none of its ops may be used
+    "iso_c.py": '@operator("iso_c_first")\ndef c(df, params, ctx):\n    return df\n\n\n'
+    'raise RuntimeError("half-written file")\n',
+}
+
+
+@pytest.mark.parametrize(
+    ("op", "error"),
+    [
+        ("iso_only_a", None),
+        ("calc", None),
+        ("iso_dup", "operator 'iso_dup' is already registered"),
+        ("iso_c_first", "half-written file"),
+    ],
+)
+def test_an_operator_file_that_fails_breaks_only_the_specs_using_its_ops(tmp_path, op, error):
+    from regflow.errors import SpecError
+    from regflow.ops import registry
+    from regflow.plan.compiler import compile_file
+
+    registry._reset_for_tests()
+    try:
+        for name, body in ISO_OPS.items():
+            write(tmp_path / "operators" / name, "from regflow import operator\n\n\n" + body)
+        spec = tmp_path / "pipelines" / "iso.yaml"
+        write(spec, TINY.format(name="iso", op=op, settings=CALC if op == "calc" else ""))
+        if error is None:
+            assert [n.op for n in compile_file(spec).nodes] == [op]
+        else:
+            with pytest.raises(SpecError) as info:
+                compile_file(spec)
+            text = str(info.value)
+            assert f"{spec}:10:9" in text and f"unknown op '{op}'" in text
+            assert error in text
+        assert sorted(Path(f).name for f in registry.import_failures()) == ["iso_b.py", "iso_c.py"]
+    finally:
+        registry._reset_for_tests()

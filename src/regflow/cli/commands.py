@@ -207,6 +207,11 @@ def run_pipeline(
             f"(set {plan.adjustment_set_hash})",
             flush=True,
         )
+    from regflow.render.dagfile import ensure_dag_file
+
+    written = ensure_dag_file(spec)
+    if written is not None:  # dag.test runs the DAG its file in the DAGs folder defines
+        print(f"  wrote its Airflow DAG file {written} (commit it)", flush=True)
     return run_through_airflow(
         spec,
         cob=cob,

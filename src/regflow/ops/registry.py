@@ -182,7 +182,7 @@ def load_operator_files(directory: Path, *, strict: bool = True) -> list[str]:
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit() in a file too
                 error = (
                     exc
                     if isinstance(exc, OperatorError)

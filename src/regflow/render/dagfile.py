@@ -88,6 +88,21 @@ def check_dag_files(project_dir: Path | str) -> None:
         )
 
 
+def ensure_dag_file(spec: Path) -> Path | None:
+    """Write the DAG file of ``spec`` (in ``<project>/dags``) if it has none, as ``regflow
+    dags`` would: Airflow runs only DAGs that a file in the DAGs folder defines. Returns the
+    file written, if any."""
+    if spec.resolve().parent.name != "pipelines":
+        return None  # not a project's spec: no project DAGs folder to write to
+    dags = spec.resolve().parent.parent / "dags"
+    path = dags / dag_file_name(spec)
+    if path.is_file():
+        return None
+    dags.mkdir(exist_ok=True)
+    path.write_text(DAG_FILE.format(spec=spec.name), encoding="utf-8")
+    return path
+
+
 def write_dag_files(project_dir: Path | str) -> tuple[list[Path], list[Path]]:
     """Write ``dags/regflow_<spec>.py`` for every spec and the check file; delete the DAG
     files of specs that no longer exist. Returns (written or changed, deleted)."""
