@@ -129,11 +129,14 @@ def suggest(name: str) -> str:
     return "known ops: " + ", ".join(sorted(_REGISTRY))
 
 
-def import_failures() -> dict[str, str]:
-    """The operator files that failed to import (path -> why), from a tolerant
-    :func:`load_operator_files`: their ops are not registered."""
+def import_failures(directory: Path | None = None) -> dict[str, str]:
+    """The operator files (in ``directory``, or anywhere) that failed to import (path -> why),
+    from a tolerant :func:`load_operator_files`: their ops are not registered."""
     with _LOCK:
-        return dict(_FAILED_FILES)
+        if directory is None:
+            return dict(_FAILED_FILES)
+        where = directory.resolve()
+        return {k: v for k, v in _FAILED_FILES.items() if Path(k).parent == where}
 
 
 def names() -> list[str]:
