@@ -227,3 +227,30 @@ def test_an_operator_file_that_fails_breaks_only_the_specs_using_its_ops(tmp_pat
         assert sorted(Path(f).name for f in registry.import_failures()) == ["iso_b.py", "iso_c.py"]
     finally:
         registry._reset_for_tests()
+
+
+def test_regflow_dags_writes_one_file_per_spec_and_removes_stale_ones(tmp_path):
+    from regflow.render.dagfile import write_dag_files
+
+    write(tmp_path / "pipelines" / "a.yaml", TINY.format(name="a", op="calc", settings=CALC))
+    write(tmp_path / "pipelines" / "b.yml", TINY.format(name="b", op="calc", settings=CALC))
+    dags = tmp_path / "dags"
+    write(dags / "mine.py", "# a DAG file of the user's own\n")
+    legacy = (  # the file as it was
+        "from pathlib import Path\n\nfrom regflow.render.dagfile import dags_for_project\n\n"
+        "globals().update(dags_for_project(Path(__file__).resolve().parent.parent))\n"
+    )
+    write(dags / "regflow_dags.py", legacy)  # the one file that built every DAG before
+    written, deleted = write_dag_files(tmp_path)
+    names = ["regflow_a.py", "regflow_b.py", "regflow_dag_files.py"]
+    assert sorted(p.name for p in written) == names
+    assert [p.name for p in deleted] == ["regflow_dags.py"]
+    assert 'pipelines" / "b.yml")' in (dags / "regflow_b.py").read_text()
+    assert write_dag_files(tmp_path) == ([], [])
+    (tmp_path / "pipelines" / "b.yml").unlink()
+    assert write_dag_files(tmp_path) == ([], [dags / "regflow_b.py"])
+    assert sorted(p.name for p in dags.iterdir()) == [
+        "mine.py",
+        "regflow_a.py",
+        "regflow_dag_files.py",
+    ]

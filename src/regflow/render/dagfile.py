@@ -127,8 +127,12 @@ def write_dag_files(project_dir: Path | str) -> tuple[list[Path], list[Path]]:
             written.append(path)
     deleted = []
     for path in sorted(dags.glob(f"{PREFIX}*.py")):
-        if path.name not in wanted and path.read_text(encoding="utf-8").startswith(
-            '"""Airflow DAG file of the regflow pipeline '
+        text = path.read_text(encoding="utf-8")
+        # DAG files of removed specs, and the one file that built every DAG before (it would
+        # define each DAG a second time)
+        if path.name not in wanted and (
+            text.startswith('"""Airflow DAG file of the regflow pipeline ')
+            or "dags_for_project(" in text
         ):
             path.unlink()
             deleted.append(path)
