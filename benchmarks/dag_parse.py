@@ -4,9 +4,9 @@ Generates 100 pipelines of 30 nodes (10 stages, so 11 Airflow tasks each) in thr
 forms with the same DAG ids, task ids and dependencies, then times Airflow's
 ``DagBag(dag_folder=...)`` on each:
 
-* ``regflow``: ``pipelines/p000.yaml``.. plus a copy of the project's ``dags/regflow_dags.py``
-  (one file building all 100 DAGs), measured with an empty plan cache (``cold``: every spec is
-  compiled) and with the cache populated (``warm``);
+* ``regflow``: ``pipelines/p000.yaml``.. plus their DAG files as ``regflow dags`` writes them
+  (one small file per pipeline, as the hand-written form), measured with an empty plan cache
+  (``cold``: every spec is compiled) and with the cache populated (``warm``);
 * ``hand-written``: one ``.py`` file per pipeline with PythonOperators;
 * ``dag-factory``: one YAML config per pipeline plus the standard ``load_yaml_dags`` loader.
 
@@ -53,7 +53,7 @@ from _pipelines import DESKS_CSV, pipeline_id, pipeline_yaml
 N_PIPELINES = 100
 REPS = 5
 FRESH_REPS = 3
-REGFLOW_DAG_FILE = PROJECT_DIR / "dags" / "regflow_dags.py"
+REGFLOW_DAG_FILE = PROJECT_DIR / "src" / "regflow" / "render" / "dagfile.py"
 GOAL_VS_HANDWRITTEN = 1.5
 FORMS = ("handwritten", "dagfactory", "regflow_cold", "regflow_warm")
 LABELS = {
@@ -97,7 +97,9 @@ def generate(work: Path) -> tuple[dict[str, Path], Shape]:
         plan = compile_file(path)
         plans.append(plan)
         shape[plan.pipeline] = plan_shape(plan)
-    shutil.copy(REGFLOW_DAG_FILE, project / "dags" / REGFLOW_DAG_FILE.name)
+    from regflow.render.dagfile import write_dag_files
+
+    write_dag_files(project)  # dags/regflow_pNNN.py, as `regflow dags` writes them
 
     hand = work / "handwritten" / "dags"
     hand.mkdir(parents=True)

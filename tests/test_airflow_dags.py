@@ -101,9 +101,13 @@ def test_a_broken_spec_is_an_import_error_for_that_pipeline_only(project, tmp_pa
             colums: {x: "id"}
     """)
     )
+    from regflow.render.dagfile import write_dag_files
+
+    write_dag_files(project)  # each spec has its DAG file: its import errors are its own
     out = dagbag(project / "dags", tmp_path)
     assert "lcr" in out["dags"], "the good pipeline must still load"
     assert "broken" not in out["dags"]
+    assert [Path(f).name for f in out["import_errors"]] == ["regflow_broken.py"]
     errors = "\n".join(out["import_errors"].values())
     assert "broken.yaml:8:5" in errors
     assert "unknown key 'colums'" in errors and "did you mean 'columns'" in errors

@@ -91,6 +91,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"ok  {path}  ({len(plan.nodes)} nodes, {len(plan.stages)} stages)")
         else:
             print(f"FAIL {path}  ({len(errors)} error{'s' if len(errors) != 1 else ''})")
+    from regflow.ops import registry
+
+    for why in registry.import_failures(project_dir() / "operators").values():
+        print(f"FAIL {why}", file=sys.stderr)
+        n_err += 1
+    if not args.paths and (project_dir() / "dags").is_dir():
+        # a project deployed to Airflow (it has dags/) needs a DAG file per spec; `regflow run`
+        # needs none (it generates the DAG file it tests)
+        from regflow.render.dagfile import dag_file_name, missing_dag_files
+
+        for spec in missing_dag_files(project_dir()):
+            print(
+                f"FAIL {spec}: no DAG file dags/{dag_file_name(spec)}; run `regflow dags`",
+                file=sys.stderr,
+            )
+            n_err += 1
     if not args.paths or rule_paths:
         check = validate_rules(project_dir(), rule_paths or None)
         for p in check.problems:
@@ -109,6 +125,25 @@ def _is_rule_path(path: Path) -> bool:
         head = path.read_text(encoding="utf-8", errors="replace")[:4000]
         return any(line.startswith("rule_id:") for line in head.splitlines())
     return False
+
+
+def cmd_dags(args: argparse.Namespace) -> int:
+    """One Airflow DAG file per spec, so a broken pipeline is an import error of its own."""
+    from regflow.render.dagfile import dag_file_name, missing_dag_files, write_dag_files
+
+    if args.check:
+        missing = missing_dag_files(project_dir())
+        for spec in missing:
+            print(f"missing dags/{dag_file_name(spec)} for {spec}", file=sys.stderr)
+        return 1 if missing else 0
+    written, deleted = write_dag_files(project_dir())
+    for path in written:
+        print(f"wrote   {path}")
+    for path in deleted:
+        print(f"deleted {path} (its spec is gone)")
+    if not written and not deleted:
+        print("dags/ is up to date")
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -141,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sq.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
 
+    dg = sub.add_parser(
+        "dags", help="write dags/: one Airflow DAG file per pipeline spec (and remove stale ones)"
+    )
+    dg.add_argument("--check", action="store_true", help="only report what is missing (exit 1)")
+
     w = sub.add_parser("warehouse", help="the warehouse star schemas land in")
     wsub = w.add_subparsers(dest="warehouse_command", required=True, metavar="COMMAND")
     wi = wsub.add_parser("info", help="where the warehouse is, its star tables and last loads")

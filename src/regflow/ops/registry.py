@@ -28,6 +28,10 @@ BUILTIN_OPS = (*_BUILTINS, ADJUST, STAR_SCHEMA)
 _LOCK = threading.RLock()
 _REGISTRY: dict[str, OpDef] = {op.name: op for op in BUILTIN_OPS}
 _LOADED_FILES: dict[str, float] = {}
+# operator files that failed to import (path -> why) and op names two files claim (name -> why):
+# only the pipelines that use their ops fail, and they are told why
+_FAILED_FILES: dict[str, str] = {}
+_CONFLICTS: dict[str, str] = {}
 _ENTRY_POINTS_LOADED = False
 ENTRY_POINT_GROUP = "regflow.operators"
 
@@ -42,11 +46,15 @@ def register(op: OpDef) -> OpDef:
         same_code = (
             existing is not None and op.fingerprint and (existing.fingerprint == op.fingerprint)
         )
+        if op.name in _CONFLICTS:
+            raise OperatorError(_CONFLICTS[op.name])
         if existing is not None and existing.origin != op.origin and not same_code:
-            raise OperatorError(
+            error = OperatorError(
                 f"operator '{op.name}' is already registered by {existing.origin}; "
                 f"refusing the second registration from {op.origin}. Rename one of them."
             )
+            error.op_name = op.name  # type: ignore[attr-defined]
+            raise error
         _REGISTRY[op.name] = op
         return op
 
@@ -108,10 +116,27 @@ def get(name: str) -> OpDef:
 
 
 def suggest(name: str) -> str:
+    if name in _CONFLICTS:
+        return _CONFLICTS[name]
+    failed = import_failures()
+    if failed:
+        return "it may be defined in an operator file that failed to import; fix it: " + "; ".join(
+            failed.values()
+        )
     close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
     if close:
         return f"did you mean '{close[0]}'?"
     return "known ops: " + ", ".join(sorted(_REGISTRY))
+
+
+def import_failures(directory: Path | None = None) -> dict[str, str]:
+    """The operator files (in ``directory``, or anywhere) that failed to import (path -> why),
+    from a tolerant :func:`load_operator_files`: their ops are not registered."""
+    with _LOCK:
+        if directory is None:
+            return dict(_FAILED_FILES)
+        where = directory.resolve()
+        return {k: v for k, v in _FAILED_FILES.items() if Path(k).parent == where}
 
 
 def names() -> list[str]:
@@ -129,9 +154,19 @@ def load_entry_points() -> None:
     _ENTRY_POINTS_LOADED = True
 
 
-def load_operator_files(directory: Path) -> list[str]:
-    """Import every ``*.py`` in ``directory`` (a project's ``operators/``), once per version."""
+def load_operator_files(directory: Path, *, strict: bool = True) -> list[str]:
+    """Import every ``*.py`` in ``directory`` (a project's ``operators/``), once per version.
+
+    ``strict=False`` (compiling a spec, running a stage): a file that fails to import
+    registers none of its ops and is recorded (:func:`import_failures`) instead of raising,
+    so it breaks only the pipelines that use its ops, and they are told why. An op name
+    that a second file claims too is refused for every pipeline.
+    """
     loaded: list[str] = []
+    with _LOCK:  # a failed file since deleted fails nothing any more
+        for key in [k for k in _FAILED_FILES if Path(k).parent == directory.resolve()]:
+            if not Path(key).is_file():
+                del _FAILED_FILES[key]
     if not directory.is_dir():
         return loaded
     for path in sorted(directory.glob("*.py")):
@@ -150,13 +185,37 @@ def load_operator_files(directory: Path) -> list[str]:
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
-            except OperatorError:
-                raise
-            except Exception as exc:
-                raise OperatorError(f"cannot import operator file {path}: {exc}") from exc
+            except (Exception, SystemExit) as exc:  # sys.exit() in a file too
+                error = (
+                    exc
+                    if isinstance(exc, OperatorError)
+                    else OperatorError(f"cannot import operator file {path}: {exc}")
+                )
+                if strict:
+                    if error is exc:
+                        raise
+                    raise error from exc
+                sys.modules.pop(mod_name, None)
+                _forget_ops_of(path)
+                name = getattr(exc, "op_name", None)
+                if name is not None:
+                    _REGISTRY.pop(name, None)
+                    _CONFLICTS[name] = str(error)
+                _FAILED_FILES[key] = str(error)
+                continue
+            _FAILED_FILES.pop(key, None)
             _LOADED_FILES[key] = mtime
             loaded.append(key)
     return loaded
+
+
+def _forget_ops_of(path: Path) -> None:
+    """Unregister the ops a file registered before it failed: none of its ops is usable."""
+    target = path.resolve()
+    for name, op in list(_REGISTRY.items()):
+        file = op.origin.rpartition(":")[0]
+        if file and Path(file).resolve() == target:
+            del _REGISTRY[name]
 
 
 def _reset_for_tests() -> None:
@@ -164,3 +223,5 @@ def _reset_for_tests() -> None:
         _REGISTRY.clear()
         _REGISTRY.update({op.name: op for op in BUILTIN_OPS})
         _LOADED_FILES.clear()
+        _FAILED_FILES.clear()
+        _CONFLICTS.clear()

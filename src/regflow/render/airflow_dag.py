@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -22,11 +23,17 @@ def _param(default: Any) -> Param:
     return Param(None if default is None else str(default), type=["null", "string"])
 
 
-def task_id_of(stage_id: str) -> str:
+def task_id_of(stage_id: str, stage_ids: Collection[str] = ()) -> str:
     """A stage's Airflow task id: the stage id, without the ``__adjusted`` suffix a stage gets
     when adjustment rules are spliced at its end, so adding a rule never renames a task (and
-    its history in the Airflow UI)."""
-    return stage_id.removesuffix("__adjusted")
+    its history in the Airflow UI).
+
+    The suffix stays when the node the rules follow is a stage of its own (in
+    ``stage_ids``: an aggregation read by a star schema, or whose output fans out or is a
+    sink): its task keeps its name, and the rules run in a new task ``X__adjusted``.
+    """
+    base = stage_id.removesuffix("__adjusted")
+    return stage_id if base != stage_id and base in stage_ids else base
 
 
 def build_dag(plan: Plan) -> DAG:
@@ -60,9 +67,10 @@ def build_dag(plan: Plan) -> DAG:
         default_args={"owner": plan.owner, "retries": 0},
     )
     tasks = {}
+    stage_ids = {s.id for s in plan.stages}
     for stage in plan.stages:
         tasks[stage.id] = PythonOperator(
-            task_id=task_id_of(stage.id),
+            task_id=task_id_of(stage.id, stage_ids),
             dag=dag,
             python_callable=_run_stage_task,
             op_kwargs={

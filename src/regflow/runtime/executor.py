@@ -1175,12 +1175,14 @@ def run_stage(
     except KeyError:
         raise RunError(f"no stage '{stage_id}' in the plan", pipeline=plan.pipeline) from None
     registry.load_entry_points()
-    registry.load_operator_files(project_dir_of(Path(plan.file)) / "operators")
+    operators = project_dir_of(Path(plan.file)) / "operators"
+    registry.load_operator_files(operators, strict=False)
     missing = [n.op for n in plan.nodes if n.op not in registry.names()]
     if missing:
+        failed = "".join(f"; {why}" for why in registry.import_failures(operators).values())
         raise RunError(
             f"op(s) {', '.join(sorted(set(missing)))} are not registered; is the "
-            "project's operators/ folder deployed next to pipelines/?",
+            f"project's operators/ folder deployed next to pipelines/?{failed}",
             pipeline=plan.pipeline,
             cob=cob,
         )

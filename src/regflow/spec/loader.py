@@ -274,7 +274,8 @@ def load_spec_text(text: str, file: str, *, path: Path | None = None) -> LoadedS
             ),
         )
     registry.load_entry_points()
-    registry.load_operator_files(project_dir_of(path) / "operators")
+    # a broken operator file breaks only the specs that use its ops (they name it)
+    registry.load_operator_files(project_dir_of(path) / "operators", strict=False)
 
     problems: list[Problem] = list(yaml_problems)
     header_raw = {k: v for k, v in raw.items() if k not in ("sources", "nodes")}
