@@ -265,6 +265,8 @@ def _build_plan(
                 "schema": src.schema_,
                 "cob": src.cob_column,
                 "options": src.options,
+                # (only when set: the hashes of sources without it stay as they were)
+                **({"allow_empty": True} if src.allow_empty else {}),
             }
         )
         data_hash[name] = h
@@ -279,6 +281,7 @@ def _build_plan(
                 options=dict(src.options),
                 description=src.description,
                 data_hash=h,
+                allow_empty=src.allow_empty,
             )
         )
     plan_nodes = []

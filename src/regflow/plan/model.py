@@ -32,6 +32,7 @@ class PlanSource:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     data_hash: str = ""
+    allow_empty: bool = False  # no rows for the cob is a valid input, not a failure
 
 
 @dataclass(frozen=True)

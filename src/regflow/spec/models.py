@@ -10,7 +10,14 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from regflow.spec.types import SpecValueError, normalize_type
 
@@ -79,12 +86,28 @@ class SourceSpec(StrictModel):
     )
     description: str = ""
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    allow_empty: bool = Field(
+        default=False,
+        description="No rows for the cob is valid input (default: such a run fails before "
+        "any compute). Needs a declared schema.",
+    )
 
     @field_validator("primary_key")
     @classmethod
     def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(v)) != len(v):
             raise SpecValueError("primary_key lists a column twice", hint="list each column once")
+        return v
+
+    @field_validator("allow_empty")
+    @classmethod
+    def _empty_needs_schema(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and not info.data.get("schema_"):
+            raise SpecValueError(
+                "allow_empty needs the source's columns: an empty source has no files to "
+                "read them from",
+                hint="declare them under 'schema:', or drop allow_empty",
+            )
         return v
 
 
