@@ -104,6 +104,8 @@ def publish_task(
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,
         "adjustments": [a for s in stages.values() if s for a in s.get("adjustments", [])],
+        # partial joins (require_match: false) and the rows they did not match
+        "joins": {k: j for s in stages.values() if s for k, j in s.get("joins", {}).items()},
         # the exact rules this run used, so a preview can add a change on top of them
         "rules": [r for n in plan.adjustment_nodes() for r in n.params.get("rules", [])],
     }
