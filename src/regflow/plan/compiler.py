@@ -344,7 +344,7 @@ def _build_plan(
         )
     stage_rank = {nid: k for k, nid in enumerate(order)}
     stages.sort(key=lambda s: stage_rank[s.id])
-    meta = {
+    meta: dict[str, Any] = {
         "description": spec.description,
         "owner": spec.owner,
         "tags": spec.tags,
@@ -353,6 +353,9 @@ def _build_plan(
         "nodes": {n.id: n.description for n in spec.nodes},
         "sources": {k: v.description for k, v in spec.sources.items()},
     }
+    holidays = tuple(d.isoformat() for d in spec.cob.holidays)
+    if spec.cob.rule != "run_date":  # (scheduling, not results: the metadata hash)
+        meta["cob"] = {"rule": spec.cob.rule, "holidays": holidays}
     return Plan(
         pipeline=spec.pipeline,
         file=str(loaded.path),
@@ -375,6 +378,8 @@ def _build_plan(
         metadata_hash=_hash(meta),
         regflow_version=__version__,
         warnings=tuple(p.format() for p in problems if p.severity == "warning"),
+        cob_rule=spec.cob.rule,
+        cob_holidays=holidays,
     )
 
 

@@ -130,6 +130,31 @@ class NodeSpec(StrictModel):
 NODE_COMMON_KEYS = ("id", "op", "inputs", "checkpoint", "description")
 
 
+class CobRule(StrictModel):
+    """The cob a run computes when it is not given one (a scheduled run): see
+    :mod:`regflow.plan.cob`. An explicit ``cob`` param always wins."""
+
+    rule: Literal["run_date", "previous_business_day"] = Field(
+        default="run_date",
+        description="run_date: the date the run is stamped with (default); "
+        "previous_business_day: the last business day (Monday to Friday, not a holiday) "
+        "before it.",
+    )
+    holidays: tuple[dt.date, ...] = Field(
+        default=(), description="Dates that are not business days (previous_business_day)."
+    )
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: tuple[dt.date, ...], info: ValidationInfo) -> tuple[dt.date, ...]:
+        if v and info.data.get("rule") != "previous_business_day":
+            raise SpecValueError(
+                "holidays only apply to 'rule: previous_business_day'",
+                hint="set 'rule: previous_business_day', or drop the holidays",
+            )
+        return tuple(sorted(set(v)))
+
+
 class PipelineHeader(StrictModel):
     """The top-level settings of a pipeline, without its sources and nodes."""
 
@@ -138,6 +163,9 @@ class PipelineHeader(StrictModel):
     owner: str = "regflow"
     tags: tuple[str, ...] = ()
     schedule: str | None = None
+    cob: CobRule = Field(
+        default_factory=CobRule, description="Which cob a run computes when not given one."
+    )
     start_date: dt.date = dt.date(2024, 1, 1)
     params: dict[str, Scalar] = Field(default_factory=dict)
 
