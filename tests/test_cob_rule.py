@@ -20,6 +20,7 @@ from test_airflow_dags import ROOT, dagbag
 from regflow.errors import SpecError
 from regflow.plan.cob import cob_of_run
 from regflow.plan.compiler import compile_file
+from regflow.plan.explain import explain
 from regflow.render.docs import dag_doc
 from regflow.render.tasks import _cob
 from regflow.spec.jsonschema import spec_json_schema
@@ -89,6 +90,8 @@ def test_the_rule_is_metadata_shown_in_the_dag_docs(tmp_path):
         "Monday to Friday, except 2 holiday(s): 2026-04-03, 2026-04-06)"
     ) in doc
     assert "(rule `run_date`, the default)" in dag_doc(plain)
+    assert "schedule 0 6 * * 1-5 · cob previous_business_day (2 holidays)\n" in explain(ruled)
+    assert "schedule 0 6 * * 1-5\n" in explain(plain)
 
 
 @pytest.mark.parametrize(

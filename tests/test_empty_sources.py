@@ -15,6 +15,7 @@ from runtime_helpers import COB, run_all_stages
 
 from regflow.errors import DataError, SpecError
 from regflow.plan.compiler import compile_file
+from regflow.plan.explain import explain
 from regflow.runtime import executor
 from regflow.runtime.lineage import _ranks
 from regflow.runtime.sources import EmptySourceError
@@ -171,6 +172,7 @@ def test_an_allowed_empty_source_gives_an_empty_run(tmp_path, spark, monkeypatch
     else:
         _other_cob_unpartitioned(loans)
     reports = _run(tmp_path, spark)
+    assert "4 columns · may be empty" in explain(compile_file(tmp_path / "pipelines" / "cobs.yaml"))
     run = RunRef(tmp_path / "storage", "cobs", COB, "r1")
     assert pq.read_table(run.node_dir("by_desk")).num_rows == 0
     ckpt = pq.read_table(run.node_dir("by_desk.lineage"))
