@@ -13,8 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from runtime_helpers import COB, run_all_stages
 
+from regflow.cli.airflow_run import RunResult
+from regflow.cli.commands import print_run_summary
 from regflow.errors import DataError
 from regflow.plan.compiler import compile_file
+from regflow.render.tasks import publish_task
 from regflow.runtime.executor import run_stage
 from regflow.storage import RunRef
 
@@ -129,6 +132,31 @@ def test_a_partial_join_counts_its_unmatched_rows(tmp_path, spark, how):
     fate = "dropped" if how == "inner" else "kept, lookup columns null"
     assert f"  join loans_fx: 2 of 5 rows of 'loans' without a match in 'fx' ({fate})" in logged
     assert _by_desk(tmp_path, name, "r1") == _expected(keep=how == "left")
+
+
+def test_the_run_summary_reports_the_unmatched_rows(tmp_path, spark, monkeypatch, capsys):
+    """The published run summary (``_RUN_SUCCESS``) and ``regflow run``'s output."""
+    spec = _project(tmp_path, "partial", "\n    require_match: false")
+    reports = run_all_stages(compile_file(spec), tmp_path / "storage", "r1", spark,
+                             {"data_root": str(tmp_path)})  # fmt: skip
+    monkeypatch.setenv("REGFLOW_STORAGE", str(tmp_path / "storage"))
+    context = {"params": {"cob": COB, "data_root": str(tmp_path)}, "run_id": "r1"}
+    publish_task(str(spec), context)
+    run = RunRef(tmp_path / "storage", "partial", COB, "r1")
+    summary = json.loads((run.run_dir / "_RUN_SUCCESS").read_text())
+    assert summary["joins"] == {
+        "loans_fx": {"join": "loans_fx", "left": "loans", "lookup": "fx", "how": "left",
+                     "rows": 5, "unmatched": 2}
+    }  # fmt: skip
+    capsys.readouterr()
+    print_run_summary(
+        RunResult("partial", COB, "r1", "success", 1.0, [r.to_dict() for r in reports])
+    )
+    out = capsys.readouterr().out
+    assert "  partial joins (require_match: false):\n" in out
+    assert (
+        "    loans_fx         2 of 5 rows without a match in 'fx' (kept with null lookup columns)"
+    ) in out
 
 
 def test_counting_unmatched_rows_costs_no_spark_job(tmp_path, spark):
