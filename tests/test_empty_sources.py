@@ -208,3 +208,38 @@ def test_allow_empty_needs_declared_columns(tmp_path):
 )
 def test_ranks_of_an_empty_column_are_empty(column):
     assert _ranks(column).tolist() == []
+
+
+CSV_SPEC = """\
+pipeline: limits
+params: {data_root: .}
+sources:
+  desks:
+    format: csv
+    path: "{data_root}/desks.csv"
+    primary_key: [desk]
+    schema: {desk: string, var_limit: "decimal(20,2)"}
+nodes:
+  - id: total
+    op: aggregate
+    inputs: [desks]
+    group_by: [desk]
+    measures: {var_limit: {sum: var_limit}}
+"""
+
+
+@pytest.mark.parametrize("body", ["", "\n\n", "RATES,100.00\n"], ids=["header", "blank", "a row"])
+def test_a_csv_source_with_a_header_only_has_no_rows(tmp_path, spark, body):
+    (tmp_path / "pipelines").mkdir()
+    spec = tmp_path / "pipelines" / "limits.yaml"
+    spec.write_text(CSV_SPEC)
+    (tmp_path / "desks.csv").write_text("desk,var_limit\n" + body)
+    plan = compile_file(spec)
+    params = {"data_root": str(tmp_path)}
+    if not body.strip():
+        with pytest.raises(EmptySourceError, match=r"desks.csv holds no rows; cobs present: none"):
+            run_all_stages(plan, tmp_path / "storage", "r1", spark, params)
+        return
+    run_all_stages(plan, tmp_path / "storage", "r1", spark, params)
+    run = RunRef(tmp_path / "storage", "limits", COB, "r1")
+    assert pq.read_table(run.node_dir("total")).to_pylist()[0]["var_limit"] == Decimal("100.00")

@@ -52,12 +52,12 @@ def resolve_source_path(
     base = Path(render_path(src.path, variables))
     cob = str(variables["cob"])
     part = base / f"cob={cob}"
-    cobs = cob_partitions(base, src.format)
-    if part.is_dir() or cobs:
+    if part.is_dir() or (base.is_dir() and any(p.is_dir() for p in base.glob("cob=*"))):
         files = _data_files(part, src.format) if part.is_dir() else []
         if files or src.allow_empty:
             return part, files
         state = "is empty" if part.is_dir() else "does not exist"
+        cobs = [c for c in cob_partitions(base, src.format) if c != cob]
         raise EmptySourceError(src.name, cob, f"{part} {state}", cobs, pipeline=pipeline)
     for cand in (base, base.with_name(f"{base.name}.{src.format}")):
         if cand.is_dir():
@@ -217,7 +217,7 @@ def read_source(
             src.name,
             cob,
             f"{path} holds no rows"
-            + (f" with {src.cob_column} = {cob}" if src.cob_column and rows_at_most else ""),
+            + (f" with {src.cob_column} = {cob}" if src.cob_column and rows_at_most != 0 else ""),
             sorted(
                 {*_partition_cobs(path, src), *_cob_values(every_cob, src, rows_at_most)} - {cob}
             ),
