@@ -131,8 +131,8 @@ NODE_COMMON_KEYS = ("id", "op", "inputs", "checkpoint", "description")
 
 
 class CobRule(StrictModel):
-    """The cob a run computes when it is not given one (a scheduled run): see
-    :mod:`regflow.plan.cob`. An explicit ``cob`` param always wins."""
+    """The cob a run computes when it is not given one (a scheduled run). An explicit cob
+    (--cob, or the cob param) always wins."""
 
     rule: Literal["run_date", "previous_business_day"] = Field(
         default="run_date",
