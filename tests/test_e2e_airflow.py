@@ -219,3 +219,32 @@ def test_run_with_an_adjustments_folder_applies_and_audits(e2e, tmp_path):
     assert Decimal(row["new_value"]) - Decimal(row["old_value"]) == delta
     assert Decimal(row["old_value"]) == Decimal(base["LE003"]["outflows"])
     assert row["adjustment_set_hash"] not in ("", "none")
+
+
+def test_a_cob_without_data_fails_before_any_compute_and_keeps_the_published_figures(e2e, tmp_path):
+    """Issue 16's repro: rerun the cob with a data root that holds only another cob. The
+    run fails naming the source, the path and the cobs present, and nothing is published."""
+    data = tmp_path / "data"
+    other = "2026-04-30"
+    for name in ("deals", "fx_rates"):
+        shutil.copytree(e2e["data"] / name / f"cob={COB.isoformat()}", data / name / f"cob={other}")
+    shutil.copy(e2e["data"] / "entities.parquet", data / "entities.parquet")
+    before = export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
+    runs = sorted((e2e["storage"] / "lcr" / f"cob={COB.isoformat()}").glob("run=*"))
+    proc = regflow(
+        e2e["project"], e2e["home"], "run", "lcr", "--cob", COB.isoformat(),
+        "--param", f"data_root={data}", "--storage", str(e2e["storage"]), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    err = " ".join(proc.stderr.split())  # (the message may be wrapped)
+    assert f"source 'deals' has no rows for cob {COB.isoformat()}" in err
+    assert f"{data}/deals/cob={COB.isoformat()} does not exist; cobs present: {other}" in err
+    assert "node=deals" in err
+    failed = sorted(
+        set((e2e["storage"] / "lcr" / f"cob={COB.isoformat()}").glob("run=*")) - set(runs)
+    )
+    assert len(failed) == 1
+    assert not (failed[0] / "_RUN_SUCCESS").exists()
+    assert not list(failed[0].glob("weigh*"))  # no compute: the first stage wrote nothing
+    after = export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
+    assert after == before

@@ -168,7 +168,9 @@ def test_join_lookup_duplicates_are_found_on_the_driver_and_by_spark(
     with pytest.raises(DataError, match=r"duplicate keys \(currency=EUR\)"):
         builtin_ops.join([deals, fx], JoinParams(on=["currency"]), ctx(inputs=("d", "fx")))
     unique = fx.where(f"{LID} != 11")
-    out = builtin_ops.join([deals, unique], JoinParams(on=["currency"]), ctx(inputs=("d", "fx")))
+    out = builtin_ops.join(
+        [deals, unique], JoinParams(on=["currency"], require_match=False), ctx(inputs=("d", "fx"))
+    )
     assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == JOINED_UNIQUE_FX
 
 
@@ -192,7 +194,7 @@ def test_join_small_lookup_is_checked_inside_the_broadcast_job(spark, deals):
     small = ctx(inputs=("d", "fx"), input_rows=(4, 3))
     fx = _fx_with_a_duplicate(spark)
     jobs = _job_count(spark)
-    out = builtin_ops.join([deals, fx], JoinParams(on=["currency"]), small)
+    out = builtin_ops.join([deals, fx], JoinParams(on=["currency"], require_match=False), small)
     assert _job_count(spark) == jobs  # no lookup-key job
     plan = out._jdf.queryExecution().executedPlan().toString()
     assert "BroadcastExchange" in plan
@@ -203,9 +205,9 @@ def test_join_small_lookup_is_checked_inside_the_broadcast_job(spark, deals):
         "must match at most one lookup row"
     ) in str(exc.value)
     unique = fx.where(f"{LID} != 11")
-    out = builtin_ops.join([deals, unique], JoinParams(on=["currency"]), small)
+    out = builtin_ops.join([deals, unique], JoinParams(on=["currency"], require_match=False), small)
     up_front = builtin_ops.join(
-        [deals, unique], JoinParams(on=["currency"]), ctx(inputs=("d", "fx"))
+        [deals, unique], JoinParams(on=["currency"], require_match=False), ctx(inputs=("d", "fx"))
     )
     assert sorted(out.collect()) == sorted(up_front.collect())
     assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == JOINED_UNIQUE_FX

@@ -57,14 +57,16 @@ def test_join_enriches_keeps_left_lineage_and_left_rows(spark, deals):
         [(10, "USD", Decimal("1")), (11, "EUR", Decimal("1.1")), (12, "JPY", Decimal("0.0067"))],
         f"{LID} bigint, currency string, usd_rate decimal(18,8)",
     )
-    out = builtin_ops.join([deals, fx], JoinParams(on=["currency"]), ctx())
+    out = builtin_ops.join([deals, fx], JoinParams(on=["currency"], require_match=False), ctx())
     assert collect(out, LID, "usd_rate") == [
         (1, Decimal("1.00000000")),
         (2, Decimal("1.10000000")),
         (3, None),
         (4, Decimal("1.10000000")),
     ]
-    inner = builtin_ops.join([deals, fx], JoinParams(on=["currency"], how="inner"), ctx())
+    inner = builtin_ops.join(
+        [deals, fx], JoinParams(on=["currency"], how="inner", require_match=False), ctx()
+    )
     assert collect(inner, LID) == [(1,), (2,), (4,)]
 
 
@@ -98,7 +100,9 @@ def test_join_with_renamed_keys(spark, deals):
     ent = spark.createDataFrame(
         [(20, "LE1", "Bank One")], f"{LID} bigint, entity string, entity_name string"
     )
-    out = builtin_ops.join([deals, ent], JoinParams(on={"legal_entity": "entity"}), ctx())
+    out = builtin_ops.join(
+        [deals, ent], JoinParams(on={"legal_entity": "entity"}, require_match=False), ctx()
+    )
     assert collect(out, LID, "entity_name") == [
         (1, "Bank One"),
         (2, "Bank One"),

@@ -249,6 +249,18 @@ def print_run_summary(result: Any) -> None:
                 else f"skipped, {a['reason']}"
             )
             print(f"    {a['rule_id']:<16} {a['position']} {a['at']:<16} {what}")
+    joins = [j for st in result.stages for j in st.get("joins", {}).values()]
+    if joins:
+        print("  partial joins (require_match: false):")
+        for j in joins:
+            fate = "dropped" if j["how"] == "inner" else "kept with null lookup columns"
+            counted = (
+                "not counted"
+                if j["unmatched"] is None
+                else f"{j['unmatched']:,} of {j['rows']:,} rows without a match in "
+                f"'{j['lookup']}'" + (f" ({fate})" if j["unmatched"] else "")
+            )
+            print(f"    {j['join']:<16} {counted}")
     print(f"  Airflow log: {result.log_file}")
 
 

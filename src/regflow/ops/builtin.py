@@ -123,12 +123,23 @@ class JoinParams(OpParams):
 
     The left input's lineage id is kept: a join is a row-wise enrichment, and the framework
     fails the run if the lookup's keys are not unique (a row would be duplicated).
+
+    A join loses no row silently. By default every left row must match (``require_match``):
+    one that does not fails the run, naming its key. A join that is partial by design says
+    ``require_match: false``; its unmatched rows are then kept with null lookup columns
+    (``how: left``) or dropped (``how: inner``), and counted in the stage report and the
+    run summary.
     """
 
     on: list[str] | dict[str, str] = Field(min_length=1)
     how: Literal["left", "inner"] = "left"
     columns: list[str] | None = None
-    require_match: bool = False
+    require_match: bool = Field(
+        default=True,
+        description="Fail the run on a left row without a lookup row (default). false: the "
+        "join is partial by design; unmatched rows are kept (how: left) or dropped (how: "
+        "inner), and counted in the stage report and run summary.",
+    )
 
     def pairs(self) -> list[tuple[str, str]]:
         if isinstance(self.on, dict):
@@ -168,7 +179,8 @@ JOIN = OpDef(
     max_inputs=2,
     output_schema=_join_schema,
     check=_join_check,
-    doc="Enrich rows with columns of a lookup; optionally fail on rows without a match.",
+    doc="Enrich rows with columns of a lookup; a row without a match fails the run unless "
+    "require_match: false (then it is counted).",
 )
 
 

@@ -265,6 +265,8 @@ def _build_plan(
                 "schema": src.schema_,
                 "cob": src.cob_column,
                 "options": src.options,
+                # (only when set: the hashes of sources without it stay as they were)
+                **({"allow_empty": True} if src.allow_empty else {}),
             }
         )
         data_hash[name] = h
@@ -279,6 +281,7 @@ def _build_plan(
                 options=dict(src.options),
                 description=src.description,
                 data_hash=h,
+                allow_empty=src.allow_empty,
             )
         )
     plan_nodes = []
@@ -341,7 +344,7 @@ def _build_plan(
         )
     stage_rank = {nid: k for k, nid in enumerate(order)}
     stages.sort(key=lambda s: stage_rank[s.id])
-    meta = {
+    meta: dict[str, Any] = {
         "description": spec.description,
         "owner": spec.owner,
         "tags": spec.tags,
@@ -350,6 +353,9 @@ def _build_plan(
         "nodes": {n.id: n.description for n in spec.nodes},
         "sources": {k: v.description for k, v in spec.sources.items()},
     }
+    holidays = tuple(d.isoformat() for d in spec.cob.holidays)
+    if spec.cob.rule != "run_date":  # (scheduling, not results: the metadata hash)
+        meta["cob"] = {"rule": spec.cob.rule, "holidays": holidays}
     return Plan(
         pipeline=spec.pipeline,
         file=str(loaded.path),
@@ -372,6 +378,8 @@ def _build_plan(
         metadata_hash=_hash(meta),
         regflow_version=__version__,
         warnings=tuple(p.format() for p in problems if p.severity == "warning"),
+        cob_rule=spec.cob.rule,
+        cob_holidays=holidays,
     )
 
 

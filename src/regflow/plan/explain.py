@@ -9,7 +9,9 @@ def explain(plan: Plan) -> str:
     out = [
         f"pipeline {plan.pipeline}  ({plan.file})",
         f"  owner {plan.owner} · tags {', '.join(plan.tags) or '-'} · "
-        f"schedule {plan.schedule or 'manual'}",
+        f"schedule {plan.schedule or 'manual'}"
+        + (f" · cob {plan.cob_rule}" if plan.cob_rule != "run_date" else "")
+        + (f" ({len(plan.cob_holidays)} holidays)" if plan.cob_holidays else ""),
         f"  data hash {plan.data_hash} · metadata hash {plan.metadata_hash}",
         f"  params: {', '.join(f'{k}={v}' for k, v in plan.params.items()) or 'none'}",
         "",
@@ -20,6 +22,7 @@ def explain(plan: Plan) -> str:
         schema = f"{cols} columns" if s.schema.known else "schema inferred at run time"
         out.append(
             f"  {s.name:<16} {s.format:<8} {s.path}  key=({', '.join(s.primary_key)}) {schema}"
+            + (" · may be empty" if s.allow_empty else "")
         )
     out.append("")
     for i, st in enumerate(plan.stages, start=1):

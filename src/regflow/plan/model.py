@@ -32,6 +32,7 @@ class PlanSource:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     data_hash: str = ""
+    allow_empty: bool = False  # no rows for the cob is a valid input, not a failure
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     adjustments_dir: str | None = None
     adjustment_set_hash: str = "none"
+    # the cob of a run not given one (see regflow.plan.cob): the rule and its holidays
+    cob_rule: str = "run_date"
+    cob_holidays: tuple[str, ...] = ()
 
     def node(self, node_id: str) -> PlanNode:
         for n in self.nodes:
@@ -165,7 +169,12 @@ class Plan:
             for s in d.pop("stages")
         )
         return cls(
-            **{**d, "tags": tuple(d["tags"]), "warnings": tuple(d["warnings"])},
+            **{
+                **d,
+                "tags": tuple(d["tags"]),
+                "warnings": tuple(d["warnings"]),
+                "cob_holidays": tuple(d.get("cob_holidays", ())),
+            },
             sources=sources,
             nodes=nodes,
             stages=stages,

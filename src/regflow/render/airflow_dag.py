@@ -9,6 +9,7 @@ from typing import Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
+from regflow.plan.cob import describe as describe_cob_rule
 from regflow.plan.model import Plan
 from regflow.render.docs import dag_doc, load_doc, stage_display_name, stage_doc
 
@@ -42,7 +43,9 @@ def build_dag(plan: Plan) -> DAG:
             None,
             type=["null", "string"],
             format="date",
-            description="Close-of-business date (YYYY-MM-DD); defaults to the run's date.",
+            description="Close-of-business date (YYYY-MM-DD); empty: "
+            + describe_cob_rule(plan.cob_rule, plan.cob_holidays).replace("`", "")
+            + ".",
         ),
     }
     params["recompute"] = Param(

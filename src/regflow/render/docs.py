@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from regflow.plan.cob import describe as describe_cob_rule
 from regflow.plan.model import Plan, PlanNode, Stage
 
 
@@ -13,6 +14,9 @@ def dag_doc(plan: Plan) -> str:
         f"- **Data hash:** `{plan.data_hash}` · **metadata hash:** `{plan.metadata_hash}`",
         "- **Params:** `cob` (close-of-business date, YYYY-MM-DD) and "
         + (", ".join(f"`{k}` (default `{v}`)" for k, v in plan.params.items()) or "none"),
+        f"- **Cob of a run without a `cob` param** (a scheduled run"
+        f"{f', `{plan.schedule}`' if plan.schedule else ''}): "
+        + describe_cob_rule(plan.cob_rule, plan.cob_holidays),
         "",
         "## Stages",
         "",

@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from regflow.plan.cache import load_plan
+from regflow.plan.cob import cob_of_run
 from regflow.plan.model import Plan
 from regflow.project import project_root, spec_identity
 from regflow.project import run_params as checked_params
 from regflow.storage import RunRef, publish_run, resolve_root, safe_run_id, write_json_atomic
 
 
-def _cob(context: dict[str, Any]) -> str:
+def _cob(context: dict[str, Any], plan: Plan | None = None) -> str:
+    """The run's cob: its ``cob`` param, else the spec's cob rule (see
+    :mod:`regflow.plan.cob`) applied to the date the run is stamped with."""
     params = context.get("params") or {}
     cob = params.get("cob")
     if cob:
@@ -22,10 +25,16 @@ def _cob(context: dict[str, Any]) -> str:
     for key in ("logical_date", "data_interval_end"):
         value = context.get(key)
         if value is not None:
-            return value.date().isoformat()
+            return _cob_of_run(value.date(), plan)
     dag_run = context.get("dag_run")
     run_after = getattr(dag_run, "run_after", None)
-    return (run_after or dt.datetime.now(dt.UTC)).date().isoformat()
+    return _cob_of_run((run_after or dt.datetime.now(dt.UTC)).date(), plan)
+
+
+def _cob_of_run(run_date: dt.date, plan: Plan | None) -> str:
+    if plan is None:
+        return run_date.isoformat()
+    return cob_of_run(run_date, plan.cob_rule, plan.cob_holidays).isoformat()
 
 
 # The DAG params that steer a run rather than feed the calculation
@@ -84,7 +93,7 @@ def run_stage_task(
     from regflow.runtime.executor import run_stage
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
-    cob = _cob(context)
+    cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
         report = run_stage(
@@ -106,7 +115,7 @@ def publish_task(
     spec_file: str, context: dict[str, Any], adjustments_dir: str | None = None
 ) -> dict[str, Any]:
     plan = load_plan(spec_file, adjustments=adjustments_dir)
-    cob = _cob(context)
+    cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stages = {}
     for task_id in plan.task_ids():
@@ -123,6 +132,8 @@ def publish_task(
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,
         "adjustments": [a for s in stages.values() if s for a in s.get("adjustments", [])],
+        # partial joins (require_match: false) and the rows they did not match
+        "joins": {k: j for s in stages.values() if s for k, j in s.get("joins", {}).items()},
         # the exact rules this run used, so a preview can add a change on top of them
         "rules": [r for n in plan.adjustment_nodes() for r in n.params.get("rules", [])],
     }
@@ -145,7 +156,7 @@ def load_task(
     from regflow.warehouse.targets import resolve_target
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
-    cob = _cob(context)
+    cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stage_id = f"load_{node_id}"
     try:

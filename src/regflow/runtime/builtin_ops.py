@@ -67,9 +67,12 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     The lookup's keys must be unique (else rows would be duplicated). A lookup the runtime
     knows to have at most ``BROADCAST_MAX_KEYS`` rows (``ctx.input_rows``) is broadcast with
     the check built in (the broadcast job fails on a repeated key: no extra Spark job); any
-    other lookup is checked up front. With ``require_match`` a left row without a lookup row
-    fails the run, naming its key.
+    other lookup is checked up front. With ``require_match`` (the default) a left row
+    without a lookup row fails the run, naming its key. Without it, the unmatched rows are
+    counted in the job that computes the join (``DataFrame.observe``: no extra pass), then
+    kept (``how: left``) or dropped (``how: inner``).
     """
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     left, right = inputs
@@ -100,21 +103,31 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     for lk, rk in pairs:
         c = left[lk] == r[renamed[rk]]
         cond = c if cond is None else cond & c
-    how = "left" if (p.require_match or p.how == "left") else "inner"
     if broadcast:  # a lookup: ship it to every executor, no shuffle
         r = F.broadcast(r)
-    out = left.join(r, cond, how)
+    out = left.join(r, cond, "left")  # (inner: the unmatched rows are counted, then dropped)
+    unmatched = F.expr(f"{marker} IS NULL")
     if p.require_match:
         msg = F.concat(
             F.lit(f"{node_tag(ctx.node)} no match in '{ctx.inputs[1]}' for "),
             _describe_keys([lk for lk, _ in pairs], null="null"),
-            F.lit(" (lineage id "),
-            F.expr(f"CAST({quote_name(LINEAGE_COLUMN)} AS STRING)"),
-            F.lit(")"),
+            F.lit(
+                f" (a row of '{ctx.inputs[0]}'); add the missing '{ctx.inputs[1]}' row, or set "
+                "require_match: false on the join if it is partial by design"
+            ),
         )
-        out = _assert_rows(out, F.expr(f"{marker} IS NULL"), msg)
-    elif p.how == "inner":
-        out = out.where(F.expr(f"{marker} IS NOT NULL"))
+        out = _assert_rows(out, unmatched, msg)
+    else:
+        seen = Observation()  # (a unique name)
+        out = out.observe(
+            seen,
+            F.count(F.lit(1)).alias("rows"),
+            F.count_if(unmatched).alias("unmatched"),
+        )
+        what = {"join": ctx.node, "left": ctx.inputs[0], "lookup": ctx.inputs[1], "how": p.how}
+        ctx.observations.append((what, seen))
+        if p.how == "inner":
+            out = out.where(~unmatched)
     return out.drop(marker, *renamed.values())
 
 

@@ -21,3 +21,7 @@ class OpContext:
     # Per input, at most how many rows it has, when the runtime knows without a Spark job
     # (a stored output's row count, a source's rows from its files); None when unknown.
     input_rows: tuple[int | None, ...] = ()
+    # Counts an op takes in the Spark job that computes its rows (``DataFrame.observe``):
+    # (what they count, the Observation). The runtime reads them once the stage's outputs
+    # are written and reports them (e.g. a partial join's unmatched rows).
+    observations: list[tuple[dict[str, Any], Any]] = field(default_factory=list)

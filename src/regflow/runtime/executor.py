@@ -128,6 +128,8 @@ class StageReport:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     reused_from: str | None = None  # the run whose outputs the stage took, unchanged
+    # partial joins (require_match: false): node -> left, lookup, how, rows, unmatched
+    joins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -142,6 +144,8 @@ class StageReport:
         }
         if self.reused_from is not None:
             out["reused_from"] = self.reused_from
+        if self.joins:
+            out["joins"] = self.joins
         return out
 
     @classmethod
@@ -150,6 +154,7 @@ class StageReport:
             d["pipeline"], d["stage"], d["cob"], d["run_id"], float(d.get("seconds", 0.0)),
             [OutputReport(**o) for o in d.get("outputs", [])],
             dict(d.get("sources") or {}), list(d.get("adjustments") or []), d.get("reused_from"),
+            dict(d.get("joins") or {}),
         )  # fmt: skip
 
 
@@ -202,6 +207,7 @@ class StageRunner:
         # frames computed on the driver: name -> their lineage ids
         self.local_ids: dict[str, pa.ChunkedArray] = {}
         self.report = StageReport(plan.pipeline, stage.id, run.cob, run.run_id)
+        self.observations: list[tuple[dict[str, Any], Any]] = []  # (see OpContext)
 
     def stored_run(self, name: str) -> RunRef | None:
         """The run holding a complete stored ``name``: this one, else an earlier valid one."""
@@ -285,9 +291,25 @@ class StageRunner:
                 pipeline=self.plan.pipeline,
                 cob=self.run.cob,
             )
+        self._report_observations()
         self.report.seconds = time.perf_counter() - t0
         write_json_atomic(self.run.stage_report(self.stage.id), self.report.to_dict())
         return self.report
+
+    def _report_observations(self) -> None:
+        """What the ops counted in the stage's jobs (a partial join's unmatched rows)."""
+        for what, seen in self.observations:
+            counts = observed(seen)
+            entry = {**what, **(counts or {"rows": None, "unmatched": None})}
+            self.report.joins[what["join"]] = entry
+            if counts is None:
+                self.log(f"  join {what['join']}: its rows were never computed (not counted)")
+            elif counts["unmatched"]:
+                fate = "dropped" if what["how"] == "inner" else "kept, lookup columns null"
+                self.log(
+                    f"  join {what['join']}: {counts['unmatched']:,} of {counts['rows']:,} rows "
+                    f"of '{what['left']}' without a match in '{what['lookup']}' ({fate})"
+                )
 
     def _ctx(self, node: PlanNode) -> OpContext:
         return OpContext(
@@ -351,6 +373,7 @@ class StageRunner:
                     out = op.func(*inputs, params, ctx)
                 else:
                     out = builtin_ops.BUILTIN_IMPLS[node.op](inputs, params, ctx)
+            self.observations += ctx.observations
             require_lineage_column(out, node=node.id, pipeline=self.plan.pipeline, cob=self.run.cob)
             self._check_schema(node, out)
             if custom and op.lineage in ("rowwise", "rollup"):
@@ -1078,6 +1101,15 @@ def _rollup_by(node: PlanNode) -> list[str]:
     """A rollup op's ``rollup_by``, defaults included (as its checkpoint was written)."""
     params = registry.get(node.op).params.model_validate(node.params)
     return list(getattr(params, "rollup_by", []) or [])
+
+
+def observed(seen: Any) -> dict[str, Any] | None:
+    """The metrics of an ``Observation`` once a job has computed them; None when no job
+    did (``Observation.get`` would then wait for ever)."""
+    jo = getattr(seen, "_jo", None)  # (the JVM Observation: set once a frame observes it)
+    if jo is None or not jo.future().isCompleted():
+        return None
+    return dict(seen.get)
 
 
 def collect_arrow(df: DataFrame, schema: StructType | None = None) -> pa.Table:

@@ -295,6 +295,8 @@ def _ranks(column: Any) -> Any:
     import numpy as np
     import pyarrow.compute as pc
 
+    if len(column) == 0:  # (pyarrow cannot convert an empty dictionary column to numpy)
+        return np.zeros(0, dtype=np.int64)
     enc = pc.dictionary_encode(column, null_encoding="encode").combine_chunks()
     values = enc.dictionary
     order = pc.sort_indices(values).to_numpy()  # nulls last here; Spark puts them first

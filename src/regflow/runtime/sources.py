@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,35 +38,84 @@ def render_path(template: str, variables: dict[str, Any]) -> str:
     return template.format_map({k: "" if v is None else str(v) for k, v in variables.items()})
 
 
-def resolve_source_path(src: PlanSource, variables: dict[str, Any]) -> tuple[Path, list[Path]]:
+def resolve_source_path(
+    src: PlanSource, variables: dict[str, Any], *, pipeline: str | None = None
+) -> tuple[Path, list[Path]]:
     """Find a source's data for the cob.
 
-    Tries, in order: ``<path>/cob=<cob>/`` (a cob partition), ``<path>`` (a folder or file),
-    ``<path>.<format>`` (a single file). Returns the path and the data files behind it.
-    A relative path is relative to the project root (``project_dir``), wherever the
-    process runs.
+    A folder with ``cob=YYYY-MM-DD/`` subfolders is partitioned by cob: only
+    ``<path>/cob=<cob>/`` is read, and a missing or empty one is no data for the cob (never
+    a fallback to the other cobs' files). Otherwise tries ``<path>`` (a folder or file),
+    then ``<path>.<format>`` (a single file). Returns the path and the data files behind it:
+    none only for an empty cob partition of a source that allows it (``allow_empty``).
+    A relative path is relative to the project root (``project_dir``), wherever the process
+    runs.
     """
     base = Path(render_path(src.path, variables))
     if not base.is_absolute() and variables.get("project_dir"):
         base = Path(variables["project_dir"]) / base
-    cob = variables["cob"]
-    candidates = [base / f"cob={cob}", base, base.with_name(f"{base.name}.{src.format}")]
-    for cand in candidates:
+    cob = str(variables["cob"])
+    part = base / f"cob={cob}"
+    if part.is_dir() or (base.is_dir() and any(p.is_dir() for p in base.glob("cob=*"))):
+        files = _data_files(part, src.format) if part.is_dir() else []
+        if files or src.allow_empty:
+            return part, files
+        state = "is empty" if part.is_dir() else "does not exist"
+        cobs = [c for c in cob_partitions(base, src.format) if c != cob]
+        raise EmptySourceError(src.name, cob, f"{part} {state}", cobs, pipeline=pipeline)
+    for cand in (base, base.with_name(f"{base.name}.{src.format}")):
         if cand.is_dir():
-            files = sorted(
-                p
-                for p in cand.rglob(f"*.{src.format}")
-                if not any(part.startswith((".", "_")) for part in p.relative_to(cand).parts)
-            )
+            files = _data_files(cand, src.format)
             if files:
                 return cand, files
         elif cand.is_file():
             return cand, [cand]
-    tried = ", ".join(str(c) for c in candidates)
+    tried = ", ".join(str(c) for c in (part, base, base.with_name(f"{base.name}.{src.format}")))
     raise DataError(
         f"source '{src.name}': no {src.format} data found (looked for {tried}). "
-        "Check the data_root param (--param data_root=DIR) and the cob."
+        "Check the data_root param (--param data_root=DIR) and the cob.",
+        pipeline=pipeline,
+        node=src.name,
+        cob=cob,
     )
+
+
+def _data_files(folder: Path, fmt: str) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob(f"*.{fmt}")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    )
+
+
+def cob_partitions(base: Path, fmt: str) -> list[str]:
+    """The cobs of a partitioned source folder that hold data files (``cob=*/``)."""
+    if not base.is_dir():
+        return []
+    return sorted(
+        p.name.removeprefix("cob=")
+        for p in base.glob("cob=*")
+        if p.is_dir() and _data_files(p, fmt)
+    )
+
+
+class EmptySourceError(DataError):
+    """A source has no rows for the run's cob (and does not say ``allow_empty: true``)."""
+
+    def __init__(
+        self, source: str, cob: str, why: str, cobs: Sequence[str], *, pipeline: str | None
+    ):
+        self.source, self.cobs = source, list(cobs)
+        shown = ", ".join(cobs[-10:]) if cobs else "none"
+        more = f" (and {len(cobs) - 10} earlier)" if len(cobs) > 10 else ""
+        super().__init__(
+            f"source '{source}' has no rows for cob {cob}: {why}; cobs present: {shown}{more}. "
+            "Check --cob and the data_root param (--param data_root=DIR), or set "
+            "'allow_empty: true' on the source if an empty cob is expected.",
+            pipeline=pipeline,
+            node=source,
+            cob=cob,
+        )
 
 
 _ARROW_TO_SPARK = {
@@ -134,26 +184,17 @@ def read_source(
     from pyspark.sql import functions as F
 
     cob = str(variables["cob"])
-    path, files = resolve_source_path(src, variables)
+    path, files = resolve_source_path(src, variables, pipeline=pipeline)
     declared = Schema(
         tuple(c for c in src.schema.columns if c.name != LINEAGE_COLUMN), known=src.schema.known
     )
-    reader = spark.read
-    if src.format == "csv":
-        opts = {"header": "true", **{k: str(v) for k, v in src.options.items()}}
-        reader = reader.options(**opts)
-        if declared.known:
-            reader = reader.schema(
-                ", ".join(f"{quote_name(c.name)} {spark_type(c.type)}" for c in declared.columns)
-            )
-        df = reader.csv(str(path))
+    ddl = ", ".join(f"{quote_name(c.name)} {spark_type(c.type)}" for c in declared.columns)
+    if not files:  # an empty cob partition the source allows: no rows, the declared columns
+        df = spark.createDataFrame([], ddl)
+        rows_at_most: int | None = 0
     else:
-        options = {k: str(v) for k, v in src.options.items()}
-        known = None if options or not declared.known else _parquet_schema(files, declared)
-        if known is not None:  # saves the Spark job that would infer it from the files
-            reader = reader.schema(known)
-        df = reader.options(**options).parquet(str(path))
-    rows_at_most = _rows_at_most(df, src.format)
+        df = _read_files(spark, src, path, files, declared, ddl)
+        rows_at_most = _rows_at_most(df, src.format)
     if declared.known:
         missing = [c.name for c in declared.columns if c.name not in df.columns]
         if missing:
@@ -172,8 +213,20 @@ def read_source(
                 for c in declared.columns
             ]
         )
+    every_cob = df
     if src.cob_column:
         df = df.where(F.col(src.cob_column) == F.lit(cob).cast("date"))
+    if files and not src.allow_empty and not has_rows(df, src, files, rows_at_most, cob):
+        raise EmptySourceError(
+            src.name,
+            cob,
+            f"{path} holds no rows"
+            + (f" with {src.cob_column} = {cob}" if src.cob_column and rows_at_most != 0 else ""),
+            sorted(
+                {*_partition_cobs(path, src), *_cob_values(every_cob, src, rows_at_most)} - {cob}
+            ),
+            pipeline=pipeline,
+        )
     df = df.withColumn(LINEAGE_COLUMN, source_lineage_id(src.name, cob, src.primary_key))
     facts = {
         "path": str(path),
@@ -182,6 +235,117 @@ def read_source(
         "rows_at_most": rows_at_most,
     }
     return df, facts
+
+
+def _read_files(
+    spark: SparkSession,
+    src: PlanSource,
+    path: Path,
+    files: list[Path],
+    declared: Schema,
+    ddl: str,
+) -> DataFrame:
+    reader = spark.read
+    if src.format == "csv":
+        opts = {"header": "true", **{k: str(v) for k, v in src.options.items()}}
+        reader = reader.options(**opts)
+        if declared.known:
+            reader = reader.schema(ddl)
+        return reader.csv(str(path))
+    options = {k: str(v) for k, v in src.options.items()}
+    known = None if options or not declared.known else _parquet_schema(files, declared)
+    if known is not None:  # saves the Spark job that would infer it from the files
+        reader = reader.schema(known)
+    return reader.options(**options).parquet(str(path))
+
+
+# ------------------------------------------------------------------ a source without rows
+# A source with no rows for the cob fails the run before any compute (unless it says
+# ``allow_empty: true``): an empty input would otherwise publish empty figures for the cob.
+# Whether it has rows is known from the Parquet footers (row counts, and the cob column's
+# min/max per row group) or the first lines of CSV files; only when those cannot tell does
+# Spark look, with a job that stops at the first matching row.
+
+
+def has_rows(
+    df: DataFrame, src: PlanSource, files: list[Path], rows_at_most: int | None, cob: str
+) -> bool:
+    """Whether the source ``df`` (filtered to the cob) has a row."""
+    if rows_at_most == 0:
+        return False
+    if src.format == "parquet" and rows_at_most is not None and not src.options:
+        if not src.cob_column:
+            return True  # the footers' row count is exact
+        known = _cob_in_row_groups(files, src.cob_column, dt.date.fromisoformat(cob))
+        if known is not None:
+            return known
+    if src.format == "csv" and not src.cob_column:
+        known = _csv_has_rows(files, src.options)
+        if known is not None:
+            return known
+    return not df.isEmpty()
+
+
+def _cob_in_row_groups(files: list[Path], column: str, cob: dt.date) -> bool | None:
+    """From the row groups' statistics of ``column``: True when one holds only ``cob``,
+    False when none can hold it, None when they cannot tell."""
+    import pyarrow.parquet as pq
+
+    maybe = False
+    for f in files:
+        meta = pq.read_metadata(f)
+        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        if column not in names:
+            return None
+        i = names.index(column)
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            if rg.num_rows == 0:
+                continue
+            stats = rg.column(i).statistics
+            if stats is None or not stats.has_min_max:
+                if stats is not None and stats.null_count == rg.num_rows:
+                    continue  # only nulls: no row of any cob
+                return None
+            lo, hi = stats.min, stats.max
+            if type(lo) is not dt.date or type(hi) is not dt.date:
+                return None
+            if lo == hi == cob:
+                return True
+            maybe = maybe or lo <= cob <= hi
+    return None if maybe else False
+
+
+def _csv_has_rows(files: list[Path], options: dict[str, Any]) -> bool | None:
+    """Whether CSV ``files`` hold a data line (after the header), from their first lines;
+    None for options that change what a line is."""
+    if set(options) - {"header", "sep", "delimiter", "encoding"}:
+        return None
+    header = str(options.get("header", "true")).lower() == "true"
+    encoding = str(options.get("encoding", "utf-8"))
+    for f in files:
+        with f.open(encoding=encoding, errors="replace") as fh:
+            lines = (line for line in fh if line.strip())
+            if header:
+                next(lines, None)
+            if next(lines, None) is not None:
+                return True
+    return False
+
+
+def _partition_cobs(path: Path, src: PlanSource) -> list[str]:
+    return cob_partitions(path.parent, src.format) if path.name.startswith("cob=") else []
+
+
+def _cob_values(
+    every_cob: DataFrame, src: PlanSource, rows_at_most: int | None, limit: int = 20
+) -> list[str]:
+    """The cobs the source's rows have (a Spark job: only on the way to failing)."""
+    if not src.cob_column or rows_at_most == 0:
+        return []
+    col = quote_name(src.cob_column)
+    rows = every_cob.selectExpr(f"CAST({col} AS STRING) AS c").distinct().limit(limit).collect()
+    return [r["c"] for r in rows if r["c"] is not None]
 
 
 def _rows_at_most(df: DataFrame, fmt: str, max_files: int = 256) -> int | None:

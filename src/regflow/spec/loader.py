@@ -295,7 +295,7 @@ def load_spec_text(text: str, file: str, *, path: Path | None = None) -> LoadedS
     )
     _check_templates(raw.get("sources"), params, smap, problems)
 
-    fields = header.model_dump() if header else {"pipeline": path.stem}
+    fields = dict(header) if header else {"pipeline": path.stem}  # (nested models kept)
     spec = PipelineSpec.model_construct(**fields, sources=sources, nodes=tuple(nodes))
     return LoadedSpec(
         path,

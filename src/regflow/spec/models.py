@@ -10,7 +10,14 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from regflow.spec.types import SpecValueError, normalize_type
 
@@ -79,12 +86,28 @@ class SourceSpec(StrictModel):
     )
     description: str = ""
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    allow_empty: bool = Field(
+        default=False,
+        description="No rows for the cob is valid input (default: such a run fails before "
+        "any compute). Needs a declared schema.",
+    )
 
     @field_validator("primary_key")
     @classmethod
     def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(v)) != len(v):
             raise SpecValueError("primary_key lists a column twice", hint="list each column once")
+        return v
+
+    @field_validator("allow_empty")
+    @classmethod
+    def _empty_needs_schema(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and not info.data.get("schema_"):
+            raise SpecValueError(
+                "allow_empty needs the source's columns: an empty source has no files to "
+                "read them from",
+                hint="declare them under 'schema:', or drop allow_empty",
+            )
         return v
 
 
@@ -107,6 +130,31 @@ class NodeSpec(StrictModel):
 NODE_COMMON_KEYS = ("id", "op", "inputs", "checkpoint", "description")
 
 
+class CobRule(StrictModel):
+    """The cob a run computes when it is not given one (a scheduled run). An explicit cob
+    (--cob, or the cob param) always wins."""
+
+    rule: Literal["run_date", "previous_business_day"] = Field(
+        default="run_date",
+        description="run_date: the date the run is stamped with (default); "
+        "previous_business_day: the last business day (Monday to Friday, not a holiday) "
+        "before it.",
+    )
+    holidays: tuple[dt.date, ...] = Field(
+        default=(), description="Dates that are not business days (previous_business_day)."
+    )
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: tuple[dt.date, ...], info: ValidationInfo) -> tuple[dt.date, ...]:
+        if v and info.data.get("rule") != "previous_business_day":
+            raise SpecValueError(
+                "holidays only apply to 'rule: previous_business_day'",
+                hint="set 'rule: previous_business_day', or drop the holidays",
+            )
+        return tuple(sorted(set(v)))
+
+
 class PipelineHeader(StrictModel):
     """The top-level settings of a pipeline, without its sources and nodes."""
 
@@ -115,6 +163,9 @@ class PipelineHeader(StrictModel):
     owner: str = "regflow"
     tags: tuple[str, ...] = ()
     schedule: str | None = None
+    cob: CobRule = Field(
+        default_factory=CobRule, description="Which cob a run computes when not given one."
+    )
     start_date: dt.date = dt.date(2024, 1, 1)
     params: dict[str, Scalar] = Field(default_factory=dict)
 

@@ -36,6 +36,18 @@ _Loader.add_implicit_resolver(
     list("tTfF"),
 )
 
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    """A date-like scalar that is no date (``2026-02-30``) stays text: the model that reads
+    it then reports it at its place, instead of the YAML reader crashing."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
 KeyPath = tuple[str | int, ...]
 
 
