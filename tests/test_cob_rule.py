@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -162,7 +161,9 @@ def test_a_scheduled_run_computes_the_cob_of_the_rule(tmp_path, rule):
     _spec(project, RULE.replace("previous_business_day", rule).replace(
         "  holidays: [2026-04-06, 2026-04-03]\n", "" if rule == "run_date" else
         "  holidays: [2026-04-06, 2026-04-03]\n"))  # fmt: skip
-    shutil.copytree(ROOT / "dags", project / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    from regflow.render.dagfile import write_dag_files
+
+    write_dag_files(project)  # dag.test runs the DAG a file in the DAGs folder defines
     loans = project / "loans" / "cob=2026-04-02"
     loans.mkdir(parents=True)
     pq.write_table(
@@ -172,7 +173,12 @@ def test_a_scheduled_run_computes_the_cob_of_the_rule(tmp_path, rule):
         loans / "part-0.parquet",
     )  # fmt: skip
     storage = tmp_path / "storage"
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "REGFLOW_PROJECT": str(project)}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "REGFLOW_PROJECT": str(project),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
+    }
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(project), str(storage)],
         env=env, capture_output=True, text=True, timeout=900, check=False,
