@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,16 +61,20 @@ def env(tmp_path_factory, lcr_data):
         "gates": base / "gates",
     }
     out["gates"].mkdir()
+    # The embedded warehouse lives outside pytest's temporary root: the server runs as
+    # another user, and a concurrent pytest session resets that root to mode 0700.
+    out["warehouse"] = Path(tempfile.mkdtemp(prefix="regflow-consistency-wh-"))
     yield out
     # the embedded server stops when its last user exits; be sure it does
-    server = pgserver.get_server(project / ".regflow" / "warehouse" / "pgdata")
-    server.cleanup()
+    pgserver.get_server(out["warehouse"] / "pgdata").cleanup()
+    shutil.rmtree(out["warehouse"], ignore_errors=True)
 
 
 def cli(env, *args, fault: str = "", check: bool = True, background: bool = False):
     e = {**os.environ, "AIRFLOW_HOME": str(env["home"]), "REGFLOW_PROJECT": str(env["project"])}
     e.pop("REGFLOW_STORAGE", None)
     e.pop("REGFLOW_WAREHOUSE", None)
+    e["REGFLOW_WAREHOUSE_DIR"] = str(env["warehouse"])
     if fault:
         e["REGFLOW_FAULT"] = fault
     cmd = [str(EXE), *args]
@@ -120,7 +125,7 @@ def exported(env, cob, tmp_path) -> tuple[str, dict[str, float | None]]:
 
 def warehouse(env, cob) -> tuple[set[str], dict[str, float | None]]:
     """The run ids the cob's facts carry in the warehouse, and `rpt_lcr_entity`'s LCR."""
-    srv = pgserver.get_server(env["project"] / ".regflow" / "warehouse" / "pgdata")
+    srv = pgserver.get_server(env["warehouse"] / "pgdata")
     with psycopg.connect(srv.get_uri()) as c:
         runs = {
             r[0]
