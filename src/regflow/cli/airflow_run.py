@@ -178,6 +178,8 @@ def _after_failure(plan: Any, root: Path, cob: str) -> str:
             f"`regflow warehouse info` compares them"
         )
     bad = [s for s in states if not s.agree]
+    if not bad and served == "no successful run":
+        return "nothing is published for this cob: storage and the warehouse hold no run of it"
     if not bad:
         return (
             f"previous successful outputs are untouched: storage and the warehouse both "
