@@ -141,7 +141,8 @@ def _warehouse_holds(plan: Plan, run: RunRef, target: Any) -> bool:
         conn = target.connect()
         try:
             return all(
-                warehouse_runs(conn, target, star_model(plan, n)).get(run.cob) == run.run_id
+                warehouse_runs(conn, target, star_model(plan, n), run.cob).get(run.cob)
+                == run.run_id
                 for n in star_nodes(plan)
             )
         finally:

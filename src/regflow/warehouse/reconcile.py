@@ -65,9 +65,15 @@ def _table_exists(cur: Any, d: Any, schema: str, table: str) -> bool:
     return bool(int(cur.fetchone()[0]))
 
 
-def warehouse_runs(conn: Any, target: Target, model: StarModel) -> dict[str, str]:
-    """Per cob, the run id the star's facts carry (:data:`MIXED` if its facts disagree)."""
+def warehouse_runs(
+    conn: Any, target: Target, model: StarModel, cob: str | None = None
+) -> dict[str, str]:
+    """Per cob (or only ``cob``), the run id the star's facts carry (:data:`MIXED` if its
+    facts disagree)."""
     d = target.dialect
+    where = ""
+    if cob is not None:  # the date key leads the facts' sort key: a range scan
+        where = f" WHERE {d.q(DATE_KEY)} = {int(dt.date.fromisoformat(cob).strftime('%Y%m%d'))}"
     cur = conn.cursor()
     out: dict[str, set[str]] = {}
     try:
@@ -76,7 +82,7 @@ def warehouse_runs(conn: Any, target: Target, model: StarModel) -> dict[str, str
                 continue
             cur.execute(
                 f"SELECT {d.q(DATE_KEY)}, MIN({d.q('run_id')}), MAX({d.q('run_id')}) "
-                f"FROM {d.qn(model.schema, t.name)} GROUP BY {d.q(DATE_KEY)}"
+                f"FROM {d.qn(model.schema, t.name)}{where} GROUP BY {d.q(DATE_KEY)}"
             )
             for key, lo, hi in cur.fetchall():
                 k = str(key)
@@ -101,7 +107,7 @@ def status(plan: Plan, root: Path, target: Target, cob: str | None = None) -> li
     try:
         for node in star_nodes(plan):
             model = star_model(plan, node)
-            held = warehouse_runs(conn, target, model)
+            held = warehouse_runs(conn, target, model, cob)
             cobs = set(held)
             cobs |= {
                 d.name.removeprefix("cob=")
