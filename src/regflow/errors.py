@@ -140,3 +140,7 @@ class WarehouseError(RunError):
 
 class StorageError(RegflowError):
     """Reading or writing the storage root failed, or the requested output does not exist."""
+
+
+class ConcurrentRunError(RunError):
+    """Another run of the same (pipeline, cob) is active: this one is refused, not queued."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from regflow.errors import ConfigError, RunError
+from regflow.errors import ConfigError, RegflowError, RunError
 
 
 @dataclass
@@ -131,6 +131,8 @@ def run_through_airflow(
     home = configure_airflow(project)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dag_folder_for(home, spec_path, adjustments))
     os.environ["REGFLOW_STORAGE"] = str(storage_root)
+    # the tasks run in this process (dag.test): its death frees the cob's claim at once
+    os.environ["REGFLOW_RUN_PID"] = str(os.getpid())
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"regflow-run-{dt.datetime.now():%Y%m%dT%H%M%S}.log"
@@ -167,7 +169,7 @@ def run_through_airflow(
 
     run = RunRef(storage_root, plan.pipeline, cob, safe_run_id(dag_run.run_id))
     result = RunResult(plan.pipeline, cob, run.run_id, state, seconds, log_file=str(log_path))
-    for task_id in plan.task_ids():
+    for task_id in [*plan.task_ids(), "publish"]:
         rep = run.stage_report(task_id)
         err = rep.with_name(f"{task_id}.error.json")
         if rep.exists():
@@ -179,8 +181,44 @@ def run_through_airflow(
             f"the DAG run ended in state '{state}'"
         )
         raise RunError(
-            f"{detail}\n(Airflow log: {log_path}; previous successful outputs are untouched)",
+            f"{detail}\n(Airflow log: {log_path}; {_after_failure(plan, storage_root, cob)})",
             pipeline=plan.pipeline,
             cob=cob,
         )
     return result
+
+
+def _after_failure(plan: Any, root: Path, cob: str) -> str:
+    """What a failed run left: say "untouched" only when storage and warehouse agree."""
+    from regflow.storage import latest_run
+
+    try:
+        served = f"run {latest_run(root, plan.pipeline, cob).run_id}"
+    except RegflowError:
+        served = "no successful run"
+    if not any(n.op == "star_schema" for n in plan.nodes):
+        return f"previous successful outputs are untouched: storage serves {served}"
+    try:
+        from regflow.spec.loader import project_dir_of
+        from regflow.warehouse.reconcile import status
+        from regflow.warehouse.targets import resolve_target
+
+        target = resolve_target(project_dir=project_dir_of(Path(plan.file)))
+        states = status(plan, root, target, cob=cob)
+    except Exception as exc:
+        return (
+            f"storage serves {served}; could not check the warehouse ({exc}); "
+            f"`regflow warehouse info` compares them"
+        )
+    bad = [s for s in states if not s.agree]
+    if not bad and served == "no successful run":
+        return "nothing is published for this cob: storage and the warehouse hold no run of it"
+    if not bad:
+        return (
+            f"previous successful outputs are untouched: storage and the warehouse both "
+            f"hold {served}"
+        )
+    return (
+        "; ".join(s.describe() for s in bad)
+        + f"; run `regflow warehouse reconcile {plan.pipeline} --cob {cob}`"
+    )

@@ -516,6 +516,11 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     from regflow.warehouse.targets import resolve_target
 
     target = resolve_target(args.warehouse, project_dir=project_dir())
+    if args.warehouse_command == "reconcile":
+        from regflow.cli.reconcile import reconcile
+
+        cob = parse_cob(args.cob) if args.cob else None
+        return reconcile(project_dir(), _storage(args.storage), target, args.pipeline, cob)
     print(f"warehouse: {target.display} ({target.dialect.name})")
     if target.keep is not None:
         print(f"  connect: psql '{target.keep.get_uri()}'  (while a regflow process runs it)")
@@ -537,6 +542,9 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
         print(f"  last loads in {schema}:")
         for row in loads:
             print("    " + "  ".join(_cell(v) for v in row))
+    from regflow.cli.reconcile import print_agreement
+
+    print_agreement(project_dir(), _storage(args.storage), target)
     return 0
 
 

@@ -150,6 +150,15 @@ def _parser() -> argparse.ArgumentParser:
     wsub = w.add_subparsers(dest="warehouse_command", required=True, metavar="COMMAND")
     wi = wsub.add_parser("info", help="where the warehouse is, its star tables and last loads")
     wi.add_argument("--warehouse", metavar="URL")
+    wi.add_argument("--storage", help="storage root to compare with (default: as for run)")
+    wr = wsub.add_parser(
+        "reconcile",
+        help="bring the warehouse to the run storage serves (_LATEST), per cob",
+    )
+    wr.add_argument("pipeline", nargs="?", help="pipeline id (default: every pipeline)")
+    wr.add_argument("--cob", help="only this cob")
+    wr.add_argument("--warehouse", metavar="URL")
+    wr.add_argument("--storage")
     wq = wsub.add_parser("query", help="run one read-only SQL query and print the rows")
     wq.add_argument("sql")
     wq.add_argument("--warehouse", metavar="URL")

@@ -122,9 +122,11 @@ def load_doc(plan: Plan, node: PlanNode) -> str:
     facts = ", ".join(f"fact_{f}" for f in params.get("facts", {}))
     reports = ", ".join(params.get("reports", {})) or "none"
     return (
-        f"Lands the star staged by `{node.id}` in the warehouse schema `{schema}` "
-        "(REGFLOW_WAREHOUSE: embedded PostgreSQL by default, Redshift in production) in one "
-        f"transaction: stage, lock, de-duplicate, merge, record the load.\n\n"
+        f"Prepares the warehouse schema `{schema}` for the star staged by `{node.id}` "
+        "(REGFLOW_WAREHOUSE: embedded PostgreSQL by default, Redshift in production): DDL, "
+        "column checks, staged tables complete. The rows land at `publish`, in one "
+        "transaction (stage, lock, de-duplicate, merge, record the load) that commits with "
+        "the run's publication.\n\n"
         f"- dimensions: {dims}\n- facts: {facts}\n- reports: {reports}\n"
         f"- load: {params.get('load', 'auto')}\n\n"
         "A rerun of the same cob replaces that cob's facts; a failure leaves the previous "

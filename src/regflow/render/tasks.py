@@ -12,7 +12,7 @@ from regflow.plan.cob import cob_of_run
 from regflow.plan.model import Plan
 from regflow.project import project_root, spec_identity
 from regflow.project import run_params as checked_params
-from regflow.storage import RunRef, publish_run, resolve_root, safe_run_id, write_json_atomic
+from regflow.storage import RunRef, resolve_root, safe_run_id, write_json_atomic
 
 
 def _cob(context: dict[str, Any], plan: Plan | None = None) -> str:
@@ -90,21 +90,29 @@ def run_stage_task(
     spec_file: str, stage_id: str, context: dict[str, Any], adjustments_dir: str | None = None
 ) -> dict[str, Any]:
     from regflow.errors import RegflowError
+    from regflow.render.faults import fault_point
+    from regflow.render.publish import reconcile_after_takeover
+    from regflow.runtime import progress
     from regflow.runtime.executor import run_stage
+    from regflow.storage import claim
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
-        report = run_stage(
-            plan,
-            stage_id,
-            cob=cob,
-            run_id=run.run_id,
-            root=run.root,
-            params=_run_params(context, plan),
-            reuse_from=_reuse_from(context, run),
-        )
+        with claim.held(run, log=progress.log) as held:
+            if held.get("taken_over_from"):
+                reconcile_after_takeover(plan, run, held["taken_over_from"], progress.log)
+            fault_point(f"stage:{stage_id}")
+            report = run_stage(
+                plan,
+                stage_id,
+                cob=cob,
+                run_id=run.run_id,
+                root=run.root,
+                params=_run_params(context, plan),
+                reuse_from=_reuse_from(context, run),
+            )
     except RegflowError as exc:
         _record_error(run, stage_id, exc, getattr(exc, "node", None))
         raise
@@ -114,6 +122,10 @@ def run_stage_task(
 def publish_task(
     spec_file: str, context: dict[str, Any], adjustments_dir: str | None = None
 ) -> dict[str, Any]:
+    from regflow.render.publish import commit_run
+    from regflow.runtime import progress
+    from regflow.storage import claim
+
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
@@ -137,7 +149,16 @@ def publish_task(
         # the exact rules this run used, so a preview can add a change on top of them
         "rules": [r for n in plan.adjustment_nodes() for r in n.params.get("rules", [])],
     }
-    publish_run(run, summary)
+    try:
+        with claim.held(run, log=progress.log):
+            # the warehouse load and the publish: one commit point (render/publish.py)
+            loads = commit_run(plan, run, summary, progress.log)
+    except Exception as exc:  # any failure here is the run's: say it (RegflowError or not)
+        _record_error(run, "publish", exc, None)
+        raise
+    claim.release(run)
+    for report in loads:
+        write_json_atomic(run.stage_report(f"load_{report.node}"), report.to_dict())
     print(f"published run {run.run_id} of {plan.pipeline} for cob {cob}")
     return {"run_id": run.run_id, "cob": cob}
 
@@ -145,33 +166,25 @@ def publish_task(
 def load_task(
     spec_file: str, node_id: str, context: dict[str, Any], adjustments_dir: str | None = None
 ) -> dict[str, Any]:
-    """Land the star staged by ``node_id`` in the warehouse (REGFLOW_WAREHOUSE)."""
-    from pathlib import Path
-
+    """Prepare the warehouse (REGFLOW_WAREHOUSE) for the star staged by ``node_id``: DDL,
+    column checks, staged tables complete. Its rows land at ``publish``, in the run's single
+    commit point with storage (render/publish.py)."""
     from regflow.errors import RegflowError
+    from regflow.render.faults import fault_point
+    from regflow.render.publish import prepare_star
     from regflow.runtime import progress
-    from regflow.spec.loader import project_dir_of
-    from regflow.warehouse.loader import load_star
-    from regflow.warehouse.model import star_model
-    from regflow.warehouse.targets import resolve_target
+    from regflow.storage import claim
 
     plan = load_plan(spec_file, adjustments=adjustments_dir)
     cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stage_id = f"load_{node_id}"
     try:
-        target = resolve_target(project_dir=project_dir_of(Path(plan.file)))
-        report = load_star(
-            star_model(plan, node_id),
-            target,
-            run,
-            spec_hash=plan.data_hash,
-            adjustment_set_hash=plan.adjustment_set_hash,
-            log=progress.log,
-        )
+        with claim.held(run, log=progress.log):
+            fault_point(f"load:{node_id}")
+            out = prepare_star(plan, run, node_id, progress.log)
     except RegflowError as exc:
         _record_error(run, stage_id, exc, node_id)
         raise
-    out = report.to_dict()
     write_json_atomic(run.stage_report(stage_id), out)
     return out

@@ -20,7 +20,7 @@ import datetime as dt
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,63 @@ class Loader:
     # ------------------------------------------------------------------ entry
     def load(self, method: str | None = None) -> LoadReport:
         t0 = time.perf_counter()
+        report, staged_s3 = self._plan_load(method)
+        conn = self.target.connect()
+        try:
+            with self.driver_errors():
+                self._ddl(conn)
+                self._transaction(conn, report.method, staged_s3, report)
+        finally:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                conn.close()
+        self.cleanup(staged_s3)
+        report.seconds = time.perf_counter() - t0
+        self.log(f"  loaded {self.model.node} in {report.seconds:.1f}s")
+        return report
+
+    def begin(self, conn: Any, method: str | None = None) -> tuple[LoadReport, Any]:
+        """Stage and merge in an open transaction on ``conn``, and leave it open: the caller
+        commits (or rolls back) once the run is published (``render/publish.py``). The DDL
+        must have run first (:meth:`prepare`). Returns the report and what :meth:`cleanup`
+        removes after the commit."""
+        t0 = time.perf_counter()
+        report, staged_s3 = self._plan_load(method)
+        with self.driver_errors():
+            self._transaction(conn, report.method, staged_s3, report, commit=False)
+        report.seconds = time.perf_counter() - t0
+        return report, staged_s3
+
+    def prepare(self, conn: Any) -> None:
+        """The load's DDL (schema, tables, unknown members, views) and column checks, in their
+        own short transaction."""
+        with self.driver_errors():
+            self._ddl(conn)
+
+    @contextlib.contextmanager
+    def driver_errors(self) -> Iterator[None]:
+        """A database error becomes a WarehouseError naming the step and the database's
+        reason, for the CLI and the run's error record."""
+        try:
+            yield
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in DRIVER_MODULES:
+                raise
+            raise WarehouseError(
+                f"the load into {self.target.display} failed at '{self._at}' and was rolled "
+                f"back (the warehouse is unchanged): {type(exc).__name__}: {exc}".strip(),
+                pipeline=self.model.pipeline,
+                node=self.model.node,
+                cob=self.run.cob,
+            ) from exc
+
+    def cleanup(self, staged_s3: Any) -> None:
+        if staged_s3 and self.s3 is not None:  # only after a commit (a failed load keeps them)
+            try:
+                self.s3.cleanup(staged_s3)
+            except Exception as exc:
+                self.log(f"  warning: staged objects left on S3 after the load: {exc}")
+
+    def _plan_load(self, method: str | None) -> tuple[LoadReport, list[StagedTable]]:
         rows = {
             t.name: int(self.run.metadata(star_table_name(self.model.node, t.name))["rows"])
             for t in self.model.tables
@@ -164,31 +221,7 @@ class Loader:
         staged_s3: list[StagedTable] = []
         if chosen == "copy" and self.d.name == "redshift":
             staged_s3 = self._stage_s3()
-        conn = self.target.connect()
-        try:
-            self._ddl(conn)
-            self._transaction(conn, chosen, staged_s3, report)
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] not in DRIVER_MODULES:
-                raise
-            raise WarehouseError(  # the database's reason, for the CLI and the run's errors
-                f"the load into {self.target.display} failed at '{self._at}' and was rolled "
-                f"back (the warehouse is unchanged): {type(exc).__name__}: {exc}".strip(),
-                pipeline=self.model.pipeline,
-                node=self.model.node,
-                cob=self.run.cob,
-            ) from exc
-        finally:
-            with contextlib.suppress(Exception):  # closing a broken connection
-                conn.close()
-        if staged_s3 and self.s3 is not None:  # only after a commit (a failed load keeps them)
-            try:
-                self.s3.cleanup(staged_s3)
-            except Exception as exc:
-                self.log(f"  warning: staged objects left on S3 after the load: {exc}")
-        report.seconds = time.perf_counter() - t0
-        self.log(f"  loaded {self.model.node} in {report.seconds:.1f}s")
-        return report
+        return report, staged_s3
 
     # ------------------------------------------------------------------ steps
     def _exec(self, cur: Any, sql: str, params: Any = None) -> None:
@@ -248,7 +281,13 @@ class Loader:
             )
 
     def _transaction(
-        self, conn: Any, method: str, staged_s3: list[StagedTable], report: LoadReport
+        self,
+        conn: Any,
+        method: str,
+        staged_s3: list[StagedTable],
+        report: LoadReport,
+        *,
+        commit: bool = True,
     ) -> None:
         cur = conn.cursor()
         loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
@@ -310,8 +349,9 @@ class Loader:
                 loaded_at=loaded_at,
             )
             self._exec(cur, record.sql)
-            self.fault("commit")
-            conn.commit()
+            if commit:
+                self.fault("commit")
+                conn.commit()
         except BaseException:
             conn.rollback()
             raise
