@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from regflow.ops.base import Check, OpDef, OpParams
+from regflow.ops.decimals import analyze, declared_problem, error_roundings, sum_type
 from regflow.ops.exprs import check_expression, infer_type
 from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column
 from regflow.spec.types import Column, Schema, decimal_ps, normalize_type
@@ -70,10 +71,45 @@ class CalcParams(OpParams):
 
 def _calc_check(inputs: list[Schema], p: CalcParams) -> list[Check]:
     out: list[Check] = []
-    for name, expr, _ in p.items():
+    for name, expr, typ in p.items():
         # Columns are computed one after another, so later ones may use earlier ones.
         schema = _calc_schema_upto(inputs[0], p, name)
-        out += _expr_checks(expr, schema, ("columns", name))
+        found = _expr_checks(expr, schema, ("columns", name))
+        out += found
+        if not found and schema.known:
+            at: tuple[str | int, ...] = ("columns", name)
+            if typ is not None:
+                at = ("columns", name, "expr")
+            out += decimal_checks(expr, schema, typ, at, ("columns", name, "type"))
+    return out
+
+
+def decimal_checks(
+    expr: str,
+    schema: Schema,
+    declared: str | None,
+    at: tuple[str | int, ...],
+    type_at: tuple[str | int, ...],
+) -> list[Check]:
+    """Roundings of decimals the spec does not ask for (:mod:`regflow.ops.decimals`):
+    Spark cutting an exact result, a decimal turned into a double, and a declared type (a
+    cast of each value) that drops digits."""
+    typed = analyze(expr, schema)
+    out = [
+        Check(
+            f"'{r.expr}' is rounded: {r.detail}",
+            at,
+            "cast the operands to narrower precisions (e.g. CAST(x AS decimal(20,2))), or "
+            "write round(...) or an explicit CAST where rounding is meant"
+            if r.kind == "cut"
+            else "cast the floating point operand to a decimal, e.g. CAST(x AS decimal(18,8))",
+        )
+        for r in error_roundings(typed)
+    ]
+    if declared is not None and typed is not None and typed.ps is not None:
+        problem = declared_problem(expr, typed, declared)
+        if problem is not None:
+            out.append(Check(problem[0], type_at, problem[1]))
     return out
 
 
@@ -294,9 +330,18 @@ def _aggregate_check(inputs: list[Schema], p: AggregateParams) -> list[Check]:
     for i, col in enumerate(p.group_by):
         out += _missing(col, inputs[0], ("group_by", i), "group_by")
     for name, m in p.measures.items():
-        out += _expr_checks(m.expr, inputs[0], ("measures", name, m.func))
+        found = _expr_checks(m.expr, inputs[0], ("measures", name, m.func))
+        out += found
         if m.where:
             out += _expr_checks(m.where, inputs[0], ("measures", name, "where"))
+        if not found and inputs[0].known and m.func != "count":
+            out += decimal_checks(
+                m.expr,
+                inputs[0],
+                m.type,
+                ("measures", name, m.func),
+                ("measures", name, "type"),
+            )
     return out
 
 
@@ -306,12 +351,8 @@ def measure_type(m: Measure, schema: Schema) -> str:
     if m.func == "count":
         return "bigint"
     t = infer_type(m.expr, schema)
-    if m.func == "sum":
-        ps = decimal_ps(t)
-        if ps is not None:  # Spark: sum(decimal(p,s)) is decimal(min(38, p + 10), s)
-            return f"decimal({min(38, ps[0] + 10)},{ps[1]})"
-        if t in ("int", "bigint"):
-            return "bigint"
+    if m.func == "sum" and (decimal_ps(t) is not None or t in ("int", "bigint")):
+        return sum_type(t)  # Spark: sum(decimal(p,s)) is decimal(min(38, p + 10), s)
     return t
 
 
@@ -377,3 +418,24 @@ UNION = OpDef(
 )
 
 BUILTIN_OPS: tuple[OpDef, ...] = (CALC, FILTER, JOIN, CLASSIFY, AGGREGATE, UNION)
+
+
+def decimal_notes(op: str, params: dict[str, object], inputs: list[Schema]) -> list[str]:
+    """What ``regflow plan`` says of the decimals a calc or an aggregate rounds on purpose:
+    explicit ``round()``/``CAST`` and divisions (whose quotient Spark rounds)."""
+    from regflow.ops.decimals import shown_roundings
+
+    if not inputs or not inputs[0].known:
+        return []
+    found: list[tuple[str, str]] = []
+    if op == "calc":
+        calc = CalcParams.model_validate(params)
+        for name, expr, _ in calc.items():
+            schema = _calc_schema_upto(inputs[0], calc, name)
+            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))]
+    elif op == "aggregate":
+        agg = AggregateParams.model_validate(params)
+        for name, m in agg.measures.items():
+            typed = analyze(m.expr, inputs[0]) if m.func != "count" else None
+            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(typed)]
+    return [f"{name}: {what}" for name, what in found]

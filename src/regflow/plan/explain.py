@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from regflow.ops.builtin import decimal_notes
 from regflow.plan.model import Plan
 
 
@@ -41,6 +42,10 @@ def explain(plan: Plan) -> str:
                     f"{c.name}:{c.type}" for c in n.schema.columns if not c.name.startswith("_")
                 ]
                 out.append(f"  {'':<18} -> {', '.join(shown)}")
+            if n.op in ("calc", "aggregate"):
+                ins = [plan.schema_of(i) for i in n.inputs]
+                for note in decimal_notes(n.op, dict(n.params), ins):
+                    out.append(f"  {'':<18} rounds {note}")
         out.append(f"  writes  {', '.join([*st.outputs, *st.checkpoints])}")
         out.append("")
     for n in plan.nodes:

@@ -75,6 +75,12 @@ def get_spark() -> SparkSession:
             .config("spark.sql.sources.partitionOverwriteMode", "static")
             .config("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
             .config("spark.sql.ansi.enabled", "true")
+            # Decimal +, -, * and sums are exact: Spark keeps every digit of the result's
+            # scale and, with ANSI on, fails the run when the integer part does not fit
+            # (NUMERIC_VALUE_OUT_OF_RANGE) instead of rounding each value to 6 decimals
+            # as its default precision-loss rule does. `regflow validate` types every
+            # expression by these rules (regflow.ops.decimals).
+            .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
             # Whole-stage code generation fuses a stage's operators into one Java method; for
             # a long stage (joins, a decision table, adjustment rules) that method exceeds
             # the 8000 bytes of bytecode the JVM's JIT compiles by default, and then runs
