@@ -99,8 +99,8 @@ def decimal_checks(
         Check(
             f"'{r.expr}' is rounded: {r.detail}",
             at,
-            "cast the operands to narrower precisions (e.g. CAST(x AS decimal(20,2))), or "
-            "write round(...) or an explicit CAST where rounding is meant"
+            "choose where the digits go: round(...) or CAST(... AS decimal(p,s)) an operand "
+            "on purpose (both are shown by `regflow plan`)"
             if r.kind == "cut"
             else "cast the floating point operand to a decimal, e.g. CAST(x AS decimal(18,8))",
         )
