@@ -566,9 +566,9 @@ def test_rules_are_exclusive_only_when_their_conditions_say_so(spark, a, b, expe
 def test_exclusive_multiplies_share_one_case_and_give_the_sequential_result(spark):
     """Rules on different values of ``s`` multiply ``d`` in one flat CASE; a rule that is
     not exclusive with them (M3: every row) starts the next group, reading their result."""
-    from regflow.runtime.adjust_ops import _groups, _ordered, tag_writes
-
     from pyspark.sql import functions as F
+
+    from regflow.runtime.adjust_ops import _groups, _ordered, tag_writes
 
     df = frame(spark).withColumn("d", F.col("d").cast("decimal(38,12)"))  # room for 1.5, 0.1
     mul = lambda v: [{"field": "d", "operation": "multiply", "value": v}]  # noqa: E731

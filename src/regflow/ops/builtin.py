@@ -432,7 +432,9 @@ def decimal_notes(op: str, params: dict[str, object], inputs: list[Schema]) -> l
         calc = CalcParams.model_validate(params)
         for name, expr, _ in calc.items():
             schema = _calc_schema_upto(inputs[0], calc, name)
-            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))]
+            found += [
+                (name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))
+            ]
     elif op == "aggregate":
         agg = AggregateParams.model_validate(params)
         for name, m in agg.measures.items():

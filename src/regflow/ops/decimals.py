@@ -166,7 +166,7 @@ def _sql(node: Any) -> str:
     return str(node.sql(dialect="spark"))
 
 
-def _walk(node: Any, schema: Schema) -> Typed:  # noqa: C901 (one case per expression kind)
+def _walk(node: Any, schema: Schema) -> Typed:
     from sqlglot import exp
 
     if isinstance(node, exp.Paren):
@@ -211,9 +211,7 @@ def _walk(node: Any, schema: Schema) -> Typed:  # noqa: C901 (one case per expre
         return _wider([_walk(p, schema) for p in parts], [], schema)
     if isinstance(node, exp.If):
         values = [node.args.get("true"), node.args.get("false")]
-        return _wider(
-            [_walk(v, schema) for v in values if v is not None], [node.this], schema
-        )
+        return _wider([_walk(v, schema) for v in values if v is not None], [node.this], schema)
     if isinstance(node, exp.Case):
         ifs = node.args.get("ifs") or []
         values = [i.args.get("true") for i in ifs]
@@ -271,7 +269,12 @@ def _arith(node: Any, a: Typed, b: Typed) -> Typed:
         return Typed(
             dec(p, s),
             None,
-            (*found, Rounding("division", _sql(node), f"the quotient is rounded half-up to {s} decimals")),
+            (
+                *found,
+                Rounding(
+                    "division", _sql(node), f"the quotient is rounded half-up to {s} decimals"
+                ),
+            ),
         )
     if isinstance(node, exp.Mul):
         p, s = mul_type(da, db)
