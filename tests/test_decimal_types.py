@@ -272,3 +272,44 @@ def test_adjustments_check_reports_a_rounding_multiply(tmp_path: Path) -> None:
     assert problems[0].location is not None and problems[0].location.line == 9
     sample, _ = load_rule_file(ROOT / "adjustments" / "lcr" / "ADJ-2026-0002.yaml")
     assert sample is not None and check_rule(plan, sample) == []
+
+
+# ------------------------------------------------------------------ sources
+def test_a_source_read_that_would_round_fails(tmp_path: Path, spark) -> None:
+    """Files with more decimals than the spec declares are not rounded on read."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from regflow.errors import DataError
+    from regflow.plan.model import PlanSource
+    from regflow.runtime.sources import read_source
+
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a", "b"],
+                "amount": pa.array([Decimal("1.2345"), Decimal("2")], pa.decimal128(20, 4)),
+            }
+        ),
+        tmp_path / "rates.parquet",
+    )
+
+    def source(amount_type: str) -> PlanSource:
+        return PlanSource(
+            name="rates",
+            format="parquet",
+            path=str(tmp_path / "rates.parquet"),
+            primary_key=("id",),
+            schema=Schema.of({"id": "string", "amount": amount_type}),
+        )
+
+    message = (
+        r"column 'amount' is decimal\(20,4\) in the files but declared decimal\(20,2\); "
+        r"reading it would round every value"
+    )
+    with pytest.raises(DataError, match=message):
+        read_source(spark, source("decimal(20,2)"), {"cob": "2026-03-31"}, pipeline="p")
+    df, _ = read_source(spark, source("decimal(22,6)"), {"cob": "2026-03-31"}, pipeline="p")
+    assert sorted(r["amount"] for r in df.collect()) == [Decimal("1.2345"), Decimal("2")]
