@@ -313,3 +313,30 @@ def test_a_source_read_that_would_round_fails(tmp_path: Path, spark) -> None:
         read_source(spark, source("decimal(20,2)"), {"cob": "2026-03-31"}, pipeline="p")
     df, _ = read_source(spark, source("decimal(22,6)"), {"cob": "2026-03-31"}, pipeline="p")
     assert sorted(r["amount"] for r in df.collect()) == [Decimal("1.2345"), Decimal("2")]
+
+
+def test_a_star_measure_of_unknown_precision_is_an_error(tmp_path: Path) -> None:
+    """The warehouse column of a bare ``decimal`` would be NUMERIC(38,10): it could round."""
+    from regflow.errors import SpecError
+
+    for name in ("pipelines", "operators"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = tmp_path / "pipelines" / "lcr.yaml"
+    text = spec.read_text(encoding="utf-8")
+    text = text.replace(
+        '      weighted_amount: {expr: "amount_usd * factor", type: "decimal(38,14)"}',
+        '      weighted_amount: {expr: "amount_usd * factor", type: "decimal(38,14)"}\n'
+        '      nonzero: "nullif(weighted_amount, 0)"',
+    ).replace(
+        "measures: [amount, amount_usd, factor, weighted_amount]",
+        "measures: [amount, amount_usd, factor, weighted_amount, nonzero]",
+    )
+    spec.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        compile_file(spec)
+    (problem,) = info.value.errors
+    assert problem.message.startswith(
+        "measure 'nonzero' is a decimal whose precision regflow cannot infer"
+    )
+    assert problem.key_path.endswith("facts.lcr_deal.measures[4]")
+    assert 'type: "decimal(38,12)"' in problem.hint
