@@ -340,3 +340,55 @@ def test_a_star_measure_of_unknown_precision_is_an_error(tmp_path: Path) -> None
     )
     assert problem.key_path.endswith("facts.lcr_deal.measures[4]")
     assert 'type: "decimal(38,12)"' in problem.hint
+
+
+def test_run_stage_sets_the_guard_on_a_session_it_is_given(tmp_path: Path, spark) -> None:
+    """A stage run on a session with Spark's default rule still keeps every digit: 123.4567891234
+    x 0.85 has 12 decimals, which the default rule would cut to 6."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from runtime_helpers import run_all_stages
+
+    from regflow.storage import RunRef
+
+    (tmp_path / "pipelines").mkdir()
+    spec = tmp_path / "pipelines" / "tiny.yaml"
+    spec.write_text(
+        """pipeline: tiny
+params: {data_root: .}
+sources:
+  items:
+    path: "{data_root}/items.parquet"
+    primary_key: [id]
+    schema: {id: string, usd: "decimal(38,10)", factor: "decimal(5,2)"}
+nodes:
+  - id: weighed
+    op: calc
+    inputs: [items]
+    columns: {w: "usd * factor"}
+""",
+        encoding="utf-8",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a"],
+                "usd": pa.array([Decimal("123.4567891234")], pa.decimal128(38, 10)),
+                "factor": pa.array([Decimal("0.85")], pa.decimal128(5, 2)),
+            }
+        ),
+        tmp_path / "items.parquet",
+    )
+    key = "spark.sql.decimalOperations.allowPrecisionLoss"
+    spark.conf.set(key, "true")
+    try:
+        plan = compile_file(spec)
+        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        assert spark.conf.get(key) == "false"
+    finally:
+        spark.conf.set(key, "false")
+    run = RunRef(tmp_path / "storage", "tiny", "2026-03-31", "r1")
+    (row,) = pq.read_table(run.node_dir("weighed")).to_pylist()
+    assert row["w"] == Decimal("104.938270754890")  # 123.4567891234 x 0.85, every digit

@@ -97,6 +97,20 @@ def get_spark() -> SparkSession:
         return _SESSION
 
 
+EXACT_DECIMALS = {
+    "spark.sql.decimalOperations.allowPrecisionLoss": "false",
+    "spark.sql.ansi.enabled": "true",
+}
+
+
+def exact_decimals(spark: SparkSession) -> None:
+    """Set the decimal guard on a session regflow did not create (one given to
+    ``run_stage``): no silent rounding of decimal results, overflow fails the run."""
+    for key, value in EXACT_DECIMALS.items():
+        if spark.conf.get(key, None) != value:
+            spark.conf.set(key, value)
+
+
 def stop_spark() -> None:
     global _SESSION
     with _LOCK:
