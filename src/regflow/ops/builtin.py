@@ -10,7 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from regflow.ops.base import Check, OpDef, OpParams
-from regflow.ops.decimals import analyze, declared_problem, error_roundings, sum_type
+from regflow.ops.decimal_checks import decimal_checks
+from regflow.ops.decimals import sum_type
 from regflow.ops.exprs import check_expression, infer_type
 from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column
 from regflow.spec.types import Column, Schema, decimal_ps, normalize_type
@@ -81,35 +82,6 @@ def _calc_check(inputs: list[Schema], p: CalcParams) -> list[Check]:
             if typ is not None:
                 at = ("columns", name, "expr")
             out += decimal_checks(expr, schema, typ, at, ("columns", name, "type"))
-    return out
-
-
-def decimal_checks(
-    expr: str,
-    schema: Schema,
-    declared: str | None,
-    at: tuple[str | int, ...],
-    type_at: tuple[str | int, ...],
-) -> list[Check]:
-    """Roundings of decimals the spec does not ask for (:mod:`regflow.ops.decimals`):
-    Spark cutting an exact result, a decimal turned into a double, and a declared type (a
-    cast of each value) that drops digits."""
-    typed = analyze(expr, schema)
-    out = [
-        Check(
-            f"'{r.expr}' is rounded: {r.detail}",
-            at,
-            "choose where the digits go: round(...) or CAST(... AS decimal(p,s)) an operand "
-            "on purpose (both are shown by `regflow plan`)"
-            if r.kind == "cut"
-            else "cast the floating point operand to a decimal, e.g. CAST(x AS decimal(18,8))",
-        )
-        for r in error_roundings(typed)
-    ]
-    if declared is not None and typed is not None and typed.ps is not None:
-        problem = declared_problem(expr, typed, declared)
-        if problem is not None:
-            out.append(Check(problem[0], type_at, problem[1]))
     return out
 
 
@@ -418,26 +390,3 @@ UNION = OpDef(
 )
 
 BUILTIN_OPS: tuple[OpDef, ...] = (CALC, FILTER, JOIN, CLASSIFY, AGGREGATE, UNION)
-
-
-def decimal_notes(op: str, params: dict[str, object], inputs: list[Schema]) -> list[str]:
-    """What ``regflow plan`` says of the decimals a calc or an aggregate rounds on purpose:
-    explicit ``round()``/``CAST`` and divisions (whose quotient Spark rounds)."""
-    from regflow.ops.decimals import shown_roundings
-
-    if not inputs or not inputs[0].known:
-        return []
-    found: list[tuple[str, str]] = []
-    if op == "calc":
-        calc = CalcParams.model_validate(params)
-        for name, expr, _ in calc.items():
-            schema = _calc_schema_upto(inputs[0], calc, name)
-            found += [
-                (name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))
-            ]
-    elif op == "aggregate":
-        agg = AggregateParams.model_validate(params)
-        for name, m in agg.measures.items():
-            typed = analyze(m.expr, inputs[0]) if m.func != "count" else None
-            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(typed)]
-    return [f"{name}: {what}" for name, what in found]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regflow.ops.builtin import decimal_notes
+from regflow.ops.decimal_checks import decimal_notes
 from regflow.plan.model import Plan
 
 
