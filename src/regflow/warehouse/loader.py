@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, DataError, StorageError
+from regflow.spec.types import decimal_ps
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
-from regflow.warehouse.model import StarModel, Table, star_table_name
+from regflow.warehouse.model import StarModel, Table, star_table_name, warehouse_type
 from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql, require_iam_role
 from regflow.warehouse.targets import Target
 
@@ -192,11 +193,12 @@ class Loader:
         for t in self.model.tables:
             self._exec(
                 cur,
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                f"{self.d.literal(self.model.schema)} AND table_name = {self.d.literal(t.name)} "
-                "ORDER BY ordinal_position",
+                "SELECT column_name, numeric_scale FROM information_schema.columns WHERE "
+                f"table_schema = {self.d.literal(self.model.schema)} AND table_name = "
+                f"{self.d.literal(t.name)} ORDER BY ordinal_position",
             )
-            have = [r[0] for r in (cur.fetchall() or [])]
+            rows = cur.fetchall() or []
+            have = [r[0] for r in rows]
             want = [c.name for c in t.columns]
             if have and have != want:
                 raise ConfigError(
@@ -204,6 +206,22 @@ class Loader:
                     f"({', '.join(have)}) but the spec now makes ({', '.join(want)}). "
                     "Migrate the table (ALTER TABLE) or drop it to let regflow recreate it; "
                     "regflow never alters a table that holds reported figures by itself."
+                )
+            self._check_scales(t, {r[0]: r[1] for r in rows if len(r) > 1})
+
+    def _check_scales(self, t: Table, scales: dict[str, Any]) -> None:
+        """A NUMERIC column created with fewer decimals than the spec's type (an older
+        regflow, or a hand-made table) would round every value inserted: fail instead."""
+        for c in t.columns:
+            ps = decimal_ps(warehouse_type(c.type))
+            have = scales.get(c.name)
+            if ps is not None and have is not None and int(have) < ps[1]:
+                table = f"{self.model.schema}.{t.name}"
+                raise ConfigError(
+                    f"warehouse column {table}.{c.name} keeps {have} decimals but the spec "
+                    f"makes {warehouse_type(c.type)}: loading would round every value. "
+                    f"Migrate it (ALTER TABLE {table} ALTER COLUMN {c.name} TYPE "
+                    f"NUMERIC({ps[0]},{ps[1]})) or drop the table to let regflow recreate it."
                 )
 
     def _transaction(
