@@ -83,7 +83,16 @@ def _check(inputs: list[Schema], p: LcrCapsParams) -> list[Any]:
     return out
 
 
-@operator("lcr_caps", params=LcrCapsParams, lineage="rollup", schema=lcr_caps_schema, check=_check)
+@operator(
+    "lcr_caps",
+    params=LcrCapsParams,
+    lineage="rollup",
+    schema=lcr_caps_schema,
+    check=_check,
+    roundings="adj_15, adj_40 (and hqla), capped_inflows: each quotient (x * 15 / 85, "
+    "x * 15 / 60, x * 2 / 3, x * 75 / 100) rounded half-up to the measures' scale (less than "
+    "one unit of its last decimal off); the sums are exact",
+)
 def lcr_caps(df: Any, params: LcrCapsParams, ctx: Any) -> Any:
     """Per row: the Level 2 caps, HQLA, capped inflows, net outflows and the LCR.
 

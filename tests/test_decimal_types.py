@@ -218,6 +218,8 @@ def test_the_lcr_pipeline_is_exact_by_its_types() -> None:
         "bigint",
     }
     assert lcr.type_of("hqla") == "decimal(38,14)"
+    # the caps' divisions, the only roundings, are shown by `regflow plan`
+    assert "rounds adj_15, adj_40 (and hqla), capped_inflows: each quotient" in explain(plan)
 
 
 def test_the_generated_warehouse_ddl_keeps_the_digits() -> None:
