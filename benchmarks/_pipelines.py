@@ -87,8 +87,8 @@ nodes:
     op: calc
     inputs: [with_fx]
     columns:
-      notional_usd: {{expr: "notional * usd_rate", type: "decimal(38,9)"}}
-      mtm_usd: {{expr: "mtm * usd_rate", type: "decimal(38,9)"}}
+      notional_usd: {{expr: "notional * usd_rate", type: "decimal(38,10)"}}
+      mtm_usd: {{expr: "mtm * usd_rate", type: "decimal(38,10)"}}
   - id: live
     op: filter
     inputs: [usd]
@@ -118,7 +118,7 @@ nodes:
       risk_weight: >-
         case when rating in ('AAA', 'AA+', 'AA', 'AA-') then 0.20
         when rating in ('A+', 'A', 'A-') then 0.50 else 1.00 end
-      rwa: {{expr: "notional_usd * risk_weight", type: "decimal(38,9)"}}
+      rwa: {{expr: "notional_usd * risk_weight", type: "decimal(38,12)"}}
   - id: enriched
     description: The enriched positions every branch starts from (a fan-out).
     op: calc
@@ -134,12 +134,12 @@ nodes:
     op: calc
     inputs: [a_pos]
     columns:
-      exposure: {{expr: "notional_usd * {add_on}", type: "decimal(38,9)"}}
+      exposure: {{expr: "notional_usd * {add_on}", type: "decimal(38,12)"}}
   - id: a_cap
     op: calc
     inputs: [a_adj]
     columns:
-      capped: {{expr: "least(exposure, limit_usd)", type: "decimal(38,9)"}}
+      capped: {{expr: "least(exposure, limit_usd)", type: "decimal(38,12)"}}
   - id: a_by_book
     op: aggregate
     inputs: [a_cap]
@@ -172,7 +172,7 @@ nodes:
     op: calc
     inputs: [b_rated]
     columns:
-      rwa_adj: {{expr: "rwa * {scaling}", type: "decimal(38,9)"}}
+      rwa_adj: {{expr: "rwa * {scaling}", type: "decimal(38,14)"}}
   - id: b_long
     op: filter
     inputs: [b_adj]
@@ -212,7 +212,7 @@ nodes:
     op: calc
     inputs: [enriched]
     columns:
-      mtm_abs: {{expr: "abs(mtm_usd)", type: "decimal(38,9)"}}
+      mtm_abs: {{expr: "abs(mtm_usd)", type: "decimal(38,10)"}}
   - id: c_short
     op: filter
     inputs: [c_mtm]
@@ -234,7 +234,7 @@ nodes:
     op: calc
     inputs: [c_limits]
     columns:
-      headroom: {{expr: "var_limit - mtm_abs * {stress}", type: "decimal(38,9)"}}
+      headroom: {{expr: "var_limit - mtm_abs * {stress}", type: "decimal(38,11)"}}
   - id: c_alert
     op: calc
     inputs: [c_headroom]

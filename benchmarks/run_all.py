@@ -19,6 +19,7 @@ BENCHMARKS = (
     "adjustments_overhead",
     "incremental",
     "warehouse_load",
+    "decimal_exactness",
 )
 ARGS = {"adjustments_overhead": ["--with-star", "--reps", "9"]}  # (the shipped pipeline too)
 
@@ -87,6 +88,17 @@ def main() -> int:
             f"{'met' if u['goal']['met'] else 'NOT met'}]; COPY faster than upsert from "
             f"{f'{cross:,} rows' if cross else 'none of the sizes measured'}"
         )
+    dec = _load("decimal_exactness")
+    if dec and "decimal_exactness" not in failed:
+        for engine in ("default", "spark", "driver"):
+            if engine in dec:
+                d = dec[engine]["max_difference"]
+                caps = max(float(d["GROUP"][c]) for c in ("adj_15", "adj_40", "hqla"))
+                print(
+                    f"Decimal exactness, {dec['setup']['deals']:,} deals ({engine} engine, "
+                    f"aggregate on {dec[engine]['entity_aggregate_on']}): per-deal amounts "
+                    f"and all sums exact (max |diff| 0); caps within {caps:.1e} on GROUP"
+                )
     if failed:
         print(f"FAILED: {', '.join(failed)}")
         return 1

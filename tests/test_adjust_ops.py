@@ -10,7 +10,7 @@ conditions are evaluated once, on the rows as they stand before that rule.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from regflow.spec.models import LINEAGE_COLUMN as LID
 
 D = Decimal
 SCALE = D("0.000001")  # decimal(38,6)
+SCALE12 = D("1E-12")  # decimal(38,12)
 
 # id, s (string), n (bigint), d (decimal(38,6)), day (date), flag (boolean), x (double)
 ROWS: list[tuple[Any, ...]] = [
@@ -195,11 +196,11 @@ OPERATIONS: list[tuple[str, dict, dict[int, Any]]] = [
         1: D("250001234.5678"), 2: D("250000000.123457"),
         3: D("12345678901484567890.123456"), 4: None, 5: D("249999997.5"), 6: D("250000100"),
     }),
-    ("d", {"operation": "multiply", "value": 1.05}, {
-        1: D("1296.29619"),  # exact
-        2: D("0.129630"),  # 0.12962985 to the column scale
-        3: D("12962962846296296284.629629"),  # 20 integer digits: no float on the way
-        4: None, 5: D("-2.625"), 6: D("105"),
+    ("d", {"operation": "multiply", "value": -3}, {
+        1: D("-3703.7034"),
+        2: D("-0.370371"),
+        3: D("-37037036703703703670.370368"),  # 20 integer digits: no float on the way
+        4: None, 5: D("7.5"), 6: D("-300"),
     }),
     ("d", {"operation": "set", "value": 1.1}, {i: D("1.1") for i in ALL}),
     ("n", {"operation": "add", "value": 5}, {1: 10, 2: 15, 3: 16, 4: None, 5: 25, 6: 5}),
@@ -265,25 +266,43 @@ def _assert_text(text: str | None, value: Any) -> None:
         assert text == value
 
 
-def test_multiply_rounds_to_the_column_scale_not_through_float(spark):
-    # a guard on the expectation table above: the products are what decimal arithmetic gives
+def test_multiply_by_a_fraction_is_exact_and_never_through_float(spark):
+    # rows whose product with 1.05 fits the column's 6 decimals: exact, digit for digit
     factor = D("1.05")
-    assert _q(D("0.123457") * factor) == D("0.129630")
-    assert _q(D("12345678901234567890.123456") * factor) == D("12962962846296296284.629629")
     df = frame(spark)
     out, _ = apply_rules(
         df,
         [
             rule(
                 "M",
-                [c("d", "is not null")],
+                [c("s", "in", ["CORP_BOND", "EQUITY"])],  # ids 1, 5, 6
                 [{"field": "d", "operation": "multiply", "value": 1.05}],
             )
         ],
     )
     got = rows_by_id(out)
-    for i in ALL - {4}:
-        assert got[i]["d"] == _q(row_of(i)["d"] * factor)
+    assert {i: got[i]["d"] for i in (1, 5, 6)} == {
+        1: D("1296.29619"),
+        5: D("-2.625"),
+        6: D("105"),
+    }
+    for i in (1, 5, 6):
+        assert got[i]["d"] == row_of(i)["d"] * factor
+
+
+def test_multiply_that_would_round_fails_the_run_naming_the_rule(spark):
+    """0.123457 x 1.05 = 0.12962985 has 8 decimals; the field keeps 6. The old behaviour
+    rounded it to 0.129630 without a word; now the run fails (issue 17)."""
+    df = frame(spark)
+    rules = [
+        rule("ADJ-R", [c("n", "=", 10)], [{"field": "d", "operation": "multiply", "value": 1.05}])
+    ]
+    out, _ = apply_rules(df, rules)
+    with pytest.raises(Exception) as info:
+        out.collect()
+    text = str(info.value)
+    assert "adjustment rule ADJ-R: multiply by 1.05 would round" in text
+    assert "0.12962985" in text  # the exact product, for the analyst
 
 
 # --------------------------------------------------------------------------- order
@@ -463,9 +482,11 @@ def test_many_rules_on_one_field_apply_in_order_and_each_is_audited(spark):
 
 
 def test_chained_multiplies_and_adds_round_at_every_step_like_separate_rules(spark):
-    """Writes to one field nest in one projection; each must still round to the column's
-    scale after its own step, and leave unmatched rows exactly as they were."""
-    df = frame(spark)
+    """Writes to one field nest in one projection; each step is exact (the column has the
+    decimals for it: decimal(38,12)), and unmatched rows stay exactly as they were."""
+    from pyspark.sql import functions as F
+
+    df = frame(spark).withColumn("d", F.col("d").cast("decimal(38,12)"))
     steps = [
         ("M1", [], "multiply", D("1.05")),
         ("M2", [c("n", ">=", 10)], "multiply", D("0.95")),  # below 1: widened for the 1
@@ -494,9 +515,13 @@ def test_chained_multiplies_and_adds_round_at_every_step_like_separate_rules(spa
         for rid, _, op, v in steps:
             if i not in matches[rid]:
                 continue
-            new_d = None if d is None else _q(d * D(str(v)) if op == "multiply" else d + D(str(v)))
+            with localcontext(prec=60):  # 20 integer digits and 12 decimals, exactly
+                new_d = (
+                    None if d is None else (d * D(str(v)) if op == "multiply" else d + D(str(v)))
+                )
+                old_d = None if d is None else str(d.quantize(SCALE12))
             new_x = None if x is None else (x * float(v) if op == "multiply" else x + float(v))
-            expected_audit.add((rid, i, "d", None if d is None else str(d.quantize(SCALE))))
+            expected_audit.add((rid, i, "d", old_d))
             d, x = new_d, new_x
         assert rows[i]["d"] == d, i
         assert rows[i]["x"] == x, i
@@ -541,9 +566,11 @@ def test_rules_are_exclusive_only_when_their_conditions_say_so(spark, a, b, expe
 def test_exclusive_multiplies_share_one_case_and_give_the_sequential_result(spark):
     """Rules on different values of ``s`` multiply ``d`` in one flat CASE; a rule that is
     not exclusive with them (M3: every row) starts the next group, reading their result."""
+    from pyspark.sql import functions as F
+
     from regflow.runtime.adjust_ops import _groups, _ordered, tag_writes
 
-    df = frame(spark)
+    df = frame(spark).withColumn("d", F.col("d").cast("decimal(38,12)"))  # room for 1.5, 0.1
     mul = lambda v: [{"field": "d", "operation": "multiply", "value": v}]  # noqa: E731
     rules = [
         rule("M1", [c("s", "=", "CORP_BOND")], mul(D("1.5"))),
@@ -556,12 +583,12 @@ def test_exclusive_multiplies_share_one_case_and_give_the_sequential_result(spar
     rows = rows_by_id(out)
     factor = {1: D("1.5"), 2: D(2), 3: D(2), 5: D("1.5"), 6: D(1)}
     for i, f in factor.items():
-        assert rows[i]["d"] == _q(_q(row_of(i)["d"] * f) * D("0.1")), i
+        assert rows[i]["d"] == row_of(i)["d"] * f * D("0.1"), i
     assert rows[4]["d"] is None
     m3 = {
         a[LID]: (a["old_value"], a["new_value"]) for a in audit_rows(audit) if a["rule_id"] == "M3"
     }
-    assert m3[1] == (str(_q(D("1234.5678") * D("1.5"))), str(rows[1]["d"]))
+    assert m3[1] == (str((D("1234.5678") * D("1.5")).quantize(SCALE12)), str(rows[1]["d"]))
 
 
 def test_the_rules_first_projection_splits_the_generated_code(spark):

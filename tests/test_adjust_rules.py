@@ -263,7 +263,9 @@ nodes:
         ("{field: n, operation: multiply, value: 1.5}", "'multiply' on integer field 'n'"),
         ("{field: qty, operation: add, value: 2}", None),
         ("{field: n, operation: multiply, value: 3}", None),
-        ("{field: px, operation: multiply, value: 1.5}", None),
+        # px's values use all 6 decimals of decimal(38,6): x 1.5 would round them (issue 17)
+        ("{field: px, operation: multiply, value: 1.5}", "'multiply' by 1.5 would round field"),
+        ("{field: px, operation: multiply, value: 4}", None),
         ("{field: px, operation: add, value: 0.25}", None),
     ],
 )
@@ -280,7 +282,7 @@ def test_arithmetic_on_an_integer_field_needs_a_whole_number(tmp_path, adjustmen
         )
         .replace("pipeline: lcr", "pipeline: inv")
         .replace("stage: weigh", "stage: prep")
-        .replace("  - {field: x, operation: multiply, value: 1.1}", f"  - {adjustment}")
+        .replace("  - {field: x, operation: multiply, value: 2}", f"  - {adjustment}")
     )
     errors = errors_of(tmp_path, f)
     if error is None:
@@ -299,7 +301,7 @@ stage: weigh
 conditions:
 {conditions}
 adjustments:
-  - {{field: {field}, operation: multiply, value: 1.1}}
+  - {{field: {field}, operation: multiply, value: 2}}
 effective_date: 2026-01-01
 approval:
   requested_by: a.analyst
@@ -391,10 +393,10 @@ position: before
 conditions:
   - {field: bucket, operator: "=", value: INFLOW}
 adjustments:
-  - {field: factor, operation: multiply, value: 0.5}
+  - {field: factor, operation: multiply, value: 2}
 effective_date: 2026-01-01
 approval: {requested_by: a.analyst, approved_by: b.checker, timestamp: 2026-01-02T09:00:00Z}
-reason: halve inflow factors
+reason: double inflow factors
 """
 
 

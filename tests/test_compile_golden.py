@@ -118,7 +118,7 @@ def test_aggregate_writes_a_lineage_checkpoint() -> None:
         "entity": "string",
         "_lineage_id": "bigint",
         "total": "decimal(30,2)",  # Spark: sum(decimal(20,2)) is decimal(30,2)
-        "l1": "decimal",
+        "l1": "decimal(32,3)",  # decimal(20,2) * 0.5 is decimal(22,3); its sum 10 more
         "n": "bigint",
         "units": "bigint",
         "largest": "decimal(20,2)",

@@ -301,7 +301,7 @@ def test_check_expression() -> None:
         ("cast(qty as decimal(10,3))", "decimal(10,3)"),
         ("cast(name as date)", "date"),
         ("cast(qty as long)", "bigint"),
-        ("amount * 2", "decimal"),  # precision left to Spark
+        ("amount * 2", "decimal(22,2)"),  # Spark: decimal(20,2) * decimal(1,0)
         ("qty + 1", "int"),
         ("rate * qty", "double"),
         ("qty > 1 and flag", "boolean"),

@@ -436,3 +436,25 @@ def test_warehouse_cli_queries_and_lists_the_star(staged, db, capsys):
     info = capsys.readouterr().out
     assert "lcr.fact_lcr_deal  (table)" in info and "lcr.rpt_lcr_entity  (view)" in info
     assert "last loads in lcr" in info and "***" not in uri  # nothing secret to mask here
+
+
+def test_an_existing_numeric_column_with_fewer_decimals_fails_the_load(staged, db):
+    """A warehouse made by an older regflow (entity measures NUMERIC(38,6)) would round every
+    value the exact LCR inserts: the load fails, naming the column and the migration."""
+    from regflow.errors import ConfigError
+
+    plan, runs, _ = staged
+    uri, target = db
+    _load(plan, runs[COB], target, method="upsert")
+    with psycopg.connect(uri, autocommit=True) as c:
+        c.execute('DROP VIEW IF EXISTS "lcr"."rpt_lcr_entity" CASCADE')
+        c.execute('DROP SCHEMA IF EXISTS "lcr_bi" CASCADE')  # the PowerBI views read it too
+        c.execute('ALTER TABLE "lcr"."fact_lcr_entity" ALTER COLUMN "hqla" TYPE NUMERIC(38,6)')
+    before = q(uri, 'SELECT count(*) FROM "lcr"."regflow_loads"')
+    message = (
+        r"lcr\.fact_lcr_entity\.hqla keeps 6 decimals but the spec makes decimal\(38,14\): "
+        r"loading would round every value"
+    )
+    with pytest.raises(ConfigError, match=message):
+        _load(plan, runs[COB], target, method="upsert")
+    assert q(uri, 'SELECT count(*) FROM "lcr"."regflow_loads"') == before  # nothing loaded

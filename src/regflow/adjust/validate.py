@@ -12,6 +12,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+from regflow.adjust.decimals import adjustment_rounding, value_scale
 from regflow.adjust.loader import LoadedRule, RuleParts
 from regflow.adjust.models import Condition
 from regflow.errors import Problem
@@ -194,6 +195,16 @@ def check_rule(plan: Plan, r: LoadedRule | RuleParts) -> list[Problem]:
                         hint="use a whole number; the result must fit the integer field",
                     )
                 )
+        elif adj.operation in ("set", "add", "multiply") and (
+            rounding := adjustment_rounding(
+                adj.operation,
+                adj.value,
+                adj.field,
+                t,
+                value_scale(plan, seen, adj.field) if adj.field in plan.schema_of(seen) else None,
+            )
+        ):
+            out.append(rule.problem(rounding[0], "adjustments", i, "value", hint=rounding[1]))
         elif adj.operation == "set" and not fits(adj.value, t):
             out.append(
                 rule.problem(

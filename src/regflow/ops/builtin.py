@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from regflow.ops.base import Check, OpDef, OpParams
+from regflow.ops.decimal_checks import decimal_checks
+from regflow.ops.decimals import sum_type
 from regflow.ops.exprs import check_expression, infer_type
 from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column
 from regflow.spec.types import Column, Schema, decimal_ps, normalize_type
@@ -70,10 +72,16 @@ class CalcParams(OpParams):
 
 def _calc_check(inputs: list[Schema], p: CalcParams) -> list[Check]:
     out: list[Check] = []
-    for name, expr, _ in p.items():
+    for name, expr, typ in p.items():
         # Columns are computed one after another, so later ones may use earlier ones.
         schema = _calc_schema_upto(inputs[0], p, name)
-        out += _expr_checks(expr, schema, ("columns", name))
+        found = _expr_checks(expr, schema, ("columns", name))
+        out += found
+        if not found and schema.known:
+            at: tuple[str | int, ...] = ("columns", name)
+            if typ is not None:
+                at = ("columns", name, "expr")
+            out += decimal_checks(expr, schema, typ, at, ("columns", name, "type"))
     return out
 
 
@@ -306,9 +314,18 @@ def _aggregate_check(inputs: list[Schema], p: AggregateParams) -> list[Check]:
     for i, col in enumerate(p.group_by):
         out += _missing(col, inputs[0], ("group_by", i), "group_by")
     for name, m in p.measures.items():
-        out += _expr_checks(m.expr, inputs[0], ("measures", name, m.func))
+        found = _expr_checks(m.expr, inputs[0], ("measures", name, m.func))
+        out += found
         if m.where:
             out += _expr_checks(m.where, inputs[0], ("measures", name, "where"))
+        if not found and inputs[0].known and m.func != "count":
+            out += decimal_checks(
+                m.expr,
+                inputs[0],
+                m.type,
+                ("measures", name, m.func),
+                ("measures", name, "type"),
+            )
     return out
 
 
@@ -318,12 +335,8 @@ def measure_type(m: Measure, schema: Schema) -> str:
     if m.func == "count":
         return "bigint"
     t = infer_type(m.expr, schema)
-    if m.func == "sum":
-        ps = decimal_ps(t)
-        if ps is not None:  # Spark: sum(decimal(p,s)) is decimal(min(38, p + 10), s)
-            return f"decimal({min(38, ps[0] + 10)},{ps[1]})"
-        if t in ("int", "bigint"):
-            return "bigint"
+    if m.func == "sum" and (decimal_ps(t) is not None or t in ("int", "bigint")):
+        return sum_type(t)  # Spark: sum(decimal(p,s)) is decimal(min(38, p + 10), s)
     return t
 
 

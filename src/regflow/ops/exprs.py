@@ -117,16 +117,21 @@ def check_expression(text: str, schema: Schema) -> list[tuple[str, str]]:
 def infer_type(text: str, schema: Schema) -> str:
     """Best-effort result type of an expression; ``unknown`` when sqlglot can't tell.
 
-    Decimal results come back as ``decimal`` without precision: Spark's precision rules
-    differ from sqlglot's, and the runtime records the real type.
+    Decimal arithmetic is typed by Spark's rules (:mod:`regflow.ops.decimals`); a decimal
+    whose precision cannot be told (e.g. from a function sqlglot types) is ``decimal``.
     """
     from sqlglot import exp
     from sqlglot.optimizer.annotate_types import annotate_types
+
+    from regflow.ops.decimals import analyze
 
     try:
         tree = _parse(text).copy()
     except ExprError:
         return "unknown"
+    typed = analyze(text, schema)
+    if typed is not None and typed.type != "unknown":
+        return typed.type
     exact = _exact_type(tree, schema)
     if exact is not None:
         return exact

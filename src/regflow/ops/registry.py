@@ -67,6 +67,7 @@ def operator(
     schema: SchemaRule | None = None,
     check: CheckRule | None = None,
     inputs: int | tuple[int, int | None] = 1,
+    roundings: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a custom op.
 
@@ -79,6 +80,8 @@ def operator(
     framework verifies it); ``rollup`` ops may add total rows built with
     :func:`regflow.runtime.lineage.rollup_rows`; ``aggregate`` ops get a lineage checkpoint.
     ``schema(input_schemas, params) -> Schema`` lets the compiler check downstream columns.
+    ``roundings``: where the op rounds decimals on purpose (e.g. its divisions), shown by
+    ``regflow plan`` (no op may round a decimal without saying so).
     """
     lo, hi = (inputs, inputs) if isinstance(inputs, int) else inputs
 
@@ -101,6 +104,7 @@ def operator(
                 doc=inspect.getdoc(fn) or "",
                 origin=origin,
                 fingerprint=hashlib.sha256(code.encode()).hexdigest(),
+                extra={"roundings": roundings} if roundings else {},
             )
         )
         return fn

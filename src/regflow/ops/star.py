@@ -359,6 +359,17 @@ def star_check(inputs: list[Schema], p: StarParams, names: tuple[str, ...] = ())
         out += [Check(c.message, ("facts", fname, "from"), c.hint) for c in chk]
         fk = [c for dim in f.dimensions for c in f.fk_columns(dim)]
         out += _need(s, [*f.kept_columns(), *fk, *f.measures], ("facts", fname))
+        for i, m in enumerate(f.measures):
+            if s is not None and s.known and m in s and s.type_of(m) == "decimal":
+                out.append(
+                    Check(
+                        f"measure '{m}' is a decimal whose precision regflow cannot infer; its "
+                        "warehouse column would be NUMERIC(38,10) and could round it",
+                        ("facts", fname, "measures", i),
+                        f"declare its type where it is computed (e.g. {m}: {{expr: ..., type: "
+                        '"decimal(38,12)"}), so that the column keeps every digit',
+                    )
+                )
         if s is not None and s.known and f.date in s and s.type_of(f.date) != "date":
             out.append(
                 Check(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regflow.ops import registry
+from regflow.ops.decimal_checks import decimal_notes
 from regflow.plan.model import Plan
 
 
@@ -44,6 +46,12 @@ def explain(plan: Plan) -> str:
                     f"{c.name}:{c.type}" for c in n.schema.columns if not c.name.startswith("_")
                 ]
                 out.append(f"  {'':<18} -> {', '.join(shown)}")
+            if n.op in ("calc", "aggregate"):
+                ins = [plan.schema_of(i) for i in n.inputs]
+                for note in decimal_notes(n.op, dict(n.params), ins):
+                    out.append(f"  {'':<18} rounds {note}")
+            elif n.op in registry.names() and registry.get(n.op).extra.get("roundings"):
+                out.append(f"  {'':<18} rounds {registry.get(n.op).extra['roundings']}")
         out.append(f"  writes  {', '.join([*st.outputs, *st.checkpoints])}")
         out.append("")
     for n in plan.nodes:

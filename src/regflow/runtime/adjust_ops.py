@@ -119,14 +119,35 @@ def rule_condition(
     return f"COALESCE({tests}, FALSE)"
 
 
-def operate(operation: str, col: str, value: Any, dtype: DataType) -> str:
-    """The new value of column expression ``col`` (SQL) after one operation."""
+def operate(operation: str, col: str, value: Any, dtype: DataType, rule: str = "") -> str:
+    """The new value of column expression ``col`` (SQL) after one operation.
+
+    A ``multiply`` of a decimal field by a factor with decimals has more decimals than the
+    field; the product is computed exactly, and a row whose product the field's type
+    cannot hold exactly fails the run instead of being rounded (``regflow adjustments
+    check`` reports what it can see of this without the data).
+    """
+    from pyspark.sql.types import DecimalType
+
     if operation == "set":
         return typed_value(value, dtype)
     if operation == "add":
         return f"CAST(({col} + {typed_value(value, dtype)}) AS {dtype.simpleString()})"
     factor = Decimal(value) if isinstance(value, int | Decimal) else Decimal(str(value))
-    return f"CAST(({col} * {sql_value(factor)}) AS {dtype.simpleString()})"
+    product = f"({col} * {sql_value(factor)})"
+    cast = f"CAST({product} AS {dtype.simpleString()})"
+    if not isinstance(dtype, DecimalType) or factor == factor.to_integral_value():
+        return cast
+    message = sql_value(
+        f"adjustment rule {rule}: multiply by {factor} would round a value to the "
+        f"{dtype.scale} decimals of its field ({dtype.simpleString()}); widen the field's "
+        "scale in the pipeline (a calc type) or use a factor with fewer decimals"
+    )
+    return (
+        f"CASE WHEN coalesce({product} - {cast} = 0, TRUE) THEN {cast} "
+        f"ELSE CAST(raise_error(concat({message}, ' (', CAST({product} AS STRING), ')')) "
+        f"AS {dtype.simpleString()}) END"
+    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -331,7 +352,8 @@ def _group_sql(group: Sequence[TagWrite], types: Mapping[str, DataType]) -> str:
     col = ident(group[0].field)
     dtype = types[group[0].field]
     branches = " ".join(
-        f"WHEN {_flag_name(w.bit)} THEN {operate(w.adj.operation, col, w.adj.value, dtype)}"
+        f"WHEN {_flag_name(w.bit)} THEN "
+        f"{operate(w.adj.operation, col, w.adj.value, dtype, w.rule_id)}"
         for w in reversed(group)
     )
     return f"CASE {branches} ELSE {col} END"
@@ -449,7 +471,7 @@ def audit_rows(df: DataFrame, audit_col: str, rules: Sequence[AdjustmentRule]) -
     for w in writes:
         col = current[w.slot]
         dtype = types[f"o{w.slot}"]
-        value = operate(w.adj.operation, col, w.adj.value, dtype)
+        value = operate(w.adj.operation, col, w.adj.value, dtype, w.rule_id)
         df = df.selectExpr(*kept, f"CASE WHEN {hit(w)} THEN {value} ELSE {col} END AS __x{w.k}")
         before[w.k] = col
         current[w.slot] = f"__x{w.k}"

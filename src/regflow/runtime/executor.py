@@ -1200,7 +1200,7 @@ def run_stage(
     taken instead of recomputing them when nothing they depend on changed (see
     :mod:`regflow.runtime.reuse`).
     """
-    from regflow.runtime.session import get_spark
+    from regflow.runtime.session import exact_decimals, get_spark
 
     try:
         stage = plan.stage(stage_id)
@@ -1230,6 +1230,7 @@ def run_stage(
             return StageReport.from_dict(reuse_stage(plan, stage, run, reuse_from, meta, log))
         log(f"stage {stage.id}: recomputing: {why}")
     spark = spark or get_spark()
+    exact_decimals(spark)
     runner = StageRunner(
         plan,
         stage,

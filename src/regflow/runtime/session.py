@@ -75,6 +75,12 @@ def get_spark() -> SparkSession:
             .config("spark.sql.sources.partitionOverwriteMode", "static")
             .config("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
             .config("spark.sql.ansi.enabled", "true")
+            # Decimal +, -, * and sums are exact: Spark keeps every digit of the result's
+            # scale and, with ANSI on, fails the run when the integer part does not fit
+            # (NUMERIC_VALUE_OUT_OF_RANGE) instead of rounding each value to 6 decimals
+            # as its default precision-loss rule does. `regflow validate` types every
+            # expression by these rules (regflow.ops.decimals).
+            .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
             # Whole-stage code generation fuses a stage's operators into one Java method; for
             # a long stage (joins, a decision table, adjustment rules) that method exceeds
             # the 8000 bytes of bytecode the JVM's JIT compiles by default, and then runs
@@ -89,6 +95,20 @@ def get_spark() -> SparkSession:
         _SESSION = builder.getOrCreate()
         _SESSION.sparkContext.setLogLevel("ERROR")
         return _SESSION
+
+
+EXACT_DECIMALS = {
+    "spark.sql.decimalOperations.allowPrecisionLoss": "false",
+    "spark.sql.ansi.enabled": "true",
+}
+
+
+def exact_decimals(spark: SparkSession) -> None:
+    """Set the decimal guard on a session regflow did not create (one given to
+    ``run_stage``): no silent rounding of decimal results, overflow fails the run."""
+    for key, value in EXACT_DECIMALS.items():
+        if spark.conf.get(key, None) != value:
+            spark.conf.set(key, value)
 
 
 def stop_spark() -> None:

@@ -205,6 +205,7 @@ def read_source(
                 node=src.name,
                 cob=cob,
             )
+        _check_no_rounding(df, declared, src.name, str(path), pipeline=pipeline, cob=cob)
         # Cast to the declared types (e.g. decimal scale), and keep only declared columns.
         # (SQL text: PySpark's Column methods cost several JVM round trips each.)
         df = df.selectExpr(
@@ -346,6 +347,30 @@ def _cob_values(
     col = quote_name(src.cob_column)
     rows = every_cob.selectExpr(f"CAST({col} AS STRING) AS c").distinct().limit(limit).collect()
     return [r["c"] for r in rows if r["c"] is not None]
+
+
+def _check_no_rounding(
+    df: DataFrame, declared: Schema, name: str, path: str, *, pipeline: str, cob: str
+) -> None:
+    """Fail if casting a decimal column of the files to its declared type would round it:
+    a declared scale below the files' drops digits of every value (issue 17)."""
+    from pyspark.sql.types import DecimalType
+
+    from regflow.spec.types import decimal_ps
+
+    types = {f.name: f.dataType for f in df.schema.fields}
+    for c in declared.columns:
+        want, have = decimal_ps(c.type), types.get(c.name)
+        if want is not None and isinstance(have, DecimalType) and have.scale > want[1]:
+            raise DataError(
+                f"source '{name}' at {path}: column '{c.name}' is {have.simpleString()} in the "
+                f"files but declared {c.type}; reading it would round every value to "
+                f"{want[1]} decimals. Declare decimal({max(want[0], have.precision)},"
+                f"{have.scale}) in the spec's schema (round in a calc if that is meant)",
+                pipeline=pipeline,
+                node=name,
+                cob=cob,
+            )
 
 
 def _rows_at_most(df: DataFrame, fmt: str, max_files: int = 256) -> int | None:

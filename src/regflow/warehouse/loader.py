@@ -28,7 +28,7 @@ from typing import Any
 from regflow.errors import ConfigError, DataError, StorageError, WarehouseError
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
-from regflow.warehouse.migrate import check_columns, existing_columns
+from regflow.warehouse.migrate import check_columns, existing_schema
 from regflow.warehouse.model import StarModel, Table, star_table_name
 from regflow.warehouse.s3stage import S3Staging, StagedTable, copy_sql, require_iam_role
 from regflow.warehouse.targets import Target
@@ -242,7 +242,7 @@ class Loader:
             # before anything reads the tables as the spec now makes them (unknown members,
             # views): a changed spec stops here with what to do, and nothing has changed
             self._at = "column check"
-            check_columns(self.d, self.model, existing_columns(cur, self.d, self.model))
+            check_columns(self.d, self.model, *existing_schema(cur, self.d, self.model))
             for step in S.fill_steps(self.d, self.model):
                 self._at = step.name
                 self._exec(cur, step.sql)

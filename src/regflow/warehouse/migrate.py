@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regflow.errors import ConfigError
+from regflow.spec.types import decimal_ps
 from regflow.warehouse import sql as S
 from regflow.warehouse.dialects import Dialect
-from regflow.warehouse.model import StarModel, WColumn
+from regflow.warehouse.model import StarModel, WColumn, warehouse_type
 
 
 @dataclass
@@ -49,18 +50,50 @@ def wanted_columns(m: StarModel) -> dict[str, list[WColumn]]:
 def existing_columns_sql(d: Dialect, m: StarModel) -> str:
     names = ", ".join(d.literal(n) for n in wanted_columns(m))
     return (
-        "SELECT table_name, column_name FROM information_schema.columns "
+        "SELECT table_name, column_name, numeric_scale FROM information_schema.columns "
         f"WHERE table_schema = {d.literal(m.schema)} AND table_name IN ({names}) "
         "ORDER BY table_name, ordinal_position"
     )
 
 
-def existing_columns(cur: Any, d: Dialect, m: StarModel) -> dict[str, list[str]]:
-    """The columns of the star's tables that exist in the warehouse (absent tables left out)."""
+Scales = dict[tuple[str, str], int]
+
+
+def existing_schema(cur: Any, d: Dialect, m: StarModel) -> tuple[dict[str, list[str]], Scales]:
+    """The columns of the star's tables that exist in the warehouse (absent tables left out),
+    and the scale of each NUMERIC one."""
     cur.execute(existing_columns_sql(d, m))
     out: dict[str, list[str]] = {}
-    for table, column in cur.fetchall() or []:
+    scales: Scales = {}
+    for table, column, scale in cur.fetchall() or []:
         out.setdefault(str(table), []).append(str(column))
+        if scale is not None:
+            scales[(str(table), str(column))] = int(scale)
+    return out, scales
+
+
+def existing_columns(cur: Any, d: Dialect, m: StarModel) -> dict[str, list[str]]:
+    """The columns of the star's tables that exist in the warehouse (absent tables left out)."""
+    return existing_schema(cur, d, m)[0]
+
+
+def scale_problems(d: Dialect, m: StarModel, scales: Scales) -> list[str]:
+    """NUMERIC columns created with fewer decimals than the spec's type (an older regflow, or
+    a hand-made table): loading would round every value inserted."""
+    out = []
+    for table, want in wanted_columns(m).items():
+        for c in want:
+            ps = decimal_ps(warehouse_type(c.type))
+            have = scales.get((table, c.name))
+            if ps is not None and have is not None and have < ps[1]:
+                out.append(
+                    f"{m.schema}.{table}.{c.name} keeps {have} decimals but the spec makes "
+                    f"{warehouse_type(c.type)}: loading would round every value. Widen it "
+                    f"(PostgreSQL: ALTER TABLE {d.qn(m.schema, table)} ALTER COLUMN "
+                    f"{d.q(c.name)} TYPE NUMERIC({ps[0]},{ps[1]}); Redshift cannot alter a "
+                    "NUMERIC column: add a new one, copy, drop and rename) or drop the table "
+                    "to let regflow recreate it"
+                )
     return out
 
 
@@ -106,8 +139,17 @@ def plan_migration(d: Dialect, m: StarModel, existing: dict[str, list[str]]) -> 
     return mig
 
 
-def check_columns(d: Dialect, m: StarModel, existing: dict[str, list[str]]) -> None:
+def check_columns(
+    d: Dialect, m: StarModel, existing: dict[str, list[str]], scales: Scales | None = None
+) -> None:
     """Stop a load, before it changes anything, if a table differs from the spec."""
+    narrow = scale_problems(d, m, scales or {})
+    if narrow:
+        raise ConfigError(
+            f"the warehouse tables of '{m.pipeline}' (schema {m.schema}) keep fewer decimals "
+            "than the spec makes (regflow never changes them by itself):\n  - "
+            + "\n  - ".join(narrow)
+        )
     mig = plan_migration(d, m, existing)
     if not mig.needed:
         return

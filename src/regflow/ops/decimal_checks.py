@@ -1,0 +1,109 @@
+"""What the compiler reports of decimals: roundings a spec does not ask for (errors of
+``regflow validate``) and the ones it asks for (shown by ``regflow plan``).
+
+The typing itself is :mod:`regflow.ops.decimals`.
+"""
+
+from __future__ import annotations
+
+from regflow.ops.base import Check
+from regflow.ops.decimals import MAX, Rounding, Typed, analyze
+from regflow.spec.types import Schema, decimal_ps
+
+
+def decimal_checks(
+    expr: str,
+    schema: Schema,
+    declared: str | None,
+    at: tuple[str | int, ...],
+    type_at: tuple[str | int, ...],
+) -> list[Check]:
+    """Roundings of decimals the spec does not ask for (:mod:`regflow.ops.decimals`):
+    Spark cutting an exact result, a decimal turned into a double, and a declared type (a
+    cast of each value) that drops digits."""
+    typed = analyze(expr, schema)
+    out = [
+        Check(
+            f"'{r.expr}' is rounded: {r.detail}",
+            at,
+            "choose where the digits go: round(...) or CAST(... AS decimal(p,s)) an operand "
+            "on purpose (both are shown by `regflow plan`)"
+            if r.kind == "cut"
+            else "cast the floating point operand to a decimal, e.g. CAST(x AS decimal(18,8))",
+        )
+        for r in error_roundings(typed)
+    ]
+    if declared is not None and typed is not None and typed.ps is not None:
+        problem = declared_problem(expr, typed, declared)
+        if problem is not None:
+            out.append(Check(problem[0], type_at, problem[1]))
+    return out
+
+
+def declared_problem(expr: str, typed: Typed, declared: str) -> tuple[str, str] | None:
+    """Whether casting ``expr`` (typed ``typed``) to the ``declared`` type loses digits.
+
+    ``(message, hint)`` when it does: a declared type narrower in scale than an exact
+    result would round every value without the spec saying so; wider than a quotient's
+    scale it would show digits Spark never computed.
+    """
+    target = decimal_ps(declared)
+    src = typed.ps
+    if target is None or src is None:
+        return None
+    if typed.exact is not None:
+        if target[1] < typed.exact:
+            return (
+                f"declared type {declared} rounds '{expr}' to {target[1]} decimals; its exact "
+                f"value needs {typed.exact} (Spark computes {typed.type})",
+                f"declare decimal({min(MAX, target[0] - target[1] + typed.exact)},"
+                f"{typed.exact}) (a narrower precision is fine: too large a value fails the "
+                f"run), or write round({expr}, {target[1]}) to round on purpose",
+            )
+        return None
+    if target[1] > src[1]:
+        return (
+            f"declared type {declared} shows {target[1]} decimals, but Spark computes "
+            f"'{expr}' as {typed.type}: only {src[1]} decimals are real",
+            f"declare decimal({target[0]},{src[1]}), or cast the operands of the division "
+            "to narrower precisions so Spark keeps more decimals",
+        )
+    if target[1] < src[1]:
+        return (
+            f"declared type {declared} rounds '{expr}' (Spark computes {typed.type}) a "
+            f"second time, to {target[1]} decimals",
+            f"write round({expr}, {target[1]}) to round on purpose",
+        )
+    return None
+
+
+def shown_roundings(typed: Typed | None) -> list[Rounding]:
+    """The roundings ``regflow plan`` lists (explicit ones and divisions)."""
+    return [r for r in (typed.roundings if typed else ()) if not r.is_error]
+
+
+def error_roundings(typed: Typed | None) -> list[Rounding]:
+    return [r for r in (typed.roundings if typed else ()) if r.is_error]
+
+
+def decimal_notes(op: str, params: dict[str, object], inputs: list[Schema]) -> list[str]:
+    """What ``regflow plan`` says of the decimals a calc or an aggregate rounds on purpose:
+    explicit ``round()``/``CAST`` and divisions (whose quotient Spark rounds)."""
+    from regflow.ops.builtin import AggregateParams, CalcParams, _calc_schema_upto
+
+    if not inputs or not inputs[0].known:
+        return []
+    found: list[tuple[str, str]] = []
+    if op == "calc":
+        calc = CalcParams.model_validate(params)
+        for name, expr, _ in calc.items():
+            schema = _calc_schema_upto(inputs[0], calc, name)
+            found += [
+                (name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))
+            ]
+    elif op == "aggregate":
+        agg = AggregateParams.model_validate(params)
+        for name, m in agg.measures.items():
+            typed = analyze(m.expr, inputs[0]) if m.func != "count" else None
+            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(typed)]
+    return [f"{name}: {what}" for name, what in found]
