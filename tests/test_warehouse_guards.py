@@ -213,9 +213,10 @@ def test_redshift_migration_ddl_is_exact_and_parses():
 
 
 def test_a_database_error_reaches_the_runs_error_record(pg_db, tmp_path, monkeypatch):
-    """The database's own reason lands in ``_stages/load_<node>.error.json``, which
-    ``regflow run`` prints when the DAG run fails (not only the Airflow log)."""
-    from regflow.render.tasks import load_task
+    """The database's own reason lands in ``_stages/publish.error.json`` (the rows land at
+    publish, the run's commit point), which ``regflow run`` prints when the DAG run fails
+    (not only the Airflow log)."""
+    from regflow.render.tasks import load_task, publish_task
 
     uri, target = pg_db
     plan = mini_plan(tmp_path)
@@ -230,11 +231,12 @@ def test_a_database_error_reaches_the_runs_error_record(pg_db, tmp_path, monkeyp
     bad = stage(plan, root, COB, MEMBERS, [("D9", "LE001", Decimal("-1.00"))], run_id="bad")
     monkeypatch.setenv("REGFLOW_STORAGE", str(root))
     monkeypatch.setenv("REGFLOW_WAREHOUSE", uri)
+    context = {"params": {"cob": str(COB)}, "run_id": "bad"}
+    load_task(str(MINI), NODE, context, str(tmp_path / "no-rules"))  # prepares only
     with pytest.raises(RegflowError) as err:
-        load_task(str(MINI), NODE, {"params": {"cob": str(COB)}, "run_id": "bad"},
-                  str(tmp_path / "no-rules"))  # fmt: skip
+        publish_task(str(MINI), context, str(tmp_path / "no-rules"))
     assert "amount_positive" in str(err.value) and "rolled back" in str(err.value)
-    record = json.loads((bad.run_dir / "_stages" / f"load_{NODE}.error.json").read_text())
+    record = json.loads((bad.run_dir / "_stages" / "publish.error.json").read_text())
     assert record["error"] == "WarehouseError"
     assert "amount_positive" in record["message"] and "insert fact_position" in record["message"]
     assert query(uri, "SELECT COUNT(*) FROM mini.fact_position") == [(3,)]
