@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from regflow.adjust.identity import same_person
 from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
 from regflow.errors import Problem, RegflowError, StorageError, in_file_order
 from regflow.plan.model import Plan
@@ -46,7 +47,7 @@ def validate_rules(
 
     root = project / "adjustments"
     extra = [f for f in (files or []) if not _inside(f, root)]
-    rules, partial, problems = load_rule_set([root, *extra])
+    rules, partial, problems = load_rule_set([root, *extra], file_names=True)
     out = RuleCheck(problems=list(problems))
     partial_by: dict[str, list[RuleParts]] = defaultdict(list)
     for parts in partial:  # (their pipeline's problems are reported by the file's own)
@@ -96,7 +97,7 @@ def validate_rules(
         out.problems += check_rules(plan, group, partial_by.get(name, []))
     if author:
         for r in rules:
-            if r.rule.approval.approved_by.strip().lower() == author.strip().lower():
+            if same_person(r.rule.approval.approved_by, author):
                 out.problems.append(
                     r.problem(
                         f"maker-checker: the pull request's author '{author}' cannot be the "
