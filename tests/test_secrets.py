@@ -130,7 +130,7 @@ def runs(tmp_path_factory):
                 capture_output=True,
                 timeout=900,
                 check=False,
-            )  # fmt: skip
+            )
         )
     yield project, procs
     server.cleanup()
