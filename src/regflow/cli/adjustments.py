@@ -15,13 +15,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regflow.adjust.identity import same_person
 from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
 from regflow.errors import Problem, RegflowError, StorageError, in_file_order
 from regflow.plan.model import Plan
 from regflow.spec.models import LINEAGE_COLUMN
+
+if TYPE_CHECKING:
+    from regflow.adjust.review import PullRequestReview
 
 
 @dataclass
@@ -40,8 +43,13 @@ def validate_rules(
     files: list[Path] | None = None,
     pipeline: str | None = None,
     author: str | None = None,
+    review: PullRequestReview | None = None,
 ) -> RuleCheck:
-    """Check every rule of the repository; keep the problems of ``files`` (default: all)."""
+    """Check every rule of the repository; keep the problems of ``files`` (default: all).
+
+    With ``review`` (the pull request as the code host records it), every rule file the pull
+    request changes is also checked against its approvals, whether or not ``files`` names it.
+    """
     from regflow.plan.build import check_rules
     from regflow.plan.compiler import compile_file
 
@@ -107,6 +115,12 @@ def validate_rules(
                         hint="a second person must approve the rule",
                     )
                 )
+    if review is not None:
+        from regflow.adjust.review import verify_approvals
+
+        out.problems += verify_approvals(rules, review, project)
+        changed = [r.path for r in rules if _changed_by(review, r.path, project)]
+        files = [*files, *changed] if files else files
     selected = {f.resolve() for f in rule_file_list(files)} if files else None
     keep = [
         r
@@ -126,6 +140,13 @@ def validate_rules(
             or Path(p.location.file).resolve() in (selected or set())
         ]
     return out
+
+
+def _changed_by(review: PullRequestReview, path: Path, project: Path) -> bool:
+    try:
+        return review.changes(path.resolve().relative_to(project.resolve()).as_posix())
+    except ValueError:
+        return False
 
 
 def rule_file_list(files: list[Path] | None) -> list[Path]:

@@ -218,7 +218,9 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
     for f in files or []:
         if not f.exists():
             raise ConfigError(f"no such rule file: {f}")
-    check = validate_rules(project_dir(), files, pipeline=args.pipeline, author=args.author)
+    check = validate_rules(
+        project_dir(), files, pipeline=args.pipeline, author=args.author, review=_review(args)
+    )
     previews = []
     if check.errors:
         previews.append({"skipped": True, "reason": "the rules are invalid"})
@@ -260,6 +262,21 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(report + "\n")
     return 1 if check.errors else 0
+
+
+def _review(args: argparse.Namespace) -> Any:
+    """The pull request's review as the code host records it (--approvers-from github)."""
+    if args.reviews_json:
+        from regflow.adjust.review import load_review_json
+
+        return load_review_json(Path(args.reviews_json))
+    if args.approvers_from == "github":
+        from regflow.adjust.github import review_from_environment
+
+        return review_from_environment(args.pr, args.repo, log=lambda m: print(m, file=sys.stderr))
+    if args.pr is not None or args.repo is not None:
+        raise ConfigError("--pr and --repo go with --approvers-from github")
+    return None
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
