@@ -306,3 +306,18 @@ def test_the_token_is_not_sent_to_another_host(tmp_path):
         with pytest.raises(ConfigError, match="another host"):
             client._get_url("http://127.0.0.2:9/steal")
     assert gh.requests == []
+
+
+def test_the_shipped_workflow_verifies_approvals_from_the_review():
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "adjustments.yml").read_text())
+    triggers = wf.get("on", wf.get(True))  # (YAML 1.1 reads a bare `on` as true)
+    assert {"pull_request", "pull_request_review"} <= set(triggers)
+    steps = wf["jobs"]["check"]["steps"]
+    check = next(s for s in steps if "adjustments check" in s.get("run", ""))
+    assert "--approvers-from github" in check["run"] and "--pr" in check["run"]
+    assert check["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    # no expression is pasted into a shell script (file names and logins come from the author)
+    assert all("${{" not in s.get("run", "") for s in steps)
+    assert "/adjustments/" in (ROOT / ".github" / "CODEOWNERS").read_text()
