@@ -321,3 +321,22 @@ def test_the_shipped_workflow_verifies_approvals_from_the_review():
     # no expression is pasted into a shell script (file names and logins come from the author)
     assert all("${{" not in s.get("run", "") for s in steps)
     assert "/adjustments/" in (ROOT / ".github" / "CODEOWNERS").read_text()
+
+
+def test_the_pull_request_comes_from_the_actions_event(tmp_path, monkeypatch, capsys):
+    """In a pull_request or pull_request_review job, GITHUB_EVENT_PATH names the PR."""
+    rule = project_with_rule(tmp_path / "p")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"action": "submitted", "pull_request": {"number": 7}}))
+    monkeypatch.setenv("REGFLOW_PROJECT", str(rule.parents[2]))
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/risk")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    with FakeGitHub(documents([review("bob-checker", "APPROVED")])) as gh:
+        monkeypatch.setenv("GITHUB_API_URL", gh.url)
+        argv = ["adjustments", "check", str(rule), "--approvers-from", "github"]
+        assert main([*argv, "--storage", str(tmp_path)]) == 0
+    assert gh.requests[0][0] == "/repos/acme/risk/pulls/7"
+    monkeypatch.delenv("GITHUB_EVENT_PATH")
+    assert main([*argv, "--storage", str(tmp_path)]) == 1
+    assert "which pull request? give --pr N" in capsys.readouterr().err
