@@ -68,9 +68,7 @@ def get_spark() -> SparkSession:
             .setAppName("regflow")
             .setMaster(master)
             .set("spark.sql.session.timeZone", "UTC")
-            .set(
-                "spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8")
-            )
+            .set("spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8"))
             .set("spark.sql.adaptive.enabled", "true")
             .set("spark.ui.enabled", "false")
             .set("spark.ui.showConsoleProgress", "false")
