@@ -36,6 +36,7 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests operators dags benchmarks
 
 bench: check-java install
+	$(VENV)/bin/pip install --quiet -e '.[dev,warehouse,bench]'
 	$(PY) benchmarks/run_all.py
 
 clean:

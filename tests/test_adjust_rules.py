@@ -60,6 +60,8 @@ def expectations(path: Path) -> tuple[str, list[Expected]]:
             out.append(Expected(int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)))
         elif m := _FOLDER.match(text):
             folder = m.group(1)
+        elif text.startswith("# file: "):
+            continue  # (see place)
         else:
             assert not text.startswith("# expect"), f"malformed expectation in {path}: {text}"
     return folder, out
@@ -88,8 +90,14 @@ def make_project(root: Path, samples: bool = True) -> Path:
 
 
 def place(project: Path, fixture: Path) -> Path:
+    """Copy ``fixture`` into the project as a pull request adds it: named after its rule_id
+    (``# file: NAME`` in its leading comments overrides)."""
     folder, _ = expectations(fixture)
-    dst = project / "adjustments" / folder / fixture.name
+    text = fixture.read_text(encoding="utf-8")
+    named = re.search(r"^# file: (\S+)$", text, re.M)
+    rule_id = re.search(r"^rule_id: ([A-Za-z0-9][A-Za-z0-9_.-]*)$", text, re.M)
+    name = named.group(1) if named else f"{rule_id.group(1)}.yaml" if rule_id else fixture.name
+    dst = project / "adjustments" / folder / name
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(fixture, dst)
     return dst
@@ -165,7 +173,13 @@ KINDS = {
     "in with an empty list": ("in_empty_list", "'in' needs a non-empty list"),
     "effective_date after expiry_date": ("effective_after_expiry", "is after expiry_date"),
     "maker-checker": ("maker_checker", "maker-checker"),
+    "maker-checker, fullwidth letters": ("identity_fullwidth", "maker-checker"),
+    "approver with an invisible character": ("identity_invisible", "U+200B ZERO WIDTH SPACE"),
+    "approver with a look-alike letter": ("identity_confusable", "U+0430 CYRILLIC SMALL"),
+    "blank approver": ("identity_blank", "is blank"),
     "duplicate rule_id": ("duplicate_rule_id", "is already used by"),
+    "duplicate rule_id in an invalid file": ("duplicate_rule_id_invalid_file", "already used"),
+    "file name not the rule_id": ("misnamed_file", "differs from its rule_id"),
     "key column deal_id": ("key_column_deal_id", "'deal_id' is a key"),
     "lineage column": ("key_column_deal_id", "'_lineage_id' is a key"),
     "key column legal_entity": ("key_column_legal_entity", "'legal_entity' is a key"),
@@ -192,8 +206,9 @@ def test_a_duplicate_rule_id_is_reported_at_the_new_file_whatever_the_file_order
     before the file that already holds the id."""
     project = make_project(tmp_path)
     existing = project / "adjustments" / "lcr" / "ADJ-2026-0001.yaml"
-    for name in ("0-new.yaml", "zz-new.yaml"):
+    for name in ("0/ADJ-2026-0001.yaml", "zz/ADJ-2026-0001.yaml"):
         new = project / "adjustments" / "lcr" / name
+        new.parent.mkdir()
         new.write_text(existing.read_text().replace("reason: ", "reason: A copy. "))
         errors = errors_of(project, new)
         assert [str(p.location) for p in errors] == [f"{new}:2:10"], name
@@ -226,6 +241,20 @@ def test_the_pull_request_author_may_not_approve(tmp_path):
     line = next(i for i, t in enumerate(f.read_text().splitlines(), 1) if "approved_by" in t)
     assert str(errors[0].location) == f"{f}:{line}:16"
     assert validate_rules(project, [f], author="someone.else").errors == []
+    # the author is compared in the same canonical form as the rule's names
+    assert len(validate_rules(project, [f], author="\uff25.controller").errors) == 1
+
+
+@pytest.mark.parametrize(
+    "fixture", ["identity_invisible", "identity_confusable", "identity_blank", "identity_fullwidth"]
+)
+def test_a_disguised_approver_stops_the_run_and_the_dag(tmp_path, fixture):
+    """`regflow run` and the DAG build their plan with build_plan: the same refusal there."""
+    project = make_project(tmp_path)
+    bad = place(project, INVALID / f"{fixture}.yaml")
+    with pytest.raises(AdjustmentError) as info:
+        build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
+    assert f"{bad}:13:16" in str(info.value)
 
 
 def test_keys_are_those_of_the_rows_the_rule_sees(tmp_path):
@@ -275,7 +304,7 @@ def test_arithmetic_on_an_integer_field_needs_a_whole_number(tmp_path, adjustmen
     (tmp_path / "pipelines" / "inv.yaml").write_text(INV)
     folder = tmp_path / "adjustments" / "inv"
     folder.mkdir(parents=True)
-    f = folder / "r.yaml"
+    f = folder / "ADJ-I-1.yaml"
     f.write_text(
         RULE.format(
             rule_id="ADJ-I-1", conditions="  - {field: qty, operator: is not null}", field="x"

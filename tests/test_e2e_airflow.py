@@ -169,6 +169,7 @@ def test_a_failed_run_reports_clearly_and_keeps_the_last_good_output(e2e, tmp_pa
     assert proc.returncode == 1
     assert "no match in 'fx_rates'" in proc.stderr and "currency=JPY" in proc.stderr
     assert "node=deals_fx" in proc.stderr
+    assert proc.stderr.count("pipeline=lcr") == 1  # the context once, not once per wrapper
     after = export_csv(e2e["project"], e2e["home"], e2e["storage"], "entity_lcr")
     assert after == before
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from regflow.adjust.models import Adjustment, AdjustmentRule, Condition
+from regflow.adjust.models import RULE_ID, Adjustment, AdjustmentRule, Condition
 from regflow.errors import Problem
 from regflow.spec.loader import pydantic_problems
 from regflow.spec.yamlpos import SourceMap, YamlSyntaxError, load_yaml
@@ -95,19 +95,33 @@ def rule_files(paths: list[Path]) -> list[Path]:
     return sorted(set(out))
 
 
+@dataclass(frozen=True)
+class RuleIdAt:
+    """The ``rule_id`` a file declares, also when the file is otherwise invalid."""
+
+    rule_id: str
+    path: Path
+    smap: SourceMap
+
+    def problem(self, message: str, hint: str = "") -> Problem:
+        return self.smap.problem(message, ("rule_id",), hint=hint)
+
+
 def load_rule_file(path: Path) -> tuple[LoadedRule | None, list[Problem]]:
-    rule, _, problems = _load(path)
+    rule, _, problems, _ = _load(path)
     return rule, problems
 
 
-def _load(path: Path) -> tuple[LoadedRule | None, RuleParts | None, list[Problem]]:
+def _load(
+    path: Path,
+) -> tuple[LoadedRule | None, RuleParts | None, list[Problem], RuleIdAt | None]:
     """The rule in ``path``, or the parts of it that are valid on their own (see
-    :class:`RuleParts`) with its problems."""
+    :class:`RuleParts`) with its problems; and the rule_id it declares."""
     text = path.read_text(encoding="utf-8")
     try:
         raw, smap = load_yaml(text, str(path))
     except YamlSyntaxError as exc:
-        return None, None, [exc.problem]
+        return None, None, [exc.problem], None
     if not isinstance(raw, dict):
         return (
             None,
@@ -119,13 +133,16 @@ def _load(path: Path) -> tuple[LoadedRule | None, RuleParts | None, list[Problem
                     hint="start with 'rule_id: ADJ-...'",
                 )
             ],
+            None,
         )
+    rule_id = raw.get("rule_id")
+    id_at = RuleIdAt(rule_id, path, smap) if isinstance(rule_id, str) else None
     try:
         rule = AdjustmentRule.model_validate(raw)
     except ValidationError as exc:
         problems = pydantic_problems(exc, smap, (), AdjustmentRule)
-        return None, _valid_parts(raw, smap, path), problems
-    return LoadedRule(path, rule, smap), None, []
+        return None, _valid_parts(raw, smap, path), problems, id_at
+    return LoadedRule(path, rule, smap), None, [], id_at
 
 
 def load_rules(paths: list[Path]) -> tuple[list[LoadedRule], list[Problem]]:
@@ -135,32 +152,53 @@ def load_rules(paths: list[Path]) -> tuple[list[LoadedRule], list[Problem]]:
 
 
 def load_rule_set(
-    paths: list[Path],
+    paths: list[Path], *, file_names: bool = False
 ) -> tuple[list[LoadedRule], list[RuleParts], list[Problem]]:
     """:func:`load_rules`, plus the valid parts of the files that failed validation (for the
-    plan checks: see :class:`RuleParts`)."""
+    plan checks: see :class:`RuleParts`). With ``file_names``, a file whose name is not its
+    rule_id is a problem too (the repository check; a run does not care what files are
+    called)."""
     rules: list[LoadedRule] = []
     partial: list[RuleParts] = []
     problems: list[Problem] = []
+    ids: list[RuleIdAt] = []
     for f in rule_files(paths):
-        rule, parts, probs = _load(f)
+        rule, parts, probs, id_at = _load(f)
         problems += probs
         if rule is not None:
             rules.append(rule)
         elif parts is not None:
             partial.append(parts)
-    problems += duplicate_rule_ids(rules)
+        if id_at is not None:
+            ids.append(id_at)
+    problems += duplicate_rule_ids(ids)
+    if file_names:
+        problems += misnamed_files(ids)
     return rules, partial, problems
 
 
-def duplicate_rule_ids(rules: list[LoadedRule]) -> list[Problem]:
-    """One problem at every file whose rule_id another file also uses, naming the others.
+def misnamed_files(ids: list[RuleIdAt]) -> list[Problem]:
+    """A file is named after its rule (``ADJ-2026-0001.yaml``): a reviewer reads the name in
+    the pull request's file list, and the preview merges rules by rule_id."""
+    return [
+        r.problem(
+            f"file name '{r.path.name}' differs from its rule_id '{r.rule_id}'",
+            hint=f"rename the file to {r.rule_id}{r.path.suffix}",
+        )
+        for r in ids
+        if RULE_ID.match(r.rule_id) and r.path.stem != r.rule_id
+    ]
+
+
+def duplicate_rule_ids(ids: list[RuleIdAt]) -> list[Problem]:
+    """One problem at every file whose rule_id another file also uses, naming the others,
+    whether or not those files are otherwise valid.
 
     Reported at each of them, not only at the later one: ``adjustments check NEW.yaml`` keeps
     the problems of the files asked about, and a new file may sort before the old one."""
-    by_id: dict[str, list[LoadedRule]] = {}
-    for r in rules:
-        group = by_id.setdefault(r.rule.rule_id, [])
+    by_id: dict[str, list[RuleIdAt]] = {}
+    for r in ids:
+        group = by_id.setdefault(r.rule_id, [])
         if all(g.path.resolve() != r.path.resolve() for g in group):
             group.append(r)
     out = []
@@ -170,7 +208,6 @@ def duplicate_rule_ids(rules: list[LoadedRule]) -> list[Problem]:
             out.append(
                 r.problem(
                     f"rule_id '{rule_id}' is already used by {where}",
-                    "rule_id",
                     hint="rule ids are unique across the repository; take the next number",
                 )
             )

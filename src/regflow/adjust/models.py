@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -15,6 +16,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from regflow.adjust.identity import IDENTITY_HINT, identity_problem, same_person
+from regflow.spec.types import SpecValueError
 
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OPERATORS = ("=", "!=", "in", "not in", ">", ">=", "<", "<=", "between", "is null", "is not null")
@@ -77,17 +81,25 @@ class Adjustment(_Strict):
 
 
 class Approval(_Strict):
-    requested_by: str = Field(min_length=1)
-    approved_by: str = Field(min_length=1)
+    requested_by: str
+    approved_by: str
     timestamp: dt.datetime
     ticket: str | None = None
 
-    # A field validator (not a model validator), so that the error points at approved_by.
+    # Field validators (not a model validator), so that each error points at its key.
+    @field_validator("requested_by", "approved_by")
+    @classmethod
+    def _identity(cls, v: str, info: ValidationInfo) -> str:
+        why = identity_problem(v)
+        if why is not None:
+            raise SpecValueError(f"{info.field_name} {v!r} {why}", hint=IDENTITY_HINT)
+        return unicodedata.normalize("NFKC", v)
+
     @field_validator("approved_by")
     @classmethod
     def _maker_checker(cls, v: str, info: ValidationInfo) -> str:
         requested_by = info.data.get("requested_by")
-        if requested_by is not None and requested_by.strip().lower() == v.strip().lower():
+        if requested_by is not None and same_person(requested_by, v):
             raise ValueError(
                 f"maker-checker: approved_by '{v}' must be a different person "
                 f"than requested_by '{requested_by}'"

@@ -15,12 +15,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from regflow.adjust.identity import same_person
 from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
 from regflow.errors import Problem, RegflowError, StorageError, in_file_order
 from regflow.plan.model import Plan
 from regflow.spec.models import LINEAGE_COLUMN
+
+if TYPE_CHECKING:
+    from regflow.adjust.review import PullRequestReview
 
 
 @dataclass
@@ -39,14 +43,19 @@ def validate_rules(
     files: list[Path] | None = None,
     pipeline: str | None = None,
     author: str | None = None,
+    review: PullRequestReview | None = None,
 ) -> RuleCheck:
-    """Check every rule of the repository; keep the problems of ``files`` (default: all)."""
+    """Check every rule of the repository; keep the problems of ``files`` (default: all).
+
+    With ``review`` (the pull request as the code host records it), every rule file the pull
+    request changes is also checked against its approvals, whether or not ``files`` names it.
+    """
     from regflow.plan.build import check_rules
     from regflow.plan.compiler import compile_file
 
     root = project / "adjustments"
     extra = [f for f in (files or []) if not _inside(f, root)]
-    rules, partial, problems = load_rule_set([root, *extra])
+    rules, partial, problems = load_rule_set([root, *extra], file_names=True)
     out = RuleCheck(problems=list(problems))
     partial_by: dict[str, list[RuleParts]] = defaultdict(list)
     for parts in partial:  # (their pipeline's problems are reported by the file's own)
@@ -96,7 +105,7 @@ def validate_rules(
         out.problems += check_rules(plan, group, partial_by.get(name, []))
     if author:
         for r in rules:
-            if r.rule.approval.approved_by.strip().lower() == author.strip().lower():
+            if same_person(r.rule.approval.approved_by, author):
                 out.problems.append(
                     r.problem(
                         f"maker-checker: the pull request's author '{author}' cannot be the "
@@ -106,6 +115,12 @@ def validate_rules(
                         hint="a second person must approve the rule",
                     )
                 )
+    if review is not None:
+        from regflow.adjust.review import verify_approvals
+
+        out.problems += verify_approvals(rules, review, project)
+        changed = [r.path for r in rules if _changed_by(review, r.path, project)]
+        files = [*files, *changed] if files else files
     selected = {f.resolve() for f in rule_file_list(files)} if files else None
     keep = [
         r
@@ -125,6 +140,13 @@ def validate_rules(
             or Path(p.location.file).resolve() in (selected or set())
         ]
     return out
+
+
+def _changed_by(review: PullRequestReview, path: Path, project: Path) -> bool:
+    try:
+        return review.changes(path.resolve().relative_to(project.resolve()).as_posix())
+    except ValueError:
+        return False
 
 
 def rule_file_list(files: list[Path] | None) -> list[Path]:

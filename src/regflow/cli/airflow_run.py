@@ -180,11 +180,13 @@ def run_through_airflow(
         detail = "; ".join(e["message"] for e in result.errors) or (
             f"the DAG run ended in state '{state}'"
         )
-        raise RunError(
-            f"{detail}\n(Airflow log: {log_path}; {_after_failure(plan, storage_root, cob)})",
-            pipeline=plan.pipeline,
-            cob=cob,
-        )
+        message = f"{detail}\n(Airflow log: {log_path}; {_after_failure(plan, storage_root, cob)})"
+        if result.errors and all(e["message"].startswith("[") for e in result.errors):
+            # the stages' own errors name pipeline, node and cob already: not a second prefix
+            exc = RunError(message)
+            exc.pipeline, exc.cob = plan.pipeline, cob
+            raise exc
+        raise RunError(message, pipeline=plan.pipeline, cob=cob)
     return result
 
 

@@ -271,7 +271,9 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
     for f in files or []:
         if not f.exists():
             raise ConfigError(f"no such rule file: {f}")
-    check = validate_rules(project_dir(), files, pipeline=args.pipeline, author=args.author)
+    check = validate_rules(
+        project_dir(), files, pipeline=args.pipeline, author=args.author, review=_review(args)
+    )
     previews = []
     if check.errors:
         previews.append({"skipped": True, "reason": "the rules are invalid"})
@@ -313,6 +315,21 @@ def cmd_adjustments(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(report + "\n")
     return 1 if check.errors else 0
+
+
+def _review(args: argparse.Namespace) -> Any:
+    """The pull request's review as the code host records it (--approvers-from github)."""
+    if args.reviews_json:
+        from regflow.adjust.review import load_review_json
+
+        return load_review_json(Path(args.reviews_json))
+    if args.approvers_from == "github":
+        from regflow.adjust.github import review_from_environment
+
+        return review_from_environment(args.pr, args.repo, log=lambda m: print(m, file=sys.stderr))
+    if args.pr is not None or args.repo is not None:
+        raise ConfigError("--pr and --repo go with --approvers-from github")
+    return None
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
@@ -452,28 +469,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- warehouse
 def _query(
-    sql: str, params: Any = None, url: str | None = None
+    sql: str, params: Any = None, url: str | None = None, *, check: bool = False
 ) -> tuple[str, list[str], list[Any]]:
+    """Run ``sql`` read-only (see warehouse/readonly.py); ``check``: refuse anything but one
+    query first (a user's text)."""
+    from regflow.errors import RegflowError
+    from regflow.warehouse.readonly import check_query, run_read_only
     from regflow.warehouse.targets import resolve_target
 
     target = resolve_target(url, project_dir=project_dir())
-    conn = target.connect()
+    if check:
+        check_query(sql, target.dialect.name)
     try:
-        cur = conn.cursor()
-        if target.dialect.name == "postgresql":
-            cur.execute("SET TRANSACTION READ ONLY")
-        cur.execute(sql, params) if params is not None else cur.execute(sql)
-        columns = [d[0] for d in cur.description or []]
-        rows = cur.fetchall() if cur.description else []
-        conn.rollback()
+        columns, rows = run_read_only(target, sql, params)
+    except RegflowError:
+        raise
     except Exception as exc:
-        from regflow.errors import RegflowError
+        from regflow.redaction import scrub
 
-        if isinstance(exc, RegflowError):
-            raise
-        raise ConfigError(f"query failed on the {target.display}: {exc}".strip()) from exc
-    finally:
-        conn.close()
+        raise ConfigError(scrub(f"query failed on the {target.display}: {exc}".strip())) from None
     return target.display, columns, rows
 
 
@@ -503,7 +517,7 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     if args.warehouse_command == "migrate":
         return _warehouse_migrate(args)
     if args.warehouse_command == "query":
-        where, columns, rows = _query(args.sql, url=args.warehouse)
+        where, columns, rows = _query(args.sql, url=args.warehouse, check=True)
         widths = [
             max(len(str(c)), *(len(_cell(r[i])) for r in rows)) if rows else len(str(c))
             for i, c in enumerate(columns)
@@ -523,7 +537,10 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
         return reconcile(project_dir(), _storage(args.storage), target, args.pipeline, cob)
     print(f"warehouse: {target.display} ({target.dialect.name})")
     if target.keep is not None:
-        print(f"  connect: psql '{target.keep.get_uri()}'  (while a regflow process runs it)")
+        from regflow.redaction import redact
+
+        uri = redact(target.keep.get_uri())
+        print(f"  connect: psql '{uri}'  (while a regflow process runs it)")
     _, _, rows = _query(
         "SELECT table_schema, table_name, table_type FROM information_schema.tables "
         "WHERE table_name LIKE 'dim\\_%' OR table_name LIKE 'fact\\_%' "

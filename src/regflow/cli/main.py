@@ -119,6 +119,21 @@ def _parser() -> argparse.ArgumentParser:
     ac.add_argument("--storage")
     ac.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     ac.add_argument("--author", help="the pull request's author: may not approve the rule")
+    ac.add_argument(
+        "--approvers-from",
+        choices=["github"],
+        help="check every rule file the pull request changes against its reviews: approved_by "
+        "must have approved the head commit and written none of it (GITHUB_TOKEN, "
+        "GITHUB_REPOSITORY, and the PR of GITHUB_EVENT_PATH or --pr)",
+    )
+    ac.add_argument("--pr", type=int, help="the pull request number (with --approvers-from)")
+    ac.add_argument("--repo", help="owner/name (with --approvers-from; default $GITHUB_REPOSITORY)")
+    ac.add_argument(
+        "--reviews-json",
+        metavar="FILE",
+        help="the pull request's GitHub documents (pull, reviews, files, commits) from a file "
+        "instead of the API (implies --approvers-from github)",
+    )
     ac.add_argument("--out", help="also write the report to this file (e.g. a PR comment)")
 
     d = sub.add_parser("demo-data", help="generate synthetic LCR inputs")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from regflow.errors import ConfigError
 
@@ -54,33 +56,33 @@ def get_spark() -> SparkSession:
         if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():
             return _SESSION
         check_java()
+        from pyspark import SparkConf
         from pyspark.sql import SparkSession
 
         master = os.environ.get("REGFLOW_SPARK_MASTER", "local[*]")
         java_options = os.environ.get(
             "REGFLOW_DRIVER_JAVA_OPTIONS", "-Xss16m -XX:-DontCompileHugeMethods"
         )
-        builder = (
-            SparkSession.builder.appName("regflow")
-            .master(master)
-            .config("spark.sql.session.timeZone", "UTC")
-            .config(
-                "spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8")
-            )
-            .config("spark.sql.adaptive.enabled", "true")
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.parquet.compression.codec", "snappy")
-            .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-            .config("spark.sql.sources.partitionOverwriteMode", "static")
-            .config("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
-            .config("spark.sql.ansi.enabled", "true")
+        conf = (
+            SparkConf()
+            .setAppName("regflow")
+            .setMaster(master)
+            .set("spark.sql.session.timeZone", "UTC")
+            .set("spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8"))
+            .set("spark.sql.adaptive.enabled", "true")
+            .set("spark.ui.enabled", "false")
+            .set("spark.ui.showConsoleProgress", "false")
+            .set("spark.sql.parquet.compression.codec", "snappy")
+            .set("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+            .set("spark.sql.sources.partitionOverwriteMode", "static")
+            .set("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
+            .set("spark.sql.ansi.enabled", "true")
             # Decimal +, -, * and sums are exact: Spark keeps every digit of the result's
             # scale and, with ANSI on, fails the run when the integer part does not fit
             # (NUMERIC_VALUE_OUT_OF_RANGE) instead of rounding each value to 6 decimals
             # as its default precision-loss rule does. `regflow validate` types every
             # expression by these rules (regflow.ops.decimals).
-            .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
+            .set("spark.sql.decimalOperations.allowPrecisionLoss", "false")
             # Whole-stage code generation fuses a stage's operators into one Java method; for
             # a long stage (joins, a decision table, adjustment rules) that method exceeds
             # the 8000 bytes of bytecode the JVM's JIT compiles by default, and then runs
@@ -89,9 +91,11 @@ def get_spark() -> SparkSession:
             # running such stages operator by operator). Deep expression trees (dozens of
             # chained adjustments) need more than the default 1 MB thread stack. These
             # replace the JVM options: set REGFLOW_DRIVER_JAVA_OPTIONS to add your own.
-            .config("spark.driver.extraJavaOptions", java_options)
-            .config("spark.executor.extraJavaOptions", java_options)
+            .set("spark.driver.extraJavaOptions", java_options)
+            .set("spark.executor.extraJavaOptions", java_options)
         )
+        _launch_quiet_gateway(conf)
+        builder = SparkSession.builder.config(conf=conf)
         _SESSION = builder.getOrCreate()
         _SESSION.sparkContext.setLogLevel("ERROR")
         return _SESSION
@@ -109,6 +113,40 @@ def exact_decimals(spark: SparkSession) -> None:
     for key, value in EXACT_DECIMALS.items():
         if spark.conf.get(key, None) != value:
             spark.conf.set(key, value)
+
+
+# What the JVM prints on stderr at every start: launcher notes and log4j's defaults. Airflow
+# logs a task's stderr as ERROR, so each of these became an ERROR line of every task log.
+_JVM_BANNER = re.compile(
+    rb"^(WARNING: Using incubator modules"
+    rb"|Using Spark's default log4j profile"
+    rb"|Setting default log level to "
+    rb"|To adjust logging level use sc\.setLogLevel"
+    rb"|\S+ \S+ WARN Utils: (Your hostname, .* resolves to a loopback address"
+    rb"|Set SPARK_LOCAL_IP if you need)"
+    rb"|\S+ \S+ WARN NativeCodeLoader: Unable to load native-hadoop library)"
+)
+
+
+def _launch_quiet_gateway(conf: Any) -> None:
+    """Start the JVM with its stderr through a filter that drops the start-up banner and
+    passes everything else on to this process's stderr (fd 2, wherever it points then)."""
+    from pyspark import SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None:  # a JVM already runs (a stopped session's)
+        return
+    gateway = launch_gateway(conf, popen_kwargs={"stderr": subprocess.PIPE})
+    SparkContext._ensure_initialized(gateway=gateway, conf=conf)
+    stream = gateway.proc.stderr
+
+    def forward() -> None:
+        for line in iter(stream.readline, b""):
+            if not _JVM_BANNER.match(line):
+                with contextlib.suppress(OSError):
+                    os.write(2, line)
+
+    threading.Thread(target=forward, name="regflow-jvm-stderr", daemon=True).start()
 
 
 def stop_spark() -> None:

@@ -15,14 +15,14 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from regflow.errors import ConfigError
+from regflow.errors import ConfigError, RegflowError
+from regflow.redaction import normalise_url, redact, remember_secret, scrub
 from regflow.warehouse.dialects import Dialect, get_dialect
 
 ENV = "REGFLOW_WAREHOUSE"
@@ -39,10 +39,25 @@ class Target:
     keep: Any = None  # an embedded server handle, kept alive with the target
 
 
-def redact(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``; query secrets too."""
-    url = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(?i)((?:password|secret|token)=)[^&]*", r"\1***", url)
+def _guarded(connect: Callable[[], Any], display: str) -> Callable[[], Any]:
+    """``connect``, with a driver's error turned into a :class:`ConfigError` whose text has
+    no secret: libpq and redshift_connector may quote the connection string they were given,
+    and Airflow would log the chained original, so it is not chained."""
+
+    def guarded() -> Any:
+        try:
+            return connect()
+        except RegflowError:
+            raise
+        except Exception as exc:
+            detail = scrub(str(exc).strip()) or type(exc).__name__
+            raise ConfigError(
+                f"cannot connect to the warehouse {display}: {detail}\n"
+                "  hint: check that the server runs and the URL's host, port, database and "
+                "credentials (--warehouse / REGFLOW_WAREHOUSE)"
+            ) from None
+
+    return guarded
 
 
 def embedded_dir(project_dir: Path | None = None) -> Path:
@@ -63,7 +78,7 @@ def _embedded(project_dir: Path | None) -> Target:
     return Target(
         dialect=get_dialect("postgresql"),
         display=f"embedded PostgreSQL ({folder})",
-        connect=lambda: _psycopg(uri),
+        connect=_guarded(lambda: _psycopg(uri), f"embedded PostgreSQL ({folder})"),
         keep=server,
     )
 
@@ -79,12 +94,14 @@ def _query(url: str) -> dict[str, str]:
 
 
 def _redshift(url: str) -> Target:
+    url = normalise_url(url)
     parts = urlsplit(url)
     q = _query(url)
     if not parts.hostname:
         raise ConfigError(f"warehouse URL {redact(url)} names no host")
     user = unquote(parts.username or "")
     password = os.environ.get("REGFLOW_WAREHOUSE_PASSWORD") or unquote(parts.password or "")
+    remember_secret(password)
     db = parts.path.lstrip("/") or "dev"
     iam = q.get("iam", "").lower() in ("1", "true", "yes")
 
@@ -103,10 +120,11 @@ def _redshift(url: str) -> Target:
             kw["password"] = password
         return redshift_connector.connect(**kw)
 
+    display = redact(url.split("?")[0])
     return Target(
         dialect=get_dialect("redshift"),
-        display=redact(url.split("?")[0]),
-        connect=connect,
+        display=display,
+        connect=_guarded(connect, display),
         staging=q.get("staging"),
         iam_role=q.get("iam_role"),
         region=q.get("region"),
@@ -132,10 +150,11 @@ def _airflow(url: str) -> Target:
 
             return RedshiftSQLHook(redshift_conn_id=conn_id).get_conn()
 
+        remember_secret(conn.password)
         return Target(
             get_dialect("redshift"),
             f"airflow connection {conn_id} (redshift)",
-            connect,
+            _guarded(connect, f"airflow connection {conn_id}"),
             staging=staging,
             iam_role=iam_role,
             region=extra.get("region"),
@@ -148,10 +167,14 @@ def _airflow(url: str) -> Target:
             "user": conn.login,
             "password": conn.password,
         }
+        remember_secret(conn.password)
         return Target(
             get_dialect("postgresql"),
             f"airflow connection {conn_id} (postgres)",
-            lambda: _psycopg("", **{k: v for k, v in kw.items() if v}),
+            _guarded(
+                lambda: _psycopg("", **{k: v for k, v in kw.items() if v}),
+                f"airflow connection {conn_id}",
+            ),
         )
     raise ConfigError(
         f"Airflow connection '{conn_id}' has type '{conn.conn_type}'; use redshift or postgres"
@@ -164,7 +187,9 @@ def resolve_target(url: str | None = None, *, project_dir: Path | None = None) -
     if url == "embedded":
         return _embedded(project_dir)
     if scheme in ("postgresql", "postgres"):
-        return Target(get_dialect("postgresql"), redact(url), lambda: _psycopg(url))
+        url = normalise_url(url)  # libpq then reads the credentials as regflow displays them
+        display = redact(url)
+        return Target(get_dialect("postgresql"), display, _guarded(lambda: _psycopg(url), display))
     if scheme == "redshift":
         return _redshift(url)
     if scheme == "airflow":
