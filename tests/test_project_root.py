@@ -128,6 +128,11 @@ def test_a_relative_data_root_resolves_the_same_in_the_airflow_task(
     report = run_stage_task(str(other_run["spec"]), "weigh__adjusted", context)
     assert report["reused_from"] == other_run["summary"]["run_id"]
     assert not (tmp_path / ".regflow").exists()
+    # a stage task run alone holds the cob's claim until publish (or a failure) releases it
+    from regflow.storage import RunRef, claim
+
+    storage = Path(other_run["other"]) / ".regflow" / "storage"
+    assert claim.release(RunRef(storage, "lcr", COB.isoformat(), "manual__ui_trigger"))
 
 
 @pytest.mark.slow

@@ -100,6 +100,7 @@ def run_stage_task(
     cob = _cob(context, plan)
     run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     try:
+        params = _run_params(context, plan)  # a bad trigger is refused before it claims the cob
         with claim.held(run, log=progress.log) as held:
             if held.get("taken_over_from"):
                 reconcile_after_takeover(plan, run, held["taken_over_from"], progress.log)
@@ -110,7 +111,7 @@ def run_stage_task(
                 cob=cob,
                 run_id=run.run_id,
                 root=run.root,
-                params=_run_params(context, plan),
+                params=params,
                 reuse_from=_reuse_from(context, run),
             )
     except RegflowError as exc:
