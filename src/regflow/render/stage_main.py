@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from regflow.runtime.session import get_spark
+
+    # the driver log says where the stage ran (k8s://... in a SparkApplication)
+    print(f"spark master: {get_spark().sparkContext.master}", file=sys.stderr)
     print(json.dumps(report, sort_keys=True, default=str))
     return 0
 
