@@ -136,6 +136,7 @@ def test_configmap_settings_drive_the_manifests() -> None:
     """
     values = {
         "execution": {
+            "shufflePartitions": 64,
             "driver": {"cores": 1, "memory": "2g"},
             "executor": {"cores": 2, "memory": "4g", "instances": 2},
             "overrides": {"lcr": {"classify": {"executor": {"instances": 6}}}},
@@ -152,12 +153,14 @@ def test_configmap_settings_drive_the_manifests() -> None:
     )
     assert weigh["spec"]["driver"]["serviceAccount"] == "regflow-spark"
     assert weigh["spec"]["executor"]["instances"] == 6
+    env = {e["name"]: e.get("value") for e in weigh["spec"]["executor"]["env"]}
+    assert env["REGFLOW_SHUFFLE_PARTITIONS"] == "64"
     assert weigh["spec"]["image"] == cm["data"]["REGFLOW_IMAGE"]
     airflow = yaml.safe_load((CHART / "values.yaml").read_text())["airflow"]
     (volume,) = [v for v in airflow["volumes"] if v["name"] == "regflow-config"]
     assert volume["configMap"]["name"] == "regflow-config"
     (mount,) = [m for m in airflow["volumeMounts"] if m["name"] == "regflow-config"]
-    env = {e["name"]: e["value"] for e in airflow["env"]}
-    assert env["REGFLOW_K8S_CONFIG"] == f"{mount['mountPath']}/kubernetes.yaml"
-    assert cm["data"]["REGFLOW_K8S_CONFIG"] == env["REGFLOW_K8S_CONFIG"]
+    airflow_env = {e["name"]: e["value"] for e in airflow["env"]}
+    assert airflow_env["REGFLOW_K8S_CONFIG"] == f"{mount['mountPath']}/kubernetes.yaml"
+    assert cm["data"]["REGFLOW_K8S_CONFIG"] == airflow_env["REGFLOW_K8S_CONFIG"]
     assert airflow["executor"] == "KubernetesExecutor"

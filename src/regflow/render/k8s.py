@@ -88,6 +88,7 @@ class KubernetesSettings(_Strict):
     warehouse_secret: str = "regflow-warehouse"  # a Kubernetes Secret: key `url`
     warehouse_secret_key: str = "url"
     spark_version: str = ""  # default: the installed pyspark's, which the image matches
+    shuffle_partitions: int = Field(default=200, ge=1)  # REGFLOW_SHUFFLE_PARTITIONS (local: 8)
     driver: PodSize = PodSize(cores=1, memory="2g")
     executor: PodSize = PodSize(cores=2, memory="4g", instances=2)
     # {pipeline: {node id: {driver: {...}, executor: {...}}}}: a stage takes the override
@@ -210,6 +211,7 @@ def spark_application(
         {"name": "REGFLOW_PROJECT", "value": PROJECT_IN_IMAGE},
         {"name": "REGFLOW_STORAGE", "value": settings.storage},
         {"name": "AWS_REGION", "value": settings.aws_region},
+        {"name": "REGFLOW_SHUFFLE_PARTITIONS", "value": str(settings.shuffle_partitions)},
         {
             "name": "REGFLOW_WAREHOUSE",
             "valueFrom": {
