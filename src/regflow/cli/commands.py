@@ -161,6 +161,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from regflow.plan.explain import explain
 
     plan = compile_file(resolve_spec(args.pipeline))
+    if getattr(args, "executor", "local") == "kubernetes":
+        from regflow.cli.k8s import print_manifests
+
+        return print_manifests(plan, args)
     print(plan.to_json() if args.json else explain(plan))
     return 0
 

@@ -33,6 +33,19 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="show what would run, stage by stage")
     pl.add_argument("pipeline", help="pipeline id or spec path")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.add_argument(
+        "--executor",
+        choices=["local", "kubernetes"],
+        default="local",
+        help="kubernetes: print each stage's SparkApplication manifest (YAML) instead",
+    )
+    pl.add_argument("--cob", help="kubernetes: the cob the manifests run (default: today's)")
+    pl.add_argument("--run-id", default="manual__preview", help="kubernetes: the run id")
+    pl.add_argument(
+        "--k8s-config",
+        metavar="FILE",
+        help="kubernetes settings (default: $REGFLOW_K8S_CONFIG, else deploy/kubernetes.yaml)",
+    )
 
     r = sub.add_parser("run", help="run a pipeline for one cob through Airflow (dag.test)")
     r.add_argument("pipeline", help="pipeline id or spec path")

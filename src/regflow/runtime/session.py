@@ -15,6 +15,33 @@ from regflow.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# Decimal +, -, * and sums are exact: Spark keeps every digit of the result's scale and,
+# with ANSI on, fails the run when the integer part does not fit (NUMERIC_VALUE_OUT_OF_RANGE)
+# instead of rounding each value to 6 decimals as its default precision-loss rule does.
+# `regflow validate` types every expression by these rules (regflow.ops.decimals).
+EXACT_DECIMALS = {
+    "spark.sql.decimalOperations.allowPrecisionLoss": "false",
+    "spark.sql.ansi.enabled": "true",
+}
+# What every regflow session carries, in local mode and in a SparkApplication's sparkConf
+# (regflow.render.k8s): one source of truth for both executors.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.parquet.compression.codec": "snappy",
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    "spark.sql.sources.partitionOverwriteMode": "static",
+    **EXACT_DECIMALS,
+}
+# Whole-stage code generation fuses a stage's operators into one Java method; for a long stage
+# (joins, a decision table, adjustment rules) that method exceeds the 8000 bytes of bytecode
+# the JVM's JIT compiles by default, and then runs interpreted, several times slower.
+# -XX:-DontCompileHugeMethods lets the JIT compile it (measured: the LCR's main job 1.6x faster
+# than the alternative of running such stages operator by operator). Deep expression trees
+# (dozens of chained adjustments) need more than the default 1 MB thread stack. These replace
+# the JVM options: set REGFLOW_DRIVER_JAVA_OPTIONS to add your own.
+DEFAULT_JAVA_OPTIONS = "-Xss16m -XX:-DontCompileHugeMethods"
+
 _LOCK = threading.Lock()
 _SESSION: SparkSession | None = None
 
@@ -59,52 +86,35 @@ def get_spark() -> SparkSession:
         from pyspark import SparkConf
         from pyspark.sql import SparkSession
 
-        master = os.environ.get("REGFLOW_SPARK_MASTER", "local[*]")
-        java_options = os.environ.get(
-            "REGFLOW_DRIVER_JAVA_OPTIONS", "-Xss16m -XX:-DontCompileHugeMethods"
+        submitted = (
+            "PYSPARK_GATEWAY_PORT" in os.environ and "REGFLOW_SPARK_MASTER" not in os.environ
         )
+        conf = SparkConf().setAppName("regflow")
+        if not submitted:
+            # under spark-submit (a SparkApplication's driver) the master, the driver's memory
+            # and the JVM options are spark-submit's: never replace k8s://... by local[*]
+            java_options = os.environ.get("REGFLOW_DRIVER_JAVA_OPTIONS", DEFAULT_JAVA_OPTIONS)
+            conf = (
+                conf.setMaster(os.environ.get("REGFLOW_SPARK_MASTER", "local[*]"))
+                .set("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
+                .set("spark.driver.extraJavaOptions", java_options)
+                .set("spark.executor.extraJavaOptions", java_options)
+            )
+        for key, value in SESSION_CONF.items():
+            conf = conf.set(key, value)
         conf = (
-            SparkConf()
-            .setAppName("regflow")
-            .setMaster(master)
-            .set("spark.sql.session.timeZone", "UTC")
-            .set("spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8"))
-            .set("spark.sql.adaptive.enabled", "true")
+            conf.set(
+                "spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8")
+            )
             .set("spark.ui.enabled", "false")
             .set("spark.ui.showConsoleProgress", "false")
-            .set("spark.sql.parquet.compression.codec", "snappy")
-            .set("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-            .set("spark.sql.sources.partitionOverwriteMode", "static")
-            .set("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
-            .set("spark.sql.ansi.enabled", "true")
-            # Decimal +, -, * and sums are exact: Spark keeps every digit of the result's
-            # scale and, with ANSI on, fails the run when the integer part does not fit
-            # (NUMERIC_VALUE_OUT_OF_RANGE) instead of rounding each value to 6 decimals
-            # as its default precision-loss rule does. `regflow validate` types every
-            # expression by these rules (regflow.ops.decimals).
-            .set("spark.sql.decimalOperations.allowPrecisionLoss", "false")
-            # Whole-stage code generation fuses a stage's operators into one Java method; for
-            # a long stage (joins, a decision table, adjustment rules) that method exceeds
-            # the 8000 bytes of bytecode the JVM's JIT compiles by default, and then runs
-            # interpreted, several times slower. -XX:-DontCompileHugeMethods lets the JIT
-            # compile it (measured: the LCR's main job 1.6x faster than the alternative of
-            # running such stages operator by operator). Deep expression trees (dozens of
-            # chained adjustments) need more than the default 1 MB thread stack. These
-            # replace the JVM options: set REGFLOW_DRIVER_JAVA_OPTIONS to add your own.
-            .set("spark.driver.extraJavaOptions", java_options)
-            .set("spark.executor.extraJavaOptions", java_options)
         )
-        _launch_quiet_gateway(conf)
+        if not submitted:  # spark-submit's JVM is already running, with its own stderr
+            _launch_quiet_gateway(conf)
         builder = SparkSession.builder.config(conf=conf)
         _SESSION = builder.getOrCreate()
         _SESSION.sparkContext.setLogLevel("ERROR")
         return _SESSION
-
-
-EXACT_DECIMALS = {
-    "spark.sql.decimalOperations.allowPrecisionLoss": "false",
-    "spark.sql.ansi.enabled": "true",
-}
 
 
 def exact_decimals(spark: SparkSession) -> None:

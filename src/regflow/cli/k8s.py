@@ -1,0 +1,27 @@
+"""``regflow plan PIPELINE --executor kubernetes``: each stage's SparkApplication, as YAML."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from regflow.errors import ConfigError
+from regflow.plan.cob import cob_of_run
+from regflow.plan.model import Plan
+from regflow.project import project_root
+
+
+def print_manifests(plan: Plan, args: argparse.Namespace) -> int:
+    from regflow.render.k8s import load_settings, manifests_yaml, spark_applications
+
+    if args.cob:
+        try:
+            cob = dt.date.fromisoformat(args.cob).isoformat()
+        except ValueError as exc:
+            raise ConfigError(f"--cob {args.cob!r}: expected a date YYYY-MM-DD") from exc
+    else:
+        today = dt.datetime.now(dt.UTC).date()
+        cob = cob_of_run(today, plan.cob_rule, plan.cob_holidays).isoformat()
+    settings = load_settings(args.k8s_config, project=project_root(plan.file))
+    print(manifests_yaml(spark_applications(plan, settings, cob=cob, run_id=args.run_id)), end="")
+    return 0
