@@ -401,7 +401,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     root = _storage(args.storage)
     if not root.is_dir():
         raise ConfigError(f"no storage folder at {root}; pass --storage or set REGFLOW_STORAGE")
-    pipeline = _pipeline_id(args.pipeline) if args.pipeline else None
+    pipeline = args.pipeline
+    if pipeline and not (root / pipeline).is_dir():  # a spec path, or an id of no runs
+        pipeline = _pipeline_id(pipeline)
     report = plan_gc(
         root,
         pipeline=pipeline,
