@@ -135,7 +135,7 @@ def run_through_airflow(
     os.environ["REGFLOW_RUN_PID"] = str(os.getpid())
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"regflow-run-{dt.datetime.now():%Y%m%dT%H%M%S}.log"
+    log_path = new_log_file(logs)
     with open(log_path, "a") as log:
         ensure_db(home, log)
         from regflow.plan.cache import load_plan
@@ -146,15 +146,23 @@ def run_through_airflow(
         redirect = contextlib.nullcontext(sys.stdout) if verbose else _redirect_fds(log)
         with redirect as real_stdout:
             progress.set_sink(real_stdout)
+            from regflow.render import tasks as task_module
+
+            task_module.RECORDED.clear()
             try:
                 from airflow.settings import configure_orm
 
                 with contextlib.suppress(Exception):
                     configure_orm()
+                from regflow.cli.local_runs import driver, fail_dead_runs
+
+                for note in fail_dead_runs(home):
+                    print(note, file=real_stdout, flush=True)
                 from regflow.render.airflow_dag import build_dag
 
                 dag = build_dag(plan)
-                dag_run = dag.test(run_conf={"cob": cob, **params})
+                with driver(home, plan.pipeline):
+                    dag_run = dag.test(run_conf={"cob": cob, **params})
             finally:
                 progress.set_sink(None)
                 from regflow.runtime.session import stop_spark
@@ -173,12 +181,18 @@ def run_through_airflow(
         rep = run.stage_report(task_id)
         err = rep.with_name(f"{task_id}.error.json")
         if rep.exists():
-            result.stages.append(json.loads(rep.read_text()))
+            report = json.loads(rep.read_text())
+            if task_id in {s.id for s in plan.stages}:  # one name: the Airflow task id
+                report["stage"] = plan.task_id(task_id)
+            result.stages.append(report)
         if err.exists():
             result.errors.append(json.loads(err.read_text()))
+    # what the tasks could not write down (the storage itself failing) they kept in memory
+    result.errors += [e for e in task_module.RECORDED if e not in result.errors]
     if state != "success":
-        detail = "; ".join(e["message"] for e in result.errors) or (
-            f"the DAG run ended in state '{state}'"
+        detail = "; ".join(_describe(e) for e in result.errors) or (
+            f"the DAG run ended in state '{state}' before any task recorded why "
+            f"(see the Airflow log)"
         )
         message = f"{detail}\n(Airflow log: {log_path}; {_after_failure(plan, storage_root, cob)})"
         if result.errors and all(e["message"].startswith("[") for e in result.errors):
@@ -188,6 +202,29 @@ def run_through_airflow(
             raise exc
         raise RunError(message, pipeline=plan.pipeline, cob=cob)
     return result
+
+
+def new_log_file(logs: Path) -> Path:
+    """A log file of its own for one run (created here, exclusively): runs started in the
+    same second, in parallel or one after the other, never share one."""
+    stamp = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}"
+    for n in range(1000):
+        path = logs / f"regflow-run-{stamp}{f'-{n}' if n else ''}.log"
+        try:
+            with open(path, "x"):
+                return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot create a log file in {logs}: 1000 of this second exist")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """A task's recorded failure: where (task, node), why, and what to do."""
+    where = f"task {error.get('stage')}"
+    node = error.get("node")
+    if node and node != error.get("stage"):
+        where += f", node {node}"
+    return f"{where}: {error['message']}"
 
 
 def _after_failure(plan: Any, root: Path, cob: str) -> str:

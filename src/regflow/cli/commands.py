@@ -157,10 +157,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from regflow.plan.compiler import compile_file
+    from regflow.plan.cache import load_plan
     from regflow.plan.explain import explain
 
-    plan = compile_file(resolve_spec(args.pipeline))
+    # the plan a run executes: the spec with its adjustment rules (data hash, stages, tasks)
+    adjustments = Path(args.adjustments).resolve() if args.adjustments else None
+    if adjustments is not None and not adjustments.is_dir():
+        raise ConfigError(f"--adjustments {adjustments} is not a folder")
+    plan = load_plan(resolve_spec(args.pipeline), adjustments=adjustments)
     if getattr(args, "executor", "local") == "kubernetes":
         from regflow.cli.k8s import print_manifests
 
@@ -347,6 +351,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     root = _storage(args.storage, project_root(spec))
     pipeline = _pipeline_id(args.pipeline)
     run = RunRef(root, pipeline, cob, args.run) if args.run else latest_run(root, pipeline, cob)
+    if not (run.run_dir / RUN_SUCCESS_FILE).exists():
+        from regflow.errors import StorageError
+
+        state = "has no folder" if not run.run_dir.is_dir() else "was never published"
+        raise StorageError(
+            f"run {run.run_id} of {pipeline} for cob {cob} {state} ({run.run_dir}): lineage "
+            "is traced on published runs only; leave out --run for the cob's latest "
+            f"successful run, or pick one listed under {run.cob_dir} with a {RUN_SUCCESS_FILE}"
+        )
     summary = json.loads((run.run_dir / RUN_SUCCESS_FILE).read_text())
     # the plan the run used: its adjustments folder decides which adjust nodes exist
     plan = load_plan(spec, adjustments=summary.get("adjustments_dir"))
@@ -395,6 +408,40 @@ def cmd_export(args: argparse.Namespace) -> int:
         fmt=args.format,
         out=args.out,
         run_id=args.run,
+        allow_unpublished=args.allow_unpublished,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- gc
+def cmd_gc(args: argparse.Namespace) -> int:
+    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc
+
+    if args.keep_runs < 0 or (args.keep_cobs is not None and args.keep_cobs < 0):
+        raise ConfigError("--keep-runs and --keep-cobs must be 0 or more")
+    root = _storage(args.storage)
+    if not root.is_dir():
+        raise ConfigError(f"no storage folder at {root}; pass --storage or set REGFLOW_STORAGE")
+    pipeline = args.pipeline
+    if pipeline and not (root / pipeline).is_dir():  # a spec path, or an id of no runs
+        pipeline = _pipeline_id(pipeline)
+    report = plan_gc(
+        root,
+        pipeline=pipeline,
+        keep_runs=args.keep_runs,
+        keep_cobs=args.keep_cobs,
+        grace_seconds=parse_age(args.grace),
+    )
+    verb = "would remove" if args.dry_run else "remove"
+    for r in report.removals:
+        print(f"{verb} {r.path}  ({r.reason}; {human_bytes(r.bytes)})")
+    if not args.dry_run:
+        collect(report)
+    n = len(report.removals)
+    done = "would free" if args.dry_run else "freed"
+    print(
+        f"{'dry run: ' if args.dry_run else ''}{n} item(s), {done} {human_bytes(report.bytes)} "
+        f"under {root}; kept {len(report.kept)} run(s)"
     )
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import StorageError
-from regflow.storage import RunRef, latest_run, read_node
+from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run, read_node
 
 
 def export_node(
@@ -20,11 +20,25 @@ def export_node(
     fmt: str = "csv",
     out: str | None = None,
     run_id: str | None = None,
+    allow_unpublished: bool = False,
 ) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     run = RunRef(root, pipeline, cob, run_id) if run_id else latest_run(root, pipeline, cob)
+    if not (run.run_dir / RUN_SUCCESS_FILE).exists():
+        if not allow_unpublished:
+            raise StorageError(
+                f"run {run.run_id} of {pipeline} for cob {cob} was never published (it failed, "
+                f"was killed or is still running: no {RUN_SUCCESS_FILE} in {run.run_dir}); its "
+                "outputs may be incomplete or wrong. Leave out --run for the cob's latest "
+                "successful run, or pass --allow-unpublished to export it anyway"
+            )
+        print(
+            f"regflow: warning: run {run.run_id} was never published; exporting its output "
+            f"'{node}' anyway (--allow-unpublished): it may be incomplete or wrong",
+            file=sys.stderr,
+        )
     table = read_node(run, node)
     if fmt == "parquet":
         if out is None and sys.stdout.isatty():

@@ -18,6 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"regflow {__version__}")
     p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an unexpected error, print its full traceback (also: REGFLOW_DEBUG=1)",
+    )
+    p.add_argument(
         "--project",
         metavar="DIR",
         help="the project root every default derives from (default: $REGFLOW_PROJECT, else "
@@ -45,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         "--k8s-config",
         metavar="FILE",
         help="kubernetes settings (default: $REGFLOW_K8S_CONFIG, else deploy/kubernetes.yaml)",
+    )
+    pl.add_argument(
+        "--adjustments",
+        metavar="DIR",
+        help="with the rules in DIR instead of adjustments/<pipeline>/ (an empty folder: "
+        "none), as for `regflow run`",
     )
 
     r = sub.add_parser("run", help="run a pipeline for one cob through Airflow (dag.test)")
@@ -101,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--storage")
     e.add_argument("--run", help="a specific run id instead of the latest successful one")
     e.add_argument("--out", help="output file (default: stdout)")
+    e.add_argument(
+        "--allow-unpublished",
+        action="store_true",
+        help="let --run name a run that was never published (failed or still running): its "
+        "outputs may be incomplete or wrong",
+    )
 
     lin = sub.add_parser("lineage", help="row-level lineage")
     lsub = lin.add_subparsers(dest="lineage_command", required=True, metavar="COMMAND")
@@ -148,6 +165,38 @@ def _parser() -> argparse.ArgumentParser:
         "instead of the API (implies --approvers-from github)",
     )
     ac.add_argument("--out", help="also write the report to this file (e.g. a PR comment)")
+
+    g = sub.add_parser(
+        "gc",
+        help="remove failed and superseded runs and leftover temporary writes from storage",
+        description="Remove what runs leave in storage, by a retention policy. Never removed: "
+        "the run a cob's _LATEST names and the run holding its claim (_ACTIVE). See "
+        "docs/operations.md.",
+    )
+    g.add_argument("pipeline", nargs="?", help="only this pipeline id (default: every one)")
+    g.add_argument("--storage")
+    g.add_argument(
+        "--keep-runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="superseded published runs kept per cob besides _LATEST's (default: 1)",
+    )
+    g.add_argument(
+        "--keep-cobs",
+        type=int,
+        metavar="N",
+        help="only the N newest cobs with a published run keep superseded runs; older cobs "
+        "keep their _LATEST run only (default: every cob)",
+    )
+    g.add_argument(
+        "--grace",
+        default="24h",
+        metavar="AGE",
+        help="unpublished (failed, killed) runs and temporary writes younger than this are "
+        "kept: a run may still be writing them (default: 24h; e.g. 30m, 7d)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed and its size")
 
     d = sub.add_parser("demo-data", help="generate synthetic LCR inputs")
     d.add_argument("dir")
@@ -223,6 +272,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("regflow: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # never a raw traceback: the cause, the fix, where the rest is
+        import os
+
+        if args.debug or getattr(args, "verbose", False) or os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return _unexpected(exc, args)
+
+
+DEBUG_ENV = "REGFLOW_DEBUG"
+
+
+def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """Say an unexpected error's cause and fix in a few lines, and write its traceback to a
+    log file (the project's ``.regflow/logs``, else the temp folder)."""
+    import datetime as dt
+    import os
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    from regflow.failures import explain
+
+    why = explain(exc)
+    text = "".join(traceback.format_exception(exc))
+    stamp = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}"
+    where = None
+    candidates = []
+    try:
+        from regflow.project import project_root
+
+        candidates.append(project_root() / ".regflow" / "logs")
+    except Exception:  # (no project: the temp folder will do)
+        pass
+    candidates.append(Path(tempfile.gettempdir()))
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"regflow-error-{stamp}.log"
+            path.write_text(f"regflow {' '.join(sys.argv[1:])}\n\n{text}")
+            where = path
+            break
+        except OSError:
+            continue
+    sub = getattr(args, f"{args.command.replace('-', '_')}_command", None)
+    command = f"{args.command} {sub}" if sub else args.command
+    print(f"regflow: {command} failed: {why.cause}", file=sys.stderr)
+    print(f"  to fix: {why.fix}", file=sys.stderr)
+    if where is not None:
+        print(f"  traceback: {where} (or rerun with --debug)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

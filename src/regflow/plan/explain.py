@@ -16,6 +16,7 @@ def explain(plan: Plan) -> str:
         + (f" ({len(plan.cob_holidays)} holidays)" if plan.cob_holidays else ""),
         f"  data hash {plan.data_hash} · metadata hash {plan.metadata_hash}",
         f"  params: {', '.join(f'{k}={v}' for k, v in plan.params.items()) or 'none'}",
+        *([f"  adjustments: {_rules(plan)}"] if plan.adjustments_dir else []),
         "",
         "sources:",
     ]
@@ -28,8 +29,10 @@ def explain(plan: Plan) -> str:
         )
     out.append("")
     for i, st in enumerate(plan.stages, start=1):
-        after = f" after {', '.join(st.upstream)}" if st.upstream else ""
-        out.append(f"stage {i}: {st.id}  (task '{st.id}', ends at {st.boundary}{after})")
+        # one name per stage: its Airflow task id, as `regflow run` and Airflow show it
+        after = f" after {', '.join(plan.task_id(u) for u in st.upstream)}" if st.upstream else ""
+        task = plan.task_id(st.id)
+        out.append(f"stage {i}: {task}  (task '{task}', ends at {st.boundary}{after})")
         reads = [*st.sources, *st.inputs]
         out.append(f"  reads   {', '.join(reads)}")
         for nid in st.nodes:
@@ -69,3 +72,10 @@ def explain(plan: Plan) -> str:
     if plan.warnings:
         out += ["", "warnings:", *plan.warnings]
     return "\n".join(out)
+
+
+def _rules(plan: Plan) -> str:
+    n = sum(len(node.params.get("rules", [])) for node in plan.adjustment_nodes())
+    if not n:
+        return f"none (folder {plan.adjustments_dir})"
+    return f"{n} rule(s) from {plan.adjustments_dir} (set {plan.adjustment_set_hash})"

@@ -7,10 +7,24 @@ Nodes carry their inferred output schemas; stages are the units Airflow runs as 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from regflow.spec.types import Column, Schema
+
+
+def task_id_of(stage_id: str, stage_ids: Collection[str] = ()) -> str:
+    """A stage's Airflow task id: the stage id, without the ``__adjusted`` suffix a stage gets
+    when adjustment rules are spliced at its end, so adding a rule never renames a task (and
+    its history in the Airflow UI).
+
+    The suffix stays when the node the rules follow is a stage of its own (in
+    ``stage_ids``: an aggregation read by a star schema, or whose output fans out or is a
+    sink): its task keeps its name, and the rules run in a new task ``X__adjusted``.
+    """
+    base = stage_id.removesuffix("__adjusted")
+    return stage_id if base != stage_id and base in stage_ids else base
 
 
 def schema_to_json(s: Schema) -> dict[str, Any]:
@@ -109,6 +123,11 @@ class Plan:
             if s.id == stage_id:
                 return s
         raise KeyError(stage_id)
+
+    def task_id(self, stage_id: str) -> str:
+        """The Airflow task id of a stage: the one name ``regflow plan``, ``regflow run``
+        and Airflow show for it (see :func:`task_id_of`)."""
+        return task_id_of(stage_id, {s.id for s in self.stages})
 
     def task_ids(self) -> list[str]:
         """Every task that reports on a run: one per stage, then one per warehouse load."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
 from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
 from regflow.plan.cob import describe as describe_cob_rule
-from regflow.plan.model import Plan
+from regflow.plan.model import Plan, task_id_of  # (task_id_of: re-exported)
 from regflow.render.docs import dag_doc, load_doc, stage_display_name, stage_doc
 
 
@@ -22,19 +21,6 @@ def _param(default: Any) -> Param:
     if isinstance(default, float):
         return Param(default, type="number")
     return Param(None if default is None else str(default), type=["null", "string"])
-
-
-def task_id_of(stage_id: str, stage_ids: Collection[str] = ()) -> str:
-    """A stage's Airflow task id: the stage id, without the ``__adjusted`` suffix a stage gets
-    when adjustment rules are spliced at its end, so adding a rule never renames a task (and
-    its history in the Airflow UI).
-
-    The suffix stays when the node the rules follow is a stage of its own (in
-    ``stage_ids``: an aggregation read by a star schema, or whose output fans out or is a
-    sink): its task keeps its name, and the rules run in a new task ``X__adjusted``.
-    """
-    base = stage_id.removesuffix("__adjusted")
-    return stage_id if base != stage_id and base in stage_ids else base
 
 
 def build_dag(plan: Plan) -> DAG:

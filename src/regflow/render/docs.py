@@ -25,7 +25,7 @@ def dag_doc(plan: Plan) -> str:
     ]
     for s in plan.stages:
         lines.append(
-            f"| `{s.id}` | {', '.join(f'`{n}`' for n in s.nodes)} | "
+            f"| `{plan.task_id(s.id)}` | {', '.join(f'`{n}`' for n in s.nodes)} | "
             f"{', '.join(f'`{x}`' for x in (*s.sources, *s.inputs)) or '-'} | "
             f"{', '.join(f'`{x}`' for x in s.outputs)} | "
             f"{', '.join(f'`{x}`' for x in s.checkpoints) or '-'} | {s.boundary} |"
@@ -40,7 +40,7 @@ def dag_doc(plan: Plan) -> str:
 
 def stage_doc(plan: Plan, stage: Stage) -> str:
     lines = [
-        f"### Stage `{stage.id}`",
+        f"### Stage `{plan.task_id(stage.id)}`",
         "",
         f"Ends at a **{stage.boundary}** boundary.",
         "",
@@ -74,8 +74,8 @@ def stage_display_name(plan: Plan, stage: Stage) -> str:
     """The graph label: the stage, plus the adjustment rules it applies."""
     rules = _rules_at(plan, stage)
     if not rules:
-        return stage.id
-    return f"{stage.id} ✎ {', '.join(r['rule_id'] for _, r in rules)}"
+        return plan.task_id(stage.id)
+    return f"{plan.task_id(stage.id)} ✎ {', '.join(r['rule_id'] for _, r in rules)}"
 
 
 def adjustments_doc(plan: Plan, stage: Stage) -> str:

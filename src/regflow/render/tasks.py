@@ -78,18 +78,47 @@ def _reuse_from(context: dict[str, Any], run: RunRef) -> RunRef | None:
     return None if base.run_id == run.run_id else base
 
 
-def _record_error(run: RunRef, task_id: str, exc: Exception, node: str | None) -> None:
-    """Keep the user-facing message next to the run, for `regflow run` and for operators."""
-    write_json_atomic(
-        run.run_dir / "_stages" / f"{task_id}.error.json",
-        {"stage": task_id, "error": type(exc).__name__, "message": str(exc), "node": node},
-    )
+# What the tasks of this process recorded (``regflow run`` runs them in-process through
+# dag.test): read by the CLI when a record could not be written (a full or read-only disk).
+RECORDED: list[dict[str, Any]] = []
+
+
+def _record_error(
+    run: RunRef, task_id: str, exc: BaseException, node: str | None, task: str | None = None
+) -> None:
+    """Keep the user-facing message next to the run, for `regflow run` and for operators:
+    a ``RegflowError``'s own message; for anything else (a full disk, an unreachable
+    warehouse, a crash) its cause, the node and the fix (:mod:`regflow.failures`). Filed
+    under ``task_id`` (the stage id); ``task`` is the Airflow task id users see."""
+    import sys
+
+    from regflow.errors import RegflowError
+    from regflow.failures import explain
+
+    node = getattr(exc, "node", None) or node
+    if isinstance(exc, RegflowError):
+        message, fix = str(exc), ""
+    else:
+        why = explain(exc, node=node if node != (task or task_id) else None)
+        message, fix = f"{why.cause}; to fix: {why.fix}", why.fix
+    record = {
+        "stage": task or task_id,
+        "error": type(exc).__name__,
+        "message": message,
+        "node": node,
+        "fix": fix,
+    }
+    RECORDED.append(record)
+    try:
+        write_json_atomic(run.run_dir / "_stages" / f"{task_id}.error.json", record)
+    except OSError as err:  # the storage itself failed: the log and RECORDED keep it
+        print(f"regflow: could not record the failure in {run.run_dir}: {err}", file=sys.stderr)
+    print(f"regflow: task {task or task_id} failed: {message}", file=sys.stderr)  # task log
 
 
 def run_stage_task(
     spec_file: str, stage_id: str, context: dict[str, Any], adjustments_dir: str | None = None
 ) -> dict[str, Any]:
-    from regflow.errors import RegflowError
     from regflow.render.faults import fault_point
     from regflow.render.publish import reconcile_after_takeover
     from regflow.runtime import progress
@@ -114,8 +143,9 @@ def run_stage_task(
                 params=params,
                 reuse_from=_reuse_from(context, run),
             )
-    except RegflowError as exc:
-        _record_error(run, stage_id, exc, getattr(exc, "node", None))
+    except Exception as exc:  # any failure is the run's: say it (RegflowError or not)
+        task = plan.task_id(stage_id)
+        _record_error(run, stage_id, exc, task, task=task)
         raise
     return report.to_dict()
 
@@ -170,7 +200,6 @@ def load_task(
     """Prepare the warehouse (REGFLOW_WAREHOUSE) for the star staged by ``node_id``: DDL,
     column checks, staged tables complete. Its rows land at ``publish``, in the run's single
     commit point with storage (render/publish.py)."""
-    from regflow.errors import RegflowError
     from regflow.render.faults import fault_point
     from regflow.render.publish import prepare_star
     from regflow.runtime import progress
@@ -184,7 +213,7 @@ def load_task(
         with claim.held(run, log=progress.log):
             fault_point(f"load:{node_id}")
             out = prepare_star(plan, run, node_id, progress.log)
-    except RegflowError as exc:
+    except Exception as exc:  # any failure is the run's: say it (RegflowError or not)
         _record_error(run, stage_id, exc, node_id)
         raise
     write_json_atomic(run.stage_report(stage_id), out)

@@ -282,7 +282,7 @@ class StageRunner:
     # ------------------------------------------------------------------ run
     def execute(self) -> StageReport:
         t0 = time.perf_counter()
-        self.log(f"stage {self.stage.id}: nodes {', '.join(self.stage.nodes)}")
+        self.log(f"stage {self.plan.task_id(self.stage.id)}: nodes {', '.join(self.stage.nodes)}")
         for node_id in self.stage.nodes:
             self._run_node(self.plan.node(node_id))
         if self.pending:  # a stage ends at a write, so nothing can be left; guard anyway
@@ -1226,9 +1226,12 @@ def run_stage(
 
         why = why_not_reuse(plan, stage, run, reuse_from, variables, params or {})
         if why is None:
-            log(f"stage {stage.id}: unchanged since run {reuse_from.run_id}; reusing its outputs")
+            log(
+                f"stage {plan.task_id(stage.id)}: unchanged since run {reuse_from.run_id}; "
+                "reusing its outputs"
+            )
             return StageReport.from_dict(reuse_stage(plan, stage, run, reuse_from, meta, log))
-        log(f"stage {stage.id}: recomputing: {why}")
+        log(f"stage {plan.task_id(stage.id)}: recomputing: {why}")
     spark = spark or get_spark()
     exact_decimals(spark)
     runner = StageRunner(
