@@ -238,6 +238,25 @@ def test_duplicate_source_keys_before_a_custom_op_are_blamed_on_the_source(tmp_p
     assert "item_id=a, n=1 (2 rows); item_id=c, n=2 (3 rows)" in text
 
 
+@pytest.mark.parametrize("on_driver", [True, False])
+def test_duplicate_source_keys_found_in_written_data_name_the_keys(
+    tmp_path, spark, monkeypatch, on_driver
+):
+    """Without a custom op, the duplicates are found in the aggregate's written checkpoint:
+    with pyarrow on the driver, or by Spark for data above the driver-side limit."""
+    from regflow.runtime import executor
+
+    if not on_driver:
+        monkeypatch.setattr(executor, "LOCAL_CHECK_MAX_ROWS", 0)
+    rows = [("b", 7, 1), ("b", 7, 2), ("a", 1, 3)]
+    spec = _items(tmp_path, f"dup_written_{str(on_driver).lower()}", rows)
+    spec.write_text(spec.read_text().replace("op: pd_floor", "op: calc\n    columns: {w: v}"))
+    with pytest.raises(DataError) as exc:
+        _run(tmp_path, spec, spark)
+    assert exc.value.node == "items"
+    assert "duplicate primary keys (item_id, n): item_id=b, n=7 (2 rows)." in str(exc.value)
+
+
 def test_null_source_keys_are_not_called_duplicates(tmp_path, spark):
     rows = [("a", 1, 1), ("a", None, 2), ("a", None, 3), ("b", 1, 4)]
     spec = _items(tmp_path, "null_keys", rows)
