@@ -291,8 +291,11 @@ def test_validate_reports_arithmetic_on_a_string_column_at_its_place(tmp_path):
 
 
 # ---------------------------------------------------------------- impossible dates
-def test_impossible_dates_in_a_rule_are_located_and_every_other_error_listed(tmp_path):
+def test_impossible_dates_in_a_rule_are_located_and_every_other_error_listed(
+    tmp_path, monkeypatch, capsys
+):
     from regflow.cli.adjustments import validate_rules
+    from regflow.cli.main import main
 
     for name in ("pipelines", "operators", "adjustments"):
         shutil.copytree(ROOT / name, tmp_path / name)
@@ -312,6 +315,18 @@ def test_impossible_dates_in_a_rule_are_located_and_every_other_error_listed(tmp
     assert any("sett" in p.message or "operation" in p.key_path for p in errors)
     _, problems = load_rules([rule])  # the loader behind run and the DAG: no ValueError either
     assert {p.key_path for p in problems} >= {"effective_date", "approval.timestamp"}
+    # the commands: an exit code and the located errors, no traceback
+    monkeypatch.setenv("REGFLOW_PROJECT", str(tmp_path))
+    (tmp_path / "no-runs").mkdir()
+    for argv in (
+        ["adjustments", "check", str(rule), "--storage", str(tmp_path / "no-runs")],
+        ["validate", str(rule)],
+    ):
+        assert main(argv) == 1
+        out = capsys.readouterr()
+        assert where["effective_date"] in out.out + out.err
+        assert where["approval.timestamp"] in out.out + out.err
+        assert "Traceback" not in out.out + out.err
 
 
 def test_impossible_dates_in_a_spec_are_located_and_every_other_error_listed(tmp_path):
