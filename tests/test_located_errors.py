@@ -151,6 +151,24 @@ def test_an_expression_that_overflows_names_its_node_not_the_stages_last(tmp_pat
     _no_spark_advice(text)
 
 
+def test_arithmetic_on_text_that_validate_cannot_see_names_its_node(tmp_path, spark):
+    """Without a declared schema validate cannot know 'sector' is text: the run fails at the
+    calc whose expression casts it, not at the aggregate whose write runs the job."""
+    data = _table([Decimal("1.50"), Decimal("2.00")], pa.decimal128(18, 2))
+    spec = _deals(tmp_path, "text_math", data, w2="w * sector")
+    text = spec.read_text().replace(
+        '    schema: {deal_id: string, amount: "decimal(18,2)", sector: string}\n', ""
+    )
+    spec.write_text(text)
+    assert not compile_file(spec).source("deals").schema.known
+    with pytest.raises(DataError) as exc:
+        _run(tmp_path, spec, spark)
+    assert exc.value.node == "more"
+    assert "expression 'w * sector' failed: [CAST_INVALID_INPUT] The value 'a'" in str(exc.value)
+    assert "declare the column's type in the source schema" in str(exc.value)
+    _no_spark_advice(str(exc.value))
+
+
 def test_a_division_by_zero_names_its_node_and_a_fix(tmp_path, spark):
     amounts = [Decimal("1.50"), Decimal("2.00")]
     spec = _deals(tmp_path, "div_zero", _table(amounts, pa.decimal128(18, 2)), w2="w / (w - w)")

@@ -216,7 +216,7 @@ def read_source(
         rows_at_most: int | None = 0
     else:
         try:
-            df = _read_files(spark, src, path, files, declared, ddl)
+            df = _read_files(spark, src, path, files, declared)
         except CorruptFileError as exc:
             raise CorruptFileError(
                 f"source '{src.name}': {exc}", pipeline=pipeline, node=src.name, cob=cob
@@ -340,7 +340,6 @@ def _read_files(
     path: Path,
     files: list[Path],
     declared: Schema,
-    ddl: str,
 ) -> DataFrame:
     reader = spark.read
     if src.format == "csv":
