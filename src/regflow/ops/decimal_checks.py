@@ -32,12 +32,26 @@ def decimal_checks(
             else "cast the floating point operand to a decimal, e.g. CAST(x AS decimal(18,8))",
         )
         for r in error_roundings(typed)
+        if r.kind != "string"
     ]
+    out += [string_check(r, expr, at) for r in error_roundings(typed) if r.kind == "string"]
     if declared is not None and typed is not None and typed.ps is not None:
         problem = declared_problem(expr, typed, declared)
         if problem is not None:
             out.append(Check(problem[0], type_at, problem[1]))
     return out
+
+
+def string_check(r: Rounding, expr: str, at: tuple[str | int, ...]) -> Check:
+    """Arithmetic on a string column: Spark would cast its text row by row at run time."""
+    operand = r.detail.split("'")[1]
+    where = f"'{r.expr}'" if r.expr == expr else f"'{r.expr}' in '{expr}'"
+    return Check(
+        f"{where} does arithmetic on a string: {r.detail}",
+        at,
+        f"declare the column's type in the source schema (e.g. decimal(18,2)), or cast it on "
+        f"purpose: CAST({operand} AS decimal(18,2))",
+    )
 
 
 def declared_problem(expr: str, typed: Typed, declared: str) -> tuple[str, str] | None:

@@ -37,13 +37,13 @@ _FLOATING = {"double", "float"}
 class Rounding:
     """One place an expression rounds a decimal."""
 
-    kind: str  # cut | double (errors) | round | cast | division (shown)
+    kind: str  # cut | double | string (errors) | round | cast | division (shown)
     expr: str  # the sub-expression, as Spark SQL
     detail: str
 
     @property
     def is_error(self) -> bool:
-        return self.kind in ("cut", "double")
+        return self.kind in ("cut", "double", "string")
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,23 @@ def _arith(node: Any, a: Typed, b: Typed) -> Typed:
     from sqlglot import exp
 
     found = (*a.roundings, *b.roundings)
+    strings = [
+        (side, t) for side, t in ((node.this, a), (node.expression, b)) if t.type == "string"
+    ]
+    if strings:  # Spark casts the text of every row at run time: a wrong value fails the run
+        side, _ = strings[0]
+        return Typed(
+            "unknown",
+            roundings=(
+                *found,
+                Rounding(
+                    "string",
+                    _sql(node),
+                    f"'{_sql(side)}' is a string: arithmetic on it casts the text of every row "
+                    "at run time, and a value that is no number fails the run",
+                ),
+            ),
+        )
     da, db = _as_decimal(a), _as_decimal(b)
     a_dec, b_dec = a.ps is not None, b.ps is not None
     if "unknown" in (a.type, b.type) or a.type == "decimal" or b.type == "decimal":

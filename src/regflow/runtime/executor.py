@@ -31,7 +31,7 @@ from regflow.ops import registry
 from regflow.ops.adjust import AdjustParams
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.model import Plan, PlanNode, Stage
-from regflow.runtime import builtin_ops, progress
+from regflow.runtime import builtin_ops, progress, spark_errors
 from regflow.runtime.adjust_ops import (
     AUDIT_COLUMNS,
     audit_rows,
@@ -51,7 +51,12 @@ from regflow.runtime.lineage import (
     stored_lineage_ids,
 )
 from regflow.runtime.local_finish import audit_table, finish_aggregate, matched_rows
-from regflow.runtime.sources import read_source, schema_ddl
+from regflow.runtime.sources import (
+    duplicate_keys,
+    duplicate_keys_error,
+    read_source,
+    schema_ddl,
+)
 from regflow.spec.loader import project_dir_of
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.storage import RunRef, discard, new_temp_dir, promote, write_json_atomic
@@ -274,10 +279,37 @@ class StageRunner:
         kw = {"pipeline": self.plan.pipeline, "cob": self.run.cob}
         if m:
             return DataError(_SQLSTATE.sub("", m.group(2)).strip(), node=m.group(1), **kw)
+        failure = spark_errors.describe(text)
+        if failure is not None and failure.is_data:
+            return self._data_failure(failure, node)
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        first = spark_errors.strip_advice(first) if "spark.sql.ansi" in first else first
         if user_code:
             return UserCodeError(f"operator failed: {type(exc).__name__}: {first}", node=node, **kw)
         return RunError(f"{type(exc).__name__}: {first}", node=node, **kw)
+
+    def _data_failure(self, failure: spark_errors.SparkFailure, node: str) -> DataError:
+        """A Spark data error (a bad value, an overflow, a corrupt file), located: at the
+        node of this stage whose expression is the failing SQL fragment, else ``node``."""
+        kw = {"pipeline": self.plan.pipeline, "cob": self.run.cob}
+        if failure.file is not None:
+            source = next(
+                (
+                    name
+                    for name, facts in self.report.sources.items()
+                    if failure.file.startswith(str(facts.get("path", "\0")))
+                ),
+                node if self.plan.is_source(node) else None,
+            )
+            what = f"source '{source}': {failure.message}" if source else failure.message
+            return DataError(what, node=source or node, **kw)
+        blamed = _node_of_expression(self.plan, self.stage.nodes, failure.fragment)
+        what = failure.message
+        if failure.fragment:
+            what = f"expression '{failure.fragment}' failed: {what}"
+        if failure.fix:
+            what = f"{what.rstrip('. ')}. {failure.fix}"
+        return DataError(what, node=blamed or node, **kw)
 
     # ------------------------------------------------------------------ run
     def execute(self) -> StageReport:
@@ -758,6 +790,7 @@ class StageRunner:
         )
 
     def _raise_custom_duplicates(self, node: PlanNode, dups: list[Any]) -> None:
+        self._raise_source_duplicates()  # repeated source keys are not the operator's doing
         raise LineageError(
             f"operator '{node.op}' duplicated rows: lineage id {dups[0]} occurs more than "
             "once. Row-wise operators must return each input row at most once.",
@@ -1023,18 +1056,20 @@ class StageRunner:
             return stored_duplicate_ids(_parquet_files(written))
         return duplicate_ids(self.spark.read.schema(schema).parquet(str(written)))
 
-    def _raise_duplicates(self, node: PlanNode, dups: list[int]) -> None:
-        """Find where duplicates first appear: a source with repeated keys, or a node."""
+    def _raise_source_duplicates(self) -> None:
+        """Fail naming the keys, if a source this stage read holds a primary key twice."""
         for name in self.stage.sources:
             if name in self.frames and duplicate_ids(self.frames[name], 1):
-                pk = ", ".join(self.plan.source(name).primary_key)
-                raise DataError(
-                    f"source '{name}' has duplicate primary keys ({pk}); lineage ids must be "
-                    "unique. De-duplicate the input or fix the declared primary_key.",
-                    pipeline=self.plan.pipeline,
-                    node=name,
-                    cob=self.run.cob,
-                )
+                src = self.plan.source(name)
+                keys = duplicate_keys(self.frames[name], src)
+                raise duplicate_keys_error(
+                    src, keys or [("(keys that hash alike)", 2)],
+                    pipeline=self.plan.pipeline, cob=self.run.cob,
+                )  # fmt: skip
+
+    def _raise_duplicates(self, node: PlanNode, dups: list[int]) -> None:
+        """Find where duplicates first appear: a source with repeated keys, or a node."""
+        self._raise_source_duplicates()
         for nid in self.stage.nodes:
             if nid in self.frames and duplicate_ids(self.frames[nid], 1):
                 raise LineageError(
@@ -1084,6 +1119,28 @@ class StageRunner:
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
         }
+
+
+def _node_of_expression(plan: Plan, nodes: Sequence[str], fragment: str | None) -> str | None:
+    """The first of ``nodes`` whose params hold the SQL ``fragment`` (whitespace aside)."""
+    if not fragment:
+        return None
+
+    def texts(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield " ".join(value.split())
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                yield from texts(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                yield from texts(v)
+
+    want = fragment.lower()
+    for nid in nodes:
+        if any(want in t.lower() for t in texts(plan.node(nid).params)):
+            return nid
+    return None
 
 
 def clustered(df: DataFrame, keys: Sequence[str]) -> DataFrame:

@@ -134,6 +134,29 @@ _ARROW_TO_SPARK = {
 }
 
 
+class CorruptFileError(DataError):
+    """A source's data file cannot be read (not Parquet, truncated, a bad footer)."""
+
+
+def read_parquet_schema(f: Path) -> Any:
+    """The Arrow schema in ``f``'s footer; a file that is no readable Parquet fails naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(f)
+    except (OSError, pa.ArrowException) as exc:
+        raise corrupt_file(f, str(exc)) from exc
+
+
+def corrupt_file(f: Path | str, why: str) -> CorruptFileError:
+    first = why.strip().splitlines()[0] if why.strip() else "unreadable"
+    return CorruptFileError(
+        f"file {f} is not a readable Parquet file ({first}). Replace it with a good copy "
+        "(or remove it) and rerun"
+    )
+
+
 def _parquet_schema(files: list[Path], declared: Schema, max_files: int = 256) -> str | None:
     """The declared columns with their types in the files, as Spark would infer them, read
     from the Parquet footers (no Spark job); None when in doubt (Spark then infers it).
@@ -142,14 +165,13 @@ def _parquet_schema(files: list[Path], declared: Schema, max_files: int = 256) -
     unsigned types), and every file must agree.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not files or len(files) > max_files:
         return None
     names = [c.name for c in declared.columns]
     found: dict[str, str] | None = None
     for f in files:
-        schema = pq.read_schema(f)
+        schema = read_parquet_schema(f)
         types: dict[str, str] = {}
         for name in names:
             if schema.get_field_index(name) < 0:
@@ -193,7 +215,12 @@ def read_source(
         df = spark.createDataFrame([], ddl)
         rows_at_most: int | None = 0
     else:
-        df = _read_files(spark, src, path, files, declared, ddl)
+        try:
+            df = _read_files(spark, src, path, files, declared)
+        except CorruptFileError as exc:
+            raise CorruptFileError(
+                f"source '{src.name}': {exc}", pipeline=pipeline, node=src.name, cob=cob
+            ) from exc
         rows_at_most = _rows_at_most(df, src.format)
     if declared.known:
         missing = [c.name for c in declared.columns if c.name not in df.columns]
@@ -208,16 +235,26 @@ def read_source(
         _check_no_rounding(df, declared, src.name, str(path), pipeline=pipeline, cob=cob)
         # Cast to the declared types (e.g. decimal scale), and keep only declared columns.
         # (SQL text: PySpark's Column methods cost several JVM round trips each.)
+        have = {f.name: f.dataType.simpleString() for f in df.schema.fields}
         df = df.selectExpr(
             *[
-                f"CAST({quote_name(c.name)} AS {spark_type(c.type)}) AS {quote_name(c.name)}"
+                f"{checked_cast(src, c.name, have.get(c.name), spark_type(c.type))} "
+                f"AS {quote_name(c.name)}"
                 for c in declared.columns
             ]
         )
     every_cob = df
     if src.cob_column:
         df = df.where(F.col(src.cob_column) == F.lit(cob).cast("date"))
-    if files and not src.allow_empty and not has_rows(df, src, files, rows_at_most, cob):
+    try:
+        empty = (
+            bool(files) and not src.allow_empty and not has_rows(df, src, files, rows_at_most, cob)
+        )
+    except CorruptFileError as exc:
+        raise CorruptFileError(
+            f"source '{src.name}': {exc}", pipeline=pipeline, node=src.name, cob=cob
+        ) from exc
+    if empty:
         raise EmptySourceError(
             src.name,
             cob,
@@ -228,6 +265,7 @@ def read_source(
             ),
             pipeline=pipeline,
         )
+    df = _require_keys(df, src)
     df = df.withColumn(LINEAGE_COLUMN, source_lineage_id(src.name, cob, src.primary_key))
     facts = {
         "path": str(path),
@@ -238,20 +276,83 @@ def read_source(
     return df, facts
 
 
+def sql_text(text: str) -> str:
+    """``text`` as a Spark SQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_NUMBERS = frozenset({"tinyint", "smallint", "int", "bigint", "float", "double"})
+
+
+def _is_number(t: str) -> bool:
+    """Whether a declared type is a number (Spark's CSV reader turns a bad one into null)."""
+    return t.startswith("decimal") or t in _NUMBERS
+
+
+def checked_cast(src: PlanSource, column: str, have: str | None, want: str) -> str:
+    """SQL casting source ``column`` (of file type ``have``) to its declared type ``want``.
+
+    A column whose files hold another type (text, a wider decimal) is cast with a check:
+    a value that cannot be read as ``want`` (no number, too many digits, no date) fails the
+    run naming the source, the column, the value and the row's primary key, instead of
+    Spark's ``CAST_INVALID_INPUT`` or ``NUMERIC_VALUE_OUT_OF_RANGE`` at whichever node later
+    runs the job (with its advice to turn ANSI mode off).
+    """
+    col = quote_name(column)
+    plain = f"CAST({col} AS {want})"
+    if have is None or have == want or want == "string":
+        return plain
+    if have == "string" and want not in ("date", "timestamp", "boolean", "binary"):
+        why = f"IF(try_cast({col} AS double) IS NULL, 'it is no number', 'it is too large')"
+    elif have == "string":
+        why = sql_text(f"it is no {want}")
+    elif have in ("float", "double"):
+        why = f"IF(isnan({col}), 'it is NaN', 'it is too large')"
+    else:
+        why = sql_text("it is too large")
+    parts = [
+        sql_text(f"[regflow:node={src.name}] source '{src.name}', column '{column}': value '"),
+        f"replace(replace(CAST({col} AS STRING), '\\n', ' '), '\\r', ' ')",
+        sql_text(f"' ({have}) cannot be read as {want}: "),
+        why,
+    ]
+    if src.primary_key:
+        parts.append(sql_text(" (the row with "))
+        for i, k in enumerate(src.primary_key):
+            parts.append(sql_text(f"{', ' if i else ''}{k}="))
+            parts.append(f"coalesce(CAST({quote_name(k)} AS STRING), 'null')")
+        parts.append(sql_text(")"))
+    parts.append(
+        sql_text(
+            f". Correct the value in the source data, or declare a type that holds it for "
+            f"'{column}' in the spec's sources.{src.name}.schema"
+        )
+    )
+    return (
+        f"CASE WHEN {col} IS NOT NULL AND try_cast({col} AS {want}) IS NULL "
+        f"THEN raise_error(concat({', '.join(parts)})) ELSE {plain} END"
+    )
+
+
 def _read_files(
     spark: SparkSession,
     src: PlanSource,
     path: Path,
     files: list[Path],
     declared: Schema,
-    ddl: str,
 ) -> DataFrame:
     reader = spark.read
     if src.format == "csv":
         opts = {"header": "true", **{k: str(v) for k, v in src.options.items()}}
         reader = reader.options(**opts)
-        if declared.known:
-            reader = reader.schema(ddl)
+        if declared.known:  # numbers as text: checked_cast reads them, naming a bad value
+            reader = reader.schema(
+                ", ".join(
+                    f"{quote_name(c.name)} "
+                    + ("string" if _is_number(c.type) else spark_type(c.type))
+                    for c in declared.columns
+                )
+            )
         return reader.csv(str(path))
     options = {k: str(v) for k, v in src.options.items()}
     known = None if options or not declared.known else _parquet_schema(files, declared)
@@ -290,11 +391,15 @@ def has_rows(
 def _cob_in_row_groups(files: list[Path], column: str, cob: dt.date) -> bool | None:
     """From the row groups' statistics of ``column``: True when one holds only ``cob``,
     False when none can hold it, None when they cannot tell."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     maybe = False
     for f in files:
-        meta = pq.read_metadata(f)
+        try:
+            meta = pq.read_metadata(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise corrupt_file(f, str(exc)) from exc
         names = [meta.schema.column(i).path for i in range(meta.num_columns)]
         if column not in names:
             return None
@@ -397,3 +502,71 @@ def _rows_at_most(df: DataFrame, fmt: str, max_files: int = 256) -> int | None:
         return sum(f.stat().st_size + 1 for f in paths)
     except (OSError, pa.ArrowException):
         return None
+
+
+# ------------------------------------------------------------------ primary keys
+# A row's lineage id is a hash of its primary key: a null key gives no id of its own (the hash
+# skips nulls), and a repeated key repeats the id. A null key fails the job that reads the row
+# (a filter in the read, no extra pass); repeated keys are found when written data holds a
+# lineage id twice, and then traced back here (:func:`duplicate_keys`).
+
+
+def _key_text(src: PlanSource) -> list[str]:
+    """SQL pieces (for concat) spelling a row's primary key as ``k1=v1, k2=v2``."""
+    out: list[str] = []
+    for i, k in enumerate(src.primary_key):
+        out.append(sql_text(f"{', ' if i else ''}{k}="))
+        out.append(f"coalesce(CAST({quote_name(k)} AS STRING), 'null')")
+    return out
+
+
+def _require_keys(df: DataFrame, src: PlanSource) -> DataFrame:
+    """``df``, failing the job that reads a row whose primary key has a null."""
+    if not src.primary_key:
+        return df
+    null = " OR ".join(f"{quote_name(k)} IS NULL" for k in src.primary_key)
+    message = ", ".join(
+        [
+            sql_text(
+                f"[regflow:node={src.name}] source '{src.name}' has a row with a null primary "
+                f"key ({', '.join(src.primary_key)}): "
+            ),
+            *_key_text(src),
+            sql_text(
+                ". Every row needs its key, which is its lineage id: fill it in the source "
+                "data, or fix the declared primary_key"
+            ),
+        ]
+    )
+    return df.where(f"CASE WHEN {null} THEN raise_error(concat({message})) ELSE true END")
+
+
+def duplicate_keys(df: DataFrame, src: PlanSource, limit: int = 5) -> list[tuple[str, int]]:
+    """Up to ``limit`` primary keys the source ``df`` holds more than once, spelled
+    ``k1=v1, k2=v2``, with how many rows have each (a Spark job: only on the way to
+    failing)."""
+    key = ", ".join(_key_text(src))
+    rows = (
+        df.groupBy(*src.primary_key)
+        .count()
+        .where("count > 1")
+        .orderBy(*src.primary_key)
+        .limit(limit)
+        .selectExpr(f"concat({key}) AS k", "count")
+        .collect()
+    )
+    return [(r["k"], int(r["count"])) for r in rows]
+
+
+def duplicate_keys_error(
+    src: PlanSource, dups: list[tuple[str, int]], *, pipeline: str, cob: str
+) -> DataError:
+    shown = "; ".join(f"{k} ({n} rows)" for k, n in dups)
+    return DataError(
+        f"source '{src.name}' has duplicate primary keys ({', '.join(src.primary_key)}): "
+        f"{shown}{' ...' if len(dups) >= 5 else ''}. Each row's key is its lineage id and must "
+        "be unique: de-duplicate the source data, or fix the declared primary_key",
+        pipeline=pipeline,
+        node=src.name,
+        cob=cob,
+    )
