@@ -63,3 +63,14 @@ def deals(spark):
         "amount decimal(20,2), rating string, insured boolean"
     )
     return spark.createDataFrame(rows, schema)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A module's embedded PostgreSQL, regflow's own server (as root, it widens no
+    permissions; see warehouse/embedded.py)."""
+    from regflow.warehouse.embedded import EmbeddedServer
+
+    srv = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
+    yield srv
+    srv.release()

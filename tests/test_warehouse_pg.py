@@ -37,16 +37,6 @@ class Boom(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """regflow's own embedded server (as root, it widens no permissions; see embedded.py)."""
-    from regflow.warehouse.embedded import EmbeddedServer
-
-    srv = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
-    yield srv
-    srv.release()
-
-
 @pytest.fixture()
 def db(server):
     """A fresh database per test, and a warehouse Target for it."""

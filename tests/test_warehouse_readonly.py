@@ -34,16 +34,6 @@ NOT_QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """regflow's own embedded server (as root, it widens no permissions; see embedded.py)."""
-    from regflow.warehouse.embedded import EmbeddedServer
-
-    srv = EmbeddedServer(tmp_path_factory.mktemp("pg")).start()
-    yield srv
-    srv.release()
-
-
 @pytest.fixture()
 def uri(server):
     """A fresh database holding a reported row of LE001 and one of LE002."""
