@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from regflow.adjust.decimals import adjustment_rounding
 from regflow.ops.decimals import analyze
 from regflow.plan.compiler import compile_file
 from regflow.plan.explain import explain
+from regflow.plan.rule_rounding import adjustment_rounding
 from regflow.spec.types import Schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,7 @@ def test_adjustment_rounding(operation, value, field_type, used, rounds) -> None
 
 def test_adjustments_check_reports_a_rounding_multiply(tmp_path: Path) -> None:
     from regflow.adjust.loader import load_rule_file
-    from regflow.adjust.validate import check_rule
+    from regflow.plan.rule_checks import check_rule
 
     plan = compile_file(ROOT / "pipelines" / "lcr.yaml")
     src = (ROOT / "adjustments" / "lcr" / "ADJ-2026-0002.yaml").read_text(encoding="utf-8")

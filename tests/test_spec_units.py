@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from regflow.cli.main import main
+from regflow.core.yamlpos import SourceMap, YamlSyntaxError, format_path, load_yaml
 from regflow.errors import Problem
 from regflow.ops.exprs import ExprError, check_expression, infer_type, referenced_columns
 from regflow.spec.types import (
@@ -21,7 +22,6 @@ from regflow.spec.types import (
     is_numeric,
     normalize_type,
 )
-from regflow.spec.yamlpos import SourceMap, YamlSyntaxError, format_path, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -106,7 +106,7 @@ def test_unused_inputs_and_readers_of_a_sink_are_errors(tmp_path):
 
 def test_an_adjustment_cannot_be_spliced_at_a_star(tmp_path):
     from regflow.adjust.loader import load_rules
-    from regflow.adjust.validate import check_rule
+    from regflow.plan.rule_checks import check_rule
 
     plan = compile_file(ROOT / "pipelines" / "lcr.yaml")
     rules_dir = tmp_path / "lcr"

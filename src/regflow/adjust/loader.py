@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from regflow.adjust.models import RULE_ID, Adjustment, AdjustmentRule, Condition
+from regflow.core.problems import pydantic_problems
+from regflow.core.yamlpos import SourceMap, YamlSyntaxError, load_yaml
 from regflow.errors import Problem
-from regflow.spec.loader import pydantic_problems
-from regflow.spec.yamlpos import SourceMap, YamlSyntaxError, load_yaml
 
 
 @dataclass(frozen=True)

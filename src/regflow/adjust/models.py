@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from regflow.adjust.identity import IDENTITY_HINT, identity_problem, same_person
-from regflow.spec.types import SpecValueError
+from regflow.core.types import SpecValueError
 
 RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 OPERATORS = ("=", "!=", "in", "not in", ">", ">=", "<", "<=", "between", "is null", "is not null")

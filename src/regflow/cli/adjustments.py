@@ -192,10 +192,10 @@ def preview(
 ) -> dict[str, Any]:
     """Recompute what the rules change for ``cob`` and compare the final outputs."""
     from regflow.adjust.models import AdjustmentRule
+    from regflow.core.yamlpos import SourceMap
     from regflow.plan.build import build_plan_with_rules
     from regflow.plan.compiler import compile_file
     from regflow.runtime.executor import run_stage
-    from regflow.spec.yamlpos import SourceMap
     from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run
 
     pipeline = compile_file(spec).pipeline

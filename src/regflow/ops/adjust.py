@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 from regflow.adjust.models import AdjustmentRule
+from regflow.core.types import Schema
 from regflow.ops.base import OpDef, OpParams
-from regflow.spec.types import Schema
 
 
 class AdjustParams(OpParams):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from regflow.spec.types import Schema
+from regflow.core.types import Schema
 
 LineageKind = Literal["rowwise", "aggregate", "rollup", "union", "sink"]
 

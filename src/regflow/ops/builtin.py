@@ -9,12 +9,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from regflow.core.names import LINEAGE_COLUMN, Scalar, check_column
+from regflow.core.types import Column, Schema, decimal_ps, normalize_type
 from regflow.ops.base import Check, OpDef, OpParams
 from regflow.ops.decimal_checks import decimal_checks
 from regflow.ops.decimals import sum_type
 from regflow.ops.exprs import check_expression, infer_type
-from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column
-from regflow.spec.types import Column, Schema, decimal_ps, normalize_type
 
 
 def _expr_checks(text: str, schema: Schema, path: tuple[str | int, ...]) -> list[Check]:

@@ -6,9 +6,9 @@ The typing itself is :mod:`regflow.ops.decimals`.
 
 from __future__ import annotations
 
+from regflow.core.types import Schema, decimal_ps
 from regflow.ops.base import Check
 from regflow.ops.decimals import MAX, Rounding, Typed, analyze
-from regflow.spec.types import Schema, decimal_ps
 
 
 def decimal_checks(
@@ -98,26 +98,3 @@ def shown_roundings(typed: Typed | None) -> list[Rounding]:
 
 def error_roundings(typed: Typed | None) -> list[Rounding]:
     return [r for r in (typed.roundings if typed else ()) if r.is_error]
-
-
-def decimal_notes(op: str, params: dict[str, object], inputs: list[Schema]) -> list[str]:
-    """What ``regflow plan`` says of the decimals a calc or an aggregate rounds on purpose:
-    explicit ``round()``/``CAST`` and divisions (whose quotient Spark rounds)."""
-    from regflow.ops.builtin import AggregateParams, CalcParams, _calc_schema_upto
-
-    if not inputs or not inputs[0].known:
-        return []
-    found: list[tuple[str, str]] = []
-    if op == "calc":
-        calc = CalcParams.model_validate(params)
-        for name, expr, _ in calc.items():
-            schema = _calc_schema_upto(inputs[0], calc, name)
-            found += [
-                (name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))
-            ]
-    elif op == "aggregate":
-        agg = AggregateParams.model_validate(params)
-        for name, m in agg.measures.items():
-            typed = analyze(m.expr, inputs[0]) if m.func != "count" else None
-            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(typed)]
-    return [f"{name}: {what}" for name, what in found]

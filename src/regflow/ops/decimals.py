@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from regflow.spec.types import Schema, decimal_ps
+from regflow.core.types import Schema, TypeParseError, decimal_ps, normalize_type
+from regflow.ops.expr_parse import ExprError, parse_expression
 
 MAX = 38
 MIN_ADJUSTED_SCALE = 6
@@ -153,10 +154,8 @@ def _exact_of(t: Typed) -> int | None:
 def analyze(text: str, schema: Schema) -> Typed | None:
     """The decimal typing of expression ``text`` over ``schema``; ``None`` if it does not
     parse. A type the analysis cannot tell is ``unknown`` (the caller may ask sqlglot)."""
-    from regflow.ops.exprs import ExprError, _parse
-
     try:
-        tree = _parse(text)
+        tree = parse_expression(text)
     except ExprError:
         return None
     return _walk(tree, schema)
@@ -320,8 +319,6 @@ def _arith(node: Any, a: Typed, b: Typed) -> Typed:
 
 
 def _cast(node: Any, inner: Typed) -> Typed:
-    from regflow.spec.types import TypeParseError, normalize_type
-
     try:
         to = normalize_type(node.to.sql(dialect="spark"))
     except TypeParseError:

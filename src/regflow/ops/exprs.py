@@ -6,10 +6,11 @@ sqlglot is imported lazily: compiled plans are cached, so most DAG parses never 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from regflow.spec.types import Schema
+from regflow.core.types import Schema, TypeParseError, normalize_type
+from regflow.ops.decimals import analyze
+from regflow.ops.expr_parse import ExprError, parse_expression
 
 _SQLGLOT_TO_TYPE = {
     "BOOLEAN": "boolean",
@@ -29,37 +30,6 @@ _SQLGLOT_TO_TYPE = {
 }
 
 
-class ExprError(ValueError):
-    """An expression does not parse."""
-
-
-@lru_cache(maxsize=4096)
-def _parse(text: str) -> Any:
-    import sqlglot
-    from sqlglot.errors import ParseError
-
-    if not text or not str(text).strip():
-        raise ExprError("empty expression")
-    from sqlglot import exp
-
-    try:
-        tree = sqlglot.parse_one(str(text), read="spark")
-    except ParseError as exc:
-        err = exc.errors[0] if exc.errors else {}
-        first = str(err.get("description") or exc)
-        if first.startswith("Required keyword"):
-            # sqlglot names its own classes here; say what is wrong in the user's terms
-            near = err.get("highlight") or ""
-            first = f"an operand is missing after '{near}'" if near else "an operand is missing"
-        raise ExprError(f"cannot parse expression '{text}': {first}") from None
-    if isinstance(tree, exp.Alias):
-        # "amount usd_rate" parses as "amount AS usd_rate": almost surely a missing operator
-        raise ExprError(
-            f"cannot parse expression '{text}': unexpected '{tree.alias}' (a missing operator?)"
-        )
-    return tree
-
-
 def referenced_columns(text: str) -> list[str]:
     """Column names an expression reads, in order of appearance, without duplicates.
 
@@ -67,7 +37,7 @@ def referenced_columns(text: str) -> list[str]:
     """
     from sqlglot import exp
 
-    tree = _parse(text)
+    tree = parse_expression(text)
     out: list[str] = []
     for col in tree.find_all(exp.Column, bfs=False):  # depth-first: left to right
         name = col.name
@@ -123,10 +93,8 @@ def infer_type(text: str, schema: Schema) -> str:
     from sqlglot import exp
     from sqlglot.optimizer.annotate_types import annotate_types
 
-    from regflow.ops.decimals import analyze
-
     try:
-        tree = _parse(text).copy()
+        tree = parse_expression(text).copy()
     except ExprError:
         return "unknown"
     typed = analyze(text, schema)
@@ -153,8 +121,6 @@ def infer_type(text: str, schema: Schema) -> str:
 def _exact_type(tree: Any, schema: Schema) -> str | None:
     """A column reference or a cast has an exact type, decimal precision included."""
     from sqlglot import exp
-
-    from regflow.spec.types import TypeParseError, normalize_type
 
     if isinstance(tree, exp.Column) and not tree.table and tree.name in schema:
         return schema.type_of(tree.name)

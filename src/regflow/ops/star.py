@@ -36,9 +36,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from regflow.core.names import LINEAGE_COLUMN, Scalar, check_column, check_identifier
+from regflow.core.types import Schema
 from regflow.ops.base import Check, OpDef, OpParams
-from regflow.spec.models import LINEAGE_COLUMN, Scalar, check_column, check_identifier
-from regflow.spec.types import Schema
 
 # Columns the star adds; YAML may not reuse them.
 ROW_HASH = "row_hash"

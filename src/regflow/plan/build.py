@@ -9,18 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
-from regflow.adjust.validate import check_rule, overlap_warnings
 from regflow.errors import AdjustmentError, Problem, in_file_order
 from regflow.plan.compiler import compile_spec
 from regflow.plan.model import Plan
+from regflow.plan.rule_checks import check_rule, overlap_warnings
 from regflow.plan.splice import splice
+from regflow.project import default_adjustments_dir as _project_adjustments_dir
 from regflow.spec.loader import LoadedSpec, load_spec, project_dir_of
 
 
 def default_adjustments_dir(spec_path: Path, pipeline: str) -> Path:
-    from regflow import project
-
-    return project.default_adjustments_dir(project_dir_of(spec_path), pipeline)
+    return _project_adjustments_dir(project_dir_of(spec_path), pipeline)
 
 
 def adjustment_set_hash(rules: list[LoadedRule]) -> str:

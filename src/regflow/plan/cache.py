@@ -14,23 +14,23 @@ from pathlib import Path
 
 from regflow import __version__
 from regflow.plan.model import Plan
+from regflow.project import default_plan_cache
 from regflow.spec.loader import project_dir_of
 
 
 def cache_dir(project_dir: Path) -> Path:
-    from regflow.project import default_plan_cache
-
     env = os.environ.get("REGFLOW_CACHE_DIR")
     return Path(env) if env else default_plan_cache(project_dir)
 
 
 @functools.cache
 def _code_digest() -> str:
-    """regflow's own compiler code (spec, ops, plan), once per process: a plan compiled by
-    other code is stale even within one version (editable installs, upgrades in place)."""
+    """regflow's own compiler code (core, spec, ops, plan, adjust), once per process: a plan
+    compiled by other code is stale even within one version (editable installs, upgrades in
+    place)."""
     h = hashlib.sha256()
     pkg = Path(__file__).resolve().parent.parent
-    for sub in ("spec", "ops", "plan", "adjust"):
+    for sub in ("core", "spec", "ops", "plan", "adjust"):
         for f in sorted((pkg / sub).glob("*.py")):
             h.update(f.name.encode())
             h.update(f.read_bytes())

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from regflow import __version__
+from regflow.core.types import Column, Schema
 from regflow.errors import Problem, SpecError
 from regflow.ops import registry
 from regflow.plan.model import Plan, PlanNode, PlanSource, Stage
 from regflow.spec.loader import LoadedSpec, load_spec
 from regflow.spec.models import LINEAGE_COLUMN, SourceSpec
-from regflow.spec.types import Column, Schema
 
 
 def _hash(obj: Any) -> str:

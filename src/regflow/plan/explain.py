@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from regflow.core.types import Schema
 from regflow.ops import registry
-from regflow.ops.decimal_checks import decimal_notes
+from regflow.ops.builtin import AggregateParams, CalcParams, _calc_schema_upto
+from regflow.ops.decimal_checks import shown_roundings
+from regflow.ops.decimals import analyze
 from regflow.plan.model import Plan
 
 
@@ -79,3 +82,24 @@ def _rules(plan: Plan) -> str:
     if not n:
         return f"none (folder {plan.adjustments_dir})"
     return f"{n} rule(s) from {plan.adjustments_dir} (set {plan.adjustment_set_hash})"
+
+
+def decimal_notes(op: str, params: dict[str, object], inputs: list[Schema]) -> list[str]:
+    """What ``regflow plan`` says of the decimals a calc or an aggregate rounds on purpose:
+    explicit ``round()``/``CAST`` and divisions (whose quotient Spark rounds)."""
+    if not inputs or not inputs[0].known:
+        return []
+    found: list[tuple[str, str]] = []
+    if op == "calc":
+        calc = CalcParams.model_validate(params)
+        for name, expr, _ in calc.items():
+            schema = _calc_schema_upto(inputs[0], calc, name)
+            found += [
+                (name, f"{r.expr}: {r.detail}") for r in shown_roundings(analyze(expr, schema))
+            ]
+    elif op == "aggregate":
+        agg = AggregateParams.model_validate(params)
+        for name, m in agg.measures.items():
+            typed = analyze(m.expr, inputs[0]) if m.func != "count" else None
+            found += [(name, f"{r.expr}: {r.detail}") for r in shown_roundings(typed)]
+    return [f"{name}: {what}" for name, what in found]

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from regflow.spec.types import Column, Schema
+from regflow.core.types import Column, Schema
 
 
 def task_id_of(stage_id: str, stage_ids: Collection[str] = ()) -> str:

@@ -43,7 +43,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from regflow.adjust.models import Adjustment, AdjustmentRule, Condition
-from regflow.runtime.sources import quote_name as ident  # (a column name for Spark SQL)
+from regflow.runtime.spark_sql import quote_name as ident  # (a column name for Spark SQL)
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow.errors import LineageError
+from regflow.runtime.spark_sql import quote_name
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ def add_rollup(
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType
-
-    from regflow.runtime.sources import quote_name
 
     # (column names and SQL text where they do: PySpark's Column methods cost several JVM
     # round trips each)

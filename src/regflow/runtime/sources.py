@@ -8,11 +8,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from regflow.core.types import Schema, decimal_ps
 from regflow.errors import DataError
 from regflow.plan.model import PlanSource
 from regflow.runtime.lineage import source_lineage_id
+from regflow.runtime.spark_sql import quote_name
 from regflow.spec.models import LINEAGE_COLUMN
-from regflow.spec.types import Schema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -21,11 +22,6 @@ if TYPE_CHECKING:
 def spark_type(t: str) -> str:
     """Our type names are Spark DDL names, except ``unknown``."""
     return "string" if t == "unknown" else t
-
-
-def quote_name(name: str) -> str:
-    """A column name as a Spark SQL identifier (backquoted)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def schema_ddl(columns: Iterable[Sequence[str]]) -> str:
@@ -460,8 +456,6 @@ def _check_no_rounding(
     """Fail if casting a decimal column of the files to its declared type would round it:
     a declared scale below the files' drops digits of every value (issue 17)."""
     from pyspark.sql.types import DecimalType
-
-    from regflow.spec.types import decimal_ps
 
     types = {f.name: f.dataType for f in df.schema.fields}
     for c in declared.columns:

@@ -11,9 +11,9 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from regflow.core.types import decimal_ps
 from regflow.errors import ConfigError
 from regflow.ops.star import LABEL_PATTERN
-from regflow.spec.types import decimal_ps
 from regflow.warehouse.model import WColumn
 
 _SAFE_IDENT = re.compile(LABEL_PATTERN)

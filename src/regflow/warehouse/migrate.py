@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from regflow.core.types import decimal_ps
 from regflow.errors import ConfigError
-from regflow.spec.types import decimal_ps
 from regflow.warehouse import sql as S
 from regflow.warehouse.dialects import Dialect
 from regflow.warehouse.model import StarModel, WColumn, warehouse_type

@@ -10,10 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from regflow.core.types import Schema
 from regflow.errors import PlanError
 from regflow.ops.star import Dimension, Fact, StarParams
 from regflow.plan.model import Plan, PlanNode
-from regflow.spec.types import Schema
 
 UNKNOWN_KEY = -1
 DEFAULT_DECIMAL = "decimal(38,10)"  # a decimal whose precision the compiler could not infer

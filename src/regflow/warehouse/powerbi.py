@@ -44,8 +44,8 @@ import re
 import uuid
 from pathlib import Path
 
+from regflow.core.types import decimal_ps
 from regflow.errors import PlanError
-from regflow.spec.types import decimal_ps
 from regflow.warehouse.model import StarModel, Table, WColumn, bi_columns
 
 COMPATIBILITY_LEVEL = 1567

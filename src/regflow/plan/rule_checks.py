@@ -12,13 +12,13 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from regflow.adjust.decimals import adjustment_rounding, value_scale
 from regflow.adjust.loader import LoadedRule, RuleParts
 from regflow.adjust.models import Condition
+from regflow.core.names import LINEAGE_COLUMN
+from regflow.core.types import Schema, is_numeric
 from regflow.errors import Problem
 from regflow.plan.model import Plan
-from regflow.spec.models import LINEAGE_COLUMN
-from regflow.spec.types import Schema, is_numeric
+from regflow.plan.rule_rounding import adjustment_rounding, value_scale
 
 
 def splice_schema(plan: Plan, stage: str, position: str) -> Schema:

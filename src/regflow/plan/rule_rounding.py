@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from regflow.core.types import decimal_ps
+from regflow.ops.builtin import AggregateParams, CalcParams, _calc_schema_upto
 from regflow.ops.decimals import analyze, scale_of_value
 from regflow.plan.model import Plan
-from regflow.spec.types import decimal_ps
 
 
 def value_scale(plan: Plan, name: str, field: str, depth: int = 0) -> int | None:
@@ -53,8 +54,6 @@ def _made_by(
     """The exact scale of ``field`` if node's op computes it from an expression."""
     try:
         if op == "calc":
-            from regflow.ops.builtin import CalcParams, _calc_schema_upto
-
             calc = CalcParams.model_validate(params)
             for name, expr, _ in calc.items():
                 if name == field:
@@ -62,8 +61,6 @@ def _made_by(
                     typed = analyze(expr, schema)
                     return typed.exact if typed is not None and typed.ps else None
         if op == "aggregate":
-            from regflow.ops.builtin import AggregateParams
-
             m = AggregateParams.model_validate(params).measures.get(field)
             if m is not None and m.func in ("sum", "min", "max"):
                 typed = analyze(m.expr, plan.schema_of(inputs[0]))

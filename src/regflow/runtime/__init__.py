@@ -1,0 +1,1 @@
+"""Run a stage on Spark. The only layer that imports pyspark."""

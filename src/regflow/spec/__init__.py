@@ -1,0 +1,1 @@
+"""Pipeline specs: typed, immutable models of the YAML, with source positions."""
