@@ -30,6 +30,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests operators dags benchmarks
 	$(VENV)/bin/ruff format --check src tests operators dags benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format src tests operators dags benchmarks

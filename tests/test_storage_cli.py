@@ -1,8 +1,8 @@
-"""Storage layout and promotion, the CLI's plumbing, and the one-way layering of packages."""
+"""Storage layout and promotion, and the CLI's plumbing. (The one-way layering of packages is
+checked by the import-linter contracts: tests/test_import_contracts.py.)"""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 from pathlib import Path
@@ -117,45 +117,6 @@ def test_demo_data_cli(tmp_path, capsys):
     )
     assert (tmp_path / "d" / "deals" / "cob=2026-03-31").is_dir()
     assert (tmp_path / "d" / "entities.parquet").is_file()
-
-
-# ---------------------------------------------------------------------------- layering
-PACKAGES = ("spec", "ops", "plan", "adjust", "storage", "runtime", "render", "warehouse", "cli")
-FORBIDDEN = {
-    "spec": {"airflow", "pyspark", "regflow.plan", "regflow.render", "regflow.runtime"},
-    "ops": {"airflow", "pyspark", "regflow.render", "regflow.runtime", "regflow.plan"},
-    "plan": {"airflow", "pyspark", "regflow.render", "regflow.runtime"},
-    "storage": {"airflow", "pyspark", "regflow.render", "regflow.runtime"},
-    "runtime": {"airflow", "regflow.render", "regflow.cli"},
-    "render": {"pyspark"},
-    # the warehouse runs in Airflow tasks (a connection hook may import airflow) but never Spark
-    "warehouse": {"pyspark", "regflow.runtime", "regflow.render", "regflow.cli"},
-    # the project root sits below every layer: each of them derives its defaults from it
-    "project": {"airflow", "pyspark", *(f"regflow.{p}" for p in PACKAGES)},
-}
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
-def test_layers_import_one_way(layer):
-    folder = SRC / layer
-    files = sorted(folder.rglob("*.py")) if folder.is_dir() else [SRC / f"{layer}.py"]
-    bad = []
-    for f in files:
-        for name in _imports(f):
-            if any(name == b or name.startswith(b + ".") for b in FORBIDDEN[layer]):
-                bad.append(f"{f.relative_to(SRC)} imports {name}")
-    assert not bad, bad
 
 
 def test_no_module_reads_the_shared_folder():

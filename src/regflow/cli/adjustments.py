@@ -21,6 +21,7 @@ from regflow.adjust.identity import same_person
 from regflow.adjust.loader import LoadedRule, RuleParts, load_rule_set
 from regflow.errors import Problem, RegflowError, StorageError, in_file_order
 from regflow.plan.model import Plan
+from regflow.plan.splice import spliced_at
 from regflow.spec.models import LINEAGE_COLUMN
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ def _sinks_of(run: Any) -> list[str]:
 
 
 def _base_sink(sink: str, old: list[str]) -> str | None:
-    base = sink.split("__adjusted")[0]
+    base = (spliced_at(sink) or (sink, ""))[0]
     return base if base in old else None
 
 

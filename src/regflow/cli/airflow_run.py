@@ -235,7 +235,7 @@ def _after_failure(plan: Any, root: Path, cob: str) -> str:
         served = f"run {latest_run(root, plan.pipeline, cob).run_id}"
     except RegflowError:
         served = "no successful run"
-    if not any(n.op == "star_schema" for n in plan.nodes):
+    if not plan.star_nodes():
         return f"previous successful outputs are untouched: storage serves {served}"
     try:
         from regflow.spec.loader import project_dir_of

@@ -550,7 +550,7 @@ def _warehouse_migrate(args: argparse.Namespace) -> int:
     from regflow.warehouse.targets import resolve_target
 
     plan = load_plan(resolve_spec(args.pipeline))
-    stars = [n for n in plan.nodes if n.op == "star_schema"]
+    stars = plan.star_nodes()
     if not stars:
         raise ConfigError(f"pipeline '{plan.pipeline}' has no star_schema node: nothing to migrate")
     target = resolve_target(args.warehouse, project_dir=project_dir())

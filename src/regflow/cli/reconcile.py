@@ -29,7 +29,7 @@ def _plans(project: Path, pipeline: str | None) -> list[Any]:
                 raise
             print(f"  (skipped {spec.name}: it does not compile: {str(exc).splitlines()[0]})")
             continue
-        if any(n.op == "star_schema" for n in plan.nodes):
+        if plan.star_nodes():
             plans.append(plan)
     return plans
 

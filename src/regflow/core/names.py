@@ -13,6 +13,11 @@ _ID = re.compile(ID_PATTERN)
 _COLUMN = re.compile(COLUMN_PATTERN)
 LINEAGE_COLUMN = "_lineage_id"
 RESERVED_PREFIX = "_lineage"
+# the node adjustment rules after (before) node X are spliced in as: X__adjusted
+# (X__adjusted_before). Built here (the star's ops resolve them); read back by
+# regflow.plan.splice.spliced_at.
+ADJUSTED_AFTER = "__adjusted"
+ADJUSTED_BEFORE = "__adjusted_before"
 Scalar = str | int | float | bool | dt.date | None
 
 
@@ -44,3 +49,8 @@ def check_column(value: str) -> str:
             hint="regflow adds the lineage column itself; rename this one",
         )
     return value
+
+
+def adjusted_id(node: str, position: str = "after") -> str:
+    """The id of the node that applies the rules spliced ``position`` node ``node``."""
+    return node + (ADJUSTED_AFTER if position == "after" else ADJUSTED_BEFORE)

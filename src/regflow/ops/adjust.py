@@ -29,4 +29,6 @@ ADJUST = OpDef(
     "rowwise",
     output_schema=_schema,
     doc="Applies approved adjustment rules (spliced in by the compiler) and audits each change.",
+    carries_audits=True,
+    applies_rules=True,
 )

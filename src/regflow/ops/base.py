@@ -59,9 +59,18 @@ class OpDef:
     func: Callable[..., Any] | None = None  # runtime function (custom ops)
     doc: str = ""
     origin: str = "builtin"  # builtin | file path | entry point
-    keeps_keys: bool = True
     fingerprint: str = ""  # hash of the op's code: the same code loaded twice is one op
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the other layers ask of an op, so that none of them switches on op names:
+    # rows pass through it carrying the adjustment audit tags of upstream rules
+    carries_audits: bool = False
+    # how many leading inputs' rows flow to the output (join: 1, the lookup only adds
+    # columns); None: every input's
+    main_inputs: int | None = None
+    # a sink the warehouse loads (a ``load_<node>`` task, a target of ``publish``)
+    lands_in_warehouse: bool = False
+    # applies adjustment rules (the node the compiler splices in for them)
+    applies_rules: bool = False
 
     def infer(self, inputs: list[Schema], params: Any) -> Schema:
         if self.output_schema is None:
@@ -70,3 +79,7 @@ class OpDef:
             # Row-wise ops can't know their output when the input is unknown.
             return Schema.unknown()
         return self.output_schema(inputs, params)
+
+    def main_of(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        """The inputs whose rows flow to the output (see ``main_inputs``)."""
+        return inputs if self.main_inputs is None else inputs[: self.main_inputs]

@@ -105,6 +105,7 @@ CALC = OpDef(
     output_schema=_calc_schema,
     check=_calc_check,
     doc="Add or replace columns computed from Spark SQL expressions, in order.",
+    carries_audits=True,
 )
 
 
@@ -122,6 +123,7 @@ FILTER = OpDef(
     output_schema=lambda inputs, p: inputs[0],
     check=lambda inputs, p: _expr_checks(p.where, inputs[0], ("where",)),
     doc="Keep the rows matching a condition.",
+    carries_audits=True,
 )
 
 
@@ -189,6 +191,8 @@ JOIN = OpDef(
     check=_join_check,
     doc="Enrich rows with columns of a lookup; a row without a match fails the run unless "
     "require_match: false (then it is counted).",
+    carries_audits=True,
+    main_inputs=1,
 )
 
 
@@ -254,6 +258,7 @@ CLASSIFY = OpDef(
     output_schema=_classify_schema,
     check=_classify_check,
     doc="Ordered decision table in YAML; the first matching rule wins.",
+    carries_audits=True,
 )
 
 

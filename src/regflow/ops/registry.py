@@ -119,6 +119,15 @@ def get(name: str) -> OpDef:
         raise KeyError(name) from None
 
 
+def definition(name: str) -> OpDef:
+    """The op's definition, for its flags (``carries_audits``, ``main_inputs``, ...). An op
+    not registered in this process (a custom op of a plan read from the cache, before its
+    operator file is imported) has the defaults, as every ``@operator`` op has."""
+    with _LOCK:
+        found = _REGISTRY.get(name)
+    return found if found is not None else OpDef(name, NoParams)
+
+
 def suggest(name: str) -> str:
     if name in _CONFLICTS:
         return _CONFLICTS[name]

@@ -36,7 +36,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from regflow.core.names import LINEAGE_COLUMN, Scalar, check_column, check_identifier
+from regflow.core.names import (
+    LINEAGE_COLUMN,
+    Scalar,
+    adjusted_id,
+    check_column,
+    check_identifier,
+)
 from regflow.core.types import Schema
 from regflow.ops.base import Check, OpDef, OpParams
 
@@ -308,8 +314,8 @@ class StarParams(OpParams):
 def resolve_input(name: str, names: tuple[str, ...] | list[str]) -> str | None:
     """The node input a ``from:`` names: the node itself, or its adjusted version when
     adjustment rules are spliced after it (``X__adjusted``)."""
-    if f"{name}__adjusted" in names:
-        return f"{name}__adjusted"
+    if adjusted_id(name) in names:
+        return adjusted_id(name)
     return name if name in names else None
 
 
@@ -426,4 +432,5 @@ STAR_SCHEMA = OpDef(
     check=star_check,
     doc="Dimensions and facts landed in the warehouse (PostgreSQL or Redshift).",
     extra={"named_inputs": True},
+    lands_in_warehouse=True,
 )

@@ -60,17 +60,16 @@ def explain(plan: Plan) -> str:
                 out.append(f"  {'':<18} rounds {registry.get(n.op).extra['roundings']}")
         out.append(f"  writes  {', '.join([*st.outputs, *st.checkpoints])}")
         out.append("")
-    for n in plan.nodes:
-        if n.op == "star_schema":
-            schema = n.params.get("schema") or plan.pipeline
-            tables = [f"dim_{d}" for d in n.params.get("dimensions", {})] + [
-                f"fact_{f}" for f in n.params.get("facts", {})
-            ]
-            out.append(
-                f"then: load_{n.id} (lands {', '.join(tables)} and "
-                f"{', '.join(n.params.get('reports', {})) or 'no reports'} in warehouse schema "
-                f"'{schema}', one transaction; load: {n.params.get('load', 'auto')})"
-            )
+    for n in plan.star_nodes():
+        schema = n.params.get("schema") or plan.pipeline
+        tables = [f"dim_{d}" for d in n.params.get("dimensions", {})] + [
+            f"fact_{f}" for f in n.params.get("facts", {})
+        ]
+        out.append(
+            f"then: load_{n.id} (lands {', '.join(tables)} and "
+            f"{', '.join(n.params.get('reports', {})) or 'no reports'} in warehouse schema "
+            f"'{schema}', one transaction; load: {n.params.get('load', 'auto')})"
+        )
     out.append("then: publish (marks the run complete)")
     if plan.warnings:
         out += ["", "warnings:", *plan.warnings]

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from regflow.core.types import Column, Schema
+from regflow.ops import registry
+from regflow.ops.base import OpDef
+from regflow.plan.splice import spliced_at
 
 
 def task_id_of(stage_id: str, stage_ids: Collection[str] = ()) -> str:
@@ -23,8 +26,10 @@ def task_id_of(stage_id: str, stage_ids: Collection[str] = ()) -> str:
     ``stage_ids``: an aggregation read by a star schema, or whose output fans out or is a
     sink): its task keeps its name, and the rules run in a new task ``X__adjusted``.
     """
-    base = stage_id.removesuffix("__adjusted")
-    return stage_id if base != stage_id and base in stage_ids else base
+    at = spliced_at(stage_id)
+    if at is None or at[1] != "after":
+        return stage_id
+    return stage_id if at[0] in stage_ids else at[0]
 
 
 def schema_to_json(s: Schema) -> dict[str, Any]:
@@ -131,12 +136,22 @@ class Plan:
 
     def task_ids(self) -> list[str]:
         """Every task that reports on a run: one per stage, then one per warehouse load."""
-        return [s.id for s in self.stages] + [
-            f"load_{n.id}" for n in self.nodes if n.op == "star_schema"
-        ]
+        return [s.id for s in self.stages] + [f"load_{n.id}" for n in self.star_nodes()]
+
+    def op_of(self, node_id: str) -> OpDef:
+        """The definition of a node's op: what it does is asked of its flags, not its name."""
+        return registry.definition(self.node(node_id).op)
+
+    def main_inputs(self, node_id: str) -> tuple[str, ...]:
+        """The inputs whose rows flow to the node's output (a join's left, not its lookup)."""
+        return self.op_of(node_id).main_of(self.node(node_id).inputs)
+
+    def star_nodes(self) -> list[PlanNode]:
+        """The sinks the warehouse loads (``star_schema``), in plan order."""
+        return [n for n in self.nodes if registry.definition(n.op).lands_in_warehouse]
 
     def adjustment_nodes(self) -> list[PlanNode]:
-        return [n for n in self.nodes if n.op == "adjust"]
+        return [n for n in self.nodes if registry.definition(n.op).applies_rules]
 
     def is_source(self, name: str) -> bool:
         return any(s.name == name for s in self.sources)

@@ -37,7 +37,7 @@ def key_columns(plan: Plan, name: str) -> set[str]:
     if node.lineage == "aggregate":
         return set(node.params.get("group_by") or [])
     keys: set[str] = set()
-    inputs = node.inputs[:1] if node.op == "join" else node.inputs
+    inputs = plan.main_inputs(name)
     for i in inputs:
         keys |= key_columns(plan, i)
     if node.lineage == "rollup":

@@ -73,9 +73,7 @@ def build_dag(plan: Plan) -> DAG:
     for stage in plan.stages:
         for up in stage.upstream:
             tasks[up] >> tasks[stage.id]
-    for node in plan.nodes:
-        if node.op != "star_schema":
-            continue
+    for node in plan.star_nodes():
         load = PythonOperator(
             task_id=f"load_{node.id}",
             dag=dag,

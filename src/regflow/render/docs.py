@@ -65,7 +65,7 @@ def _rules_at(plan: Plan, stage: Stage) -> list[tuple[str, dict]]:
     out = []
     for nid in stage.nodes:
         n = plan.node(nid)
-        if n.op == "adjust":
+        if plan.op_of(nid).applies_rules:
             out += [(nid, r) for r in n.params.get("rules", [])]
     return out
 

@@ -83,7 +83,7 @@ def commit_run(plan: Plan, run: RunRef, summary: dict[str, Any], log: Log) -> li
     """Land the run's stars and publish it as one commit point (see the module doc).
     Returns the load reports."""
     previous = read_latest(run)
-    target = _target(plan) if any(n.op == "star_schema" for n in plan.nodes) else None
+    target = _target(plan) if plan.star_nodes() else None
     conn = None
     marked = moved = False
     begun: list[tuple[Any, Any, Any]] = []
@@ -157,7 +157,7 @@ def reconcile_after_takeover(plan: Plan, run: RunRef, dead_run: str, log: Log) -
     effort: this run's own publish replaces the cob anyway."""
     from regflow.warehouse.reconcile import reconcile_cob, status
 
-    if not any(n.op == "star_schema" for n in plan.nodes):
+    if not plan.star_nodes():
         return
     try:
         target = _target(plan)

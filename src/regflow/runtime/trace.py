@@ -57,7 +57,7 @@ def trace(
             )
             continue
         pn = plan.node(name)
-        nxt = pn.inputs[:1] if pn.op == "join" else pn.inputs
+        nxt = plan.main_inputs(name)
         if pn.lineage == "rollup":
             members = _read(run, f"{name}.lineage")
             totals = {m["_lineage_rollup_id"] for m in members} & ids
@@ -84,7 +84,7 @@ def trace(
             )
             extra = f", {measure} contributions sum to {total:,}" if total is not None else ""
             result.steps.append(f"{name}: {len(groups)} group(s) <- {len(ids):,} rows{extra}")
-        elif pn.op == "adjust":
+        elif plan.op_of(name).applies_rules:
             audit = [a for a in _read(run, f"{name}.audit") if a[LINEAGE_COLUMN] in ids]
             result.adjustments += audit
             result.steps.append(f"{name}: {len(audit)} adjusted value(s)")

@@ -232,7 +232,7 @@ def _load_nodes(
         node: NodeSpec | None = _validate(NodeSpec, common, smap, path, problems)
         op_name = body.get("op")
         params = None
-        if op_name == "adjust":
+        if isinstance(op_name, str) and registry.definition(op_name).applies_rules:
             problems.append(
                 smap.problem(
                     "op 'adjust' is reserved for adjustment rules",

@@ -37,7 +37,7 @@ def star_models(project_dir: Path | str) -> list[tuple[str, StarModel]]:
     seen: dict[str, Path] = {}
     for path in pipeline_files(Path(project_dir)):
         plan = build_plan(path)
-        stars = [n for n in plan.nodes if n.op == "star_schema"]
+        stars = plan.star_nodes()
         for node in stars:
             name = plan.pipeline if len(stars) == 1 else f"{plan.pipeline}_{node.id}"
             if name in seen:

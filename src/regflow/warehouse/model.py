@@ -292,7 +292,7 @@ def _sized(t: Table, lengths: dict[str, int]) -> Table:
 
 def star_model(plan: Plan, node: PlanNode | str) -> StarModel:
     pn = plan.node(node) if isinstance(node, str) else node
-    if pn.op != "star_schema":
+    if not plan.op_of(pn.id).lands_in_warehouse:
         raise PlanError(f"node '{pn.id}' of pipeline '{plan.pipeline}' is not a star_schema")
     p = StarParams.model_validate(pn.params)
     schema = p.warehouse_schema(plan.pipeline)

@@ -54,7 +54,7 @@ class CobState:
 
 
 def star_nodes(plan: Plan) -> list[str]:
-    return [n.id for n in plan.nodes if n.op == "star_schema"]
+    return [n.id for n in plan.star_nodes()]
 
 
 def _table_exists(cur: Any, d: Any, schema: str, table: str) -> bool:
