@@ -172,21 +172,6 @@ def _pipeline_folder(path: Path, root: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------- preview
-def reusable_stages(plan: Plan, run: Any) -> set[str]:
-    """Stages whose every persisted output in ``run`` was written by an identical node."""
-    ok: set[str] = set()
-    for stage in plan.stages:
-        if any(u not in ok for u in stage.upstream):
-            continue
-        try:
-            meta = run.metadata(stage.id)
-        except StorageError:
-            continue
-        if meta.get("node_hash") == plan.node(stage.id).data_hash:
-            ok.add(stage.id)
-    return ok
-
-
 def preview(
     spec: Path, project: Path, rules: list[LoadedRule], cob: str, storage: Path, log: Any = print
 ) -> dict[str, Any]:
@@ -194,7 +179,9 @@ def preview(
     from regflow.adjust.models import AdjustmentRule
     from regflow.plan.build import build_plan_with_rules
     from regflow.plan.compiler import compile_file
-    from regflow.runtime.executor import run_stage
+    from regflow.plan.reuse import reusable_stages
+    from regflow.runtime.executor import run_stage, run_variables
+    from regflow.runtime.sources import fingerprint, resolve_source_path
     from regflow.spec.yamlpos import SourceMap
     from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run
 
@@ -213,7 +200,16 @@ def preview(
     for r in rules:
         merged[r.rule.rule_id] = r
     plan = build_plan_with_rules(spec, list(merged.values()), label=f"run {before.run_id} + PR")
-    reuse = reusable_stages(plan, before)
+    variables = run_variables(plan, cob, params)
+
+    def source_state(name: str) -> tuple[str, str]:
+        path, files = resolve_source_path(plan.source(name), variables)
+        return str(path), fingerprint(files)
+
+    # the run's own rule: a stage is taken from the base run only when nothing it depends on
+    # changed (its node, the params, its sources' files, the regflow version, its upstream)
+    why_not = reusable_stages(plan, before, params=params, source_state=source_state)
+    reuse = {s for s, why in why_not.items() if why is None}
     scratch_root = Path(tempfile.mkdtemp(prefix="regflow-preview-"))
     after = RunRef(scratch_root, plan.pipeline, cob, "preview")
     reports = []
@@ -223,6 +219,7 @@ def preview(
         if stage.id in reuse:
             log(f"  reusing stage {stage.id} from run {before.run_id} (unchanged)")
             continue
+        log(f"  recomputing stage {stage.id}: {why_not[stage.id]}")
         reports.append(
             run_stage(
                 plan,
