@@ -29,7 +29,7 @@ from lcr_reference import (
 from runtime_helpers import run_all_stages
 
 from regflow.adjust.loader import load_rule_file
-from regflow.cli.adjustments import preview
+from regflow.cli.adjust_preview import preview
 from regflow.cli.main import main
 from regflow.plan.build import build_plan
 from regflow.spec.models import LINEAGE_COLUMN as LID

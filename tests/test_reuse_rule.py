@@ -21,7 +21,7 @@ from runtime_helpers import run_all_stages
 from test_adjust_lcr import AMOUNTS, NEW_ADD, assert_close, copy_project, expected_lcr
 
 from regflow.adjust.loader import load_rule_file
-from regflow.cli.adjustments import preview
+from regflow.cli.adjust_preview import preview
 from regflow.plan.build import build_plan
 from regflow.storage import META_FILE, RunRef, publish_run
 
