@@ -29,7 +29,7 @@ from lcr_reference import (
 from runtime_helpers import run_all_stages
 
 from regflow.adjust.loader import load_rule_file
-from regflow.cli.adjustments import preview
+from regflow.cli.adjust_preview import preview
 from regflow.cli.main import main
 from regflow.plan.build import build_plan
 from regflow.spec.models import LINEAGE_COLUMN as LID
@@ -294,9 +294,13 @@ NEW_ADD = 500_000_000
 
 
 @pytest.fixture(scope="module")
-def pr_project(base, tmp_path_factory) -> Path:
-    """The project as a pull request changes it: ADJ-2026-0003 adds 500m instead of 250m."""
-    project = copy_project(tmp_path_factory.mktemp("pr") / "project")
+def pr_project(base) -> Path:
+    """The project as a pull request changes it: ADJ-2026-0003 adds 500m instead of 250m.
+
+    The checkout the base run was computed from, so the reference data kept with the pipeline
+    is the base run's (same path, same files): a checkout elsewhere also recomputes the stages
+    reading it (the run's reuse rule; see tests/test_reuse_rule.py)."""
+    project = base.project
     f = project / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
     text = f.read_text()
     assert "value: 250000000}" in text

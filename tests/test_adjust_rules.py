@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from regflow.adjust.loader import load_rule_file
-from regflow.cli.adjustments import validate_rules
+from regflow.cli.adjust_check import validate_rules
 from regflow.cli.main import main
 from regflow.errors import AdjustmentError, Problem
 from regflow.plan.build import build_plan

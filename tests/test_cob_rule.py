@@ -137,7 +137,7 @@ def test_the_lcr_dag_says_which_cob_a_scheduled_run_computes(tmp_path):
 PROBE = textwrap.dedent("""
     import datetime as dt, json, os, sys
     from pathlib import Path
-    from regflow.cli.airflow_run import configure_airflow, ensure_db
+    from regflow.cli.airflow_setup import configure_airflow, ensure_db
     project = Path(sys.argv[1])
     home = configure_airflow(project)
     os.environ["REGFLOW_STORAGE"] = sys.argv[2]

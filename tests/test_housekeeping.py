@@ -177,7 +177,7 @@ def test_export_of_an_unpublished_run_is_refused_unless_allowed(base, tmp_path):
 
 
 def test_runs_started_in_the_same_second_get_their_own_log_files(tmp_path):
-    from regflow.cli.airflow_run import new_log_file
+    from regflow.cli.airflow_setup import new_log_file
 
     paths = {new_log_file(tmp_path) for _ in range(5)}
     assert len(paths) == 5 and all(p.exists() for p in paths)

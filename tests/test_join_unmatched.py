@@ -14,7 +14,7 @@ import pytest
 from runtime_helpers import COB, run_all_stages
 
 from regflow.cli.airflow_run import RunResult
-from regflow.cli.commands import print_run_summary
+from regflow.cli.run import print_run_summary
 from regflow.errors import DataError
 from regflow.plan.compiler import compile_file
 from regflow.render.tasks import publish_task

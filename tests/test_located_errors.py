@@ -312,7 +312,7 @@ def test_validate_reports_arithmetic_on_a_string_column_at_its_place(tmp_path):
 def test_impossible_dates_in_a_rule_are_located_and_every_other_error_listed(
     tmp_path, monkeypatch, capsys
 ):
-    from regflow.cli.adjustments import validate_rules
+    from regflow.cli.adjust_check import validate_rules
     from regflow.cli.main import main
 
     for name in ("pipelines", "operators", "adjustments"):

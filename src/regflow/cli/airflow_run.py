@@ -10,19 +10,22 @@ project needs no ``dags/`` copy (and the DAG tested is the one of the spec given
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from regflow.errors import ConfigError, RegflowError, RunError
+from regflow.cli.airflow_setup import (
+    configure_airflow,
+    dag_folder_for,
+    ensure_db,
+    new_log_file,
+    redirect_fds,
+)
+from regflow.errors import RegflowError, RunError
 
 
 @dataclass
@@ -35,85 +38,6 @@ class RunResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     log_file: str = ""
-
-
-def configure_airflow(project_dir: Path) -> Path:
-    from regflow.project import default_airflow_home
-
-    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(default_airflow_home(project_dir))))
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "120")
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
-_DAG_FILE = """\
-# Written by `regflow run` for Airflow's dag.test: the DAG of one spec. Not for deployment
-# (point a real Airflow at the project's dags/ folder).
-from regflow.plan.cache import load_plan
-from regflow.render.airflow_dag import build_dag
-
-dag = build_dag(load_plan({spec!r}, adjustments={adjustments!r}))
-"""
-
-
-def dag_folder_for(home: Path, spec_path: Path, adjustments: Path | None) -> Path:
-    """A DAGs folder holding one generated file that builds the DAG of ``spec_path`` (with the
-    rules of ``adjustments``): one folder per spec and rule folder, so concurrent runs of
-    different specs sharing one Airflow home do not overwrite each other's file."""
-    spec = str(spec_path.resolve())
-    adj = str(adjustments.resolve()) if adjustments is not None else None
-    key = hashlib.sha256(f"{spec}\0{adj}".encode()).hexdigest()[:16]
-    folder = home / "regflow-dags" / key
-    folder.mkdir(parents=True, exist_ok=True)
-    text = _DAG_FILE.format(spec=spec, adjustments=adj)
-    target = folder / "regflow_run_dag.py"
-    if not target.exists() or target.read_text() != text:
-        tmp = folder / f".regflow_run_dag.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    return folder
-
-
-def ensure_db(home: Path, log: TextIO) -> None:
-    from importlib.metadata import version
-
-    marker = home / ".regflow-db-migrated"
-    want = version("apache-airflow")
-    if marker.exists() and marker.read_text().strip() == want:
-        return
-    print(f"preparing the Airflow metadata database in {home} (first run) ...", flush=True)
-    airflow = Path(sys.executable).parent / "airflow"
-    cmd = (
-        [str(airflow), "db", "migrate"]
-        if airflow.exists()
-        else [sys.executable, "-m", "airflow", "db", "migrate"]
-    )
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        raise ConfigError(f"`airflow db migrate` failed (exit {proc.returncode}); see {log.name}")
-    marker.write_text(want)
-
-
-@contextlib.contextmanager
-def _redirect_fds(target: TextIO) -> Iterator[TextIO]:
-    """Send fds 1 and 2 (Python, Airflow and the JVM) to ``target``; yield the real stdout."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    real = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(target.fileno(), 1)
-    os.dup2(target.fileno(), 2)
-    try:
-        yield real
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        os.close(saved_out)
-        os.close(saved_err)
-        real.close()
 
 
 def run_through_airflow(
@@ -143,7 +67,7 @@ def run_through_airflow(
 
         plan = load_plan(spec_path, adjustments=adjustments)
         t0 = time.perf_counter()
-        redirect = contextlib.nullcontext(sys.stdout) if verbose else _redirect_fds(log)
+        redirect = contextlib.nullcontext(sys.stdout) if verbose else redirect_fds(log)
         with redirect as real_stdout:
             progress.set_sink(real_stdout)
             from regflow.render import tasks as task_module
@@ -202,20 +126,6 @@ def run_through_airflow(
             raise exc
         raise RunError(message, pipeline=plan.pipeline, cob=cob)
     return result
-
-
-def new_log_file(logs: Path) -> Path:
-    """A log file of its own for one run (created here, exclusively): runs started in the
-    same second, in parallel or one after the other, never share one."""
-    stamp = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}"
-    for n in range(1000):
-        path = logs / f"regflow-run-{stamp}{f'-{n}' if n else ''}.log"
-        try:
-            with open(path, "x"):
-                return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"cannot create a log file in {logs}: 1000 of this second exist")
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from regflow.errors import ConfigError, RegflowError
 
 
 def _plans(project: Path, pipeline: str | None) -> list[Any]:
-    from regflow.cli.commands import resolve_spec
+    from regflow.cli.common import resolve_spec
     from regflow.plan.cache import load_plan
 
     if pipeline:

@@ -33,14 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from regflow import __version__
-from regflow.errors import RegflowError, StorageError
 from regflow.plan.model import Plan, Stage
 from regflow.runtime.executor import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
 from regflow.storage import (
     META_FILE,
-    RUN_SUCCESS_FILE,
     SUCCESS_FILE,
     RunRef,
     discard,
@@ -48,6 +45,7 @@ from regflow.storage import (
     promote,
     write_json_atomic,
 )
+from regflow.storage.reuse import why_not_reusable
 
 
 def why_not_reuse(
@@ -58,45 +56,19 @@ def why_not_reuse(
     variables: Mapping[str, Any],
     params: Mapping[str, Any],
 ) -> str | None:
-    """Why ``stage`` cannot take ``base``'s outputs for ``run``; None when it can."""
-    if plan.node(stage.id).lineage == "sink":
-        return "it lands data for the warehouse, stamped with the run's identity"
-    for up in stage.upstream:
-        report = _report(run, up)
-        if report is None or report.get("reused_from") != base.run_id:
-            return f"upstream stage '{up}' was recomputed"
-    done = _report(base, stage.id)
-    if done is None:
-        return f"run {base.run_id} has no report of it"
-    published = base.run_dir / RUN_SUCCESS_FILE
-    if not published.exists():
-        return f"run {base.run_id} is not a successful run"
-    summary = json.loads(published.read_text())
-    if dict(summary.get("params") or {}) != dict(params):
-        return f"the run's params differ from run {base.run_id}'s"
-    outputs = {o["name"] for o in done.get("outputs", [])}
-    for name in [*stage.outputs, *stage.checkpoints]:
-        if name not in outputs:
-            return f"run {base.run_id} did not store '{name}'"
-    for name in sorted(outputs):
-        try:
-            meta = base.metadata(name)
-        except StorageError:
-            return f"'{name}' of run {base.run_id} is incomplete"
-        node = meta.get("node", "")
-        if node not in stage.nodes or meta.get("node_hash") != plan.node(node).data_hash:
-            return f"node '{node}' changed since run {base.run_id}"
-        if meta.get("code_version") != f"regflow {__version__}":
-            return f"run {base.run_id} was computed by {meta.get('code_version')}"
-    for name in stage.sources:
-        was = done.get("sources", {}).get(name) or {}
-        try:
-            path, files = resolve_source_path(plan.source(name), dict(variables))
-        except RegflowError:
-            return f"source '{name}' cannot be found"
-        if was.get("path") != str(path) or was.get("fingerprint") != fingerprint(files):
-            return f"source '{name}' changed since run {base.run_id}"
-    return None
+    """Why ``stage`` cannot take ``base``'s outputs for ``run``; None when it can (the rule:
+    :func:`regflow.storage.reuse.why_not_reusable`, shared with the adjustment preview)."""
+    reused = {
+        up for up in stage.upstream if (_report(run, up) or {}).get("reused_from") == base.run_id
+    }
+
+    def source_state(name: str) -> tuple[str, str]:
+        path, files = resolve_source_path(plan.source(name), dict(variables))
+        return str(path), fingerprint(files)
+
+    return why_not_reusable(
+        plan, stage, base, params=params, reused=reused, source_state=source_state
+    )
 
 
 def reuse_stage(

@@ -1,0 +1,153 @@
+"""One stage-reuse rule for the run and the adjustment preview (issue 19).
+
+The preview of a rule change recomputes only what the change touches and takes every other
+stage from the cob's latest successful run. It must decide that by the run's own rule
+(``regflow.storage.reuse``): a stage whose sources were corrected since the base run, or whose
+outputs another regflow version computed, is recomputed, not reused because its node hash
+alone still matches. The figures it reports are checked against the independent LCR oracle
+of ``test_adjust_lcr`` (the reference with the rules applied by hand).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from runtime_helpers import run_all_stages
+from test_adjust_lcr import AMOUNTS, NEW_ADD, assert_close, copy_project, expected_lcr
+
+from regflow.adjust.loader import load_rule_file
+from regflow.cli.adjust_preview import preview
+from regflow.plan.build import build_plan
+from regflow.storage import META_FILE, RunRef, publish_run
+
+COB = dt.date(2026, 3, 31)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, spark) -> dict:
+    """Data of its own (this module corrects it), the LCR with the three sample rules run and
+    published as 'base', and the project as a pull request changing ADJ-2026-0003."""
+    from regflow.demo.data import generate_demo_data
+
+    tmp = tmp_path_factory.mktemp("reuse-rule")
+    data = tmp / "data"
+    generate_demo_data(data, cob=COB, deals=2_000, entities=5, seed=7)
+    project = copy_project(tmp / "project")
+    storage = tmp / "storage"
+    plan = build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
+    params = {"data_root": str(data)}
+    run_all_stages(plan, storage, "base", spark, params, cob=COB.isoformat())
+    run = RunRef(storage, "lcr", COB.isoformat(), "base")
+    rules = [r for n in plan.adjustment_nodes() for r in n.params["rules"]]
+    publish_run(run, {"params": params, "rules": rules})
+    # the pull request, on the checkout the base run was computed from (see test_adjust_lcr)
+    pr = project
+    f = pr / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
+    f.write_text(f.read_text().replace("value: 250000000}", f"value: {NEW_ADD}}}"))
+    changed, problems = load_rule_file(f)
+    assert problems == [] and changed is not None
+    return {"data": data, "storage": storage, "run": run, "pr": pr, "rule": changed}
+
+
+def _preview(setup: dict) -> dict:
+    pr = setup["pr"]
+    return preview(
+        pr / "pipelines" / "lcr.yaml",
+        pr,
+        [setup["rule"]],
+        COB.isoformat(),
+        setup["storage"],
+        log=lambda _m: None,
+    )
+
+
+def test_a_stage_computed_by_another_regflow_version_is_recomputed(setup):
+    # the control: the preview of the rule change reuses what the change cannot touch
+    out = _preview(setup)
+    assert out["reused_stages"] == ["entity_buckets", "weigh__adjusted"]
+    assert out["recomputed_stages"] == ["entity_lcr"]
+    # the base run's aggregate as an older regflow wrote it
+    meta_file = setup["run"].node_dir("entity_buckets") / META_FILE
+    original = meta_file.read_text()
+    meta = json.loads(original)
+    meta_file.write_text(json.dumps({**meta, "code_version": "regflow 0.0.1"}))
+    try:
+        out = _preview(setup)
+    finally:
+        meta_file.write_text(original)
+    # (the node-hash-only rule reused it: ["entity_buckets", "weigh__adjusted"])
+    assert out["reused_stages"] == ["weigh__adjusted"]
+    assert out["recomputed_stages"] == ["entity_buckets", "entity_lcr"]
+
+
+def test_a_stage_whose_source_was_corrected_is_recomputed(setup):
+    """A late correction of the cob's FX rates: every stage reading them, and everything
+    downstream, is recomputed; the preview then reports the figures the next run would, with
+    the corrected rates and the changed rule, against the base run's."""
+    before = expected_lcr(setup["data"]).rows  # the base run: the original rates, rule 250m
+    fx = next((setup["data"] / "fx_rates").glob("cob=*/*.parquet"))
+    table = pq.read_table(fx)
+    i = table.schema.get_field_index("usd_rate")
+    rates = [
+        r * Decimal("1.1") if c == "EUR" else r
+        for c, r in zip(table["currency"].to_pylist(), table["usd_rate"].to_pylist(), strict=True)
+    ]
+    field = table.schema.field(i)
+    fixed = table.set_column(i, field, pa.array([round(r, 8) for r in rates], field.type))
+    pq.write_table(fixed, fx)
+    after = expected_lcr(setup["data"], rule3_add=NEW_ADD).rows
+
+    out = _preview(setup)
+
+    # (the node-hash-only rule reused ["entity_buckets", "weigh__adjusted"], so the figures
+    # mixed the old rates with the new rule)
+    assert out["reused_stages"] == []
+    assert out["recomputed_stages"] == ["weigh__adjusted", "entity_buckets", "entity_lcr"]
+    want = {
+        (e, m): (before[e][m], after[e][m])
+        for e in after
+        for m in [*AMOUNTS, "lcr"]
+        if before[e][m] != after[e][m]
+    }
+    assert {e for e, _ in want} > {"LE003", "GROUP"}  # the correction moves more than LE003
+    got = {(r["legal_entity"], r["measure"]): r for r in out["changes"]["entity_lcr"]}
+    assert sorted(got) == sorted(want)
+    for key, (old, new) in want.items():
+        num = (lambda v: v) if key[1] == "lcr" else (lambda v: Decimal(str(v)))
+        assert_close(num(got[key]["before"]), old, f"{key} before")
+        assert_close(num(got[key]["after"]), new, f"{key} after")
+
+
+def test_the_rule_says_why_not(setup):
+    """The shared rule itself, as both callers use it: reasons, not just a verdict."""
+    from regflow.plan.build import build_plan_with_rules
+    from regflow.storage.reuse import why_not_reusable
+
+    run = setup["run"]
+    summary = json.loads((run.run_dir / "_RUN_SUCCESS").read_text())
+    from regflow.adjust.loader import load_rule_set
+
+    rules, _, _ = load_rule_set([setup["pr"] / "adjustments" / "lcr"])
+    plan = build_plan_with_rules(setup["pr"] / "pipelines" / "lcr.yaml", rules, label="PR")
+    first = plan.stages[0]
+    report = json.loads(run.stage_report(first.id).read_text())
+    now = {n: (s["path"], s["fingerprint"]) for n, s in report["sources"].items()}
+
+    def why(stage, params=summary["params"], reused=(), state=now.__getitem__):
+        return why_not_reusable(plan, stage, run, params=params, reused=reused, source_state=state)
+
+    assert why(first) is None
+    assert "warehouse" in why(plan.stage("lcr_star"))
+    assert "params differ" in why(first, params={**summary["params"], "extra": "1"})
+    assert "upstream stage 'weigh__adjusted'" in why(plan.stage("entity_buckets"))
+    assert why(plan.stage("entity_buckets"), reused={"weigh__adjusted"}) is None
+    assert "node 'entity_buckets__adjusted' changed" in why(
+        plan.stage("entity_lcr"), reused={"entity_buckets"}
+    )
+    moved = {**now, "fx_rates": (now["fx_rates"][0], "0" * 16)}
+    assert "source 'fx_rates' changed" in why(first, state=moved.__getitem__)
