@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench install check-java clean
+.PHONY: demo test test-fast lint format bench install check-java clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "regflow needs Python 3.11+")'
@@ -25,6 +25,13 @@ demo: check-java install
 
 test: check-java install
 	$(PY) -m pytest -q
+
+# The inner loop: every test not marked slow (unit and golden tests, single stages on real
+# Spark; no whole-pipeline Airflow runs, subprocess CLIs or spark-submit), on TEST_WORKERS
+# pytest-xdist workers, a module's tests on one worker (its module fixtures built once).
+TEST_WORKERS ?= 2
+test-fast: check-java install
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check src tests operators dags benchmarks

@@ -9,6 +9,7 @@ sums, every further step is done with :class:`fractions.Fraction`, and results a
 
 from __future__ import annotations
 
+import csv
 import decimal
 from datetime import date, timedelta
 from fractions import Fraction
@@ -20,48 +21,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# lcr_category -> (bucket, factor), copied from lcr_categories.csv (BCBS 238 Annex 4).
-LCR_CATEGORIES: dict[str, tuple[str, str]] = {
-    "L1": ("L1", "1.00"),
-    "L2A": ("L2A", "0.85"),
-    "L2B_RMBS": ("L2B", "0.75"),
-    "L2B_CORP": ("L2B", "0.50"),
-    "L2B_EQUITY": ("L2B", "0.50"),
-    "NON_HQLA": ("NONE", "0.00"),
-    "RETAIL_STABLE": ("OUTFLOW", "0.05"),
-    "RETAIL_LESS_STABLE": ("OUTFLOW", "0.10"),
-    "RETAIL_TERM": ("NONE", "0.00"),
-    "SME_STABLE": ("OUTFLOW", "0.05"),
-    "SME_LESS_STABLE": ("OUTFLOW", "0.10"),
-    "OPERATIONAL": ("OUTFLOW", "0.25"),
-    "OPERATIONAL_INSURED": ("OUTFLOW", "0.05"),
-    "NFC_UNSECURED": ("OUTFLOW", "0.40"),
-    "NFC_INSURED": ("OUTFLOW", "0.20"),
-    "FI_UNSECURED": ("OUTFLOW", "1.00"),
-    "WHOLESALE_TERM": ("NONE", "0.00"),
-    "SF_L1": ("OUTFLOW", "0.00"),
-    "SF_L2A": ("OUTFLOW", "0.15"),
-    "SF_L2B_RMBS": ("OUTFLOW", "0.25"),
-    "SF_L2B_OTHER": ("OUTFLOW", "0.50"),
-    "SF_OTHER": ("OUTFLOW", "1.00"),
-    "CF_RETAIL": ("OUTFLOW", "0.05"),
-    "CF_NFC": ("OUTFLOW", "0.10"),
-    "CF_BANK": ("OUTFLOW", "0.40"),
-    "CF_OTHER_FI": ("OUTFLOW", "0.40"),
-    "LF_RETAIL": ("OUTFLOW", "0.05"),
-    "LF_NFC": ("OUTFLOW", "0.30"),
-    "LF_BANK": ("OUTFLOW", "0.40"),
-    "LF_OTHER_FI": ("OUTFLOW", "1.00"),
-    "SL_L1": ("INFLOW", "0.00"),
-    "SL_L2A": ("INFLOW", "0.15"),
-    "SL_L2B_RMBS": ("INFLOW", "0.25"),
-    "SL_L2B_OTHER": ("INFLOW", "0.50"),
-    "SL_OTHER": ("INFLOW", "1.00"),
-    "IN_RETAIL": ("INFLOW", "0.50"),
-    "IN_NFC": ("INFLOW", "0.50"),
-    "IN_FI": ("INFLOW", "1.00"),
-    "INFLOW_TERM": ("NONE", "0.00"),
-}
+# The BCBS 238 factor table is spec data (copied from BCBS 238 Annex 4): the oracle reads the
+# one copy regflow ships, ``src/regflow/reference/lcr_categories.csv``, as plain CSV (no regflow
+# import; its classification and arithmetic below are its own). The pipeline's project copy,
+# pipelines/reference/lcr_categories.csv, is checked identical (tests/test_reference_data.py).
+FACTOR_TABLE = Path(__file__).resolve().parent.parent / "src/regflow/reference/lcr_categories.csv"
+
+
+def _read_factor_table(path: Path) -> dict[str, tuple[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return {r["lcr_category"]: (r["bucket"], r["factor"]) for r in csv.DictReader(f)}
+
+
+# lcr_category -> (bucket, factor as its exact decimal text)
+LCR_CATEGORIES: dict[str, tuple[str, str]] = _read_factor_table(FACTOR_TABLE)
 
 BUCKET_COLUMNS = {
     "L1": "l1",

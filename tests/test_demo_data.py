@@ -20,7 +20,6 @@ from lcr_reference import (
     read_partition,
 )
 
-from regflow.demo import data as demo_data
 from regflow.demo.data import DemoDataSummary, generate_demo_data
 
 COB = date(2026, 3, 31)
@@ -225,10 +224,9 @@ def test_deterministic_bytes(tmp_path: Path) -> None:
     assert a[f"fx_rates/{TAG}/part-00000.parquet"] != c[f"fx_rates/{TAG}/part-00000.parquet"]
 
 
-def test_parts_and_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo_data, "MAX_ROWS_PER_PART", 2000)
-    other = generate_demo_data(tmp_path, cob=date(2026, 3, 30), deals=100)
-    summary = generate_demo_data(tmp_path, cob=COB, deals=5000)
+def test_parts_and_overwrite(tmp_path: Path) -> None:
+    other = generate_demo_data(tmp_path, cob=date(2026, 3, 30), deals=100, max_rows_per_part=2000)
+    summary = generate_demo_data(tmp_path, cob=COB, deals=5000, max_rows_per_part=2000)
     part_dir = tmp_path / "deals" / TAG
     assert [p.name for p in sorted(part_dir.iterdir())] == [
         "part-00000.parquet",
@@ -241,7 +239,7 @@ def test_parts_and_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ]
 
     # a smaller rerun replaces the partition as a whole: no stale parts, no temp leftovers
-    generate_demo_data(tmp_path, cob=COB, deals=1500)
+    generate_demo_data(tmp_path, cob=COB, deals=1500, max_rows_per_part=2000)
     assert [p.name for p in part_dir.iterdir()] == ["part-00000.parquet"]
     assert read_partition(part_dir).num_rows == 1500
     assert not [p for p in tmp_path.rglob(".*")]

@@ -78,10 +78,20 @@ def test_a_rule_change_recomputes_from_its_splice_point_only(spec, lcr_data, spa
         "lcr_star": None,  # a sink stamps the run's identity: always recomputed
     }
     incr = RunRef(root, "lcr", COB.isoformat(), "incr")
-    # the stage's seconds are what taking the outputs cost, not the base run's computing
-    computed = json.loads(base.stage_report("weigh").read_text())["seconds"]
-    assert reports["weigh"]["seconds"] < computed
-    assert all(o["seconds"] == 0.0 for o in reports["weigh"]["outputs"])
+    # a reused stage's report is this run's: the base run's outputs (same names, kinds, rows),
+    # taken into this run's folders, none of them computed; the recomputed stages' are new
+    was = json.loads(base.stage_report("weigh").read_text())
+    took = reports["weigh"]
+    assert took["run_id"] == "incr" and was["run_id"] == "base"
+    assert json.loads(incr.stage_report("weigh").read_text()) == took
+    shape = lambda outs: [(o["name"], o["kind"], o["rows"]) for o in outs]  # noqa: E731
+    assert shape(took["outputs"]) == shape(was["outputs"]) and took["outputs"]
+    assert [o["path"] for o in took["outputs"]] == [
+        str(incr.node_dir(o["name"])) for o in took["outputs"]
+    ]
+    assert all(o["seconds"] == 0.0 for o in took["outputs"])  # taken, not computed
+    for stage in ("entity_lcr", "lcr_star"):
+        assert all(o["path"] == str(incr.node_dir(o["name"])) for o in reports[stage]["outputs"])
     # the same figures as recomputing everything
     full = run(after, root, "full", spark, params, None)
     assert not any(reused(full).values())

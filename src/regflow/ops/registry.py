@@ -78,7 +78,7 @@ def operator(
 
     ``lineage``: ``rowwise`` ops must return the input's ``_lineage_id`` on every row (the
     framework verifies it); ``rollup`` ops may add total rows built with
-    :func:`regflow.runtime.lineage.rollup_rows`; ``aggregate`` ops get a lineage checkpoint.
+    :func:`regflow.runtime.lineage.add_rollup`; ``aggregate`` ops get a lineage checkpoint.
     ``schema(input_schemas, params) -> Schema`` lets the compiler check downstream columns.
     ``roundings``: where the op rounds decimals on purpose (e.g. its divisions), shown by
     ``regflow plan`` (no op may round a decimal without saying so).

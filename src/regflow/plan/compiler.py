@@ -153,7 +153,8 @@ def compile_spec(loaded: LoadedSpec) -> Plan:
                         smap.problem(
                             f"input '{inp}' has no lineage column",
                             loaded.node_path(node_id, "inputs"),
-                            hint=f"the op of '{i}' must declare an output schema with _lineage_id",
+                            hint=f"the op of '{inp}' must declare an output schema"
+                            " with _lineage_id",
                         )
                     )
         try:

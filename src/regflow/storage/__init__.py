@@ -45,8 +45,9 @@ def resolve_root(url: str | None = None, project: Path | None = None) -> Path:
         raw = raw[len("file://") :]
     elif "://" in raw:
         raise ConfigError(
-            f"storage URL '{raw}' is not supported on this runtime; use a local path or file://"
-            " (s3:// needs the EKS executor, see docs/deploy.md)"
+            f"storage URL '{raw}' is not supported: use a local path or file://; object"
+            " storage (s3://) is not built yet (docs/deploy.md, 'What exists, and what does not"
+            " yet')"
         )
     return Path(raw).expanduser().resolve()
 
