@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from regflow import settings
 from regflow.errors import ConfigError, RegflowError, RunError
 
 
@@ -89,7 +90,8 @@ def ensure_db(home: Path, log: TextIO) -> None:
         if airflow.exists()
         else [sys.executable, "-m", "airflow", "db", "migrate"]
     )
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+    env = {**os.environ, **settings.current().as_env()}  # a child gets the settings explicitly
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False, env=env)
     if proc.returncode != 0:
         raise ConfigError(f"`airflow db migrate` failed (exit {proc.returncode}); see {log.name}")
     marker.write_text(want)
@@ -130,9 +132,8 @@ def run_through_airflow(
     project = project_root(spec_path)  # the tasks derive the same root from the spec
     home = configure_airflow(project)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dag_folder_for(home, spec_path, adjustments))
-    os.environ["REGFLOW_STORAGE"] = str(storage_root)
     # the tasks run in this process (dag.test): its death frees the cob's claim at once
-    os.environ["REGFLOW_RUN_PID"] = str(os.getpid())
+    settings.configure(storage=str(storage_root), run_pid=os.getpid())
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = new_log_file(logs)

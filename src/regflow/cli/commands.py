@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from regflow import settings
 from regflow.errors import ConfigError
 from regflow.project import project_root
 
@@ -372,15 +372,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def _use_warehouse(url: str | None) -> None:
-    """`--warehouse` wins over $REGFLOW_WAREHOUSE; the Airflow tasks read the environment."""
-    if url:
-        os.environ["REGFLOW_WAREHOUSE"] = url
+    """`--warehouse` wins over $REGFLOW_WAREHOUSE; the in-process tasks read the settings."""
+    settings.configure(warehouse=url)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _use_warehouse(args.warehouse)
-    if args.allow_empty_replace:  # the load tasks read the environment, like the warehouse
-        os.environ["REGFLOW_ALLOW_EMPTY_REPLACE"] = "1"
+    if args.allow_empty_replace:  # the load tasks read the settings, like the warehouse
+        settings.configure(allow_empty_replace=True)
     spec = resolve_spec(args.pipeline)
     result = run_pipeline(
         spec,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from regflow import __version__
+from regflow import __version__, settings
 from regflow.errors import RegflowError
 
 
@@ -252,16 +252,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.project:  # before anything resolves a default; the Airflow tasks inherit it
-        import os
-
-        from regflow.project import PROJECT_ENV
-
-        os.environ[PROJECT_ENV] = args.project
     from regflow.cli import commands
 
     handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
-    try:
+    try:  # --project before anything resolves a default (a bad REGFLOW_* is said here)
+        settings.configure(project=args.project)
         return int(handler(args) or 0)
     except RegflowError as exc:
         print(f"regflow: {exc}", file=sys.stderr)
@@ -273,9 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("regflow: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # never a raw traceback: the cause, the fix, where the rest is
-        import os
-
-        if args.debug or getattr(args, "verbose", False) or os.environ.get(DEBUG_ENV) == "1":
+        if args.debug or getattr(args, "verbose", False) or settings.current().debug:
             raise
         return _unexpected(exc, args)
 

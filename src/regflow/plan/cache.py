@@ -19,8 +19,9 @@ from regflow.spec.loader import project_dir_of
 
 def cache_dir(project_dir: Path) -> Path:
     from regflow.project import default_plan_cache
+    from regflow.settings import current
 
-    env = os.environ.get("REGFLOW_CACHE_DIR")
+    env = current().cache_dir
     return Path(env) if env else default_plan_cache(project_dir)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -103,7 +102,9 @@ def load_settings(
     exists, else the defaults. An unknown key or a bad value is a ConfigError naming it."""
     import yaml
 
-    chosen = path or os.environ.get(K8S_CONFIG_ENV)
+    from regflow.settings import current
+
+    chosen = path or current().k8s_config
     if chosen is None and project is not None and (project / "deploy/kubernetes.yaml").is_file():
         chosen = project / "deploy" / "kubernetes.yaml"
     if chosen is None:
