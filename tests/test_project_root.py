@@ -264,9 +264,8 @@ def test_the_other_spec_guard_compares_spec_file_and_project(tmp_path, capsys):
 
 
 def test_the_project_flag_sets_the_root_for_the_command(tmp_path, monkeypatch, capsys):
-    from regflow.cli.main import main
-
     from regflow import settings
+    from regflow.cli.main import main
 
     monkeypatch.setenv("REGFLOW_PROJECT", str(tmp_path / "not-a-project"))
     monkeypatch.chdir(tmp_path)  # no pipelines/ here or above
