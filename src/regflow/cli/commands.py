@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from regflow import settings
 from regflow.errors import ConfigError
+from regflow.plan.cob import parse_cob as cob_date
 from regflow.project import project_root
 
 
@@ -40,10 +40,7 @@ def resolve_spec(pipeline: str) -> Path:
 
 
 def parse_cob(text: str) -> str:
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise ConfigError(f"--cob '{text}' is not a date; use YYYY-MM-DD") from None
+    return cob_date(text, "--cob").isoformat()
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -456,7 +453,7 @@ def _pipeline_id(arg: str) -> str:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from regflow.demo.data import generate_demo_data
 
-    cob = dt.date.fromisoformat(parse_cob(args.cob))
+    cob = cob_date(args.cob, "--cob")
     if args.deals < 1 or args.entities < 1:
         raise ConfigError("--deals and --entities must be positive")
     summary = generate_demo_data(
@@ -487,7 +484,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     generate_demo_data(
         data_root,
-        cob=dt.date.fromisoformat(cob),
+        cob=cob_date(cob),
         deals=args.deals,
         entities=args.entities,
         seed=args.seed,
@@ -499,7 +496,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_run_summary(result)
     run = latest_run(storage, "lcr", cob)
     target, columns, rows = _query(
-        "SELECT * FROM lcr.rpt_lcr_entity WHERE cob_date = %s", (dt.date.fromisoformat(cob),)
+        "SELECT * FROM lcr.rpt_lcr_entity WHERE cob_date = %s", (cob_date(cob),)
     )
     import pyarrow as pa
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, DataError, StorageError, WarehouseError
+from regflow.plan.cob import parse_cob
 from regflow.settings import current
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
@@ -133,7 +134,7 @@ class Loader:
         self.log = log
         self.fault = fault or (lambda step: None)
         self.s3 = s3
-        self.cob = dt.date.fromisoformat(run.cob)
+        self.cob = parse_cob(run.cob)
         if allow_empty_replace is None:
             allow_empty_replace = current().allow_empty_replace or model.allow_empty_replace
         self.allow_empty_replace = allow_empty_replace
