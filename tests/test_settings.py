@@ -149,3 +149,10 @@ def test_no_module_reads_or_writes_a_regflow_variable_but_the_settings():
             if _READ.search(line) or re.search(r"os\.environ(\.get\(|\[)[A-Z_]+_ENV\b", line):
                 offenders.append(f"{rel}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_spark_session_takes_its_partitions_from_the_settings(spark):
+    # conftest sets REGFLOW_SHUFFLE_PARTITIONS (4) before the session starts
+    assert (
+        spark.conf.get("spark.sql.shuffle.partitions") == os.environ["REGFLOW_SHUFFLE_PARTITIONS"]
+    )
