@@ -19,6 +19,16 @@ COB = dt.date(2026, 3, 31)
 os.environ.setdefault("REGFLOW_SHUFFLE_PARTITIONS", "4")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """No test sees another's settings (the CLI's configure(), an override left behind)."""
+    from regflow import settings
+
+    settings.reset()
+    yield
+    settings.reset()
+
+
 @pytest.fixture(scope="session")
 def spark():
     import logging

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_airflow_dags import ROOT, dagbag
 
-from regflow.errors import SpecError
+from regflow.errors import ConfigError, SpecError
 from regflow.plan.cob import cob_of_run
 from regflow.plan.compiler import compile_file
 from regflow.plan.explain import explain
@@ -121,10 +121,14 @@ def test_the_json_schema_has_the_cob_rule():
 def test_the_task_cob_applies_the_rule_unless_the_run_has_a_cob(tmp_path):
     plan = compile_file(_spec(tmp_path, RULE))
     tuesday = dt.datetime(2026, 4, 7, 6, 0, tzinfo=dt.UTC)
-    assert _cob({"params": {}, "logical_date": tuesday}, plan) == "2026-04-02"
-    assert _cob({"params": {"cob": "2026-04-07"}, "logical_date": tuesday}, plan) == "2026-04-07"
+    assert _cob({"params": {}, "logical_date": tuesday}, plan) == dt.date(2026, 4, 2)
+    assert _cob({"params": {"cob": "2026-04-07"}, "logical_date": tuesday}, plan) == dt.date(
+        2026, 4, 7
+    )
     plain = compile_file(_spec(tmp_path / "plain", ""))
-    assert _cob({"params": {}, "logical_date": tuesday}, plain) == "2026-04-07"
+    assert _cob({"params": {}, "logical_date": tuesday}, plain) == dt.date(2026, 4, 7)
+    with pytest.raises(ConfigError, match="the run's cob param '2026-02-30' is not a date"):
+        _cob({"params": {"cob": "2026-02-30"}}, plan)
 
 
 def test_the_lcr_dag_says_which_cob_a_scheduled_run_computes(tmp_path):

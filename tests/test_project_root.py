@@ -264,10 +264,13 @@ def test_the_other_spec_guard_compares_spec_file_and_project(tmp_path, capsys):
 
 
 def test_the_project_flag_sets_the_root_for_the_command(tmp_path, monkeypatch, capsys):
+    from regflow import settings
     from regflow.cli.main import main
 
-    monkeypatch.setenv("REGFLOW_PROJECT", "unset-by-the-test")  # restored afterwards
+    monkeypatch.setenv("REGFLOW_PROJECT", str(tmp_path / "not-a-project"))
     monkeypatch.chdir(tmp_path)  # no pipelines/ here or above
     assert main(["--project", str(ROOT), "plan", "lcr"]) == 0
     assert "stage 1: weigh" in capsys.readouterr().out
-    assert os.environ["REGFLOW_PROJECT"] == str(ROOT)
+    # the flag reaches the code through the settings, not by writing the environment
+    assert settings.current().project == str(ROOT)
+    assert os.environ["REGFLOW_PROJECT"] == str(tmp_path / "not-a-project")

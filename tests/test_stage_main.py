@@ -120,3 +120,20 @@ def test_bad_arguments_are_clear(project, capsys):
     base = ["--spec", spec, "--cob", COB, "--run-id", "r"]
     assert main([*base, "--stage", "weigh", "--param", "data_root"]) == 1
     assert "expected K=V" in capsys.readouterr().err
+
+
+def test_a_plan_key_the_files_no_longer_give_is_refused(project, capsys):
+    """The SparkApplication carries the DAG's plan key: a driver whose image (or project)
+    compiles another plan and has not kept the DAG's one refuses before it runs a thing."""
+    from regflow.plan.cache import load_plan, plan_pin
+    from regflow.render.stage_main import main
+
+    spec = project / "pipelines" / "lcr.yaml"
+    key = plan_pin(load_plan(spec))
+    rules, sep, whole = key.partition("-")
+    other = f"{rules}{sep}{'0' * len(whole)}"  # the same rules, another spec
+    base = ["--spec", str(spec), "--cob", COB, "--run-id", "r", "--stage", "weigh"]
+    assert main([*base, "--plan-key", other]) == 1
+    err = capsys.readouterr().err
+    assert "\nerror: [lcr] the spec (or the regflow or operator code it compiles with)" in err
+    assert "trigger the run again" in err

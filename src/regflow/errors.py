@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ class RegflowError(Exception):
 
 class ConfigError(RegflowError):
     """Bad configuration: environment, command line or connection."""
+
+
+class PlanChangedError(ConfigError):
+    """The spec, a rule file or the code changed after the DAG was parsed, and the plan the
+    DAG was built from is no longer in the plan cache: the task refuses to run another plan.
+    ``current`` is the plan the files give now."""
+
+    def __init__(self, message: str, current: Any = None):
+        super().__init__(message)
+        self.current = current
 
 
 class SpecError(RegflowError):

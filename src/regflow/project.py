@@ -47,7 +47,9 @@ def _with_pipelines(start: Path) -> Path | None:
 
 def project_root(spec: Path | str | None = None) -> Path:
     """The project root (see the module docstring for the precedence)."""
-    env = os.environ.get(PROJECT_ENV)
+    from regflow.settings import current
+
+    env = current().project
     if env:
         root = Path(env).expanduser().resolve()
         if not root.is_dir():

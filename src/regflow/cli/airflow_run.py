@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regflow import settings
 from regflow.cli.airflow_setup import (
     configure_airflow,
     dag_folder_for,
@@ -54,9 +55,8 @@ def run_through_airflow(
     project = project_root(spec_path)  # the tasks derive the same root from the spec
     home = configure_airflow(project)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dag_folder_for(home, spec_path, adjustments))
-    os.environ["REGFLOW_STORAGE"] = str(storage_root)
     # the tasks run in this process (dag.test): its death frees the cob's claim at once
-    os.environ["REGFLOW_RUN_PID"] = str(os.getpid())
+    settings.configure(storage=str(storage_root), run_pid=os.getpid())
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = new_log_file(logs)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from regflow import settings
 from regflow.errors import ConfigError
 
 
@@ -72,7 +73,8 @@ def ensure_db(home: Path, log: TextIO) -> None:
         if airflow.exists()
         else [sys.executable, "-m", "airflow", "db", "migrate"]
     )
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+    env = {**os.environ, **settings.current().as_env()}  # a child gets the settings explicitly
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False, env=env)
     if proc.returncode != 0:
         raise ConfigError(f"`airflow db migrate` failed (exit {proc.returncode}); see {log.name}")
     marker.write_text(want)

@@ -4,12 +4,12 @@ storage root. Light imports only: every verb module imports this one to build th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from regflow import settings
 from regflow.errors import ConfigError
+from regflow.plan.cob import parse_cob as cob_date
 from regflow.project import project_root
 
 # what `add_subparsers` returns: each verb module's `add_<verb>` adds its parser to it
@@ -52,10 +52,7 @@ def pipeline_id(arg: str) -> str:
 
 
 def parse_cob(text: str) -> str:
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise ConfigError(f"--cob '{text}' is not a date; use YYYY-MM-DD") from None
+    return cob_date(text, "--cob").isoformat()
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -77,6 +74,5 @@ def storage_root(url: str | None, project: Path | None = None) -> Path:
 
 
 def use_warehouse(url: str | None) -> None:
-    """`--warehouse` wins over $REGFLOW_WAREHOUSE; the Airflow tasks read the environment."""
-    if url:
-        os.environ["REGFLOW_WAREHOUSE"] = url
+    """`--warehouse` wins over $REGFLOW_WAREHOUSE; the in-process tasks read the settings."""
+    settings.configure(warehouse=url)

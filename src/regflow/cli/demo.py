@@ -4,7 +4,6 @@ them (generate, run through Airflow, read the LCR back from the warehouse)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 
 from regflow.cli.common import (
@@ -16,6 +15,7 @@ from regflow.cli.common import (
     use_warehouse,
 )
 from regflow.errors import ConfigError
+from regflow.plan.cob import parse_cob as cob_date
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_demo(sub: Subcommands) -> None:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from regflow.demo.data import generate_demo_data
 
-    cob = dt.date.fromisoformat(parse_cob(args.cob))
+    cob = cob_date(args.cob, "--cob")
     if args.deals < 1 or args.entities < 1:
         raise ConfigError("--deals and --entities must be positive")
     summary = generate_demo_data(
@@ -76,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     generate_demo_data(
         data_root,
-        cob=dt.date.fromisoformat(cob),
+        cob=cob_date(cob),
         deals=args.deals,
         entities=args.entities,
         seed=args.seed,
@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_run_summary(result)
     run = latest_run(storage, "lcr", cob)
     target, columns, rows = query(
-        "SELECT * FROM lcr.rpt_lcr_entity WHERE cob_date = %s", (dt.date.fromisoformat(cob),)
+        "SELECT * FROM lcr.rpt_lcr_entity WHERE cob_date = %s", (cob_date(cob),)
     )
     import pyarrow as pa
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from regflow.errors import ConfigError
-from regflow.plan.cob import cob_of_run
+from regflow.plan.cob import cob_of_run, parse_cob
 from regflow.plan.model import Plan
 from regflow.project import project_root
 
@@ -15,10 +14,7 @@ def print_manifests(plan: Plan, args: argparse.Namespace) -> int:
     from regflow.render.k8s import load_settings, manifests_yaml, spark_applications
 
     if args.cob:
-        try:
-            cob = dt.date.fromisoformat(args.cob).isoformat()
-        except ValueError as exc:
-            raise ConfigError(f"--cob {args.cob!r}: expected a date YYYY-MM-DD") from exc
+        cob = parse_cob(args.cob, "--cob").isoformat()
     else:
         today = dt.datetime.now(dt.UTC).date()
         cob = cob_of_run(today, plan.cob_rule, plan.cob_holidays).isoformat()

@@ -7,19 +7,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from regflow import settings
 from regflow.cli.parser import build_parser
 from regflow.errors import RegflowError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.project:  # before anything resolves a default; the Airflow tasks inherit it
-        import os
-
-        from regflow.project import PROJECT_ENV
-
-        os.environ[PROJECT_ENV] = args.project
-    try:
+    try:  # --project before anything resolves a default (a bad REGFLOW_* is said here)
+        settings.configure(project=args.project)
         return int(args.handler(args) or 0)
     except RegflowError as exc:
         print(f"regflow: {exc}", file=sys.stderr)
@@ -31,9 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("regflow: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # never a raw traceback: the cause, the fix, where the rest is
-        import os
-
-        if args.debug or getattr(args, "verbose", False) or os.environ.get(DEBUG_ENV) == "1":
+        if args.debug or getattr(args, "verbose", False) or settings.current().debug:
             raise
         return _unexpected(exc, args)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
+from regflow import settings
 from regflow.cli.common import (
     Subcommands,
     parse_cob,
@@ -70,8 +70,8 @@ def add_run(sub: Subcommands) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     use_warehouse(args.warehouse)
-    if args.allow_empty_replace:  # the load tasks read the environment, like the warehouse
-        os.environ["REGFLOW_ALLOW_EMPTY_REPLACE"] = "1"
+    if args.allow_empty_replace:  # the load tasks read the settings, like the warehouse
+        settings.configure(allow_empty_replace=True)
     spec = resolve_spec(args.pipeline)
     result = run_pipeline(
         spec,

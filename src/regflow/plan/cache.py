@@ -15,11 +15,12 @@ from pathlib import Path
 from regflow import __version__
 from regflow.plan.model import Plan
 from regflow.project import default_plan_cache
+from regflow.settings import current
 from regflow.spec.loader import project_dir_of
 
 
 def cache_dir(project_dir: Path) -> Path:
-    env = os.environ.get("REGFLOW_CACHE_DIR")
+    env = current().cache_dir
     return Path(env) if env else default_plan_cache(project_dir)
 
 
@@ -110,3 +111,80 @@ def load_plan(
     except OSError:
         pass
     return plan
+
+
+# ---------------------------------------------------------------------------- pinned plans
+def plan_pin(plan: Plan) -> str:
+    """The key of exactly this compiled plan: ``<rules>-<plan>``, the first 12 hex digits of
+    the rule set's hash and 16 of the whole plan's JSON (the spec, the rules, and any change
+    of regflow or of an operator that changes the plan)."""
+    import dataclasses
+
+    # where the files lie is not what the plan does: a SparkApplication's image compiles the
+    # same plan from another path
+    bare = dataclasses.replace(plan, file="", adjustments_dir=None)
+    whole = hashlib.sha256(bare.to_json().encode()).hexdigest()[:16]
+    return f"{plan.adjustment_set_hash[:12]}-{whole}"
+
+
+def _pinned_file(spec_path: Path | str, pin: str) -> Path:
+    return cache_dir(project_dir_of(Path(spec_path))) / "pinned" / f"{pin}.json"
+
+
+def pin_plan(plan: Plan) -> str:
+    """Keep ``plan`` in the cache under its :func:`plan_pin` (a DAG's tasks then run exactly
+    the plan the DAG was built from, whatever changes after); return the pin. A cache that
+    cannot be written is skipped: the tasks then refuse a changed plan instead."""
+    pin = plan_pin(plan)
+    path = _pinned_file(plan.file, pin)
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(plan.to_json())
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return pin
+
+
+def _what_changed(pin: str, now: str) -> str:
+    was, new = pin.split("-"), now.split("-")
+    if len(was) != 2:
+        return "the plan"
+    if was[0] != new[0]:
+        return "a rule file"
+    return "the spec (or the regflow or operator code it compiles with)"
+
+
+def load_pinned(
+    spec_path: Path | str, *, adjustments: Path | str | None = None, pin: str | None = None
+) -> Plan:
+    """The plan with key ``pin`` (None: the plan the files give now): from the pinned cache
+    when it is there, else compiled, if the files still give it. Otherwise a
+    :class:`~regflow.errors.PlanChangedError` saying what changed and the fix."""
+    from regflow.errors import PlanChangedError
+
+    if pin is not None:
+        path = _pinned_file(spec_path, pin)
+        try:
+            plan = Plan.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not kept (or unreadable): compile and compare
+        else:
+            if plan_pin(plan) == pin:
+                return plan
+    plan = load_plan(spec_path, adjustments=adjustments)
+    if pin is None:
+        return plan
+    now = plan_pin(plan)
+    if now == pin:
+        return plan
+    what = _what_changed(pin, now)
+    raise PlanChangedError(
+        f"[{plan.pipeline}] {what} changed after the DAG was parsed (the DAG was built from plan "
+        f"{pin}, the files now give {now}) and the DAG's plan is no longer in the plan cache "
+        f"({path.parent}): this task refuses to run a plan the DAG does not show; to fix: wait "
+        "for Airflow to re-parse the DAG, then trigger the run again",
+        current=plan,
+    )

@@ -12,8 +12,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from regflow.errors import ConfigError
+
 RUN_DATE = "run_date"
 PREVIOUS_BUSINESS_DAY = "previous_business_day"
+
+
+def parse_cob(value: str | dt.date, what: str = "cob") -> dt.date:
+    """The one place a cob becomes a date: from the CLI's ``--cob``, a DAG run's ``cob``
+    param, a spark-submit argument or a stored run. A ``datetime`` gives its date."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ConfigError(
+            f"{what} {str(value)!r} is not a date: use YYYY-MM-DD, e.g. 2026-03-31"
+        ) from None
 
 
 def is_business_day(day: dt.date, holidays: frozenset[dt.date]) -> bool:
@@ -26,7 +43,7 @@ def cob_of_run(run_date: dt.date, rule: str, holidays: Iterable[str | dt.date] =
         return run_date
     if rule != PREVIOUS_BUSINESS_DAY:
         raise ValueError(f"unknown cob rule {rule!r}")  # (the spec validates it)
-    off = frozenset(h if isinstance(h, dt.date) else dt.date.fromisoformat(h) for h in holidays)
+    off = frozenset(parse_cob(h, "holiday") for h in holidays)
     day = run_date - dt.timedelta(days=1)
     while not is_business_day(day, off):
         day -= dt.timedelta(days=1)

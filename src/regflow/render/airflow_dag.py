@@ -8,6 +8,7 @@ from typing import Any
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
+from regflow.plan.cache import pin_plan
 from regflow.plan.cob import describe as describe_cob_rule
 from regflow.plan.model import Plan, task_id_of  # (task_id_of: re-exported)
 from regflow.render.docs import dag_doc, load_doc, stage_display_name, stage_doc
@@ -55,6 +56,8 @@ def build_dag(plan: Plan) -> DAG:
         params=params,
         default_args={"owner": plan.owner, "retries": 0},
     )
+    # every task runs exactly this plan, or refuses (docs/architecture.md, "The plan pinned")
+    key = pin_plan(plan)
     tasks = {}
     stage_ids = {s.id for s in plan.stages}
     for stage in plan.stages:
@@ -66,6 +69,7 @@ def build_dag(plan: Plan) -> DAG:
                 "spec_file": plan.file,
                 "stage_id": stage.id,
                 "adjustments_dir": plan.adjustments_dir,
+                "plan_key": key,
             },
             doc_md=stage_doc(plan, stage),
             task_display_name=stage_display_name(plan, stage),
@@ -82,6 +86,7 @@ def build_dag(plan: Plan) -> DAG:
                 "spec_file": plan.file,
                 "node_id": node.id,
                 "adjustments_dir": plan.adjustments_dir,
+                "plan_key": key,
             },
             doc_md=load_doc(plan, node),
             task_display_name=f"load {node.id} → warehouse",
@@ -92,7 +97,11 @@ def build_dag(plan: Plan) -> DAG:
         task_id="publish",
         dag=dag,
         python_callable=_publish_task,
-        op_kwargs={"spec_file": plan.file, "adjustments_dir": plan.adjustments_dir},
+        op_kwargs={
+            "spec_file": plan.file,
+            "adjustments_dir": plan.adjustments_dir,
+            "plan_key": key,
+        },
         doc_md="Marks the run complete and makes it the cob's latest good run.",
     )
     for t in tasks.values():
@@ -102,24 +111,32 @@ def build_dag(plan: Plan) -> DAG:
 
 
 def _run_stage_task(
-    spec_file: str, stage_id: str, adjustments_dir: str | None = None, **context: Any
+    spec_file: str,
+    stage_id: str,
+    adjustments_dir: str | None = None,
+    plan_key: str | None = None,
+    **context: Any,
 ) -> dict[str, Any]:
     from regflow.render.tasks import run_stage_task
 
-    return run_stage_task(spec_file, stage_id, context, adjustments_dir)
+    return run_stage_task(spec_file, stage_id, context, adjustments_dir, plan_key)
 
 
 def _publish_task(
-    spec_file: str, adjustments_dir: str | None = None, **context: Any
+    spec_file: str, adjustments_dir: str | None = None, plan_key: str | None = None, **context: Any
 ) -> dict[str, Any]:
     from regflow.render.tasks import publish_task
 
-    return publish_task(spec_file, context, adjustments_dir)
+    return publish_task(spec_file, context, adjustments_dir, plan_key)
 
 
 def _load_task(
-    spec_file: str, node_id: str, adjustments_dir: str | None = None, **context: Any
+    spec_file: str,
+    node_id: str,
+    adjustments_dir: str | None = None,
+    plan_key: str | None = None,
+    **context: Any,
 ) -> dict[str, Any]:
     from regflow.render.tasks import load_task
 
-    return load_task(spec_file, node_id, context, adjustments_dir)
+    return load_task(spec_file, node_id, context, adjustments_dir, plan_key)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -103,7 +102,9 @@ def load_settings(
     exists, else the defaults. An unknown key or a bad value is a ConfigError naming it."""
     import yaml
 
-    chosen = path or os.environ.get(K8S_CONFIG_ENV)
+    from regflow.settings import current
+
+    chosen = path or current().k8s_config
     if chosen is None and project is not None and (project / "deploy/kubernetes.yaml").is_file():
         chosen = project / "deploy" / "kubernetes.yaml"
     if chosen is None:
@@ -162,11 +163,18 @@ def _size(settings: KubernetesSettings, plan: Plan, stage: Stage, role: str) -> 
 
 
 def stage_args(
-    plan: Plan, stage_id: str, cob: str, run_id: str, spec_in_image: str | None = None
+    plan: Plan,
+    stage_id: str,
+    cob: str,
+    run_id: str,
+    spec_in_image: str | None = None,
+    plan_key: str | None = None,
 ) -> list[str]:
-    """The command line of :mod:`regflow.render.stage_main` for one stage."""
+    """The command line of :mod:`regflow.render.stage_main` for one stage; with the DAG's
+    ``plan_key`` (:func:`regflow.plan.cache.plan_pin`) the stage refuses any other plan."""
     spec = spec_in_image or f"{PROJECT_IN_IMAGE}/pipelines/{Path(plan.file).name}"
-    return ["--spec", spec, "--stage", stage_id, "--cob", cob, "--run-id", run_id]
+    pinned = ["--plan-key", plan_key] if plan_key else []
+    return ["--spec", spec, "--stage", stage_id, "--cob", cob, "--run-id", run_id, *pinned]
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,13 @@ class RunLabels:
 
 
 def spark_application(
-    plan: Plan, stage_id: str, settings: KubernetesSettings, *, cob: str, run_id: str
+    plan: Plan,
+    stage_id: str,
+    settings: KubernetesSettings,
+    *,
+    cob: str,
+    run_id: str,
+    plan_key: str | None = None,
 ) -> dict[str, Any]:
     """The ``SparkApplication`` that runs ``stage_id`` of ``plan`` for one run.
 
@@ -240,7 +254,7 @@ def spark_application(
             "imagePullPolicy": settings.image_pull_policy,
             "sparkVersion": settings.spark_version or metadata.version("pyspark"),
             "mainApplicationFile": MAIN_FILE,
-            "arguments": stage_args(plan, stage_id, cob, run_id),
+            "arguments": stage_args(plan, stage_id, cob, run_id, plan_key=plan_key),
             "sparkConf": {**SESSION_CONF, **S3A_CONF},
             # Airflow owns retries (a retried task resubmits); the operator never restarts
             "restartPolicy": {"type": "Never"},

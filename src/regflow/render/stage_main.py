@@ -2,7 +2,7 @@
 
     python -m regflow.render.stage_main --spec pipelines/lcr.yaml --stage weigh \\
         --cob 2026-03-31 --run-id manual__2026-03-31T00:00:00+00:00 [--adjustments DIR] \\
-        [--recompute changed|all] [--param k=v ...]
+        [--recompute changed|all] [--param k=v ...] [--plan-key KEY]
 
 It calls :func:`regflow.render.tasks.run_stage_task`, the very function the local executor's
 Airflow task calls, with the same context (params, run id): one code path for the claim
@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adjustments", metavar="DIR", help="rule folder (default: the project's)")
     p.add_argument("--recompute", choices=["changed", "all"], default="changed")
     p.add_argument("--param", action="append", default=[], metavar="K=V")
+    p.add_argument(
+        "--plan-key", help="the key of the plan the DAG was built from: refuse any other plan"
+    )
     return p
 
 
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "params": {**params, "cob": args.cob, "recompute": args.recompute},
             "run_id": args.run_id,
         }
-        report = run_stage_task(args.spec, args.stage, context, args.adjustments)
+        report = run_stage_task(args.spec, args.stage, context, args.adjustments, args.plan_key)
     except RegflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,24 +4,98 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regflow.plan.cache import load_plan
-from regflow.plan.cob import cob_of_run
+from regflow.errors import PlanChangedError
+from regflow.plan.cache import load_pinned, plan_pin
+from regflow.plan.cob import cob_of_run, parse_cob
 from regflow.plan.model import Plan
 from regflow.project import project_root, spec_identity
 from regflow.project import run_params as checked_params
+from regflow.settings import Settings, current
 from regflow.storage import RunRef, resolve_root, safe_run_id, write_json_atomic
 
 
-def _cob(context: dict[str, Any], plan: Plan | None = None) -> str:
+@dataclass(frozen=True)
+class RunContext:
+    """What one task of one run works on, built once per task by :func:`_run_context`."""
+
+    plan: Plan
+    cob: dt.date
+    run: RunRef
+    params: dict[str, Any]  # checked, without the control params
+    settings: Settings
+
+
+# The file in a run's folder that names the plan its first task ran: every later task of
+# the run (a retry too) runs that plan, never one the files give after a change
+PLAN_PIN_FILE = "_PLAN"
+
+
+def _pin_run(run: RunRef, pin: str) -> str:
+    """The plan key the run is pinned to: the one its first task recorded, else ``pin``."""
+    path = run.run_dir / PLAN_PIN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{PLAN_PIN_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(pin)
+        try:
+            os.link(tmp, path)  # atomic, and never replaces another task's record
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text().strip() or pin
+
+
+Record = Callable[[Plan, RunRef, BaseException], None]
+
+
+def _run_context(
+    context: dict[str, Any],
+    spec_file: str,
+    adjustments_dir: str | None,
+    plan_key: str | None,
+    record: Record,
+) -> RunContext:
+    """The plan (exactly the one the DAG was built from, ``plan_key``), the cob, the run and
+    its checked params. A failure once the run is known is recorded with ``record``."""
+    try:
+        plan = load_pinned(spec_file, adjustments=adjustments_dir, pin=plan_key)
+    except PlanChangedError as exc:
+        if isinstance(exc.current, Plan):  # say it where `regflow run` and operators look
+            record(exc.current, _run_ref(context, exc.current, _cob(context, exc.current)), exc)
+        raise
+    cob = _cob(context, plan)
+    run = _run_ref(context, plan, cob)
+    try:
+        pinned = _pin_run(run, plan_key or plan_pin(plan))
+        if pinned != plan_pin(plan):  # an earlier task of this run ran another plan
+            plan = load_pinned(spec_file, adjustments=adjustments_dir, pin=pinned)
+        params = _run_params(context, plan)  # a bad trigger is refused before any claim
+    except Exception as exc:
+        record(plan, run, exc)
+        raise
+    return RunContext(plan, cob, run, params, current())
+
+
+def _run_ref(context: dict[str, Any], plan: Plan, cob: dt.date) -> RunRef:
+    """The one place a task builds its run reference: where the cob becomes a path."""
+    run_id = safe_run_id(str(context["run_id"]))
+    return RunRef(_storage_root(plan), plan.pipeline, cob.isoformat(), run_id)
+
+
+def _cob(context: dict[str, Any], plan: Plan | None = None) -> dt.date:
     """The run's cob: its ``cob`` param, else the spec's cob rule (see
     :mod:`regflow.plan.cob`) applied to the date the run is stamped with."""
     params = context.get("params") or {}
     cob = params.get("cob")
     if cob:
-        return str(dt.date.fromisoformat(str(cob)))
+        return parse_cob(cob, "the run's cob param")
     for key in ("logical_date", "data_interval_end"):
         value = context.get(key)
         if value is not None:
@@ -31,10 +105,10 @@ def _cob(context: dict[str, Any], plan: Plan | None = None) -> str:
     return _cob_of_run((run_after or dt.datetime.now(dt.UTC)).date(), plan)
 
 
-def _cob_of_run(run_date: dt.date, plan: Plan | None) -> str:
+def _cob_of_run(run_date: dt.date, plan: Plan | None) -> dt.date:
     if plan is None:
-        return run_date.isoformat()
-    return cob_of_run(run_date, plan.cob_rule, plan.cob_holidays).isoformat()
+        return run_date
+    return cob_of_run(run_date, plan.cob_rule, plan.cob_holidays)
 
 
 # The DAG params that steer a run rather than feed the calculation
@@ -117,7 +191,11 @@ def _record_error(
 
 
 def run_stage_task(
-    spec_file: str, stage_id: str, context: dict[str, Any], adjustments_dir: str | None = None
+    spec_file: str,
+    stage_id: str,
+    context: dict[str, Any],
+    adjustments_dir: str | None = None,
+    plan_key: str | None = None,
 ) -> dict[str, Any]:
     from regflow.render.faults import fault_point
     from regflow.render.publish import reconcile_after_takeover
@@ -125,11 +203,13 @@ def run_stage_task(
     from regflow.runtime.executor import run_stage
     from regflow.storage import claim
 
-    plan = load_plan(spec_file, adjustments=adjustments_dir)
-    cob = _cob(context, plan)
-    run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
+    def record(plan: Plan, run: RunRef, exc: BaseException) -> None:
+        task = plan.task_id(stage_id) if stage_id in {s.id for s in plan.stages} else stage_id
+        _record_error(run, stage_id, exc, task, task=task)
+
+    ctx = _run_context(context, spec_file, adjustments_dir, plan_key, record)
+    plan, run = ctx.plan, ctx.run
     try:
-        params = _run_params(context, plan)  # a bad trigger is refused before it claims the cob
         with claim.held(run, log=progress.log) as held:
             if held.get("taken_over_from"):
                 reconcile_after_takeover(plan, run, held["taken_over_from"], progress.log)
@@ -137,29 +217,33 @@ def run_stage_task(
             report = run_stage(
                 plan,
                 stage_id,
-                cob=cob,
+                cob=run.cob,
                 run_id=run.run_id,
                 root=run.root,
-                params=params,
+                params=ctx.params,
                 reuse_from=_reuse_from(context, run),
             )
     except Exception as exc:  # any failure is the run's: say it (RegflowError or not)
-        task = plan.task_id(stage_id)
-        _record_error(run, stage_id, exc, task, task=task)
+        record(plan, run, exc)
         raise
     return report.to_dict()
 
 
 def publish_task(
-    spec_file: str, context: dict[str, Any], adjustments_dir: str | None = None
+    spec_file: str,
+    context: dict[str, Any],
+    adjustments_dir: str | None = None,
+    plan_key: str | None = None,
 ) -> dict[str, Any]:
     from regflow.render.publish import commit_run
     from regflow.runtime import progress
     from regflow.storage import claim
 
-    plan = load_plan(spec_file, adjustments=adjustments_dir)
-    cob = _cob(context, plan)
-    run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
+    def record(plan: Plan, run: RunRef, exc: BaseException) -> None:
+        _record_error(run, "publish", exc, None)
+
+    ctx = _run_context(context, spec_file, adjustments_dir, plan_key, record)
+    plan, run, cob = ctx.plan, ctx.run, ctx.run.cob
     stages = {}
     for task_id in plan.task_ids():
         path = run.stage_report(task_id)
@@ -170,7 +254,7 @@ def publish_task(
         "spec_hash": plan.data_hash,
         "adjustment_set_hash": plan.adjustment_set_hash,
         "adjustments_dir": plan.adjustments_dir,
-        "params": _run_params(context, plan),
+        "params": ctx.params,
         **spec_identity(plan.file),  # which spec file (in which project) published this
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "stages": stages,
@@ -195,7 +279,11 @@ def publish_task(
 
 
 def load_task(
-    spec_file: str, node_id: str, context: dict[str, Any], adjustments_dir: str | None = None
+    spec_file: str,
+    node_id: str,
+    context: dict[str, Any],
+    adjustments_dir: str | None = None,
+    plan_key: str | None = None,
 ) -> dict[str, Any]:
     """Prepare the warehouse (REGFLOW_WAREHOUSE) for the star staged by ``node_id``: DDL,
     column checks, staged tables complete. Its rows land at ``publish``, in the run's single
@@ -205,10 +293,13 @@ def load_task(
     from regflow.runtime import progress
     from regflow.storage import claim
 
-    plan = load_plan(spec_file, adjustments=adjustments_dir)
-    cob = _cob(context, plan)
-    run = RunRef(_storage_root(plan), plan.pipeline, cob, safe_run_id(str(context["run_id"])))
     stage_id = f"load_{node_id}"
+
+    def record(plan: Plan, run: RunRef, exc: BaseException) -> None:
+        _record_error(run, stage_id, exc, node_id)
+
+    ctx = _run_context(context, spec_file, adjustments_dir, plan_key, record)
+    plan, run = ctx.plan, ctx.run
     try:
         with claim.held(run, log=progress.log):
             fault_point(f"load:{node_id}")

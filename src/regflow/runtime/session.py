@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from regflow.errors import ConfigError
+from regflow.settings import current
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -86,26 +87,23 @@ def get_spark() -> SparkSession:
         from pyspark import SparkConf
         from pyspark.sql import SparkSession
 
-        submitted = (
-            "PYSPARK_GATEWAY_PORT" in os.environ and "REGFLOW_SPARK_MASTER" not in os.environ
-        )
+        settings = current()
+        submitted = "PYSPARK_GATEWAY_PORT" in os.environ and settings.spark_master is None
         conf = SparkConf().setAppName("regflow")
         if not submitted:
             # under spark-submit (a SparkApplication's driver) the master, the driver's memory
             # and the JVM options are spark-submit's: never replace k8s://... by local[*]
-            java_options = os.environ.get("REGFLOW_DRIVER_JAVA_OPTIONS", DEFAULT_JAVA_OPTIONS)
+            java_options = settings.driver_java_options or DEFAULT_JAVA_OPTIONS
             conf = (
-                conf.setMaster(os.environ.get("REGFLOW_SPARK_MASTER", "local[*]"))
-                .set("spark.driver.memory", os.environ.get("REGFLOW_DRIVER_MEMORY", "4g"))
+                conf.setMaster(settings.spark_master or "local[*]")
+                .set("spark.driver.memory", settings.driver_memory)
                 .set("spark.driver.extraJavaOptions", java_options)
                 .set("spark.executor.extraJavaOptions", java_options)
             )
         for key, value in SESSION_CONF.items():
             conf = conf.set(key, value)
         conf = (
-            conf.set(
-                "spark.sql.shuffle.partitions", os.environ.get("REGFLOW_SHUFFLE_PARTITIONS", "8")
-            )
+            conf.set("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
             .set("spark.ui.enabled", "false")
             .set("spark.ui.showConsoleProgress", "false")
         )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from regflow.core.types import Schema, decimal_ps
 from regflow.errors import DataError
+from regflow.plan.cob import parse_cob
 from regflow.plan.model import PlanSource
 from regflow.runtime.lineage import source_lineage_id
 from regflow.runtime.spark_sql import quote_name
@@ -374,7 +375,7 @@ def has_rows(
     if src.format == "parquet" and rows_at_most is not None and not src.options:
         if not src.cob_column:
             return True  # the footers' row count is exact
-        known = _cob_in_row_groups(files, src.cob_column, dt.date.fromisoformat(cob))
+        known = _cob_in_row_groups(files, src.cob_column, parse_cob(cob))
         if known is not None:
             return known
     if src.format == "csv" and not src.cob_column:

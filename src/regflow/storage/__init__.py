@@ -37,8 +37,9 @@ def resolve_root(url: str | None = None, project: Path | None = None) -> Path:
     folder), then the default ``.regflow/storage`` of the project root (``project``, else
     :func:`regflow.project.project_root`)."""
     from regflow.project import default_storage, project_root
+    from regflow.settings import current
 
-    raw = url or os.environ.get("REGFLOW_STORAGE") or ""
+    raw = url or current().storage or ""
     if not raw:
         return default_storage(project or project_root())
     if raw.startswith("file://"):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConcurrentRunError
+from regflow.settings import current
 from regflow.storage import RunRef, write_json_atomic
 
 ACTIVE_FILE = "_ACTIVE"
@@ -47,11 +48,7 @@ def _now() -> dt.datetime:
 
 
 def ttl() -> float:
-    raw = os.environ.get(TTL_ENV)
-    try:
-        return float(raw) if raw else DEFAULT_TTL
-    except ValueError:
-        return DEFAULT_TTL
+    return current().claim_ttl
 
 
 def claim_path(run: RunRef) -> Path:
@@ -67,9 +64,9 @@ def read_claim(run: RunRef) -> dict[str, Any] | None:
 
 
 def _holder_pid(in_task: bool) -> int | None:
-    driver = os.environ.get(DRIVER_PID_ENV)
-    if driver and driver.isdigit():
-        return int(driver)
+    driver = current().run_pid
+    if driver is not None:
+        return driver
     return os.getpid() if in_task else None
 
 

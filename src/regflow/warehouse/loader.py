@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, DataError, StorageError, WarehouseError
+from regflow.plan.cob import parse_cob
+from regflow.settings import current
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
 from regflow.warehouse.migrate import check_columns, existing_schema
@@ -133,10 +134,9 @@ class Loader:
         self.log = log
         self.fault = fault or (lambda step: None)
         self.s3 = s3
-        self.cob = dt.date.fromisoformat(run.cob)
+        self.cob = parse_cob(run.cob)
         if allow_empty_replace is None:
-            env = os.environ.get(ALLOW_EMPTY_ENV, "").strip().lower()
-            allow_empty_replace = env in ("1", "true", "yes") or model.allow_empty_replace
+            allow_empty_replace = current().allow_empty_replace or model.allow_empty_replace
         self.allow_empty_replace = allow_empty_replace
         self._at = "connect"  # the step running, for error messages
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import StorageError
+from regflow.plan.cob import parse_cob
 from regflow.plan.model import Plan
 from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run
 from regflow.warehouse import sql as S
@@ -73,7 +74,7 @@ def warehouse_runs(
     d = target.dialect
     where = ""
     if cob is not None:  # the date key leads the facts' sort key: a range scan
-        where = f" WHERE {d.q(DATE_KEY)} = {int(dt.date.fromisoformat(cob).strftime('%Y%m%d'))}"
+        where = f" WHERE {d.q(DATE_KEY)} = {int(parse_cob(cob).strftime('%Y%m%d'))}"
     cur = conn.cursor()
     out: dict[str, set[str]] = {}
     try:
@@ -133,7 +134,7 @@ def status(plan: Plan, root: Path, target: Target, cob: str | None = None) -> li
 def _remove_cob(target: Target, model: StarModel, plan: Plan, cob: str) -> None:
     """Delete a cob's facts (no successful run serves it), recording it in the load log."""
     d = target.dialect
-    day = dt.date.fromisoformat(cob)
+    day = parse_cob(cob)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     conn = target.connect()
     try:

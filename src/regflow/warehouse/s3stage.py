@@ -63,7 +63,9 @@ def s3_client(region: str | None = None) -> Any:
     import boto3
 
     # AWS_ENDPOINT_URL (or REGFLOW_S3_ENDPOINT) points boto3 at a local S3 API server
-    endpoint = os.environ.get("REGFLOW_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    from regflow.settings import current
+
+    endpoint = current().s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
     return boto3.client("s3", region_name=region, endpoint_url=endpoint or None)
 
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from regflow.errors import ConfigError, RegflowError
 from regflow.redaction import normalise_url, redact, remember_secret, scrub
+from regflow.settings import current
 from regflow.warehouse.dialects import Dialect, get_dialect
 
 ENV = "REGFLOW_WAREHOUSE"
@@ -61,7 +61,7 @@ def _guarded(connect: Callable[[], Any], display: str) -> Callable[[], Any]:
 
 
 def embedded_dir(project_dir: Path | None = None) -> Path:
-    env = os.environ.get("REGFLOW_WAREHOUSE_DIR")
+    env = current().warehouse_dir
     if env:
         return Path(env)
     from regflow.project import default_warehouse_dir, project_root
@@ -100,7 +100,7 @@ def _redshift(url: str) -> Target:
     if not parts.hostname:
         raise ConfigError(f"warehouse URL {redact(url)} names no host")
     user = unquote(parts.username or "")
-    password = os.environ.get("REGFLOW_WAREHOUSE_PASSWORD") or unquote(parts.password or "")
+    password = current().warehouse_password or unquote(parts.password or "")
     remember_secret(password)
     db = parts.path.lstrip("/") or "dev"
     iam = q.get("iam", "").lower() in ("1", "true", "yes")
@@ -182,7 +182,7 @@ def _airflow(url: str) -> Target:
 
 
 def resolve_target(url: str | None = None, *, project_dir: Path | None = None) -> Target:
-    url = (url or os.environ.get(ENV) or "embedded").strip()
+    url = (url or current().warehouse or "embedded").strip()
     scheme = urlsplit(url).scheme.lower()
     if url == "embedded":
         return _embedded(project_dir)
