@@ -73,8 +73,9 @@ def _run_context(
     cob = _cob(context, plan)
     run = _run_ref(context, plan, cob)
     try:
-        pinned = _pin_run(run, plan_key or plan_pin(plan))
-        if pinned != plan_pin(plan):  # an earlier task of this run ran another plan
+        own = plan_key or plan_pin(plan)  # (load_pinned gave exactly plan_key's plan)
+        pinned = _pin_run(run, own)
+        if pinned != own:  # an earlier task of this run ran another plan
             plan = load_pinned(spec_file, adjustments=adjustments_dir, pin=pinned)
         params = _run_params(context, plan)  # a bad trigger is refused before any claim
     except Exception as exc:
