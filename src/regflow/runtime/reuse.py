@@ -36,7 +36,7 @@ from typing import Any
 from regflow import __version__
 from regflow.errors import RegflowError, StorageError
 from regflow.plan.model import Plan, Stage
-from regflow.runtime.executor import run_identity
+from regflow.runtime.report import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
 from regflow.storage import (
     META_FILE,

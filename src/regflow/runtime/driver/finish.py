@@ -1,15 +1,17 @@
-"""Finishing an aggregate on the driver, from its lineage checkpoint while it is in memory.
+"""The driver engine's aggregate and audit steps, from data in the driver's memory.
+
+Finishing an aggregate on the driver, from its lineage checkpoint while it is in memory.
 
 A lineage checkpoint small enough to be clustered on the driver (see
-:func:`regflow.runtime.lineage.cluster_parquet`) is already a pyarrow table there, sorted by
-group key. Summing it there, and reading the adjustment audits it carries from it, saves the
-Spark jobs that would read the checkpoint back, with the same results:
+:func:`regflow.runtime.driver.cluster.cluster_parquet`) is already a pyarrow table there,
+sorted by group key. Summing it there, and reading the adjustment audits it carries from
+it, saves the Spark jobs that would read the checkpoint back, with the same results:
 
 - a measure is finished here only when the result is exactly Spark's: sums and counts of
   integers and decimals (a decimal(p, s) sum is decimal(min(38, p + 10), s), like Spark's),
   sums of floating point numbers (summed in the checkpoint's order), minimums and maximums
-  of integers, decimals and dates. Anything else returns ``None`` and the caller
-  aggregates with Spark. So does a sum that could overflow: Arrow adds 64-bit integers
+  of integers, decimals and dates. Anything else is declined (:class:`Declined`) and the
+  caller aggregates with Spark. So does a sum that could overflow: Arrow adds 64-bit integers
   and decimals modulo 2**64 and 2**128 without a word, so the sum of the values'
   magnitudes, in floating point alongside, must show that no partial sum in any order can
   leave the result type's range (by a wide margin); else Spark decides (it raises an
@@ -28,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from regflow.runtime.adjust_ops import TagWrite, mask_of
+from regflow.runtime.policy import Declined
 from regflow.spec.models import LINEAGE_COLUMN
 
 # the checkpoint column holding the id of the aggregated row each member contributes to
@@ -96,10 +99,10 @@ def finish_aggregate(
     group_by: Sequence[str],
     measures: Mapping[str, str],
     out_types: Mapping[str, str],
-) -> Any | None:
+) -> Any | Declined:
     """The aggregate of a clustered checkpoint ``table``: one row per group, columns
     ``group_by``, the lineage id, then ``measures`` (name -> sum|count|min|max) typed as
-    ``out_types`` (name -> Spark type). ``None`` when the result would not be exactly
+    ``out_types`` (name -> Spark type). Declined when the result would not be exactly
     Spark's (see the module docs).
 
     Sums and counts of groups with no contributing row are 0, minimums and maximums null,
@@ -110,9 +113,9 @@ def finish_aggregate(
 
     names = set(table.column_names)
     if not {*group_by, GROUP_ID_COLUMN, *measures} <= names or table.num_rows > _MAX_ROWS:
-        return None
+        return Declined("the checkpoint lacks a column or has too many rows")
     if any(not _exact(f, table.schema.field(m).type) for m, f in measures.items()):
-        return None
+        return Declined("a measure is not exact on the driver (type or function)")
     work = table.select([*group_by, GROUP_ID_COLUMN, *measures])
     aggs: list[tuple[str, str]] = []
     # sums that could leave their type's range (64-bit integers, decimals): the magnitudes
@@ -132,7 +135,7 @@ def finish_aggregate(
     for m, limit in checks.items():
         approx = grouped.column(f"__f_{m}_sum").to_numpy(zero_copy_only=False)
         if len(approx) and not float(abs(approx[approx == approx]).max(initial=0.0)) < limit:
-            return None
+            return Declined("a sum could overflow its type (Spark decides)")
     columns: dict[str, Any] = {k: grouped.column(k) for k in group_by}
     columns[LINEAGE_COLUMN] = grouped.column(GROUP_ID_COLUMN)
     for m, f in measures.items():
@@ -143,7 +146,7 @@ def finish_aggregate(
         try:
             columns[m] = pc.cast(col, target)  # a safe cast: fails rather than overflow
         except pa.ArrowInvalid:
-            return None
+            return Declined("a result does not fit its type (Spark decides)")
     return pa.table(columns)
 
 
@@ -152,7 +155,7 @@ def audit_table(
     tag: str,
     writes: Sequence[TagWrite],
     constants: Mapping[str, tuple[Any, str]],
-) -> Any | None:
+) -> Any | Declined:
     """The audit rows carried in ``table``'s ``tag`` column (see
     :func:`regflow.runtime.adjust_ops.tag_changes`; ``writes`` from
     :func:`~regflow.runtime.adjust_ops.tag_writes` with the same rules): the ``constants``
@@ -161,7 +164,7 @@ def audit_table(
 
     A write's old value is the field before the rules or after the previous write that
     applied to the row; its new value is the field after the rules, or, when a later write
-    to the field applied too, the value it set. None (the caller then writes the audit
+    to the field applied too, the value it set. Declined (the caller then writes the audit
     with Spark) when that needs arithmetic (an ``add``/``multiply`` followed by another
     write to the field on the same row), when the values' text cannot be made exactly as
     Spark makes it (see :func:`spark_text`), or when the lineage id is not an integer.
@@ -179,7 +182,7 @@ def audit_table(
     tagged = table.select([LINEAGE_COLUMN, tag]).filter(pc.is_valid(table.column(tag)))
     lineage = tagged.column(LINEAGE_COLUMN).combine_chunks()
     if not pa.types.is_integer(lineage.type) or lineage.null_count:
-        return None
+        return Declined("the lineage id is not an integer, or null")
     by_id = np.argsort(lineage.to_numpy())  # (ids are unique; a deterministic order anyway)
     lineage = lineage.take(pa.array(by_id))
     tags = tagged.column(tag).combine_chunks().take(pa.array(by_id))
@@ -212,7 +215,7 @@ def audit_table(
             after = f"n{slot}" in fields
             new_text = spark_text(pc.struct_field(tags, f"n{slot}")) if after else None
             if old_text is None or (after and new_text is None):
-                return None
+                return Declined("a value's text is not made exactly as Spark makes it")
             at_old = pooled(old_text)
             at_new = pooled(new_text) if new_text is not None else -1
             hits = [(masks[mask_of(w.bit)[0]] & mask_of(w.bit)[1]) != 0 for w in chain]
@@ -231,7 +234,7 @@ def audit_table(
                 if not after or more.any():  # the value this write set shows
                     value = _set_text(w, before_rules.type)
                     if value is None:
-                        return None
+                        return Declined("a value between two writes needs arithmetic")
                     set_at[j] = pooled(pa.array([value.as_py()], text))
                 new = (
                     np.where(more, set_at[j], at_new + rows)
@@ -372,11 +375,11 @@ def matched_rows(audit: Any) -> dict[str, int]:
     return {name: int(c) for name, c in zip(rules.dictionary.to_pylist(), counts, strict=True) if c}
 
 
-def rules_by_row(audit: Any) -> Any | None:
+def rules_by_row(audit: Any) -> Any | Declined:
     """Per lineage id of ``audit`` (its ``rule_id`` and lineage id columns): the ids of
     the rules that changed the row, sorted and joined by commas, as Spark's
     ``array_join(array_sort(collect_set(rule_id)), ',')`` makes them; columns
-    ``lineage_id`` and ``adjustment_rules``, one row per id, by id. None when the lineage
+    ``lineage_id`` and ``adjustment_rules``, one row per id, by id. Declined when the lineage
     id is not an integer (Spark's path then)."""
     import numpy as np
     import pyarrow as pa
@@ -384,7 +387,7 @@ def rules_by_row(audit: Any) -> Any | None:
 
     lineage = audit.column(LINEAGE_COLUMN).combine_chunks()
     if not pa.types.is_integer(lineage.type) or lineage.null_count:
-        return None
+        return Declined("the lineage id is not an integer, or null")
     if not len(lineage):
         return pa.table(
             {"lineage_id": pa.array([], pa.int64()), "adjustment_rules": pa.array([], pa.string())}
