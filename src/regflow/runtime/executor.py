@@ -34,7 +34,9 @@ from regflow.runtime.lineage import require_lineage_column, rollup_lineage_id
 from regflow.runtime.persist import StoredFrames, Writer, Written
 from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.runtime.report import OutputReport, StageReport, run_identity, run_variables
+from regflow.runtime.reuse import reuse_stage, why_not_reuse
 from regflow.runtime.sources import read_source, schema_ddl
+from regflow.runtime.star import run_star
 from regflow.runtime.verify import Verifier
 from regflow.spec.loader import project_dir_of
 from regflow.spec.models import LINEAGE_COLUMN
@@ -218,8 +220,6 @@ class StageRunner:
         elif op.lineage != "aggregate":
             inputs = [self.audits.flush(df) for df in inputs]
         if op.lineage == "sink":  # star_schema: stages its tables for the warehouse loader
-            from regflow.runtime.star import run_star
-
             with self._boundary(node.id, user_code=False):
                 run_star(self.writer, node, dict(zip(node.inputs, inputs, strict=True)))
             return
@@ -419,8 +419,6 @@ def run_stage(
     meta = {"adjustment_set_hash": plan.adjustment_set_hash, **(run_meta or {})}
     variables = run_variables(plan, cob, params)
     if reuse_from is not None and reuse_from.run_dir != run.run_dir:
-        from regflow.runtime.reuse import reuse_stage, why_not_reuse
-
         why = why_not_reuse(plan, stage, run, reuse_from, variables, params or {})
         if why is None:
             log(

@@ -103,7 +103,9 @@ class Writer:
         self.report.engines.append(entry)
 
     def show(self, written: Written) -> None:
-        """Show ``written`` to the ``on_written`` subscribers (each write is shown once)."""
+        """Show ``written`` to the ``on_written`` subscribers. Each write is shown once, when
+        its data is in its temporary folder; an audit the driver makes is also shown when it
+        is made, with its ``table`` (in a thread of its own), before it is promoted."""
         for subscriber in self.on_written:
             subscriber(written)
 
