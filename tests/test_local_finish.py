@@ -23,15 +23,10 @@ from regflow.plan.build import build_plan
 from regflow.runtime import builtin_ops
 from regflow.runtime.adjust_ops import tag_changes, tag_writes
 from regflow.runtime.audit_rows import audit_rows
+from regflow.runtime.driver.aggregate import GROUP_ID_COLUMN, finish_aggregate
+from regflow.runtime.driver.audit import audit_table, matched_rows, rules_by_row
 from regflow.runtime.driver.cluster import cluster_parquet
 from regflow.runtime.driver.copy import collect_arrow
-from regflow.runtime.driver.finish import (
-    GROUP_ID_COLUMN,
-    audit_table,
-    finish_aggregate,
-    matched_rows,
-    rules_by_row,
-)
 from regflow.runtime.persist import Written
 from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.spec.models import LINEAGE_COLUMN as LID
@@ -101,7 +96,7 @@ def test_finish_aggregate_is_exactly_sparks_aggregate(spark, tmp_path):
 
 
 def executor_type(spark_type: str):
-    from regflow.runtime.driver.finish import arrow_type
+    from regflow.runtime.driver.aggregate import arrow_type
 
     return arrow_type(spark_type)
 
@@ -515,7 +510,7 @@ def test_audit_table_of_a_splice_point_with_no_rule_in_force_is_empty(spark, dea
 
 
 def test_spark_text_is_sparks_cast_to_string_or_declines(spark):
-    from regflow.runtime.driver.finish import spark_text
+    from regflow.runtime.driver.audit import spark_text
 
     cases = {
         "decimal(38,12)": ["1.01", "0", "-0.000001", "0.0000000001", "-5", None],

@@ -29,7 +29,7 @@ driver its analysis and optimization, about 10 ms):
   changes, not with the rows. The audit's rows, including the value between two writes to
   one field, are rebuilt from it where the audit is written
   (:func:`regflow.runtime.audit_rows.audit_rows` on Spark,
-  :func:`regflow.runtime.driver.finish.audit_table` on the driver), off the hot loop.
+  :func:`regflow.runtime.driver.audit.audit_table` on the driver), off the hot loop.
 
 The audit is one row per matched row and adjusted field: (rule, field, lineage id, old, new).
 """

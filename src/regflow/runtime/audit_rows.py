@@ -1,6 +1,6 @@
 """An adjustment audit's rows replayed by Spark from the rows' audit tags (see
 :mod:`regflow.runtime.adjust_ops`; the driver's twin is
-:func:`regflow.runtime.driver.finish.audit_table`)."""
+:func:`regflow.runtime.driver.audit.audit_table`)."""
 
 from __future__ import annotations
 

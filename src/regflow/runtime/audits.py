@@ -22,7 +22,7 @@ from regflow.ops.adjust import AdjustParams
 from regflow.plan.model import PlanNode
 from regflow.runtime.adjust_ops import AUDIT_COLUMNS, rule_bits, tag_writes
 from regflow.runtime.audit_rows import audit_rows
-from regflow.runtime.driver.finish import audit_table, matched_rows
+from regflow.runtime.driver.audit import audit_table, matched_rows
 from regflow.runtime.parquet import parquet_files, parquet_rows, read_parquet, write_parquet_table
 from regflow.runtime.persist import Writer, Written
 from regflow.runtime.policy import Declined

@@ -20,8 +20,8 @@ from regflow.ops.builtin import (
     JoinParams,
     UnionParams,
 )
+from regflow.runtime.driver.aggregate import GROUP_ID_COLUMN
 from regflow.runtime.driver.checks import repeated_keys
-from regflow.runtime.driver.finish import GROUP_ID_COLUMN
 from regflow.runtime.lineage import group_lineage_id
 from regflow.runtime.sources import quote_name, spark_type
 from regflow.spec.models import LINEAGE_COLUMN

@@ -28,8 +28,8 @@ from regflow.runtime.adjust_ops import tag_changes
 from regflow.runtime.audits import Audits, PendingAudit, audit_tags
 from regflow.runtime.boundary import wrap_error
 from regflow.runtime.context import OpContext
+from regflow.runtime.driver.aggregate import finish_aggregate
 from regflow.runtime.driver.copy import collect_arrow, copyable, driver_copy
-from regflow.runtime.driver.finish import finish_aggregate
 from regflow.runtime.lineage import require_lineage_column, rollup_lineage_id
 from regflow.runtime.persist import StoredFrames, Writer, Written
 from regflow.runtime.policy import Declined, ExecutionPolicy
@@ -277,7 +277,7 @@ class StageRunner:
         columns): the audits are read from what it wrote, with no second pass upstream,
         before the checkpoint is clustered without them. When the driver clusters the
         checkpoint, the aggregate and the audits are computed there from the data still in
-        memory (:mod:`regflow.runtime.driver.finish`); otherwise by Spark jobs reading it.
+        memory (:mod:`regflow.runtime.driver`); otherwise by Spark jobs reading it.
         """
         carried = self.audits.carried(df)
         contrib = builtin_ops.aggregate_contributions(df, params, extra=[*carried], node=node.id)

@@ -19,7 +19,7 @@ from regflow.ops.star import StarParams, resolve_input
 from regflow.plan.model import Plan, PlanNode
 from regflow.runtime.adjust_ops import matched_rules_sql, tag_masks_type
 from regflow.runtime.builtin_ops import node_tag
-from regflow.runtime.driver.finish import rules_by_row
+from regflow.runtime.driver.audit import rules_by_row
 from regflow.runtime.persist import Writer
 from regflow.runtime.policy import Declined
 from regflow.runtime.sources import quote_name, schema_ddl, spark_type

@@ -2,8 +2,9 @@
 driver, for data small enough that a Spark job costs more than the work.
 
 - :mod:`.cluster`: clustering a lineage checkpoint (Spark's repartition and sort);
-- :mod:`.finish`: finishing an aggregate from its checkpoint, an adjustment audit from the
-  rows' audit columns, the star's adjusted flags per row;
+- :mod:`.aggregate`: finishing an aggregate from its clustered checkpoint;
+- :mod:`.audit`: an adjustment audit from the rows' audit columns, the rows each rule
+  changed, the star's adjusted flags per row;
 - :mod:`.checks`: lineage-id checks on written data (duplicates, ids not in the input), a
   custom rollup's total rows, a join lookup's duplicate keys;
 - :mod:`.copy`: a few rows held by the driver (an adjust node's small input).
