@@ -171,6 +171,7 @@ def test_join_lookup_duplicates_are_found_on_the_driver_and_by_spark(spark, deal
         builtin_ops.join([deals, fx], JoinParams(on=["currency"]), at)
     unique = fx.where(f"{LID} != 11")
     out = builtin_ops.join([deals, unique], JoinParams(on=["currency"], require_match=False), at)
+    assert [e["engine"] for e in at.engines] == [engine.mode] * 2  # (each join's key check)
     assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == JOINED_UNIQUE_FX
 
 

@@ -207,11 +207,17 @@ def _lookup_duplicates(
     """
     from pyspark.sql import functions as F
 
+    step = f"check the keys of {ctx.inputs[1]} for {ctx.node}"
     limit = ctx.policy.key_check_max_rows
     if limit >= 0:
         rows = right.select(*keys).limit(min(limit, 2**31 - 2) + 1).collect()
         if len(rows) <= limit:
+            ctx.engines.append({"step": step, "engine": "driver"})
             return repeated_keys(rows)
+    why = f"over {limit:,} rows (key_check_max_rows)"
+    if limit < 0:  # (never on the driver: engine mode spark)
+        why = f"engine mode '{ctx.policy.mode}'"
+    ctx.engines.append({"step": step, "engine": "spark", "why": why})
     counts_df = right.groupBy(*keys).count()
     stats = counts_df.agg(F.count("*").alias("keys"), F.max("count").alias("most")).first()
     n_keys, most = (stats["keys"], stats["most"]) if stats else (0, 0)

@@ -249,6 +249,8 @@ class StageRunner:
                 else:
                     out = builtin_ops.BUILTIN_IMPLS[node.op](inputs, params, ctx)
             self.observations += ctx.observations
+            for e in ctx.engines:  # (the op's own steps, e.g. a join's key check)
+                self._note(e["step"], Declined(e["why"]) if e["engine"] == "spark" else None)
             require_lineage_column(out, node=node.id, pipeline=self.plan.pipeline, cob=self.run.cob)
             self.verifier.check_schema(node, out)
             if custom and op.lineage in ("rowwise", "rollup"):
