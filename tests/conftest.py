@@ -41,6 +41,16 @@ def spark():
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+@pytest.fixture(scope="module", params=["spark", "driver"])
+def engine(request):
+    """The execution policy of each engine a runtime test runs on (pass it to ``run_stage``
+    as ``policy=``): ``spark`` (the driver engine never runs: the path production takes at
+    scale) and ``driver`` (the driver engine takes every step it can, with no threshold)."""
+    from regflow.runtime.policy import ExecutionPolicy
+
+    return ExecutionPolicy.for_mode(request.param)
+
+
 @pytest.fixture(scope="session")
 def lcr_data(tmp_path_factory) -> Path:
     """10k deals, 5 entities: every LCR category, caps binding for some entities."""

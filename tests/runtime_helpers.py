@@ -9,6 +9,7 @@ from typing import Any
 from regflow.adjust.models import AdjustmentRule
 from regflow.runtime.context import OpContext
 from regflow.runtime.executor import StageReport, run_stage
+from regflow.runtime.policy import ExecutionPolicy
 
 COB = "2026-03-31"
 
@@ -37,12 +38,14 @@ def ctx(
     node: str = "n",
     inputs: tuple[str, ...] = ("a", "b"),
     input_rows: tuple[int | None, ...] = (),
+    policy: ExecutionPolicy | None = None,
 ) -> OpContext:
     """The context a built-in op gets, for calling it directly (``input_rows``: what the
-    runtime knows of each input's size without a Spark job)."""
+    runtime knows of each input's size without a Spark job; ``policy``: the engine's)."""
     return OpContext(
-        pipeline="p", node=node, cob=COB, run_id="r", inputs=inputs, input_rows=input_rows
-    )
+        pipeline="p", node=node, cob=COB, run_id="r", inputs=inputs, input_rows=input_rows,
+        policy=policy or ExecutionPolicy(),
+    )  # fmt: skip
 
 
 def run_all_stages(
@@ -53,8 +56,11 @@ def run_all_stages(
     params: dict[str, str] | None = None,
     *,
     cob: str = COB,
+    policy: Any = None,
+    on_written: Any = (),
 ) -> list[StageReport]:
-    """Every stage of ``plan`` in order, as the Airflow tasks would run them, quietly."""
+    """Every stage of ``plan`` in order, as the Airflow tasks would run them, quietly, with
+    the execution ``policy`` given (the ``engine`` fixture's)."""
     return [
         run_stage(
             plan,
@@ -65,6 +71,8 @@ def run_all_stages(
             params=params,
             spark=spark,
             log=lambda _msg: None,
+            policy=policy,
+            on_written=on_written,
         )
         for s in plan.stages
     ]

@@ -131,14 +131,16 @@ class BaseRun:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, lcr_data, spark) -> BaseRun:
+def base(tmp_path_factory, lcr_data, spark, engine) -> BaseRun:
     """All stages of the LCR pipeline with the three sample rules, published as run 'base'."""
     tmp = tmp_path_factory.mktemp("adjust-lcr")
     project = copy_project(tmp / "project")
     storage = tmp / "storage"
     plan = build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
     params = {"data_root": str(lcr_data)}
-    reports = run_all_stages(plan, storage, "base", spark, params, cob=COB.isoformat())
+    reports = run_all_stages(
+        plan, storage, "base", spark, params, cob=COB.isoformat(), policy=engine
+    )
     run = RunRef(storage, "lcr", COB.isoformat(), "base")
     rules = [r for n in plan.adjustment_nodes() for r in n.params["rules"]]
     publish_run(run, {"params": params, "rules": rules})

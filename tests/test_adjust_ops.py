@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from runtime_helpers import rule
 
-from regflow.runtime.adjust_ops import AUDIT_COLUMNS, apply_rules
+from regflow.runtime.adjust_ops import AUDIT_COLUMNS
+from regflow.runtime.audit_rows import apply_rules
 from regflow.spec.models import LINEAGE_COLUMN as LID
 
 D = Decimal

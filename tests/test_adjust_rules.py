@@ -743,7 +743,7 @@ def read(path: Path) -> pa.Table:
 
 
 @pytest.mark.parametrize("cob", ["2026-03-31", "2026-04-01"])
-def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob):
+def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob, engine):
     from regflow.runtime.executor import run_stage
 
     root, plan = tiny
@@ -759,6 +759,7 @@ def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob):
         params={"data_root": str(root)},
         spark=spark,
         log=lambda m: None,
+        policy=engine,
     )
     run = RunRef(root / "storage", "tiny_adj", cob, "r1")
     applies = {rid: expected_status(rid, cob)[0] == "applied" for rid in TINY_RULES}

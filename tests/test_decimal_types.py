@@ -344,7 +344,7 @@ def test_a_star_measure_of_unknown_precision_is_an_error(tmp_path: Path) -> None
     assert 'type: "decimal(38,12)"' in problem.hint
 
 
-def test_run_stage_sets_the_guard_on_a_session_it_is_given(tmp_path: Path, spark) -> None:
+def test_run_stage_sets_the_guard_on_a_session_it_is_given(tmp_path: Path, spark, engine) -> None:
     """A stage run on a session with Spark's default rule still keeps every digit: 123.4567891234
     x 0.85 has 12 decimals, which the default rule would cut to 6."""
     from decimal import Decimal
@@ -387,7 +387,9 @@ nodes:
     spark.conf.set(key, "true")
     try:
         plan = compile_file(spec)
-        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(
+            plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}, policy=engine
+        )
         assert spark.conf.get(key) == "false"
     finally:
         spark.conf.set(key, "false")

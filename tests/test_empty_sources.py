@@ -16,8 +16,7 @@ from runtime_helpers import COB, run_all_stages
 from regflow.errors import DataError, SpecError
 from regflow.plan.compiler import compile_file
 from regflow.plan.explain import explain
-from regflow.runtime import executor
-from regflow.runtime.lineage import _ranks
+from regflow.runtime.driver.cluster import _ranks
 from regflow.runtime.sources import EmptySourceError
 from regflow.storage import RunRef
 
@@ -69,9 +68,11 @@ def _project(tmp_path: Path, extra: str = "") -> Path:
     return spec
 
 
-def _run(tmp_path: Path, spark, run_id: str = "r1"):
+def _run(tmp_path: Path, spark, policy, run_id: str = "r1"):
     plan = compile_file(tmp_path / "pipelines" / "cobs.yaml")
-    return run_all_stages(plan, tmp_path / "storage", run_id, spark, {"data_root": str(tmp_path)})
+    return run_all_stages(
+        plan, tmp_path / "storage", run_id, spark, {"data_root": str(tmp_path)}, policy=policy
+    )
 
 
 def _missing_folder(loans: Path) -> None:
@@ -117,12 +118,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_source_without_rows_for_the_cob_fails_before_any_compute(tmp_path, spark, case):
+def test_a_source_without_rows_for_the_cob_fails_before_any_compute(tmp_path, spark, engine, case):
     make, why, cobs = CASES[case]
     _project(tmp_path)
     make(tmp_path / "loans")
     with pytest.raises(EmptySourceError) as exc:
-        _run(tmp_path, spark)
+        _run(tmp_path, spark, engine)
     err = exc.value
     assert isinstance(err, DataError)
     assert err.node == "loans" and err.cob == COB and err.cobs == cobs
@@ -135,7 +136,7 @@ def test_a_source_without_rows_for_the_cob_fails_before_any_compute(tmp_path, sp
     assert not run.run_dir.exists() or not any(run.run_dir.glob("by_desk*"))
 
 
-def test_a_partitioned_source_never_falls_back_to_the_other_cobs(tmp_path, spark):
+def test_a_partitioned_source_never_falls_back_to_the_other_cobs(tmp_path, spark, engine):
     """The repro of issue 16: a cob computed with 3 loans, then rerun with a data root
     holding only another cob. The rerun fails, and the first run's output is untouched."""
     _project(tmp_path)
@@ -143,26 +144,21 @@ def test_a_partitioned_source_never_falls_back_to_the_other_cobs(tmp_path, spark
     _loans(first / "loans" / f"cob={COB}", [COB])
     plan = compile_file(tmp_path / "pipelines" / "cobs.yaml")
     storage = tmp_path / "storage"
-    run_all_stages(plan, storage, "r1", spark, {"data_root": str(first)})
+    run_all_stages(plan, storage, "r1", spark, {"data_root": str(first)}, policy=engine)
     done = RunRef(storage, "cobs", COB, "r1")
     before = pq.read_table(done.node_dir("by_desk")).to_pylist()
     assert sum(r["amount"] for r in before) == Decimal(6)
     second = tmp_path / "second"
     _loans(second / "loans" / f"cob={OTHER}", [OTHER])
     with pytest.raises(EmptySourceError, match=rf"cob={COB} does not exist; cobs present: {OTHER}"):
-        run_all_stages(plan, storage, "r2", spark, {"data_root": str(second)})
+        run_all_stages(plan, storage, "r2", spark, {"data_root": str(second)}, policy=engine)
     assert pq.read_table(done.node_dir("by_desk")).to_pylist() == before
 
 
-@pytest.mark.parametrize("engine", ["driver", "spark"])
 @pytest.mark.parametrize("empty", ["missing cob folder", "0-row file", "other cob only"])
-def test_an_allowed_empty_source_gives_an_empty_run(tmp_path, spark, monkeypatch, engine, empty):
+def test_an_allowed_empty_source_gives_an_empty_run(tmp_path, spark, engine, empty):
     """``allow_empty: true``: the run goes through, the aggregate and its lineage checkpoint
     are written with no rows, on the driver and by Spark."""
-    if engine == "spark":  # (-1: even no rows are too many for the driver)
-        monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", -1)
-        monkeypatch.setattr(executor, "LOCAL_CHECK_MAX_ROWS", -1)
-        monkeypatch.setattr(executor, "cluster_parquet", None)  # (never called)
     _project(tmp_path, "\n    allow_empty: true")
     loans = tmp_path / "loans"
     if empty == "missing cob folder":
@@ -171,7 +167,7 @@ def test_an_allowed_empty_source_gives_an_empty_run(tmp_path, spark, monkeypatch
         _zero_row_file(loans)
     else:
         _other_cob_unpartitioned(loans)
-    reports = _run(tmp_path, spark)
+    reports = _run(tmp_path, spark, engine)
     assert "4 columns · may be empty" in explain(compile_file(tmp_path / "pipelines" / "cobs.yaml"))
     run = RunRef(tmp_path / "storage", "cobs", COB, "r1")
     assert pq.read_table(run.node_dir("by_desk")).num_rows == 0
@@ -180,6 +176,8 @@ def test_an_allowed_empty_source_gives_an_empty_run(tmp_path, spark, monkeypatch
     assert run.metadata("by_desk")["rows"] == 0
     outputs = {o.name: o.rows for r in reports for o in r.outputs}
     assert outputs == {"by_desk.lineage": 0, "by_desk": 0}
+    if engine.mode == "spark":  # (the driver engine never ran)
+        assert {e["engine"] for r in reports for e in r.engines} == {"spark"}
 
 
 def test_allow_empty_needs_declared_columns(tmp_path):
@@ -229,7 +227,7 @@ nodes:
 
 
 @pytest.mark.parametrize("body", ["", "\n\n", "RATES,100.00\n"], ids=["header", "blank", "a row"])
-def test_a_csv_source_with_a_header_only_has_no_rows(tmp_path, spark, body):
+def test_a_csv_source_with_a_header_only_has_no_rows(tmp_path, spark, engine, body):
     (tmp_path / "pipelines").mkdir()
     spec = tmp_path / "pipelines" / "limits.yaml"
     spec.write_text(CSV_SPEC)
@@ -238,8 +236,8 @@ def test_a_csv_source_with_a_header_only_has_no_rows(tmp_path, spark, body):
     params = {"data_root": str(tmp_path)}
     if not body.strip():
         with pytest.raises(EmptySourceError, match=r"desks.csv holds no rows; cobs present: none"):
-            run_all_stages(plan, tmp_path / "storage", "r1", spark, params)
+            run_all_stages(plan, tmp_path / "storage", "r1", spark, params, policy=engine)
         return
-    run_all_stages(plan, tmp_path / "storage", "r1", spark, params)
+    run_all_stages(plan, tmp_path / "storage", "r1", spark, params, policy=engine)
     run = RunRef(tmp_path / "storage", "limits", COB, "r1")
     assert pq.read_table(run.node_dir("total")).to_pylist()[0]["var_limit"] == Decimal("100.00")

@@ -98,11 +98,11 @@ def _by_desk(tmp_path: Path, name: str, run_id: str) -> dict:
             pq.read_table(run.node_dir("by_desk")).to_pylist()}  # fmt: skip
 
 
-def test_a_join_requires_a_match_by_default_and_names_the_key(tmp_path, spark):
+def test_a_join_requires_a_match_by_default_and_names_the_key(tmp_path, spark, engine):
     spec = _project(tmp_path, "strict")
     with pytest.raises(DataError) as exc:
         run_all_stages(compile_file(spec), tmp_path / "storage", "r1", spark,
-                       {"data_root": str(tmp_path)})  # fmt: skip
+                       {"data_root": str(tmp_path)}, policy=engine)  # fmt: skip
     assert exc.value.node == "loans_fx"
     text = str(exc.value)
     assert "no match in 'fx' for currency=CHF (a row of 'loans')" in text
@@ -112,14 +112,15 @@ def test_a_join_requires_a_match_by_default_and_names_the_key(tmp_path, spark):
 
 
 @pytest.mark.parametrize("how", ["left", "inner"])
-def test_a_partial_join_counts_its_unmatched_rows(tmp_path, spark, how):
+def test_a_partial_join_counts_its_unmatched_rows(tmp_path, spark, how, engine):
     name = f"partial_{how}"
     spec = _project(tmp_path, name, f"\n    how: {how}\n    require_match: false")
     logged: list[str] = []
     plan = compile_file(spec)
     reports = [
         run_stage(plan, s.id, cob=COB, run_id="r1", root=tmp_path / "storage",
-                  params={"data_root": str(tmp_path)}, spark=spark, log=logged.append)
+                  params={"data_root": str(tmp_path)}, spark=spark, log=logged.append,
+                  policy=engine)
         for s in plan.stages
     ]  # fmt: skip
     unmatched = sum(1 for r in LOANS if r[2] not in RATES)
@@ -134,11 +135,11 @@ def test_a_partial_join_counts_its_unmatched_rows(tmp_path, spark, how):
     assert _by_desk(tmp_path, name, "r1") == _expected(keep=how == "left")
 
 
-def test_the_run_summary_reports_the_unmatched_rows(tmp_path, spark, monkeypatch, capsys):
+def test_the_run_summary_reports_the_unmatched_rows(tmp_path, spark, monkeypatch, capsys, engine):
     """The published run summary (``_RUN_SUCCESS``) and ``regflow run``'s output."""
     spec = _project(tmp_path, "partial", "\n    require_match: false")
     reports = run_all_stages(compile_file(spec), tmp_path / "storage", "r1", spark,
-                             {"data_root": str(tmp_path)})  # fmt: skip
+                             {"data_root": str(tmp_path)}, policy=engine)  # fmt: skip
     monkeypatch.setenv("REGFLOW_STORAGE", str(tmp_path / "storage"))
     context = {"params": {"cob": COB, "data_root": str(tmp_path)}, "run_id": "r1"}
     publish_task(str(spec), context)
@@ -159,7 +160,7 @@ def test_the_run_summary_reports_the_unmatched_rows(tmp_path, spark, monkeypatch
     ) in out
 
 
-def test_counting_unmatched_rows_costs_no_spark_job(tmp_path, spark):
+def test_counting_unmatched_rows_costs_no_spark_job(tmp_path, spark, engine):
     """Every loan has a rate: the partial join's run (counting) runs as many Spark jobs as
     the strict one (which fails on a row inside the same job)."""
     rates = {**RATES, "CHF": "1.2"}
@@ -171,7 +172,7 @@ def test_counting_unmatched_rows_costs_no_spark_job(tmp_path, spark):
         tracker = spark.sparkContext.statusTracker()
         before = set(tracker.getJobIdsForGroup(None))
         reports = run_all_stages(compile_file(spec), root / "storage", "r1", spark,
-                                 {"data_root": str(root)})  # fmt: skip
+                                 {"data_root": str(root)}, policy=engine)  # fmt: skip
         jobs.append(len(set(tracker.getJobIdsForGroup(None)) - before))
         if name == "partial_all":
             assert reports[0].joins["loans_fx"]["unmatched"] == 0

@@ -28,7 +28,6 @@ import pytest
 from lcr_reference import LCR_CATEGORIES, lcr_from_buckets
 
 from regflow.plan.build import build_plan
-from regflow.runtime import executor, star
 from regflow.runtime.executor import run_stage
 from regflow.storage import RunRef
 
@@ -145,18 +144,27 @@ def expected(data) -> Expected:
     return Expected(data)
 
 
-def _run(tmp: Path, data: Path, spark) -> RunRef:
+def _run(tmp: Path, data: Path, spark, policy) -> tuple[RunRef, list]:
     project = tmp / "project"
     for name in ("pipelines", "operators"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     (project / "adjustments" / "lcr").mkdir(parents=True)
     plan = build_plan(project / "pipelines" / "lcr.yaml", project / "adjustments" / "lcr")
-    for stage in ("weigh", "entity_buckets", "entity_lcr"):  # (not the warehouse star)
+    reports = [
         run_stage(
-            plan, stage, cob=COB.isoformat(), run_id="r1", root=tmp / "storage",
-            params={"data_root": str(data)}, spark=spark, log=lambda _m: None,
-        )  # fmt: skip
-    return RunRef(tmp / "storage", "lcr", COB.isoformat(), "r1")
+            plan,
+            stage,
+            cob=COB.isoformat(),
+            run_id="r1",
+            root=tmp / "storage",
+            params={"data_root": str(data)},
+            spark=spark,
+            log=lambda _m: None,
+            policy=policy,
+        )
+        for stage in ("weigh", "entity_buckets", "entity_lcr")  # (not the warehouse star)
+    ]
+    return RunRef(tmp / "storage", "lcr", COB.isoformat(), "r1"), reports
 
 
 def _read(run: RunRef, name: str) -> list[dict]:
@@ -164,32 +172,14 @@ def _read(run: RunRef, name: str) -> list[dict]:
     return pq.ParquetDataset(files, partitioning=None).read().to_pylist()
 
 
-@pytest.fixture(scope="module", params=["driver", "spark"])
-def run(request, tmp_path_factory, data, spark):
-    """The LCR on the crafted deals, its aggregates finished on the driver or by Spark
-    (every driver-side path forced off, as tests/test_local_finish.py does)."""
-    mp = pytest.MonkeyPatch()
-    finished: list[str] = []
-    real = executor.finish_aggregate
-
-    def spy(table, group_by, measures, out_types):
-        out = real(table, group_by, measures, out_types)
-        if out is not None:
-            finished.append(",".join(measures))
-        return out
-
-    mp.setattr(executor, "finish_aggregate", spy)
-    if request.param == "spark":
-        mp.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)
-        mp.setattr(executor, "SMALL_INPUT_ROWS", 0)
-        mp.setattr(executor, "LOCAL_CHECK_MAX_ROWS", 0)
-        mp.setattr(star, "LOCAL_FLAGS_MAX_ROWS", 0)
-    try:
-        ref = _run(tmp_path_factory.mktemp(f"lcr-exact-{request.param}"), data, spark)
-    finally:
-        mp.undo()
+@pytest.fixture(scope="module")
+def run(engine, tmp_path_factory, data, spark):
+    """The LCR on the crafted deals, on each engine: its aggregates finished on the driver
+    (engine driver) or by Spark (engine spark: the driver engine never runs)."""
+    ref, reports = _run(tmp_path_factory.mktemp(f"lcr-exact-{engine.mode}"), data, spark, engine)
     # the engine that finished entity_buckets is the one asked for
-    assert (finished != []) is (request.param == "driver"), finished
+    steps = {e["step"]: e["engine"] for r in reports for e in r.engines}
+    assert steps["aggregate entity_buckets"] == engine.mode, steps
     return ref
 
 

@@ -22,11 +22,11 @@ def read(path: Path):
     return pq.ParquetDataset(files, partitioning=None).read()
 
 
-def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spark):
+def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spark, engine):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
-    run_all_stages(plan, root, "first", spark, {"data_root": str(lcr_data)})
-    run_all_stages(plan, root, "second", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "first", spark, {"data_root": str(lcr_data)}, policy=engine)
+    run_all_stages(plan, root, "second", spark, {"data_root": str(lcr_data)}, policy=engine)
     a = read(RunRef(root, "lcr", COB, "first").node_dir("entity_buckets.lineage"))
     b = read(RunRef(root, "lcr", COB, "second").node_dir("entity_buckets.lineage"))
     assert a.num_rows == b.num_rows == 10_000
@@ -61,10 +61,10 @@ def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spar
         assert sum((r["l1"] for r in members if r["l1"] is not None), 0) == out[entity]["l1"]
 
 
-def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, spark):
+def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, spark, engine):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
-    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)}, policy=engine)
     run = RunRef(root, "lcr", COB, "r1")
     for name in ("entity_buckets", "entity_buckets.lineage", "entity_lcr", "entity_lcr.lineage"):
         d = run.node_dir(name)
@@ -81,7 +81,7 @@ def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, 
     assert not [p for p in run.run_dir.iterdir() if p.name.startswith(".")]
 
 
-def test_missing_fx_rate_fails_naming_node_and_currency(project, lcr_data, tmp_path, spark):
+def test_missing_fx_rate_fails_naming_node_and_currency(project, lcr_data, tmp_path, spark, engine):
     data = tmp_path / "data"
     import shutil
 
@@ -94,7 +94,9 @@ def test_missing_fx_rate_fails_naming_node_and_currency(project, lcr_data, tmp_p
     pq.write_table(kept, fx_dir / "part-00000.parquet")
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     with pytest.raises(DataError) as exc:
-        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(data)})
+        run_all_stages(
+            plan, tmp_path / "storage", "r1", spark, {"data_root": str(data)}, policy=engine
+        )
     assert exc.value.node == "deals_fx"
     assert "no match in 'fx_rates'" in str(exc.value) and "currency=GBP" in str(exc.value)
     assert "cob=2026-03-31" in str(exc.value) and "pipeline=lcr" in str(exc.value)
@@ -174,26 +176,30 @@ def make_project(tmp_path: Path, name: str, op_suffix: str, rows=None) -> Path:
         ("boom", UserCodeError, "operator failed: ZeroDivisionError: user bug"),
     ],
 )
-def test_custom_operator_breaking_lineage_is_caught(tmp_path, spark, suffix, error, text):
+def test_custom_operator_breaking_lineage_is_caught(tmp_path, spark, suffix, error, text, engine):
     name = f"lin_{suffix}"
     spec = make_project(tmp_path, name, suffix)
     plan = compile_file(spec)
     with pytest.raises(error) as exc:
-        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(
+            plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}, policy=engine
+        )
     assert text in str(exc.value)
     assert exc.value.node == "step" and exc.value.pipeline == name and exc.value.cob == COB
     if suffix == "boom":
         assert isinstance(exc.value.__cause__, ZeroDivisionError)  # original cause kept
 
 
-def test_duplicate_primary_keys_in_a_source_are_reported(tmp_path, spark):
+def test_duplicate_primary_keys_in_a_source_are_reported(tmp_path, spark, engine):
     spec = make_project(tmp_path, "dupkeys", "drop", rows=[("a", 1), ("a", 2)])
     spec.write_text(
         spec.read_text().replace("op: dupkeys_drop", "op: calc\n    columns: {w: 'v * 2'}")
     )
     plan = compile_file(spec)
     with pytest.raises(DataError, match="source 'items' has duplicate primary keys"):
-        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(
+            plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}, policy=engine
+        )
 
 
 def test_duplicate_operator_names_are_refused(tmp_path):
@@ -237,7 +243,7 @@ def test_operators_from_entry_points_are_registered(tmp_path, monkeypatch):
     sys.modules.pop("acme_ops_mod", None)
 
 
-def test_trace_from_a_reported_figure_down_to_its_deals(project, lcr_data, tmp_path, spark):
+def test_trace_from_a_reported_figure_down_to_its_deals(project, lcr_data, tmp_path, spark, engine):
     """Drill-through: LE002's outflows are exactly the sum of its deals' contributions."""
     from decimal import Decimal
 
@@ -248,7 +254,7 @@ def test_trace_from_a_reported_figure_down_to_its_deals(project, lcr_data, tmp_p
 
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
-    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)})
+    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)}, policy=engine)
     run = RunRef(root, "lcr", COB, "r1")
     publish_run(run, {"params": {"data_root": str(lcr_data)}})
     result = trace(plan, run, "entity_lcr", {"legal_entity": "LE002"}, measure="outflows")

@@ -1,10 +1,11 @@
 """Aggregates and audits finished on the driver from a checkpoint in memory
-(regflow.runtime.local_finish) give exactly what the Spark jobs give; and where they could
-not, they decline (the runner then uses Spark)."""
+(regflow.runtime.driver) give exactly what the Spark jobs give; and where they could not,
+they decline with a reason (the runner then uses Spark)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import shutil
 from collections.abc import Callable
@@ -19,16 +20,15 @@ from runtime_helpers import COB, rule, run_all_stages
 
 from regflow.ops.builtin import AggregateParams
 from regflow.plan.build import build_plan
-from regflow.runtime import builtin_ops, executor, star
-from regflow.runtime.adjust_ops import audit_rows, tag_changes, tag_writes
-from regflow.runtime.lineage import cluster_parquet
-from regflow.runtime.local_finish import (
-    GROUP_ID_COLUMN,
-    audit_table,
-    finish_aggregate,
-    matched_rows,
-    rules_by_row,
-)
+from regflow.runtime import builtin_ops
+from regflow.runtime.adjust_ops import tag_changes, tag_writes
+from regflow.runtime.audit_rows import audit_rows
+from regflow.runtime.driver.aggregate import GROUP_ID_COLUMN, finish_aggregate
+from regflow.runtime.driver.audit import audit_table, matched_rows, rules_by_row
+from regflow.runtime.driver.cluster import cluster_parquet
+from regflow.runtime.driver.copy import collect_arrow
+from regflow.runtime.persist import Written
+from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.spec.models import LINEAGE_COLUMN as LID
 from regflow.storage import RunRef, read_node
 
@@ -58,7 +58,7 @@ def _checkpoint(spark, tmp_path: Path, rows: list[tuple], node: str = "agg"):
     folder = tmp_path / "ckpt"
     contrib.write.parquet(str(folder))
     table = cluster_parquet(folder, ["g", "h"])
-    assert table is not None
+    assert not isinstance(table, Declined)
     stored = spark.read.schema(contrib.schema).parquet(str(folder))
     return table, stored, params
 
@@ -84,7 +84,7 @@ def test_finish_aggregate_is_exactly_sparks_aggregate(spark, tmp_path):
     want_df = builtin_ops.aggregate_finish(stored, params, "agg")
     types = {f.name: f.dataType.simpleString() for f in want_df.schema.fields}
     got = finish_aggregate(table, ["g", "h"], FUNCS, types)
-    assert got is not None
+    assert not isinstance(got, Declined)
     assert got.column_names == want_df.columns
     for f in want_df.schema.fields:  # the types Spark would have stored
         assert got.schema.field(f.name).type == executor_type(f.dataType.simpleString()), f
@@ -96,7 +96,7 @@ def test_finish_aggregate_is_exactly_sparks_aggregate(spark, tmp_path):
 
 
 def executor_type(spark_type: str):
-    from regflow.runtime.local_finish import arrow_type
+    from regflow.runtime.driver.aggregate import arrow_type
 
     return arrow_type(spark_type)
 
@@ -110,7 +110,8 @@ def test_finish_aggregate_declines_when_a_partial_sum_could_overflow(spark, tmp_
     table, stored, params = _checkpoint(spark, tmp_path, rows)
     want = builtin_ops.aggregate_finish(stored, params, "agg")
     types = {f.name: f.dataType.simpleString() for f in want.schema.fields}
-    assert finish_aggregate(table, ["g", "h"], FUNCS, types) is None
+    declined = finish_aggregate(table, ["g", "h"], FUNCS, types)
+    assert isinstance(declined, Declined) and "overflow" in declined.reason
     with pytest.raises(Exception, match=r"(?i)overflow"):
         want.collect()
 
@@ -131,7 +132,7 @@ def test_finish_aggregate_declines_sums_that_could_overflow(spark, tmp_path, col
         for f in builtin_ops.aggregate_finish(stored, params, "agg").schema.fields
     }
     measures = FUNCS
-    assert finish_aggregate(table, ["g", "h"], measures, types) is None
+    assert isinstance(finish_aggregate(table, ["g", "h"], measures, types), Declined)
 
 
 def test_finish_aggregate_declines_what_it_cannot_do_exactly():
@@ -143,10 +144,13 @@ def test_finish_aggregate_declines_what_it_cannot_do_exactly():
             "s": ["text"],
         }
     )
-    assert finish_aggregate(t, ["g"], {"x": "min"}, {"x": "double"}) is None  # NaN order
-    assert finish_aggregate(t, ["g"], {"s": "max"}, {"s": "string"}) is None
-    assert finish_aggregate(t.drop_columns([GROUP_ID_COLUMN]), ["g"], {"x": "sum"}, {}) is None
-    assert finish_aggregate(t, ["g"], {"x": "sum"}, {"x": "double"}) is not None
+    declined = (
+        finish_aggregate(t, ["g"], {"x": "min"}, {"x": "double"}),  # NaN order
+        finish_aggregate(t, ["g"], {"s": "max"}, {"s": "string"}),
+        finish_aggregate(t.drop_columns([GROUP_ID_COLUMN]), ["g"], {"x": "sum"}, {}),
+    )
+    assert all(isinstance(d, Declined) and d.reason for d in declined), declined
+    assert not isinstance(finish_aggregate(t, ["g"], {"x": "sum"}, {"x": "double"}), Declined)
 
 
 def test_audit_table_is_the_audit_spark_explodes(spark, deals):
@@ -193,11 +197,19 @@ def test_audit_table_is_the_audit_spark_explodes(spark, deals):
 
 # ------------------------------------------------------------------ through the runner
 def _run_lcr(
-    tmp: Path, data: Path, spark, *, star: bool = True, edit: Callable[[Path], None] | None = None
+    tmp: Path,
+    data: Path,
+    spark,
+    policy: ExecutionPolicy,
+    *,
+    star: bool = True,
+    edit: Callable[[Path], None] | None = None,
+    on_written: Callable[[Written], None] | None = None,
 ) -> RunRef:
-    """The LCR with its sample rules; ``star=False``: without its warehouse star (whose
-    deal-level output makes ``weigh`` persist, and flushes the audits before it).
-    ``edit``: changes the copied project (its folder) before the run."""
+    """The LCR with its sample rules, on the engine of ``policy``; ``star=False``: without
+    its warehouse star (whose deal-level output makes ``weigh`` persist, and flushes the
+    audits before it). ``edit``: changes the copied project (its folder) before the run.
+    ``on_written``: sees each write before it is checked and promoted."""
     project = tmp / "project"
     for name in ("pipelines", "operators", "adjustments"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -208,8 +220,21 @@ def _run_lcr(
     if edit is not None:
         edit(project)
     plan = build_plan(spec, project / "adjustments" / "lcr")
-    run_all_stages(plan, tmp / "storage", "r1", spark, {"data_root": str(data)})
+    run_all_stages(
+        plan, tmp / "storage", "r1", spark, {"data_root": str(data)},
+        policy=policy, on_written=[on_written] if on_written else [],
+    )  # fmt: skip
     return RunRef(tmp / "storage", "lcr", COB, "r1")
+
+
+def _engines(run: RunRef, step: str) -> dict[str, str]:
+    """Which engine did each step starting with ``step`` (the stage reports' ``engines``)."""
+    return {
+        e["step"]: e["engine"]
+        for f in sorted((run.run_dir / "_stages").glob("*.json"))
+        for e in json.loads(f.read_text()).get("engines", [])
+        if e["step"].startswith(step)
+    }
 
 
 def _read(folder: Path) -> list[dict]:
@@ -217,25 +242,20 @@ def _read(folder: Path) -> list[dict]:
     return pq.ParquetDataset(files, partitioning=None).read().to_pylist()
 
 
-def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
-    tmp_path, lcr_data, spark, monkeypatch
-):
-    spark_audits: list[str] = []  # audits made by a Spark job (over the stage's rows)
-    real = executor.StageRunner._store_audit
-
-    def store_audit(self, pending, tagged):
-        spark_audits.append(pending.column)
-        return real(self, pending, tagged)
-
-    monkeypatch.setattr(executor.StageRunner, "_store_audit", store_audit)
-    local = _run_lcr(tmp_path / "local", lcr_data, spark)
+def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(tmp_path, lcr_data, spark):
+    """The engines side by side: the same outputs, checkpoints and audits."""
+    local = _run_lcr(tmp_path / "local", lcr_data, spark, ExecutionPolicy.for_mode("driver"))
     # weigh's output is stored (the star reads it): the deal-level audits are read from
     # what its job wrote, on the driver; none takes a Spark job of its own
-    assert spark_audits == []
+    audits_by = _engines(local, "audit ")
+    assert sorted(audits_by) == [
+        "audit classify__adjusted",
+        "audit entity_buckets__adjusted",
+        "audit weigh__adjusted",
+    ]
+    assert set(audits_by.values()) == {"driver"}, audits_by
     assert local.metadata("weigh__adjusted")["rows"] > 0
-    monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)  # every checkpoint by Spark
-    monkeypatch.setattr(executor, "SMALL_INPUT_ROWS", 0)  # entity-level rules by Spark too
-    remote = _run_lcr(tmp_path / "spark", lcr_data, spark)
+    remote = _run_lcr(tmp_path / "spark", lcr_data, spark, ExecutionPolicy.for_mode("spark"))
 
     def stored(run: RunRef) -> list[str]:  # the outputs, checkpoints and audits
         return sorted(
@@ -255,7 +275,9 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
         assert local.metadata(name)["schema"] == remote.metadata(name)["schema"], name
     audits = [n for n in names if n.endswith(".audit")]
     assert len(audits) == 3 and all(_read(local.node_dir(n)) for n in audits)
-    assert spark_audits  # (the Spark run: every audit by Spark, from the stored rows)
+    # (the Spark run: every audit, checkpoint and aggregate by Spark)
+    assert set(_engines(remote, "")) >= set(audits_by)
+    assert set(_engines(remote, "").values()) == {"spark"}
     for run in (local, remote):  # weigh's files keep its rows' audit columns, hidden
         for name in names:
             files = sorted(str(p) for p in run.node_dir(name).glob("*.parquet"))
@@ -281,21 +303,17 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
         assert sorted(stored) == sorted(columns)
 
 
-def test_a_failed_driver_audit_leaves_no_audit_and_no_temporary_folder(
-    tmp_path, lcr_data, spark, monkeypatch
-):
+def test_a_failed_driver_audit_leaves_no_audit_and_no_temporary_folder(tmp_path, lcr_data, spark):
     """The audits of a stage's splice points are made side by side; when one fails, the
     run fails with it and none of them, finished or not, is left behind."""
-    real = executor.audit_table
 
-    def failing(table, tag, *args):
-        if tag.endswith("weigh__adjusted"):
+    def failing(written: Written) -> None:  # an audit made on the driver, in its thread
+        if written.name == "weigh__adjusted.audit" and written.table is not None:
             raise RuntimeError("disk full")
-        return real(table, tag, *args)
 
-    monkeypatch.setattr(executor, "audit_table", failing)
+    driver = ExecutionPolicy.for_mode("driver")
     with pytest.raises(Exception, match="disk full"):
-        _run_lcr(tmp_path, lcr_data, spark, star=False)
+        _run_lcr(tmp_path, lcr_data, spark, driver, star=False, on_written=failing)
     run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
     left = sorted(p.name for p in run_dir.iterdir())
     assert not [n for n in left if ".tmp-" in n or n.endswith(".audit")], left
@@ -315,31 +333,16 @@ def test_rules_by_row_is_sparks_sorted_set_of_rule_ids(spark):
     assert got.column("lineage_id").to_pylist() == sorted(r[0] for r in want)  # by id
     assert dict(zip(*got.to_pydict().values(), strict=True)) == {r[0]: r[1] for r in want}
     assert rules_by_row(audit.slice(0, 0)).num_rows == 0
-    assert rules_by_row(audit.set_column(1, LID, pa.array([str(i) for _, i in rows]))) is None
+    text_ids = audit.set_column(1, LID, pa.array([str(i) for _, i in rows]))
+    assert isinstance(rules_by_row(text_ids), Declined)
 
 
-def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, spark, monkeypatch):
+def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, spark, engine):
     """The deal fact's is_adjusted / adjustment_rules are the audits' rule ids per deal,
-    grouped on the driver and, past its limit, by Spark: the same."""
-    facts = []
-    joined: list[str] = []  # the audits the star reads (and joins)
-    real = star.StarBuilder._rules_by_row
-
-    def rules_by_row(self, folders, rows):
-        joined.extend(f.name for f in folders)
-        return real(self, folders, rows)
-
-    monkeypatch.setattr(star.StarBuilder, "_rules_by_row", rules_by_row)
-    for where, limit in (("local", None), ("spark", 0)):
-        if limit is not None:
-            monkeypatch.setattr(star, "LOCAL_FLAGS_MAX_ROWS", limit)
-        run = _run_lcr(tmp_path / where, lcr_data, spark)
-        fact = _read(run.node_dir("lcr_star.fact_lcr_deal"))
-        facts.append(
-            sorted((r["lineage_id"], r["is_adjusted"], r["adjustment_rules"]) for r in fact)
-        )
-    local, remote = facts
-    assert local == remote
+    grouped on the driver or by Spark."""
+    run = _run_lcr(tmp_path, lcr_data, spark, engine)
+    fact = _read(run.node_dir("lcr_star.fact_lcr_deal"))
+    local = sorted((r["lineage_id"], r["is_adjusted"], r["adjustment_rules"]) for r in fact)
     audits = [
         r
         for n in ("classify__adjusted", "weigh__adjusted")
@@ -354,7 +357,8 @@ def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, sp
     # the entity fact: the rules that changed an entity's row (at entity_buckets). The
     # deal-level audits' ids are deals', never an entity row's: not read for it, and the
     # deal fact's come from the audit columns weigh's files keep: no audit joined there
-    assert joined == ["entity_buckets__adjusted.audit"] * 2
+    joined = _engines(run, "adjusted flags of ")  # the audits the star reads (and joins)
+    assert joined == {"adjusted flags of lcr_star from entity_buckets__adjusted.audit": engine.mode}
     entity = _read(run.node_dir("lcr_star.fact_lcr_entity"))
     at_entity: dict[int, set[str]] = {}
     for r in _read(run.node_dir("entity_buckets__adjusted.audit")):
@@ -388,27 +392,18 @@ def _fan_out_classify(project: Path) -> None:
 
 
 def test_the_star_merges_flags_from_carried_audit_columns_and_stored_audits(
-    tmp_path, lcr_data, spark, monkeypatch
+    tmp_path, lcr_data, spark, engine
 ):
     """The deal fact's flags come from the audit columns its source keeps (weigh's rules)
     and, for an adjusted output stored in an earlier stage (classify's, read by two
     nodes), from its audit joined by lineage id: merged into one sorted list per deal, on
     the driver and by Spark alike."""
-    facts = []
-    for where, limit in (("local", None), ("spark", 0)):
-        if limit is not None:
-            monkeypatch.setattr(star, "LOCAL_FLAGS_MAX_ROWS", limit)
-        run = _run_lcr(tmp_path / where, lcr_data, spark, edit=_fan_out_classify)
-        assert list(run.metadata("weigh__adjusted")["audit_tags"]) == ["_audit__weigh__adjusted"]
-        assert list(run.metadata("classify__adjusted")["audit_tags"]) == [
-            "_audit__classify__adjusted"
-        ]
-        fact = _read(run.node_dir("lcr_star.fact_lcr_deal"))
-        facts.append(
-            sorted((r["lineage_id"], r["is_adjusted"], r["adjustment_rules"]) for r in fact)
-        )
-    local, remote = facts
-    assert local == remote
+    run = _run_lcr(tmp_path, lcr_data, spark, engine, edit=_fan_out_classify)
+    assert list(run.metadata("weigh__adjusted")["audit_tags"]) == ["_audit__weigh__adjusted"]
+    assert list(run.metadata("classify__adjusted")["audit_tags"]) == ["_audit__classify__adjusted"]
+    fact = _read(run.node_dir("lcr_star.fact_lcr_deal"))
+    local = sorted((r["lineage_id"], r["is_adjusted"], r["adjustment_rules"]) for r in fact)
+    assert set(_engines(run, "adjusted flags of ").values()) == {engine.mode}
     want: dict[int, set[str]] = {}
     for n in ("classify__adjusted", "weigh__adjusted"):
         for r in _read(run.node_dir(f"{n}.audit")):
@@ -419,21 +414,17 @@ def test_the_star_merges_flags_from_carried_audit_columns_and_stored_audits(
     assert {"ADJ-2026-0002", "ADJ-TEST-0009"} <= set(flagged.values())
 
 
-def test_a_failed_promotion_of_a_driver_audit_leaves_no_temporary_folder(
-    tmp_path, lcr_data, spark, monkeypatch
-):
+def test_a_failed_promotion_of_a_driver_audit_leaves_no_temporary_folder(tmp_path, lcr_data, spark):
     """The audits are made side by side, then promoted one by one: when one promotion
     fails, the audits made but not yet promoted are removed with it."""
-    real = executor.StageRunner._promote_audit
 
-    def promote(self, done, schema):
-        if done.pending.column.endswith("weigh__adjusted"):
+    def failing(written: Written) -> None:  # the promotion of an audit made on the driver
+        if written.name == "weigh__adjusted.audit" and written.table is None:
             raise RuntimeError("lost the disk")
-        return real(self, done, schema)
 
-    monkeypatch.setattr(executor.StageRunner, "_promote_audit", promote)
+    driver = ExecutionPolicy.for_mode("driver")
     with pytest.raises(Exception, match="lost the disk"):
-        _run_lcr(tmp_path, lcr_data, spark, star=False)
+        _run_lcr(tmp_path, lcr_data, spark, driver, star=False, on_written=failing)
     run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
     left = sorted(p.name for p in run_dir.iterdir())
     assert not [n for n in left if ".tmp-" in n], left
@@ -454,7 +445,8 @@ def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(s
     ]
     tagged = tag_changes(deals, rules, "_tag")
     local = pa.Table.from_pandas(tagged.toPandas(), preserve_index=False)
-    assert audit_table(local, "_tag", tag_writes(rules), {}) is None
+    declined = audit_table(local, "_tag", tag_writes(rules), {})
+    assert isinstance(declined, Declined) and "arithmetic" in declined.reason
     want = {(r[0], r[2], r[3], r[4]) for r in audit_rows(tagged, "_tag", rules).collect()}
     assert want == {  # the Spark replay: (200.20 + 1.5) * 2
         ("R1", 2, "200.20", "201.70"),
@@ -518,7 +510,7 @@ def test_audit_table_of_a_splice_point_with_no_rule_in_force_is_empty(spark, dea
 
 
 def test_spark_text_is_sparks_cast_to_string_or_declines(spark):
-    from regflow.runtime.local_finish import spark_text
+    from regflow.runtime.driver.audit import spark_text
 
     cases = {
         "decimal(38,12)": ["1.01", "0", "-0.000001", "0.0000000001", "-5", None],
@@ -573,16 +565,13 @@ def _chain_rule(rule_id: str, items: list[str], field: str, operation: str, valu
     )
 
 
-@pytest.mark.parametrize("local", [True, False], ids=["driver-clustered", "spark-clustered"])
 def test_an_audit_the_driver_declines_is_replayed_by_spark_before_the_checkpoint_is_sorted(
-    tmp_path, spark, monkeypatch, local
+    tmp_path, spark, engine
 ):
     """Item a is matched by an ``add`` and then a ``multiply`` of ``v`` (the value between
     them needs arithmetic) and ``x`` is a double (no exact text on the driver): Spark
     replays those audits from the files the checkpoint job wrote, before they are sorted
     (and the audit columns dropped)."""
-    if not local:
-        monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)
     (tmp_path / "pipelines").mkdir()
     spec = tmp_path / "pipelines" / "chain.yaml"
     spec.write_text(CHAIN)
@@ -604,8 +593,18 @@ def test_an_audit_the_driver_declines_is_replayed_by_spark_before_the_checkpoint
     (folder / "R-2.yaml").write_text(_chain_rule("R-2", ["a", "b"], "v", "multiply", 2))
     (folder / "R-3.yaml").write_text(_chain_rule("R-3", ["c"], "x", "multiply", 4))
     plan = build_plan(spec, folder)
-    run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+    reports = run_all_stages(
+        plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}, policy=engine
+    )
     run = RunRef(tmp_path / "storage", "chain", COB, "r1")
+    engines = {e["step"]: (e["engine"], e.get("why", "")) for r in reports for e in r.engines}
+    assert engines["cluster total.lineage"][0] == engine.mode
+    assert engines["audit prep__adjusted"][0] == "spark"  # declined by the driver, or never
+    if engine.mode == "driver":  # (arithmetic between two writes; a double's text)
+        assert engines["audit prep__adjusted"][1] in (
+            "a value between two writes needs arithmetic",
+            "a value's text is not made exactly as Spark makes it",
+        )
     audit = {
         (r["rule_id"], r["field"], r["old_value"], r["new_value"])
         for r in _read(run.node_dir("prep__adjusted.audit"))
@@ -641,7 +640,7 @@ def test_collect_arrow_is_to_arrow_without_a_spark_job_over_driver_rows(spark):
     )
     tracker = spark.sparkContext.statusTracker()
     before = set(tracker.getJobIdsForGroup(None))
-    got = executor.collect_arrow(tagged)
+    got = collect_arrow(tagged)
     assert set(tracker.getJobIdsForGroup(None)) == before  # evaluated while planned
     want = tagged.toArrow()
     assert got.schema == want.schema

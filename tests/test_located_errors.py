@@ -72,10 +72,11 @@ def _deals(tmp_path: Path, name: str, data: pa.Table | bytes | str, **kw: str) -
     return spec
 
 
-def _run(tmp_path: Path, spec: Path, spark) -> None:
+def _run(tmp_path: Path, spec: Path, spark, policy) -> None:
     run_all_stages(
-        compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
-    )
+        compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)},
+        policy=policy,
+    )  # fmt: skip
 
 
 def _no_spark_advice(text: str) -> None:
@@ -96,14 +97,14 @@ def _table(amounts: list, amount_type: pa.DataType) -> pa.Table:
 
 # ---------------------------------------------------------------- bad values in a source
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_garbage_amount_is_blamed_on_the_source_column_and_row(tmp_path, spark, fmt):
+def test_garbage_amount_is_blamed_on_the_source_column_and_row(tmp_path, spark, engine, fmt):
     if fmt == "csv":  # Spark's CSV reader turned 'abc' into null without a word
         data: pa.Table | str = "deal_id,amount,sector\nd1,1.50,a\nd2,abc,b\nd3,2.00,a\n"
     else:
         data = _table(["1.50", "abc", "2.00"], pa.string())
     spec = _deals(tmp_path, f"garbage_{fmt}", data)
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     text = str(exc.value)
     assert exc.value.node == "deals"
     assert "source 'deals', column 'amount': value 'abc'" in text
@@ -114,21 +115,21 @@ def test_garbage_amount_is_blamed_on_the_source_column_and_row(tmp_path, spark, 
     assert not run.is_complete("more") and not run.is_complete("tot")
 
 
-def test_csv_numbers_are_read_exactly_as_declared(tmp_path, spark):
+def test_csv_numbers_are_read_exactly_as_declared(tmp_path, spark, engine):
     """Reading CSV numbers as text and casting them keeps their values."""
     spec = _deals(tmp_path, "csv_ok", "deal_id,amount,sector\nd1,1.5,a\nd2,-20.25,b\nd3,,a\n")
-    _run(tmp_path, spec, spark)
+    _run(tmp_path, spec, spark, engine)
     run = RunRef(tmp_path / "storage", "csv_ok", COB, "r1")
     got = {r["sector"]: r["w2"] for r in pq.read_table(run.node_dir("tot")).to_pylist()}
     # (1.5 * 2 + 1) for a (d3's null amount adds nothing); (-20.25 * 2 + 1) for b
     assert got == {"a": Decimal("4.00"), "b": Decimal("-39.50")}
 
 
-def test_overflowing_amount_is_blamed_on_the_source_column_and_row(tmp_path, spark):
+def test_overflowing_amount_is_blamed_on_the_source_column_and_row(tmp_path, spark, engine):
     amounts = [Decimal("1.50"), Decimal("2.00"), Decimal("123456789012345678901234.00")]
     spec = _deals(tmp_path, "overflow", _table(amounts, pa.decimal128(38, 2)))
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     text = str(exc.value)
     assert exc.value.node == "deals"
     assert "column 'amount': value '123456789012345678901234.00' (decimal(38,2))" in text
@@ -137,13 +138,13 @@ def test_overflowing_amount_is_blamed_on_the_source_column_and_row(tmp_path, spa
     _no_spark_advice(text)
 
 
-def test_an_expression_that_overflows_names_its_node_not_the_stages_last(tmp_path, spark):
+def test_an_expression_that_overflows_names_its_node_not_the_stages_last(tmp_path, spark, engine):
     amounts = [Decimal("1.50"), Decimal("9999999999999999.00")]
     spec = _deals(tmp_path, "calc_overflow", _table(amounts, pa.decimal128(18, 2)), w2="w * w * w")
     plan = compile_file(spec)
     assert plan.stages[-1].nodes[-1] == "tot"  # the job runs at tot's write
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     text = str(exc.value)
     assert exc.value.node == "more"
     assert "expression 'w * w * w' failed: [NUMERIC_VALUE_OUT_OF_RANGE" in text
@@ -151,7 +152,7 @@ def test_an_expression_that_overflows_names_its_node_not_the_stages_last(tmp_pat
     _no_spark_advice(text)
 
 
-def test_arithmetic_on_text_that_validate_cannot_see_names_its_node(tmp_path, spark):
+def test_arithmetic_on_text_that_validate_cannot_see_names_its_node(tmp_path, spark, engine):
     """Without a declared schema validate cannot know 'sector' is text: the run fails at the
     calc whose expression casts it, not at the aggregate whose write runs the job."""
     data = _table([Decimal("1.50"), Decimal("2.00")], pa.decimal128(18, 2))
@@ -162,18 +163,18 @@ def test_arithmetic_on_text_that_validate_cannot_see_names_its_node(tmp_path, sp
     spec.write_text(text)
     assert not compile_file(spec).source("deals").schema.known
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     assert exc.value.node == "more"
     assert "expression 'w * sector' failed: [CAST_INVALID_INPUT] The value 'a'" in str(exc.value)
     assert "declare the column's type in the source schema" in str(exc.value)
     _no_spark_advice(str(exc.value))
 
 
-def test_a_division_by_zero_names_its_node_and_a_fix(tmp_path, spark):
+def test_a_division_by_zero_names_its_node_and_a_fix(tmp_path, spark, engine):
     amounts = [Decimal("1.50"), Decimal("2.00")]
     spec = _deals(tmp_path, "div_zero", _table(amounts, pa.decimal128(18, 2)), w2="w / (w - w)")
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     assert exc.value.node == "more"
     assert "expression 'w / (w - w)' failed: [DIVIDE_BY_ZERO]" in str(exc.value)
     assert "nullif" in str(exc.value)
@@ -182,12 +183,12 @@ def test_a_division_by_zero_names_its_node_and_a_fix(tmp_path, spark):
 
 # ---------------------------------------------------------------- a corrupt Parquet file
 @pytest.mark.parametrize("reader", ["footers", "spark"])
-def test_a_corrupt_parquet_file_is_named(tmp_path, spark, reader):
+def test_a_corrupt_parquet_file_is_named(tmp_path, spark, engine, reader):
     # with reader options, the footers are not read on the driver: Spark meets the file
     options = '    options: {mergeSchema: "false"}\n' if reader == "spark" else ""
     spec = _deals(tmp_path, f"corrupt_{reader}", b"PAR1 not parquet at all PAR1", options=options)
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     bad = tmp_path / "deals" / "part-0.parquet"
     assert exc.value.node == "deals"
     assert f"source 'deals': file {bad} is not a readable Parquet file" in str(exc.value)
@@ -244,11 +245,11 @@ def _items(tmp_path: Path, name: str, rows: list[tuple]) -> Path:
     return spec
 
 
-def test_duplicate_source_keys_before_a_custom_op_are_blamed_on_the_source(tmp_path, spark):
+def test_duplicate_source_keys_before_a_custom_op_are_blamed_on_the_source(tmp_path, spark, engine):
     rows = [("a", 1, 1), ("a", 1, 2), ("b", 1, 3), ("c", 2, 4), ("c", 2, 5), ("c", 2, 6)]
     spec = _items(tmp_path, "dup_keys", rows)
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     text = str(exc.value)
     assert exc.value.node == "items"
     assert "pd_floor" not in text
@@ -256,30 +257,23 @@ def test_duplicate_source_keys_before_a_custom_op_are_blamed_on_the_source(tmp_p
     assert "item_id=a, n=1 (2 rows); item_id=c, n=2 (3 rows)" in text
 
 
-@pytest.mark.parametrize("on_driver", [True, False])
-def test_duplicate_source_keys_found_in_written_data_name_the_keys(
-    tmp_path, spark, monkeypatch, on_driver
-):
+def test_duplicate_source_keys_found_in_written_data_name_the_keys(tmp_path, spark, engine):
     """Without a custom op, the duplicates are found in the aggregate's written checkpoint:
     with pyarrow on the driver, or by Spark for data above the driver-side limit."""
-    from regflow.runtime import executor
-
-    if not on_driver:
-        monkeypatch.setattr(executor, "LOCAL_CHECK_MAX_ROWS", 0)
     rows = [("b", 7, 1), ("b", 7, 2), ("a", 1, 3)]
-    spec = _items(tmp_path, f"dup_written_{str(on_driver).lower()}", rows)
+    spec = _items(tmp_path, f"dup_written_{engine.mode}", rows)
     spec.write_text(spec.read_text().replace("op: pd_floor", "op: calc\n    columns: {w: v}"))
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     assert exc.value.node == "items"
     assert "duplicate primary keys (item_id, n): item_id=b, n=7 (2 rows)." in str(exc.value)
 
 
-def test_null_source_keys_are_not_called_duplicates(tmp_path, spark):
+def test_null_source_keys_are_not_called_duplicates(tmp_path, spark, engine):
     rows = [("a", 1, 1), ("a", None, 2), ("a", None, 3), ("b", 1, 4)]
     spec = _items(tmp_path, "null_keys", rows)
     with pytest.raises(DataError) as exc:
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
     text = str(exc.value)
     assert exc.value.node == "items"
     assert "duplicate" not in text and "pd_floor" not in text
@@ -288,11 +282,11 @@ def test_null_source_keys_are_not_called_duplicates(tmp_path, spark):
     )
 
 
-def test_a_single_null_source_key_fails_the_run(tmp_path, spark):
+def test_a_single_null_source_key_fails_the_run(tmp_path, spark, engine):
     """One null key collides with nothing, but gives its row no id of its own."""
     spec = _items(tmp_path, "one_null_key", [("a", 1, 1), (None, 2, 2)])
     with pytest.raises(DataError, match=r"null primary key \(item_id, n\): item_id=null, n=2"):
-        _run(tmp_path, spec, spark)
+        _run(tmp_path, spec, spark, engine)
 
 
 # ---------------------------------------------------------------- validate

@@ -32,14 +32,16 @@ def rules_dir(tmp: Path, *names: str) -> Path:
     return folder
 
 
-def run(plan, root: Path, run_id: str, spark, params, base: RunRef | None) -> dict[str, dict]:
+def run(
+    plan, root: Path, run_id: str, spark, params, base: RunRef | None, engine
+) -> dict[str, dict]:
     """Every stage, as the Airflow tasks run them; then published like the DAG's last task.
     Returns each stage's report."""
     reports = {}
     for s in plan.stages:
         rep = run_stage(
             plan, s.id, cob=COB.isoformat(), run_id=run_id, root=root, params=params,
-            spark=spark, log=lambda _m: None, reuse_from=base,
+            spark=spark, log=lambda _m: None, reuse_from=base, policy=engine,
         )  # fmt: skip
         reports[s.id] = rep.to_dict()
     ref = RunRef(root, plan.pipeline, COB.isoformat(), run_id)
@@ -63,14 +65,16 @@ def spec(tmp_path_factory) -> Path:
     return project / "pipelines" / "lcr.yaml"
 
 
-def test_a_rule_change_recomputes_from_its_splice_point_only(spec, lcr_data, spark, tmp_path):
+def test_a_rule_change_recomputes_from_its_splice_point_only(
+    spec, lcr_data, spark, tmp_path, engine
+):
     root, params = tmp_path / "storage", {"data_root": str(lcr_data)}
     before = build_plan(spec, rules_dir(tmp_path, "0001"))
-    run(before, root, "base", spark, params, None)
+    run(before, root, "base", spark, params, None, engine)
     base = RunRef(root, "lcr", COB.isoformat(), "base")
 
     after = build_plan(spec, rules_dir(tmp_path, "0001", "0003"))  # + a rule at entity_buckets
-    reports = run(after, root, "incr", spark, params, base)
+    reports = run(after, root, "incr", spark, params, base, engine)
     assert reused(reports) == {
         "weigh": "base",
         "entity_buckets": "base",
@@ -93,7 +97,7 @@ def test_a_rule_change_recomputes_from_its_splice_point_only(spec, lcr_data, spa
     for stage in ("entity_lcr", "lcr_star"):
         assert all(o["path"] == str(incr.node_dir(o["name"])) for o in reports[stage]["outputs"])
     # the same figures as recomputing everything
-    full = run(after, root, "full", spark, params, None)
+    full = run(after, root, "full", spark, params, None, engine)
     assert not any(reused(full).values())
     whole = RunRef(root, "lcr", COB.isoformat(), "full")
     assert table(incr, "entity_lcr").equals(table(whole, "entity_lcr"))
@@ -128,16 +132,16 @@ def test_a_rule_change_recomputes_from_its_splice_point_only(spec, lcr_data, spa
 
 
 def test_a_late_correction_recomputes_the_stages_reading_the_source(
-    spec, lcr_data, spark, tmp_path
+    spec, lcr_data, spark, tmp_path, engine
 ):
     data = tmp_path / "data"
     shutil.copytree(lcr_data, data)
     root, params = tmp_path / "storage", {"data_root": str(data)}
     plan = build_plan(spec, tmp_path / "no-rules")
-    run(plan, root, "base", spark, params, None)
+    run(plan, root, "base", spark, params, None, engine)
     base = RunRef(root, "lcr", COB.isoformat(), "base")
 
-    same = run(plan, root, "again", spark, params, base)  # nothing changed
+    same = run(plan, root, "again", spark, params, base, engine)  # nothing changed
     assert reused(same) == {s: (None if s == "lcr_star" else "base") for s in same}
 
     # a late correction: one deal's amount is restated in the cob's deals file
@@ -151,19 +155,19 @@ def test_a_late_correction_recomputes_the_stages_reading_the_source(
     pq.write_table(deals.set_column(i, deals.schema.field(i), fixed), f)
 
     latest = RunRef(root, "lcr", COB.isoformat(), "again")
-    corrected = run(plan, root, "corrected", spark, params, latest)
+    corrected = run(plan, root, "corrected", spark, params, latest, engine)
     assert not any(reused(corrected).values())
     fix = RunRef(root, "lcr", COB.isoformat(), "corrected")
     assert not table(fix, "entity_lcr").equals(table(base, "entity_lcr"))
-    assert not any(reused(run(plan, root, "full", spark, params, None)).values())
+    assert not any(reused(run(plan, root, "full", spark, params, None, engine)).values())
     whole = RunRef(root, "lcr", COB.isoformat(), "full")
     assert table(fix, "entity_lcr").equals(table(whole, "entity_lcr"))
 
 
-def test_why_a_stage_is_not_reused(spec, lcr_data, spark, tmp_path):
+def test_why_a_stage_is_not_reused(spec, lcr_data, spark, tmp_path, engine):
     root, params = tmp_path / "storage", {"data_root": str(lcr_data)}
     plan = build_plan(spec, tmp_path / "no-rules")
-    run(plan, root, "base", spark, params, None)
+    run(plan, root, "base", spark, params, None, engine)
     base = RunRef(root, "lcr", COB.isoformat(), "base")
     new = RunRef(root, "lcr", COB.isoformat(), "new")
     first, star = plan.stages[0], plan.stage("lcr_star")

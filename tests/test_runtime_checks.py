@@ -9,6 +9,7 @@ check still fails naming the node, and the layouts and schemas are the ones Spar
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import random
@@ -25,8 +26,10 @@ from runtime_helpers import COB, ctx, run_all_stages
 from regflow.errors import DataError, LineageError
 from regflow.ops.builtin import ClassifyParams, JoinParams
 from regflow.plan.compiler import compile_file
-from regflow.runtime import builtin_ops, executor
-from regflow.runtime.lineage import cluster_parquet, stored_duplicate_ids
+from regflow.runtime import builtin_ops
+from regflow.runtime.driver.checks import stored_duplicate_ids
+from regflow.runtime.driver.cluster import cluster_parquet
+from regflow.runtime.policy import Declined
 from regflow.spec.models import LINEAGE_COLUMN as LID
 from regflow.storage import RunRef
 
@@ -114,7 +117,7 @@ def test_classify_on_no_match_error_names_node_and_row_and_evaluates_rules_once(
     ]
 
 
-def test_classify_error_through_the_runner_is_a_data_error_naming_the_node(tmp_path, spark):
+def test_classify_error_through_the_runner_is_a_data_error_naming_the_node(tmp_path, spark, engine):
     spec = _project(
         tmp_path,
         "clserr",
@@ -135,8 +138,9 @@ def test_classify_error_through_the_runner_is_a_data_error_naming_the_node(tmp_p
     )
     with pytest.raises(DataError) as exc:
         run_all_stages(
-            compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
-        )
+            compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)},
+            policy=engine,
+        )  # fmt: skip
     assert exc.value.node == "grade"
     assert "no classify rule matches the row with lineage id" in str(exc.value)
 
@@ -158,30 +162,27 @@ JOINED_UNIQUE_FX = [
 ]
 
 
-@pytest.mark.parametrize("on_driver", [True, False])
-def test_join_lookup_duplicates_are_found_on_the_driver_and_by_spark(
-    spark, deals, monkeypatch, on_driver
-):
-    if not on_driver:  # a lookup larger than the driver-side limit: a Spark aggregation
-        monkeypatch.setattr(builtin_ops, "BROADCAST_MAX_KEYS", 1)
+def test_join_lookup_duplicates_are_found_on_the_driver_and_by_spark(spark, deals, engine):
+    """The lookup's size unknown: its keys are checked up front, on the driver (collected)
+    or by a Spark aggregation (engine spark)."""
     fx = _fx_with_a_duplicate(spark)
+    at = ctx(inputs=("d", "fx"), policy=engine)
     with pytest.raises(DataError, match=r"duplicate keys \(currency=EUR\)"):
-        builtin_ops.join([deals, fx], JoinParams(on=["currency"]), ctx(inputs=("d", "fx")))
+        builtin_ops.join([deals, fx], JoinParams(on=["currency"]), at)
     unique = fx.where(f"{LID} != 11")
-    out = builtin_ops.join(
-        [deals, unique], JoinParams(on=["currency"], require_match=False), ctx(inputs=("d", "fx"))
-    )
+    out = builtin_ops.join([deals, unique], JoinParams(on=["currency"], require_match=False), at)
+    assert [e["engine"] for e in at.engines] == [engine.mode] * 2  # (each join's key check)
     assert sorted((r[LID], r["usd_rate"]) for r in out.collect()) == JOINED_UNIQUE_FX
 
 
-def test_join_lookup_counts_nan_keys_as_equal_like_spark(spark):
+def test_join_lookup_counts_nan_keys_as_equal_like_spark(spark, engine):
     left = spark.createDataFrame([(1, 1.0)], f"{LID} bigint, k double")
     right = spark.createDataFrame(
         [(10, float("nan"), "a"), (11, float("nan"), "b")], f"{LID} bigint, k double, v string"
     )
     assert right.groupBy("k").count().first()["count"] == 2  # Spark: one key
     with pytest.raises(DataError, match="duplicate keys"):
-        builtin_ops.join([left, right], JoinParams(on=["k"]), ctx(inputs=("l", "r")))
+        builtin_ops.join([left, right], JoinParams(on=["k"]), ctx(inputs=("l", "r"), policy=engine))
 
 
 def _job_count(spark) -> int:
@@ -260,10 +261,11 @@ def _prices(tmp_path: Path, fmt: str, rows: list[tuple[str, int]]) -> None:
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 @pytest.mark.parametrize("in_broadcast", [True, False])
 def test_duplicate_lookup_keys_fail_the_run_with_the_same_message(
-    tmp_path, spark, monkeypatch, fmt, in_broadcast
+    tmp_path, spark, engine, fmt, in_broadcast
 ):
-    if not in_broadcast:  # the lookup's size unknown or large: checked by Spark jobs first
-        monkeypatch.setattr(builtin_ops, "BROADCAST_MAX_KEYS", 1)
+    policy = engine
+    if not in_broadcast:  # the lookup's size large: checked by a job (or the driver) first
+        policy = dataclasses.replace(engine, broadcast_max_keys=1)
     name = f"lookup_{fmt}_{str(in_broadcast).lower()}"
     spec = _project(tmp_path, name, JOIN_NODES)
     path = "prices.csv" if fmt == "csv" else "prices"
@@ -280,7 +282,9 @@ nodes:""",
     _prices(tmp_path, fmt, [("a", 1), ("b", 2), ("b", 3), ("c", 4)])
     plan = compile_file(spec)
     with pytest.raises(DataError) as exc:
-        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(
+            plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}, policy=policy
+        )
     assert exc.value.node == "priced"
     assert str(exc.value).endswith(
         "] join lookup 'prices' has duplicate keys (item_id=b); each left row must match at "
@@ -291,8 +295,9 @@ nodes:""",
     # unique keys: the run goes through, every item priced
     _prices(tmp_path, fmt, [("a", 1), ("b", 2), ("c", 4)])
     reports = run_all_stages(
-        compile_file(spec), tmp_path / "storage", "r2", spark, {"data_root": str(tmp_path)}
-    )
+        compile_file(spec), tmp_path / "storage", "r2", spark, {"data_root": str(tmp_path)},
+        policy=policy,
+    )  # fmt: skip
     assert reports[0].sources["prices"]["rows_at_most"] >= 3
     done = RunRef(tmp_path / "storage", name, COB, "r2")
     sums = {r["item_id"]: r["v"] for r in pq.read_table(done.node_dir("total")).to_pylist()}
@@ -362,7 +367,8 @@ def test_cluster_parquet_declines_float_keys(tmp_path):
     pq.write_table(
         pa.table({"k": [0.0, -0.0], LID: pa.array([2, 1], pa.int64())}), folder / "p.parquet"
     )
-    assert cluster_parquet(folder, ["k"]) is None
+    declined = cluster_parquet(folder, ["k"])
+    assert isinstance(declined, Declined) and "key 'k' of type double" in declined.reason
     assert [f.name for f in folder.glob("*.parquet")] == ["p.parquet"]  # untouched
 
 
@@ -463,13 +469,17 @@ AFTER_AGG = """
         ("badtotal", "not in its input"),
     ],
 )
-def test_custom_op_on_stored_input_is_verified_on_its_written_output(tmp_path, spark, suffix, text):
+def test_custom_op_on_stored_input_is_verified_on_its_written_output(
+    tmp_path, spark, engine, suffix, text
+):
     name = f"chk_{suffix}"
     spec = _project(tmp_path, name, AFTER_AGG.format(op=f"{name}_{suffix}"))
     plan = compile_file(spec)
     assert plan.node("sums").persisted and plan.node("step").persisted
     with pytest.raises(LineageError) as exc:
-        run_all_stages(plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)})
+        run_all_stages(
+            plan, tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}, policy=engine
+        )
     assert text in str(exc.value)
     assert exc.value.node == "step"
     run = RunRef(tmp_path / "storage", name, COB, "r1")
@@ -478,12 +488,13 @@ def test_custom_op_on_stored_input_is_verified_on_its_written_output(tmp_path, s
 
 
 @pytest.mark.parametrize("suffix", ["same", "total"])
-def test_custom_op_on_stored_input_that_keeps_lineage_passes(tmp_path, spark, suffix):
+def test_custom_op_on_stored_input_that_keeps_lineage_passes(tmp_path, spark, engine, suffix):
     name = f"ok_{suffix}"
     spec = _project(tmp_path, name, AFTER_AGG.format(op=f"{name}_{suffix}"))
     run_all_stages(
-        compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
-    )
+        compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)},
+        policy=engine,
+    )  # fmt: skip
     run = RunRef(tmp_path / "storage", name, COB, "r1")
     out = pq.read_table(run.node_dir("step")).to_pylist()
     sums = {r["item_id"]: r["v"] for r in pq.read_table(run.node_dir("sums")).to_pylist()}
@@ -493,13 +504,10 @@ def test_custom_op_on_stored_input_that_keeps_lineage_passes(tmp_path, spark, su
         assert len({r[LID] for r in out}) == 6
 
 
-@pytest.mark.parametrize("local", [True, False])
-def test_duplicate_source_keys_are_caught_by_both_checks(tmp_path, spark, monkeypatch, local):
-    if not local:  # outputs larger than the driver-side limit are checked by Spark
-        monkeypatch.setattr(executor, "LOCAL_CHECK_MAX_ROWS", 0)
+def test_duplicate_source_keys_are_caught_by_both_checks(tmp_path, spark, engine):
     spec = _project(
         tmp_path,
-        f"dups_{str(local).lower()}",
+        f"dups_{engine.mode}",
         """
   - id: sums
     op: aggregate
@@ -511,23 +519,23 @@ def test_duplicate_source_keys_are_caught_by_both_checks(tmp_path, spark, monkey
     )
     with pytest.raises(DataError, match="source 'items' has duplicate primary keys"):
         run_all_stages(
-            compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)}
-        )
+            compile_file(spec), tmp_path / "storage", "r1", spark, {"data_root": str(tmp_path)},
+            policy=engine,
+        )  # fmt: skip
 
 
-@pytest.mark.parametrize("on_driver", [True, False])
 def test_lcr_checkpoint_layout_is_the_same_on_the_driver_and_with_spark(
-    project, lcr_data, tmp_path, spark, monkeypatch, on_driver
+    project, lcr_data, tmp_path, spark, engine
 ):
-    if not on_driver:
-        monkeypatch.setattr(executor, "LOCAL_CLUSTER_MAX_ROWS", 0)
     spec = project / "pipelines" / "lcr.yaml"
     text = spec.read_text()
     if "\n  - id: lcr_star" in text:  # the LCR itself, without the warehouse load
         spec.write_text(text[: text.index("\n  - id: lcr_star")] + "\n")
     plan = compile_file(spec)
     root = tmp_path / "storage"
-    run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)})
+    reports = run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)}, policy=engine)
+    clustered = {e["step"]: e["engine"] for r in reports for e in r.engines}
+    assert clustered["cluster entity_buckets.lineage"] == engine.mode  # (the engine asked for)
     run = RunRef(root, "lcr", COB, "r1")
     for name, keys in (("entity_buckets.lineage", 2), ("entity_lcr.lineage", 1)):
         seen: set = set()

@@ -35,7 +35,7 @@ def _table(run: RunRef, node: str):
 
 
 @pytest.mark.slow
-def test_spark_submit_runs_the_same_stage_as_the_task(project, tmp_path, spark):
+def test_spark_submit_runs_the_same_stage_as_the_task(project, tmp_path, spark, engine):
     """``spark-submit --master local[2] deploy/stage_main.py ...`` runs the LCR's ``weigh``
     stage; its stored output equals the in-process ``run_stage`` of the same stage, row for
     row, and Spark ran on the master spark-submit gave (the session does not replace it by
@@ -60,6 +60,7 @@ def test_spark_submit_runs_the_same_stage_as_the_task(project, tmp_path, spark):
         params=params,
         spark=spark,
         log=lambda _m: None,
+        policy=engine,
     )
 
     submitted = RunRef(tmp_path / "submitted", "lcr", COB, safe_run_id(RAW_RUN_ID))

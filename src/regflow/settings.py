@@ -125,6 +125,8 @@ def _parse(name: str, raw: str) -> Any:
             return float(raw.strip())
         except ValueError:
             raise _bad(name, raw, "a number of seconds, e.g. 900") from None
+    if name == "engine":  # a mode, as `regflow plan` prints it
+        return raw.strip().lower()
     return raw
 
 

@@ -29,6 +29,7 @@ def preview(
     from regflow.plan.build import build_plan_with_rules
     from regflow.plan.compiler import compile_file
     from regflow.runtime.executor import run_stage, run_variables
+    from regflow.runtime.policy import deployment_policy
     from regflow.runtime.sources import fingerprint, resolve_source_path
     from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run
     from regflow.storage.reuse import reusable_stages
@@ -78,6 +79,7 @@ def preview(
                 params=params,
                 input_runs=[before],
                 log=log,
+                policy=deployment_policy(),
             )
         )
     ids = {r.rule.rule_id for r in rules}

@@ -48,5 +48,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from regflow.cli.k8s import print_manifests
 
         return print_manifests(plan, args)
-    print(plan.to_json() if args.json else explain(plan))
+    if args.json:
+        print(plan.to_json())
+        return 0
+    from regflow.runtime.policy import deployment_policy
+
+    policy = deployment_policy()  # (a bad $REGFLOW_ENGINE fails before anything is shown)
+    print(explain(plan))
+    print("\n".join(["", *policy.describe()]))
     return 0

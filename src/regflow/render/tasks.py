@@ -202,6 +202,7 @@ def run_stage_task(
     from regflow.render.publish import reconcile_after_takeover
     from regflow.runtime import progress
     from regflow.runtime.executor import run_stage
+    from regflow.runtime.policy import ExecutionPolicy
     from regflow.storage import claim
 
     def record(plan: Plan, run: RunRef, exc: BaseException) -> None:
@@ -223,6 +224,7 @@ def run_stage_task(
                 root=run.root,
                 params=ctx.params,
                 reuse_from=_reuse_from(context, run),
+                policy=ExecutionPolicy.for_mode(ctx.settings.engine),  # the deployment's
             )
     except Exception as exc:  # any failure is the run's: say it (RegflowError or not)
         record(plan, run, exc)

@@ -8,7 +8,6 @@ data. Their message starts with ``[regflow:node=<id>]`` so the executor can name
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +20,9 @@ from regflow.ops.builtin import (
     JoinParams,
     UnionParams,
 )
+from regflow.runtime.driver.aggregate import GROUP_ID_COLUMN
+from regflow.runtime.driver.checks import repeated_keys
 from regflow.runtime.lineage import group_lineage_id
-from regflow.runtime.local_finish import GROUP_ID_COLUMN
 from regflow.runtime.sources import quote_name, spark_type
 from regflow.spec.models import LINEAGE_COLUMN
 
@@ -65,7 +65,8 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     """Enrich the left rows with lookup columns; the left lineage id is kept.
 
     The lookup's keys must be unique (else rows would be duplicated). A lookup the runtime
-    knows to have at most ``BROADCAST_MAX_KEYS`` rows (``ctx.input_rows``) is broadcast with
+    knows to have at most ``broadcast_max_keys`` rows (``ctx.input_rows``, the policy's) is
+    broadcast with
     the check built in (the broadcast job fails on a repeated key: no extra Spark job); any
     other lookup is checked up front. With ``require_match`` (the default) a left row
     without a lookup row fails the run, naming its key. Without it, the unmatched rows are
@@ -88,10 +89,12 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
         ]
     )
     rows = ctx.input_rows[1] if len(ctx.input_rows) > 1 else None
-    if rows is not None and rows <= BROADCAST_MAX_KEYS:
+    policy = ctx.policy
+    if policy.allows("broadcast_max_keys", rows):
         right, broadcast = _with_key_check(right, right_keys, ctx), True
     else:
-        broadcast = _check_keys_up_front(right, right_keys, ctx) <= BROADCAST_MAX_KEYS
+        n_keys = _check_keys_up_front(right, right_keys, ctx)
+        broadcast = policy.allows("broadcast_max_keys", n_keys)
     marker = "__regflow_matched"
     renamed = {r: f"__rk_{i}" for i, r in enumerate(right_keys)}
     r = right.selectExpr(
@@ -131,10 +134,6 @@ def join(inputs: list[DataFrame], p: JoinParams, ctx: OpContext) -> DataFrame:
     return out.drop(marker, *renamed.values())
 
 
-BROADCAST_MAX_KEYS = 100_000
-_NAN = "NaN"
-
-
 def _duplicate_keys_text(ctx: OpContext) -> tuple[str, str]:
     """The duplicate lookup key error: its text before and after the keys."""
     return (
@@ -162,7 +161,7 @@ def _with_key_check(right: DataFrame, keys: list[str], ctx: OpContext) -> DataFr
     """``right`` failing, in the job that computes it, on a key that occurs more than once.
 
     The error is the up-front check's (naming one repeated key). Read as one partition (a
-    lookup of at most ``BROADCAST_MAX_KEYS`` rows), the rows are counted per key without a
+    lookup of at most ``broadcast_max_keys`` rows), the rows are counted per key without a
     shuffle. Grouping is Spark's, as in the join: NaN equals NaN, nulls form one key. Spark
     may first drop lookup rows no left row can match (e.g. a null key, or a value the left
     input is filtered to exclude): those cannot duplicate a left row.
@@ -183,7 +182,7 @@ def _with_key_check(right: DataFrame, keys: list[str], ctx: OpContext) -> DataFr
 
 def _check_keys_up_front(right: DataFrame, keys: list[str], ctx: OpContext) -> int:
     """Fail if the lookup ``right`` repeats a key (Spark jobs); returns its number of keys."""
-    dups, n_keys = _lookup_duplicates(right, keys)
+    dups, n_keys = _lookup_duplicates(right, keys, ctx)
     if dups:
         described = "; ".join(
             ", ".join(f"{k}={v}" for k, v in zip(keys, d, strict=True)) for d in dups
@@ -198,24 +197,27 @@ def _check_keys_up_front(right: DataFrame, keys: list[str], ctx: OpContext) -> i
     return n_keys
 
 
-def _lookup_duplicates(right: DataFrame, keys: list[str]) -> tuple[list[tuple[Any, ...]], int]:
+def _lookup_duplicates(
+    right: DataFrame, keys: list[str], ctx: OpContext
+) -> tuple[list[tuple[Any, ...]], int]:
     """Up to 3 keys that occur more than once in ``right``, and its number of keys.
 
-    A lookup of up to ``BROADCAST_MAX_KEYS`` rows is checked on the driver from its key
-    columns (one small Spark job); a larger one by a Spark aggregation.
+    A lookup of up to the policy's ``key_check_max_rows`` rows is checked on the driver
+    from its key columns (one small Spark job); a larger one by a Spark aggregation.
     """
-    from collections import Counter
-
     from pyspark.sql import functions as F
 
-    rows = right.select(*keys).limit(BROADCAST_MAX_KEYS + 1).collect()
-    if len(rows) <= BROADCAST_MAX_KEYS:
-        # NaN as one value: Spark groups (and joins) NaN with NaN, unlike Python's ==
-        counts = Counter(
-            tuple(_NAN if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows
-        )
-        dups = [k for k, n in counts.items() if n > 1]
-        return sorted(dups, key=repr)[:3], len(counts)
+    step = f"check the keys of {ctx.inputs[1]} for {ctx.node}"
+    limit = ctx.policy.key_check_max_rows
+    if limit >= 0:
+        rows = right.select(*keys).limit(min(limit, 2**31 - 2) + 1).collect()
+        if len(rows) <= limit:
+            ctx.engines.append({"step": step, "engine": "driver"})
+            return repeated_keys(rows)
+    why = f"over {limit:,} rows (key_check_max_rows)"
+    if limit < 0:  # (never on the driver: engine mode spark)
+        why = f"engine mode '{ctx.policy.mode}'"
+    ctx.engines.append({"step": step, "engine": "spark", "why": why})
     counts_df = right.groupBy(*keys).count()
     stats = counts_df.agg(F.count("*").alias("keys"), F.max("count").alias("most")).first()
     n_keys, most = (stats["keys"], stats["most"]) if stats else (0, 0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from regflow.runtime.policy import ExecutionPolicy
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -25,3 +27,8 @@ class OpContext:
     # (what they count, the Observation). The runtime reads them once the stage's outputs
     # are written and reports them (e.g. a partial join's unmatched rows).
     observations: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
+    # Which engine did the op's steps the driver engine may take (step, engine, why): the
+    # runtime adds them to the stage report's ``engines``
+    engines: list[dict[str, str]] = field(default_factory=list)
+    # Where the runtime's steps run (the driver engine or Spark, see runtime/policy.py)
+    policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)

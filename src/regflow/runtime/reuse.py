@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.plan.model import Plan, Stage
-from regflow.runtime.executor import run_identity
+from regflow.runtime.report import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
 from regflow.storage import (
     META_FILE,

@@ -19,7 +19,9 @@ from regflow.ops.star import StarParams, resolve_input
 from regflow.plan.model import Plan, PlanNode
 from regflow.runtime.adjust_ops import matched_rules_sql, tag_masks_type
 from regflow.runtime.builtin_ops import node_tag
-from regflow.runtime.local_finish import rules_by_row
+from regflow.runtime.driver.audit import rules_by_row
+from regflow.runtime.persist import Writer
+from regflow.runtime.policy import Declined
 from regflow.runtime.sources import quote_name, schema_ddl, spark_type
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.warehouse.model import (
@@ -35,12 +37,7 @@ from regflow.warehouse.model import (
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from regflow.runtime.executor import StageRunner
-
 _NULL_MARK = "\u0000null"
-# Audits up to this many rows in all are grouped by row on the driver (see
-# StarBuilder._rules_by_row): 16 bytes a row and the rule ids, a few hundred MB at most.
-LOCAL_FLAGS_MAX_ROWS = 20_000_000
 
 
 def date_rows(cob: dt.date) -> list[tuple[Any, ...]]:
@@ -98,13 +95,13 @@ def _fail(node: str, message: Column) -> Column:
 
 
 class StarBuilder:
-    def __init__(self, runner: StageRunner, node: PlanNode, frames: dict[str, DataFrame]):
-        self.runner, self.node, self.frames = runner, node, frames
-        self.plan: Plan = runner.plan
+    def __init__(self, writer: Writer, node: PlanNode, frames: dict[str, DataFrame]):
+        self.writer, self.node, self.frames = writer, node, frames
+        self.plan: Plan = writer.plan
         self.params = StarParams.model_validate(node.params)
         self.model: StarModel = star_model(self.plan, node)
-        self.cob = dt.date.fromisoformat(runner.run.cob)
-        self.spark: SparkSession = runner.spark
+        self.cob = dt.date.fromisoformat(writer.run.cob)
+        self.spark: SparkSession = writer.spark
 
     def _frame(self, name: str) -> DataFrame:
         real = resolve_input(name, self.node.inputs)
@@ -114,7 +111,7 @@ class StarBuilder:
     def run(self) -> None:
         for t in self.model.tables:
             df = self.build(t)
-            self.runner._store(
+            self.writer.store(
                 self.node,
                 star_table_name(self.node.id, t.name),
                 df,
@@ -171,7 +168,7 @@ class StarBuilder:
             *attrs,
             *(["valid_from"] if t.scd2 else []),
             _hash_attrs(attrs).alias("row_hash"),
-            F.lit(self.runner.run.run_id).alias("run_id"),
+            F.lit(self.writer.identity["run_id"]).alias("run_id"),
         ).coalesce(1)
         self._check_keys(t, out, nk)
         return out
@@ -186,7 +183,7 @@ class StarBuilder:
             F.countDistinct(t.key).alias("keys"),
             F.sum(F.when(F.col(t.key) == UNKNOWN_KEY, 1).otherwise(0)).alias("unknown"),
         ).collect()[0]
-        kw = {"pipeline": self.plan.pipeline, "node": self.node.id, "cob": self.runner.run.cob}
+        kw = {"pipeline": self.plan.pipeline, "node": self.node.id, "cob": self.writer.run.cob}
         if row["rows"] != row["members"]:
             dup = df.groupBy(*nk).count().where(F.col("count") > 1).limit(1).collect()[0]
             example = ", ".join(f"{c}={dup[c]}" for c in nk)
@@ -245,13 +242,8 @@ class StarBuilder:
                 cols.append(F.col(LINEAGE_COLUMN).alias("lineage_id"))
             elif c.name in ("is_adjusted", "adjustment_rules"):
                 continue  # from the audit, below
-            elif c.name == "run_id":
-                cols.append(F.lit(self.runner.run.run_id).alias("run_id"))
-            elif c.name == "spec_hash":
-                cols.append(F.lit(self.plan.data_hash).alias("spec_hash"))
-            elif c.name == "adjustment_set_hash":
-                h = self.runner.run_meta.get("adjustment_set_hash", self.plan.adjustment_set_hash)
-                cols.append(F.lit(h).alias("adjustment_set_hash"))
+            elif c.name in self.writer.identity:  # run_id, spec_hash, adjustment_set_hash
+                cols.append(F.lit(self.writer.identity[c.name]).alias(c.name))
             else:
                 cols.append(_cast(c.name, c.type))
         out = src.select(*cols, *[F.col(quote_name(c)) for c in tags])
@@ -266,7 +258,7 @@ class StarBuilder:
         reads ``name`` from storage and its files keep audit columns (the metadata's
         ``audit_tags``: column -> adjust node and rule ids), it is read again with them,
         reduced to their masks (the read leaves the values they hold out); else as is."""
-        run = self.runner.stored_run(name) if name in self.runner.stored else None
+        run = self.writer.stored.read_from(name)
         meta = run.metadata(name) if run is not None else {}
         tags: dict[str, dict[str, Any]] = meta.get("audit_tags", {})
         if run is None or not tags:
@@ -284,7 +276,7 @@ class StarBuilder:
         carried = {tag["node"] for tag in tags.values()}
         folders = []
         for adj in self._adjustments_upstream(name):
-            run = self.runner.stored_run(f"{adj}.audit")
+            run = self.writer.stored.run_of(f"{adj}.audit")
             if run is not None and adj not in carried:
                 folders.append(
                     (run.node_dir(f"{adj}.audit"), int(run.metadata(f"{adj}.audit")["rows"]))
@@ -310,7 +302,7 @@ class StarBuilder:
     def _rules_by_row(self, folders: list[Path], rows: int) -> DataFrame:
         """The rules that changed each row, from the audits in ``folders`` (``rows`` in
         all): ``lineage_id``, ``adjustment_rules`` (sorted ids, comma-separated). Audits
-        hold the changed rows only: up to ``LOCAL_FLAGS_MAX_ROWS`` they are read and
+        hold the changed rows only: up to the policy's ``flags_max_rows`` they are read and
         grouped on the driver (no Spark job), beyond by Spark."""
         from pyspark.sql import functions as F
 
@@ -319,7 +311,9 @@ class StarBuilder:
         written = [folder for folder in folders if files[folder]]  # (no file: no row changed)
         if not written:
             return self.spark.createDataFrame([], schema)
-        if rows <= LOCAL_FLAGS_MAX_ROWS:
+        step = f"adjusted flags of {self.node.id} from {', '.join(f.name for f in written)}"
+        table: Any = self.writer.policy.decline("flags_max_rows", rows)
+        if table is None:
             import pyarrow.parquet as pq
 
             paths = [str(p) for folder in written for p in files[folder]]
@@ -327,8 +321,9 @@ class StarBuilder:
                 columns=[LINEAGE_COLUMN, "rule_id"]
             )
             table = rules_by_row(audit)
-            if table is not None:
-                return self.spark.createDataFrame(table, schema=schema)
+        self.writer.note(step, table if isinstance(table, Declined) else None)
+        if not isinstance(table, Declined):
+            return self.spark.createDataFrame(table, schema=schema)
         audits = [
             self.spark.read.parquet(str(folder)).select(
                 F.col(LINEAGE_COLUMN).alias("lineage_id"), "rule_id"
@@ -361,5 +356,5 @@ class StarBuilder:
         return sorted(out)
 
 
-def run_star(runner: StageRunner, node: PlanNode, frames: dict[str, DataFrame]) -> None:
-    StarBuilder(runner, node, frames).run()
+def run_star(writer: Writer, node: PlanNode, frames: dict[str, DataFrame]) -> None:
+    StarBuilder(writer, node, frames).run()

@@ -1,150 +1,19 @@
-"""Finishing an aggregate on the driver, from its lineage checkpoint while it is in memory.
+"""The driver engine's audit steps: an adjustment audit's rows from the rows' audit tags,
+the rows each rule changed, and the star's adjusted flags per row; exactly as Spark makes
+them (:mod:`regflow.runtime.audit_rows`, the star's Spark path), else declined.
 
-A lineage checkpoint small enough to be clustered on the driver (see
-:func:`regflow.runtime.lineage.cluster_parquet`) is already a pyarrow table there, sorted by
-group key. Summing it there, and reading the adjustment audits it carries from it, saves the
-Spark jobs that would read the checkpoint back, with the same results:
-
-- a measure is finished here only when the result is exactly Spark's: sums and counts of
-  integers and decimals (a decimal(p, s) sum is decimal(min(38, p + 10), s), like Spark's),
-  sums of floating point numbers (summed in the checkpoint's order), minimums and maximums
-  of integers, decimals and dates. Anything else returns ``None`` and the caller
-  aggregates with Spark. So does a sum that could overflow: Arrow adds 64-bit integers
-  and decimals modulo 2**64 and 2**128 without a word, so the sum of the values'
-  magnitudes, in floating point alongside, must show that no partial sum in any order can
-  leave the result type's range (by a wide margin); else Spark decides (it raises an
-  overflow error);
-- the aggregated row's lineage id is the checkpoint's group id column, computed by Spark
-  (``xxhash64(node, group key...)``) when the checkpoint was written.
-
-Pure pyarrow and numpy: no Spark here. Types are given as Spark's simple strings
-(``decimal(20,2)``, ``bigint``...).
+Pure pyarrow and numpy: no Spark here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from regflow.runtime.adjust_ops import TagWrite, mask_of
+from regflow.runtime.driver.aggregate import arrow_type
+from regflow.runtime.policy import Declined
 from regflow.spec.models import LINEAGE_COLUMN
-
-# the checkpoint column holding the id of the aggregated row each member contributes to
-GROUP_ID_COLUMN = "_lineage_group_id"
-
-_DECIMAL = re.compile(r"decimal\((\d+),(\d+)\)")
-_SIMPLE = {
-    "tinyint": "int8",
-    "smallint": "int16",
-    "int": "int32",
-    "bigint": "int64",
-    "float": "float32",
-    "double": "float64",
-    "string": "string",
-    "date": "date32",
-    "boolean": "bool_",
-}
-_MAX_ROWS = 10**9
-# a count's checkpoint column holds 1 per counted row: it is summed
-_ARROW_FUNC = {"count": "sum"}
-
-
-def arrow_type(spark_type: str) -> Any:
-    """The pyarrow type Spark stores a column of ``spark_type`` (simple string) as."""
-    import pyarrow as pa
-
-    m = _DECIMAL.fullmatch(spark_type)
-    if m:
-        return pa.decimal128(int(m.group(1)), int(m.group(2)))
-    if spark_type not in _SIMPLE:
-        raise ValueError(f"no local type for {spark_type}")
-    return getattr(pa, _SIMPLE[spark_type])()
-
-
-def _exact(func: str, t: Any) -> bool:
-    import pyarrow as pa
-
-    if func in ("sum", "count"):
-        return bool(pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_floating(t))
-    if func in ("min", "max"):
-        return bool(pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_date(t))
-    return False
-
-
-def _may_overflow(t: Any, rows: int) -> bool:
-    """Whether a sum of ``rows`` values of type ``t`` could leave Arrow's exact range."""
-    import pyarrow as pa
-
-    if pa.types.is_decimal(t):  # |x| < 10**p (unscaled); Arrow sums in 128 bits
-        return bool(t.precision + len(str(rows)) > 37)
-    return bool(pa.types.is_integer(t) and t.bit_width == 64)
-
-
-def _safe_magnitude(result: Any) -> float:
-    """Half the largest magnitude of ``result`` type: a float sum below it (with a float's
-    rounding, far smaller than the margin) means the exact sum is in range."""
-    import pyarrow as pa
-
-    if pa.types.is_decimal(result):
-        return 0.5 * 10.0 ** (result.precision - result.scale)
-    return 2.0**62
-
-
-def finish_aggregate(
-    table: Any,
-    group_by: Sequence[str],
-    measures: Mapping[str, str],
-    out_types: Mapping[str, str],
-) -> Any | None:
-    """The aggregate of a clustered checkpoint ``table``: one row per group, columns
-    ``group_by``, the lineage id, then ``measures`` (name -> sum|count|min|max) typed as
-    ``out_types`` (name -> Spark type). ``None`` when the result would not be exactly
-    Spark's (see the module docs).
-
-    Sums and counts of groups with no contributing row are 0, minimums and maximums null,
-    like the Spark path (``aggregate_finish``).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    names = set(table.column_names)
-    if not {*group_by, GROUP_ID_COLUMN, *measures} <= names or table.num_rows > _MAX_ROWS:
-        return None
-    if any(not _exact(f, table.schema.field(m).type) for m, f in measures.items()):
-        return None
-    work = table.select([*group_by, GROUP_ID_COLUMN, *measures])
-    aggs: list[tuple[str, str]] = []
-    # sums that could leave their type's range (64-bit integers, decimals): the magnitudes
-    # also summed as floats, bounding every partial sum in any order (Spark fails when one
-    # overflows); name -> the largest that bound may be
-    checks: dict[str, float] = {}
-    for m, f in measures.items():
-        t = work.schema.field(m).type
-        aggs.append((m, _ARROW_FUNC.get(f, f)))
-        if f in ("sum", "count") and _may_overflow(t, table.num_rows):
-            magnitude = pc.abs(pc.cast(work.column(m), pa.float64(), safe=False))
-            work = work.append_column(f"__f_{m}", magnitude)
-            aggs.append((f"__f_{m}", "sum"))
-            checks[m] = _safe_magnitude(arrow_type(out_types[m]))
-    keys = [*group_by, GROUP_ID_COLUMN]
-    grouped = work.group_by(keys, use_threads=False).aggregate(aggs)
-    for m, limit in checks.items():
-        approx = grouped.column(f"__f_{m}_sum").to_numpy(zero_copy_only=False)
-        if len(approx) and not float(abs(approx[approx == approx]).max(initial=0.0)) < limit:
-            return None
-    columns: dict[str, Any] = {k: grouped.column(k) for k in group_by}
-    columns[LINEAGE_COLUMN] = grouped.column(GROUP_ID_COLUMN)
-    for m, f in measures.items():
-        col = grouped.column(f"{m}_{_ARROW_FUNC.get(f, f)}")
-        target = arrow_type(out_types[m])
-        if f in ("sum", "count"):
-            col = pc.fill_null(col, pa.scalar(0).cast(col.type))
-        try:
-            columns[m] = pc.cast(col, target)  # a safe cast: fails rather than overflow
-        except pa.ArrowInvalid:
-            return None
-    return pa.table(columns)
 
 
 def audit_table(
@@ -152,7 +21,7 @@ def audit_table(
     tag: str,
     writes: Sequence[TagWrite],
     constants: Mapping[str, tuple[Any, str]],
-) -> Any | None:
+) -> Any | Declined:
     """The audit rows carried in ``table``'s ``tag`` column (see
     :func:`regflow.runtime.adjust_ops.tag_changes`; ``writes`` from
     :func:`~regflow.runtime.adjust_ops.tag_writes` with the same rules): the ``constants``
@@ -161,7 +30,7 @@ def audit_table(
 
     A write's old value is the field before the rules or after the previous write that
     applied to the row; its new value is the field after the rules, or, when a later write
-    to the field applied too, the value it set. None (the caller then writes the audit
+    to the field applied too, the value it set. Declined (the caller then writes the audit
     with Spark) when that needs arithmetic (an ``add``/``multiply`` followed by another
     write to the field on the same row), when the values' text cannot be made exactly as
     Spark makes it (see :func:`spark_text`), or when the lineage id is not an integer.
@@ -179,7 +48,7 @@ def audit_table(
     tagged = table.select([LINEAGE_COLUMN, tag]).filter(pc.is_valid(table.column(tag)))
     lineage = tagged.column(LINEAGE_COLUMN).combine_chunks()
     if not pa.types.is_integer(lineage.type) or lineage.null_count:
-        return None
+        return Declined("the lineage id is not an integer, or null")
     by_id = np.argsort(lineage.to_numpy())  # (ids are unique; a deterministic order anyway)
     lineage = lineage.take(pa.array(by_id))
     tags = tagged.column(tag).combine_chunks().take(pa.array(by_id))
@@ -212,7 +81,7 @@ def audit_table(
             after = f"n{slot}" in fields
             new_text = spark_text(pc.struct_field(tags, f"n{slot}")) if after else None
             if old_text is None or (after and new_text is None):
-                return None
+                return Declined("a value's text is not made exactly as Spark makes it")
             at_old = pooled(old_text)
             at_new = pooled(new_text) if new_text is not None else -1
             hits = [(masks[mask_of(w.bit)[0]] & mask_of(w.bit)[1]) != 0 for w in chain]
@@ -231,7 +100,7 @@ def audit_table(
                 if not after or more.any():  # the value this write set shows
                     value = _set_text(w, before_rules.type)
                     if value is None:
-                        return None
+                        return Declined("a value between two writes needs arithmetic")
                     set_at[j] = pooled(pa.array([value.as_py()], text))
                 new = (
                     np.where(more, set_at[j], at_new + rows)
@@ -372,11 +241,11 @@ def matched_rows(audit: Any) -> dict[str, int]:
     return {name: int(c) for name, c in zip(rules.dictionary.to_pylist(), counts, strict=True) if c}
 
 
-def rules_by_row(audit: Any) -> Any | None:
+def rules_by_row(audit: Any) -> Any | Declined:
     """Per lineage id of ``audit`` (its ``rule_id`` and lineage id columns): the ids of
     the rules that changed the row, sorted and joined by commas, as Spark's
     ``array_join(array_sort(collect_set(rule_id)), ',')`` makes them; columns
-    ``lineage_id`` and ``adjustment_rules``, one row per id, by id. None when the lineage
+    ``lineage_id`` and ``adjustment_rules``, one row per id, by id. Declined when the lineage
     id is not an integer (Spark's path then)."""
     import numpy as np
     import pyarrow as pa
@@ -384,7 +253,7 @@ def rules_by_row(audit: Any) -> Any | None:
 
     lineage = audit.column(LINEAGE_COLUMN).combine_chunks()
     if not pa.types.is_integer(lineage.type) or lineage.null_count:
-        return None
+        return Declined("the lineage id is not an integer, or null")
     if not len(lineage):
         return pa.table(
             {"lineage_id": pa.array([], pa.int64()), "adjustment_rules": pa.array([], pa.string())}
