@@ -2,7 +2,7 @@
 output (one row per rule, row and field changed).
 
 An adjust node tags the rows it changes in an audit column (:class:`PendingAudit`) that rides
-along with the rows through the ops that keep every column (see ``CARRYING_OPS``). The audit
+along with the rows through the ops that keep every column (``OpDef.carries_audits``). The audit
 is written from the data a job wrote anyway: :class:`Audits` subscribes to the writer's
 ``on_written`` hook and, when the written data carries audit columns, makes their audits,
 on the driver when it can (:mod:`regflow.runtime.driver`), else by a Spark job over the

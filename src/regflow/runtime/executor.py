@@ -10,7 +10,6 @@ execution policy choosing between it and Spark (:mod:`.policy`).
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "CARRYING_OPS",
     "OutputReport",
     "StageReport",
     "StageRunner",
@@ -54,9 +52,6 @@ __all__ = [
     "run_stage",
     "run_variables",
 ]
-
-# Built-in ops that keep every column of their main input (so audit columns ride along).
-CARRYING_OPS = frozenset({"calc", "filter", "join", "classify", "adjust"})
 
 
 class StageRunner:
@@ -214,9 +209,11 @@ class StageRunner:
         op = registry.get(node.op)
         inputs = [self._input(i) for i in node.inputs]
         # Audit columns ride along with the rows only through ops known to keep every column
-        # of their main input; before any other op they are written out and dropped.
-        if node.op in CARRYING_OPS:
-            inputs = [inputs[0], *[self.audits.flush(df) for df in inputs[1:]]]
+        # of their main inputs (OpDef.carries_audits); before any other op, and beside a
+        # join's lookup, they are written out and dropped.
+        if op.carries_audits:
+            main = len(op.main_of(node.inputs))
+            inputs = [*inputs[:main], *[self.audits.flush(df) for df in inputs[main:]]]
         elif op.lineage != "aggregate":
             inputs = [self.audits.flush(df) for df in inputs]
         if op.lineage == "sink":  # star_schema: stages its tables for the warehouse loader
@@ -312,7 +309,7 @@ class StageRunner:
 
     def _adjust(self, node: PlanNode, df: DataFrame, params: AdjustParams) -> DataFrame:
         """Apply the rules effective on this cob; their audit travels with the rows."""
-        cob = dt.date.fromisoformat(self.run.cob)
+        cob = self.run.cob_date
         active: list[tuple[AdjustmentRule, str]] = []
         skipped: list[tuple[AdjustmentRule, str]] = []
         for rule in sorted(params.rules, key=lambda r: r.rule_id):

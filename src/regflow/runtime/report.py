@@ -7,7 +7,6 @@ from it.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +86,7 @@ def identity_columns(plan: Plan, run: RunRef, run_meta: Mapping[str, Any]) -> di
     """The run-identity columns an audit's rows start with: name -> (value, Spark type)."""
     return {
         "pipeline": (plan.pipeline, "string"),
-        "cob": (dt.date.fromisoformat(run.cob), "date"),
+        "cob": (run.cob_date, "date"),
         **{k: (v, "string") for k, v in run_identity(plan, run, run_meta).items()},
     }
 

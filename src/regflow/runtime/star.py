@@ -100,7 +100,7 @@ class StarBuilder:
         self.plan: Plan = writer.plan
         self.params = StarParams.model_validate(node.params)
         self.model: StarModel = star_model(self.plan, node)
-        self.cob = dt.date.fromisoformat(writer.run.cob)
+        self.cob = writer.run.cob_date
         self.spark: SparkSession = writer.spark
 
     def _frame(self, name: str) -> DataFrame:
@@ -349,7 +349,7 @@ class StarBuilder:
                 continue
             seen.add(cur)
             pn = self.plan.node(cur)
-            if pn.op == "adjust":
+            if self.plan.op_of(cur).applies_rules:
                 out.append(cur)
             if pn.lineage != "aggregate":
                 todo.extend(pn.inputs)

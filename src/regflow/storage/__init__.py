@@ -8,6 +8,7 @@ Pure Python: the runtime writes the Parquet with Spark, the CLI reads it with py
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, StorageError
+from regflow.plan.cob import parse_cob
 
 META_FILE = "_regflow.json"
 SUCCESS_FILE = "_SUCCESS"
@@ -61,6 +63,11 @@ class RunRef:
     pipeline: str
     cob: str
     run_id: str
+
+    @property
+    def cob_date(self) -> dt.date:
+        """The cob as a date (``cob`` is its ISO text, the storage partition's name)."""
+        return parse_cob(self.cob)
 
     @property
     def cob_dir(self) -> Path:
