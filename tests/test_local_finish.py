@@ -217,6 +217,7 @@ def _read(folder: Path) -> list[dict]:
     return pq.ParquetDataset(files, partitioning=None).read().to_pylist()
 
 
+@pytest.mark.slow
 def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(
     tmp_path, lcr_data, spark, monkeypatch
 ):
@@ -318,6 +319,7 @@ def test_rules_by_row_is_sparks_sorted_set_of_rule_ids(spark):
     assert rules_by_row(audit.set_column(1, LID, pa.array([str(i) for _, i in rows]))) is None
 
 
+@pytest.mark.slow
 def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, spark, monkeypatch):
     """The deal fact's is_adjusted / adjustment_rules are the audits' rule ids per deal,
     grouped on the driver and, past its limit, by Spark: the same."""
@@ -387,6 +389,7 @@ def _fan_out_classify(project: Path) -> None:
     (project / "adjustments" / "lcr" / "ADJ-TEST-0009.yaml").write_text(rule)
 
 
+@pytest.mark.slow
 def test_the_star_merges_flags_from_carried_audit_columns_and_stored_audits(
     tmp_path, lcr_data, spark, monkeypatch
 ):

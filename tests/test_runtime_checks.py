@@ -515,6 +515,7 @@ def test_duplicate_source_keys_are_caught_by_both_checks(tmp_path, spark, monkey
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_driver", [True, False])
 def test_lcr_checkpoint_layout_is_the_same_on_the_driver_and_with_spark(
     project, lcr_data, tmp_path, spark, monkeypatch, on_driver
