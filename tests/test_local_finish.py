@@ -475,6 +475,7 @@ def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(s
     }
 
 
+@pytest.mark.slow
 def test_audit_table_reads_every_match_word_of_many_rules(spark, deals):
     """70 rules (two 62-rule match words) setting one field on LE1's rows, each after the
     one before: the driver's audit equals Spark's replay, rule by rule."""

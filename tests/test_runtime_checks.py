@@ -320,6 +320,7 @@ def test_stored_duplicate_ids_agree_with_counting(tmp_path):
     assert stored_duplicate_ids(files) == []
 
 
+@pytest.mark.slow
 def test_cluster_parquet_orders_like_spark_and_keeps_groups_in_one_file(tmp_path, spark):
     rnd = random.Random(5)
     n = 300_000  # a file per core (of at least 250k rows): two with two cores

@@ -679,6 +679,7 @@ def test_existing_table_with_other_columns(model: StarModel, staged: RunRef) -> 
     assert conn.kinds[-2:] == ["rollback", "close"] and "commit" not in conn.kinds
 
 
+@pytest.mark.slow
 def test_identifiers_are_quoted_and_checked(
     model: StarModel, staged: RunRef, project: Path
 ) -> None:
