@@ -214,6 +214,7 @@ def test_the_rules_change_the_figures(lcr_data, expected):
     assert group["outflows"] - plain_group["outflows"] > RULE3[1]  # rule 3 plus rule 2
 
 
+@pytest.mark.slow
 def test_entity_lcr_matches_the_independent_computation(base, expected):
     got = {r["legal_entity"]: r for r in read(base.run.node_dir("entity_lcr")).to_pylist()}
     assert sorted(got) == sorted(expected.rows)
@@ -223,6 +224,7 @@ def test_entity_lcr_matches_the_independent_computation(base, expected):
             assert_close(got[entity][col], want[col], f"{entity}.{col}")
 
 
+@pytest.mark.slow
 def test_entity_buckets_holds_the_figures_before_the_rule_after_it(base, expected):
     got = {r["legal_entity"]: r for r in read(base.run.node_dir("entity_buckets")).to_pylist()}
     assert sorted(got) == sorted(expected.buckets_before_rule3)
@@ -236,6 +238,7 @@ def _audit(base: BaseRun, node: str) -> tuple[list[dict], dict]:
     return read(d).to_pylist(), json.loads((d / META_FILE).read_text())
 
 
+@pytest.mark.slow
 def test_rule1_audit(base, expected):
     audit, meta = _audit(base, "classify__adjusted")
     matched = sum(expected.rule1_old.values())
@@ -252,6 +255,7 @@ def test_rule1_audit(base, expected):
     assert {a[LID] for a in audit} <= set(members)
 
 
+@pytest.mark.slow
 def test_rule2_audit(base, expected):
     audit, meta = _audit(base, "weigh__adjusted")
     assert len(audit) == len(expected.rule2_old) == len({a[LID] for a in audit})
@@ -271,6 +275,7 @@ def test_rule2_audit(base, expected):
     assert sum(Decimal(a["new_value"]) for a in audit) > sum(olds)
 
 
+@pytest.mark.slow
 def test_rule3_audit(base, expected):
     audit, meta = _audit(base, "entity_buckets__adjusted")
     assert meta["rules"] == [
@@ -334,6 +339,7 @@ def assert_changes(rows: list[dict], want: dict[tuple[str, str], tuple]) -> None
         assert_close(num(r["change"]), after - before, f"{key} change")
 
 
+@pytest.mark.slow
 def test_preview_recomputes_only_what_the_change_touches(base, pr_project, lcr_data):
     want = expected_changes(lcr_data)
     # the change moves LE003 and GROUP: outflows by exactly +250m, and what follows from it
@@ -368,6 +374,7 @@ def test_preview_recomputes_only_what_the_change_touches(base, pr_project, lcr_d
     assert_close(le003["outflows"], want[("LE003", "outflows")][0], "base outflows")
 
 
+@pytest.mark.slow
 def test_cli_check_with_a_preview(base, pr_project, lcr_data, monkeypatch, capsys):
     monkeypatch.setenv("REGFLOW_PROJECT", str(pr_project))
     f = pr_project / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
@@ -385,6 +392,7 @@ def test_cli_check_with_a_preview(base, pr_project, lcr_data, monkeypatch, capsy
     assert_changes(pv["changes"]["entity_lcr"], expected_changes(lcr_data))
 
 
+@pytest.mark.slow
 def test_cli_check_without_an_earlier_run_validates_only(base, pr_project, monkeypatch, capsys):
     monkeypatch.setenv("REGFLOW_PROJECT", str(pr_project))
     f = pr_project / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
@@ -397,6 +405,7 @@ def test_cli_check_without_an_earlier_run_validates_only(base, pr_project, monke
     assert "Validation: ✅ valid" in out and "Impact preview skipped" in out
 
 
+@pytest.mark.slow
 def test_cli_check_without_a_cob_previews_the_latest_cob_with_a_run(
     base, pr_project, tmp_path, monkeypatch, capsys
 ):
@@ -420,6 +429,7 @@ def test_cli_check_without_a_cob_previews_the_latest_cob_with_a_run(
     assert "Impact preview skipped" in out and "no successful run of 'lcr'" in out
 
 
+@pytest.mark.slow
 def test_cli_check_of_an_invalid_rule_fails_without_a_preview(base, tmp_path, monkeypatch, capsys):
     project = copy_project(tmp_path / "project")
     bad = project / "adjustments" / "lcr" / "ADJ-2026-0099.yaml"

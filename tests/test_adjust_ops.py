@@ -454,6 +454,7 @@ def test_values_with_quotes_and_backslashes_are_matched_and_set_literally(spark)
     assert got == {(i, v, v + "'\\") for i, v in enumerate(tricky)}
 
 
+@pytest.mark.slow
 def test_many_rules_on_one_field_apply_in_order_and_each_is_audited(spark):
     """64 rules (more than one 62-rule match word) adding to the same field, one after the
     other: each sees the result of the one before, and each is audited from it."""

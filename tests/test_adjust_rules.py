@@ -587,6 +587,7 @@ DAG_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_airflow_dag_shows_the_rules_of_each_stage(spliced, tmp_path):
     env = {
         **os.environ,

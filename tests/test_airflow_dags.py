@@ -9,6 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+# real Airflow (DagBag in a subprocess): `make test-fast` skips them (docs/development.md)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = textwrap.dedent("""

@@ -131,6 +131,7 @@ def test_the_task_cob_applies_the_rule_unless_the_run_has_a_cob(tmp_path):
         _cob({"params": {"cob": "2026-02-30"}}, plan)
 
 
+@pytest.mark.slow
 def test_the_lcr_dag_says_which_cob_a_scheduled_run_computes(tmp_path):
     doc = dagbag(ROOT / "dags", tmp_path)["dags"]["lcr"]["doc_md"]
     assert "`0 6 * * 1-5`): the business day before the date the run is stamped with" in doc

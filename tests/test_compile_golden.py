@@ -280,6 +280,7 @@ nodes:
 """
 
 
+@pytest.mark.slow
 def test_hashes_do_not_depend_on_the_process(tmp_path: Path) -> None:
     """Set order varies with PYTHONHASHSEED; the plan's order and hashes must not.
 

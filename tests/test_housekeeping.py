@@ -146,6 +146,7 @@ def _node_run(root: Path, run_id: str, published: bool) -> None:
         (node.parent / "_RUN_SUCCESS").write_text("{}")
 
 
+@pytest.mark.slow
 def test_export_of_an_unpublished_run_is_refused_unless_allowed(base, tmp_path):  # noqa: F811
     root = tmp_path / "storage"
     _node_run(root, "failed_1", published=False)

@@ -31,6 +31,9 @@ from regflow.plan.build import build_plan
 from regflow.runtime.executor import run_stage
 from regflow.storage import RunRef
 
+# the whole LCR pipeline: `make test-fast` skips them (docs/development.md)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 COB = dt.date(2026, 3, 31)
 N = 200_000

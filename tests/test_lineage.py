@@ -22,6 +22,7 @@ def read(path: Path):
     return pq.ParquetDataset(files, partitioning=None).read()
 
 
+@pytest.mark.slow
 def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spark, engine):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
@@ -61,6 +62,7 @@ def test_lcr_rerun_gives_identical_lineage_ids(project, lcr_data, tmp_path, spar
         assert sum((r["l1"] for r in members if r["l1"] is not None), 0) == out[entity]["l1"]
 
 
+@pytest.mark.slow
 def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, spark, engine):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     root = tmp_path / "storage"
@@ -81,6 +83,7 @@ def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, 
     assert not [p for p in run.run_dir.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_missing_fx_rate_fails_naming_node_and_currency(project, lcr_data, tmp_path, spark, engine):
     data = tmp_path / "data"
     import shutil
@@ -243,6 +246,7 @@ def test_operators_from_entry_points_are_registered(tmp_path, monkeypatch):
     sys.modules.pop("acme_ops_mod", None)
 
 
+@pytest.mark.slow
 def test_trace_from_a_reported_figure_down_to_its_deals(project, lcr_data, tmp_path, spark, engine):
     """Drill-through: LE002's outflows are exactly the sum of its deals' contributions."""
     from decimal import Decimal

@@ -242,6 +242,7 @@ def _read(folder: Path) -> list[dict]:
     return pq.ParquetDataset(files, partitioning=None).read().to_pylist()
 
 
+@pytest.mark.slow
 def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(tmp_path, lcr_data, spark):
     """The engines side by side: the same outputs, checkpoints and audits."""
     local = _run_lcr(tmp_path / "local", lcr_data, spark, ExecutionPolicy.for_mode("driver"))
@@ -337,6 +338,7 @@ def test_rules_by_row_is_sparks_sorted_set_of_rule_ids(spark):
     assert isinstance(rules_by_row(text_ids), Declined)
 
 
+@pytest.mark.slow
 def test_the_star_flags_each_adjusted_deal_with_its_rules(tmp_path, lcr_data, spark, engine):
     """The deal fact's is_adjusted / adjustment_rules are the audits' rule ids per deal,
     grouped on the driver or by Spark."""
@@ -391,6 +393,7 @@ def _fan_out_classify(project: Path) -> None:
     (project / "adjustments" / "lcr" / "ADJ-TEST-0009.yaml").write_text(rule)
 
 
+@pytest.mark.slow
 def test_the_star_merges_flags_from_carried_audit_columns_and_stored_audits(
     tmp_path, lcr_data, spark, engine
 ):
@@ -464,6 +467,7 @@ def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(s
     }
 
 
+@pytest.mark.slow
 def test_audit_table_reads_every_match_word_of_many_rules(spark, deals):
     """70 rules (two 62-rule match words) setting one field on LE1's rows, each after the
     one before: the driver's audit equals Spark's replay, rule by rule."""

@@ -13,6 +13,9 @@ import pytest
 from conftest import COB
 from test_failure_reports import regflow
 
+# real Airflow runs of the LCR pipeline: `make test-fast` skips them (docs/development.md)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,7 +64,6 @@ def test_plan_has_the_rules_and_names_stages_by_task_id(base, tmp_path):
     )
 
 
-@pytest.mark.slow
 def test_the_plans_hash_and_names_are_the_runs(base, tmp_path):
     from regflow.plan.cache import load_plan
     from regflow.render.airflow_dag import build_dag

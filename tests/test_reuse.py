@@ -20,6 +20,9 @@ from regflow.runtime.executor import run_stage, run_variables
 from regflow.runtime.reuse import why_not_reuse
 from regflow.storage import RunRef, publish_run, read_node
 
+# the whole LCR pipeline, several runs: `make test-fast` skips them (docs/development.md)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "adjustments" / "lcr"
 

@@ -325,6 +325,7 @@ def test_stored_duplicate_ids_agree_with_counting(tmp_path):
     assert stored_duplicate_ids(files) == []
 
 
+@pytest.mark.slow
 def test_cluster_parquet_orders_like_spark_and_keeps_groups_in_one_file(tmp_path, spark):
     rnd = random.Random(5)
     n = 300_000  # a file per core (of at least 250k rows): two with two cores
@@ -524,6 +525,7 @@ def test_duplicate_source_keys_are_caught_by_both_checks(tmp_path, spark, engine
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_lcr_checkpoint_layout_is_the_same_on_the_driver_and_with_spark(
     project, lcr_data, tmp_path, spark, engine
 ):

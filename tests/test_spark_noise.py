@@ -7,6 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# a Spark session in a subprocess: `make test-fast` skips it (docs/development.md)
+pytestmark = pytest.mark.slow
+
 PROBE = """
 from regflow.runtime.session import get_spark, stop_spark
 spark = get_spark()

