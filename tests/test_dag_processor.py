@@ -170,7 +170,7 @@ def test_validate_reports_a_broken_operator_file_and_a_spec_without_dag_file(
     from regflow.ops import registry
 
     monkeypatch.setenv("REGFLOW_PROJECT", str(project))
-    monkeypatch.setattr(registry, "_FAILED_FILES", {})
+    registry.forget_failures()
     write(project / "operators" / "unused.py", "import no_such_module_anywhere\n")
     newcomer = TINY.format(name="newcomer", op="calc", settings=CALC)
     write(project / "pipelines" / "newcomer.yaml", newcomer)

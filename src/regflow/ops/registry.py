@@ -156,9 +156,11 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_entry_points() -> None:
+def load_entry_points(*, again: bool = False) -> None:
+    """Import the operator packages installed under the ``regflow.operators`` entry point
+    group, once per process (``again``: look again, e.g. after installing one)."""
     global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
+    if _ENTRY_POINTS_LOADED and not again:
         return
     from importlib.metadata import entry_points
 
@@ -229,6 +231,13 @@ def _forget_ops_of(path: Path) -> None:
         file = op.origin.rpartition(":")[0]
         if file and Path(file).resolve() == target:
             del _REGISTRY[name]
+
+
+def forget_failures() -> None:
+    """Forget which operator files failed to load: the next load tries them again and
+    reports only what still fails."""
+    with _LOCK:
+        _FAILED_FILES.clear()
 
 
 def _reset_for_tests() -> None:
