@@ -172,3 +172,28 @@ def test_every_task_of_a_run_runs_the_plan_its_first_task_ran(pinned_project, sp
     changed = load_plan(pinned_project / "pipelines" / "pinned.yaml")
     assert summary["adjustment_set_hash"] != changed.adjustment_set_hash
     assert [r["adjustments"][0]["value"] for r in summary["rules"]] in ([10], ["10"])
+
+
+def test_a_cached_plan_brings_its_pin_so_a_dag_parse_does_not_serialise_the_plan(
+    pinned_project, monkeypatch
+):
+    """The pin is computed once per compiled plan and kept beside it in the plan cache: a
+    DAG parse with a warm cache reads it (serialising a plan to hash it cost ~40% of a
+    parse). The kept pin is the one the plan gives when computed afresh."""
+    from regflow.plan import cache
+    from regflow.plan.model import Plan
+
+    spec = pinned_project / "pipelines" / "pinned.yaml"
+    first = cache.load_plan(spec)  # compiles, keeps the plan and its pin
+    fresh = cache.plan_pin(Plan.from_json(first.to_json()))  # computed from the plan itself
+    assert cache.plan_pin(first) == fresh
+    build(pinned_project)  # the first parse keeps the pinned plan for the tasks
+
+    def no_serialising(self):
+        raise AssertionError("a warm-cache parse serialised the plan")
+
+    monkeypatch.setattr(Plan, "to_json", no_serialising)
+    warm = cache.load_plan(spec)  # from the cache, as every later DAG parse
+    assert warm is not first
+    assert cache.plan_pin(warm) == fresh
+    assert build(pinned_project) is not None  # a later parse: no serialising either

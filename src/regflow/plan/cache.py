@@ -7,6 +7,7 @@ simply skipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -97,34 +98,55 @@ def load_plan(
     text = spec_path.read_text(encoding="utf-8")
     key = plan_key(spec_path, text, folder)
     cached = cache_dir(project_dir_of(spec_path)) / f"{key}.json"
+    pin_file = cached.with_suffix(".pin")  # the plan's pin beside it: a DAG parse needs it
     if cached.exists():
         try:
-            return Plan.from_json(cached.read_text())
+            plan = Plan.from_json(cached.read_text())
         except (ValueError, KeyError, TypeError):
             pass  # stale format: recompile
+        else:
+            with contextlib.suppress(OSError):  # (an older cache: computed when asked)
+                _remember_pin(plan, pin_file.read_text().strip())
+            return plan
     plan = build_plan(spec_path, folder)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(plan.to_json())
-        os.replace(tmp, cached)
+        for path, content in ((pin_file, plan_pin(plan)), (cached, plan.to_json())):
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(content)
+            os.replace(tmp, path)
     except OSError:
         pass
     return plan
 
 
 # ---------------------------------------------------------------------------- pinned plans
+_PIN = "_regflow_pin"  # where a plan object keeps its pin once known (not a dataclass field)
+
+
+def _remember_pin(plan: Plan, pin: str) -> None:
+    if pin:
+        object.__setattr__(plan, _PIN, pin)
+
+
 def plan_pin(plan: Plan) -> str:
     """The key of exactly this compiled plan: ``<rules>-<plan>``, the first 12 hex digits of
     the rule set's hash and 16 of the whole plan's JSON (the spec, the rules, and any change
-    of regflow or of an operator that changes the plan)."""
+    of regflow or of an operator that changes the plan). Computed once per compiled plan:
+    the plan cache keeps it beside the plan (a DAG parse reads it, instead of serialising
+    the plan again)."""
+    known = getattr(plan, _PIN, None)
+    if known:
+        return str(known)
     import dataclasses
 
     # where the files lie is not what the plan does: a SparkApplication's image compiles the
     # same plan from another path
     bare = dataclasses.replace(plan, file="", adjustments_dir=None)
     whole = hashlib.sha256(bare.to_json().encode()).hexdigest()[:16]
-    return f"{plan.adjustment_set_hash[:12]}-{whole}"
+    pin = f"{plan.adjustment_set_hash[:12]}-{whole}"
+    _remember_pin(plan, pin)
+    return pin
 
 
 def _pinned_file(spec_path: Path | str, pin: str) -> Path:
