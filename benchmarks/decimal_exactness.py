@@ -63,55 +63,37 @@ STAGES = ("weigh", "entity_buckets", "entity_lcr")
 def run_engine(engine: str, spec: Path, data_root: Path, work: Path, spark: Any) -> dict:
     """The three LCR stages with one engine; returns the run and which engine finished."""
     from regflow.plan.build import build_plan
-    from regflow.runtime import executor, star
     from regflow.runtime.executor import run_stage
+    from regflow.runtime.policy import ExecutionPolicy
     from regflow.storage import RunRef
 
-    saved = {
-        (executor, "LOCAL_CLUSTER_MAX_ROWS"): executor.LOCAL_CLUSTER_MAX_ROWS,
-        (executor, "LOCAL_CLUSTER_MAX_BYTES"): executor.LOCAL_CLUSTER_MAX_BYTES,
-        (executor, "SMALL_INPUT_ROWS"): executor.SMALL_INPUT_ROWS,
-        (executor, "LOCAL_CHECK_MAX_ROWS"): executor.LOCAL_CHECK_MAX_ROWS,
-        (star, "LOCAL_FLAGS_MAX_ROWS"): star.LOCAL_FLAGS_MAX_ROWS,
-        (executor, "finish_aggregate"): executor.finish_aggregate,
-    }
-    finished: list[bool] = []
-    real = executor.finish_aggregate
-
-    def spy(*args: Any) -> Any:
-        out = real(*args)
-        finished.append(out is not None)
-        return out
-
-    executor.finish_aggregate = spy
-    if engine == "spark":
-        for module, name in list(saved)[:5]:
-            setattr(module, name, 0)
-    elif engine == "driver":
-        executor.LOCAL_CLUSTER_MAX_ROWS = 10**9
-        executor.LOCAL_CLUSTER_MAX_BYTES = 1 << 40
+    # the engines as a deployment picks them (REGFLOW_ENGINE): "default" is mode auto
+    policy = ExecutionPolicy.for_mode("auto" if engine == "default" else engine)
     storage = work / f"storage-{engine}"
     plan = build_plan(spec, work / "no-rules")
     t0 = time.perf_counter()
-    try:
-        for stage in STAGES:
-            run_stage(
-                plan,
-                stage,
-                cob=COB.isoformat(),
-                run_id="r1",
-                root=storage,
-                params={"data_root": str(data_root)},
-                spark=spark,
-                log=lambda _m: None,
-            )
-    finally:
-        for (module, name), value in saved.items():
-            setattr(module, name, value)
+    reports = [
+        run_stage(
+            plan,
+            stage,
+            cob=COB.isoformat(),
+            run_id="r1",
+            root=storage,
+            params={"data_root": str(data_root)},
+            spark=spark,
+            log=lambda _m: None,
+            policy=policy,
+        )
+        for stage in STAGES
+    ]
+    # which engine finished the entity aggregate (the stage reports say, step by step)
+    finished = [
+        e["engine"] for r in reports for e in r.engines if e["step"] == "aggregate entity_buckets"
+    ]
     return {
         "run": RunRef(storage, "lcr", COB.isoformat(), "r1"),
         "seconds": round(time.perf_counter() - t0, 1),
-        "entity_aggregate_on": "driver" if any(finished) else "spark",
+        "entity_aggregate_on": finished[-1] if finished else "spark",
     }
 
 

@@ -107,8 +107,9 @@ class Bench:
         own = os.times()
         return jvm + own.user + own.system
 
-    def regflow(self) -> tuple[float, Any, list[Any]]:
-        """All stages of the plan, in order, into a fresh run id. Returns (seconds, df, reports)."""
+    def regflow(self, policy: Any = None) -> tuple[float, Any, list[Any]]:
+        """All stages of the plan, in order, into a fresh run id, with the execution policy
+        ``policy`` (None: mode auto). Returns (seconds, df, reports)."""
         from regflow.runtime.executor import run_stage
         from regflow.storage import RunRef
 
@@ -127,6 +128,7 @@ class Bench:
                 params={"data_root": str(self.data_root)},
                 spark=self.spark,
                 log=quiet,
+                policy=policy,
             )
             for stage in self.plan.stages
         ]
@@ -292,7 +294,7 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
     """One regflow run with timers around every part of the runtime that runs Spark jobs."""
     from pyspark.sql.readwriter import DataFrameWriter
 
-    from regflow.runtime import builtin_ops, executor
+    from regflow.runtime import audits, builtin_ops, executor, persist, verify
 
     t = Timers()
     impls = dict(builtin_ops.BUILTIN_IMPLS)
@@ -307,17 +309,20 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(DataFrameWriter, "parquet", write_parquet))
         stack.enter_context(patched(builtin_ops, "BUILTIN_IMPLS", timed_impls))
-        for attr, label in (
-            ("duplicate_ids", "duplicate-id check (Spark)"),
-            ("stored_duplicate_ids", "duplicate-id check (pyarrow)"),
-            ("cluster_parquet", "checkpoint clustering (pyarrow)"),
-            ("finish_aggregate", "aggregate from the checkpoint in memory (pyarrow)"),
-            ("audit_table", "audit from the checkpoint in memory (pyarrow)"),
-            ("_parquet_rows", "row count (pyarrow footers)"),
-            ("read_source", "read sources (list files, schema)"),
-            ("promote", "metadata + promote"),
+        # each function where the runtime looks it up (the module that calls it)
+        for module, attr, label in (
+            (verify, "duplicate_ids", "duplicate-id check (Spark)"),
+            (verify, "stored_duplicate_ids", "duplicate-id check (pyarrow)"),
+            (persist, "cluster_parquet", "checkpoint clustering (pyarrow)"),
+            (executor, "finish_aggregate", "aggregate from the checkpoint in memory (pyarrow)"),
+            (audits, "audit_table", "audit from the checkpoint in memory (pyarrow)"),
+            (verify, "parquet_rows", "row count (pyarrow footers)"),
+            (audits, "parquet_rows", "row count (pyarrow footers)"),
+            (persist, "parquet_rows", "row count (pyarrow footers)"),
+            (executor, "read_source", "read sources (list files, schema)"),
+            (persist, "promote", "metadata + promote"),
         ):
-            stack.enter_context(patched(executor, attr, t.wrap(label, getattr(executor, attr))))
+            stack.enter_context(patched(module, attr, t.wrap(label, getattr(module, attr))))
         seconds, _, reports = bench.regflow()
     parts = {k: round(v, 3) for k, v in sorted(t.seconds.items(), key=lambda kv: -kv[1])}
     other = seconds - sum(t.seconds.values())
@@ -331,11 +336,15 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- experiments
-def _read_unsorted(folder: Path, keys: Any) -> Any:
+def _read_unsorted(folder: Path, keys: Any, *, drop: Any = (), inspect: Any = None) -> Any:
+    """``cluster_parquet``'s stand-in for the lower bound: the data read, shown, not sorted."""
     import pyarrow.parquet as pq
 
     files = [str(f) for f in sorted(folder.glob("*.parquet"))]
-    return pq.ParquetDataset(files, partitioning=None).read()
+    table = pq.ParquetDataset(files, partitioning=None).read()
+    if inspect is not None:
+        inspect(table)
+    return table.drop_columns([c for c in drop if c in table.column_names])
 
 
 def experiments(bench: Bench, reps: int) -> dict[str, Any]:
@@ -351,26 +360,35 @@ def experiments(bench: Bench, reps: int) -> dict[str, Any]:
     * ``checks_by_spark``: duplicate-id checks as Spark jobs over the re-read output (the
       runtime's path for outputs too large for the driver) instead of pyarrow.
     """
-    from regflow.runtime import executor
+    import dataclasses
+
+    from regflow.runtime import persist
+    from regflow.runtime.policy import NEVER, ExecutionPolicy
 
     def const(value: Any) -> Callable[[Any], Any]:
         return lambda orig: value
 
-    variants: dict[str, list[tuple[Any, str, Callable[[Any], Any]]]] = {
-        "baseline": [],
-        "checkpoint_clustered_by_spark": [(executor, "LOCAL_CLUSTER_MAX_ROWS", const(0))],
-        "checkpoint_unclustered": [(executor, "cluster_parquet", const(_read_unsorted))],
-        "checks_by_spark": [(executor, "LOCAL_CHECK_MAX_ROWS", const(0))],
+    auto = ExecutionPolicy()
+    # (the execution policy, and a patch: only the lower bound needs one, as no deployment
+    # can ask for an unsorted checkpoint)
+    variants: dict[str, tuple[Any, list[tuple[Any, str, Callable[[Any], Any]]]]] = {
+        "baseline": (auto, []),
+        "checkpoint_clustered_by_spark": (
+            dataclasses.replace(auto, cluster_max_rows=NEVER, cluster_max_bytes=NEVER),
+            [],
+        ),
+        "checkpoint_unclustered": (auto, [(persist, "cluster_parquet", const(_read_unsorted))]),
+        "checks_by_spark": (dataclasses.replace(auto, check_max_rows=NEVER), []),
     }
     out: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     jobs: dict[str, int] = {}
     for rep in range(reps):
-        for name, patches in variants.items():
+        for name, (policy, patches) in variants.items():
             with contextlib.ExitStack() as stack:
                 for target, attr, make in patches:
                     stack.enter_context(patched(target, attr, make(getattr(target, attr))))
-                seconds, df, _ = bench.regflow()
+                seconds, df, _ = bench.regflow(policy)
             out[name].append(seconds)
             cpu[name].append(bench.cpu["regflow"])
             jobs[name] = bench.jobs["regflow"]
