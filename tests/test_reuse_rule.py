@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from decimal import Decimal
 
 import pyarrow as pa
@@ -83,6 +84,51 @@ def test_a_stage_computed_by_another_regflow_version_is_recomputed(setup):
     # (the node-hash-only rule reused it: ["entity_buckets", "weigh__adjusted"])
     assert out["reused_stages"] == ["weigh__adjusted"]
     assert out["recomputed_stages"] == ["entity_buckets", "entity_lcr"]
+
+
+def test_a_corrected_reference_file_of_the_same_size_and_time_is_recomputed(setup, monkeypatch):
+    """A one-byte correction of the factor table kept with the pipeline (L2A's 0.85 becomes
+    0.86): the same size, and the modification time put back. Only its content tells, and the
+    stages reading it are recomputed with the corrected factor. (It runs before the FX
+    correction below, which this module keeps, and puts the table back.)"""
+    from lcr_reference import LCR_CATEGORIES
+
+    table = setup["pr"] / "pipelines" / "reference" / "lcr_categories.csv"
+    original = table.read_bytes()
+    st = table.stat()
+    assert original.count(b"L2A,L2A,0.85,") == 1
+    table.write_bytes(original.replace(b"L2A,L2A,0.85,", b"L2A,L2A,0.86,"))
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert table.stat().st_size == st.st_size and table.stat().st_mtime_ns == st.st_mtime_ns
+    lines: list[str] = []
+    try:
+        out = preview(
+            setup["pr"] / "pipelines" / "lcr.yaml",
+            setup["pr"],
+            [setup["rule"]],
+            COB.isoformat(),
+            setup["storage"],
+            log=lines.append,
+        )
+    finally:
+        table.write_bytes(original)
+        os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # (before: its size and modification time were the base run's, so it was reused and the
+    # figures kept the old factor)
+    assert out["reused_stages"] == []
+    assert out["recomputed_stages"] == ["weigh__adjusted", "entity_buckets", "entity_lcr"]
+    assert (
+        "  recomputing stage weigh__adjusted: source 'lcr_categories' changed since run base: "
+        "its files differ"
+    ) in lines
+    # the figures after: the independent oracle with the corrected factor and the new rule
+    monkeypatch.setitem(LCR_CATEGORIES, "L2A", ("L2A", "0.86"))
+    after = expected_lcr(setup["data"], rule3_add=NEW_ADD).rows
+    got = {(r["legal_entity"], r["measure"]): r for r in out["changes"]["entity_lcr"]}
+    assert ("LE001", "l2a") in got  # the corrected factor moves every entity's L2A
+    for (entity, measure), r in got.items():
+        num = (lambda v: v) if measure == "lcr" else (lambda v: Decimal(str(v)))
+        assert_close(num(r["after"]), after[entity][measure], f"{entity} {measure} after")
 
 
 def test_a_stage_whose_source_was_corrected_is_recomputed(setup):

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from regflow.runtime.sources.emptiness import has_rows
-from regflow.runtime.sources.identity import fingerprint
+from regflow.runtime.sources.identity import fingerprint, source_location
 from regflow.runtime.sources.keys import duplicate_keys, duplicate_keys_error
 from regflow.runtime.sources.paths import (
     EmptySourceError,
@@ -49,6 +49,7 @@ __all__ = [
     "render_path",
     "resolve_source_path",
     "schema_ddl",
+    "source_location",
     "spark_type",
     "sql_text",
 ]

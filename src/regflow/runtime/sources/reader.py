@@ -10,7 +10,7 @@ from regflow.errors import DataError
 from regflow.plan.model import PlanSource
 from regflow.runtime.lineage import source_lineage_id
 from regflow.runtime.sources.emptiness import cob_values, has_rows, partition_cobs, rows_upper_bound
-from regflow.runtime.sources.identity import fingerprint
+from regflow.runtime.sources.identity import fingerprint, source_location
 from regflow.runtime.sources.keys import require_keys
 from regflow.runtime.sources.paths import EmptySourceError, resolve_source_path
 from regflow.runtime.sources.schema import (
@@ -96,6 +96,8 @@ def read_source(
     df = df.withColumn(LINEAGE_COLUMN, source_lineage_id(src.name, cob, src.primary_key))
     facts = {
         "path": str(path),
+        # where it is read from, the same in every checkout of the project (storage/reuse.py)
+        "location": source_location(path, variables.get("project_dir")),
         "files": len(files),
         "fingerprint": fingerprint(files),
         "rows_at_most": rows_at_most,
