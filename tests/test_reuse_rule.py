@@ -11,6 +11,7 @@ of ``test_adjust_lcr`` (the reference with the rules applied by hand).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 from decimal import Decimal
@@ -197,3 +198,50 @@ def test_the_rule_says_why_not(setup):
     )
     moved = {**now, "fx_rates": (now["fx_rates"][0], "0" * 16)}
     assert "source 'fx_rates' changed" in why(first, state=moved.__getitem__)
+
+
+def test_a_report_from_before_source_places_is_read_and_says_why(setup):
+    """A stage report written before sources had a checkout-independent identity (no
+    ``location``, a fingerprint of sizes and times) is read without error: its sources are
+    compared by absolute path, and a fingerprint of another kind is a reason to recompute."""
+    from regflow.adjust.loader import load_rule_set
+    from regflow.plan.build import build_plan_with_rules
+    from regflow.runtime.executor import run_variables
+    from regflow.runtime.sources import fingerprint, resolve_source_path
+    from regflow.storage.reuse import why_not_reusable
+
+    run = setup["run"]
+    params = json.loads((run.run_dir / "_RUN_SUCCESS").read_text())["params"]
+    rules, _, _ = load_rule_set([setup["pr"] / "adjustments" / "lcr"])
+    plan = build_plan_with_rules(setup["pr"] / "pipelines" / "lcr.yaml", rules, label="PR")
+    first = plan.stages[0]
+    variables = run_variables(plan, COB.isoformat(), params)
+
+    def state(name):  # the reference table as it is now, the data as the report has it
+        if name != "lcr_categories":
+            return recorded[name]
+        path, files = resolve_source_path(plan.source(name), variables)
+        return str(path), fingerprint(files)
+
+    report_file = run.stage_report(first.id)
+    original = report_file.read_text()
+    report = json.loads(original)
+    assert "location" in report["sources"]["lcr_categories"]  # (the current report)
+    recorded = {n: (f["path"], f["fingerprint"]) for n, f in report["sources"].items()}
+    try:
+        for facts in report["sources"].values():
+            del facts["location"]
+        report_file.write_text(json.dumps(report))
+        assert (
+            why_not_reusable(plan, first, run, params=params, reused=(), source_state=state) is None
+        )
+        # the fingerprint an older regflow wrote: names, sizes and modification times
+        table = setup["pr"] / "pipelines" / "reference" / "lcr_categories.csv"
+        st = table.stat()
+        old = hashlib.sha256(f"{table.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        report["sources"]["lcr_categories"]["fingerprint"] = old[:16]
+        report_file.write_text(json.dumps(report))
+        why = why_not_reusable(plan, first, run, params=params, reused=(), source_state=state)
+        assert why == "source 'lcr_categories' changed since run base: its files differ"
+    finally:
+        report_file.write_text(original)
