@@ -298,9 +298,8 @@ NEW_ADD = 500_000_000
 def pr_project(base) -> Path:
     """The project as a pull request changes it: ADJ-2026-0003 adds 500m instead of 250m.
 
-    The checkout the base run was computed from, so the reference data kept with the pipeline
-    is the base run's (same path, same files): a checkout elsewhere also recomputes the stages
-    reading it (the run's reuse rule; see tests/test_reuse_rule.py)."""
+    The checkout the base run was computed from; a checkout elsewhere, as CI makes it, is
+    the test at the end of this module."""
     project = base.project
     f = project / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
     text = f.read_text()
