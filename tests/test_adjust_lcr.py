@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -304,9 +305,8 @@ NEW_ADD = 500_000_000
 def pr_project(base) -> Path:
     """The project as a pull request changes it: ADJ-2026-0003 adds 500m instead of 250m.
 
-    The checkout the base run was computed from, so the reference data kept with the pipeline
-    is the base run's (same path, same files): a checkout elsewhere also recomputes the stages
-    reading it (the run's reuse rule; see tests/test_reuse_rule.py)."""
+    The checkout the base run was computed from; a checkout elsewhere, as CI makes it, is
+    the test at the end of this module."""
     project = base.project
     f = project / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
     text = f.read_text()
@@ -446,3 +446,31 @@ def test_cli_check_of_an_invalid_rule_fails_without_a_preview(base, tmp_path, mo
         (err,) = [p for p in report["problems"] if p["severity"] == "error"]
         assert "maker-checker" in err["message"] and err["location"].startswith(f"{bad}:")
         assert report["previews"] == [{"skipped": True, "reason": "the rules are invalid"}]
+
+
+def test_preview_of_a_checkout_elsewhere_reuses_the_untouched_stages(base, lcr_data, tmp_path):
+    """The pull request as CI checks it out: a copy of the project in another folder, every
+    file with a new modification time. The reference data kept with the pipeline
+    (``pipelines/reference/lcr_categories.csv``) is the base run's all the same: the stages
+    upstream of the changed rule are reused, not recomputed for a new path."""
+    pr = copy_project(tmp_path / "checkout")
+    later = base.run.run_dir.stat().st_mtime + 3600
+    for f in pr.rglob("*"):
+        os.utime(f, (later, later))
+    f = pr / "adjustments" / "lcr" / "ADJ-2026-0003.yaml"
+    text = f.read_text()
+    assert "value: 250000000}" in text
+    f.write_text(text.replace("value: 250000000}", f"value: {NEW_ADD}}}"))
+    changed, problems = load_rule_file(f)
+    assert problems == [] and changed is not None
+    lines: list[str] = []
+    out = preview(
+        pr / "pipelines" / "lcr.yaml", pr, [changed], COB.isoformat(), base.storage, lines.append
+    )
+    # (before: weigh__adjusted reads lcr_categories at another path, so every stage recomputed)
+    assert [m for m in lines if "recomputing" in m] == [
+        "  recomputing stage entity_lcr: node 'entity_buckets__adjusted' changed since run base"
+    ]
+    assert out["reused_stages"] == ["entity_buckets", "weigh__adjusted"]
+    assert out["recomputed_stages"] == ["entity_lcr"]
+    assert_changes(out["changes"]["entity_lcr"], expected_changes(lcr_data))

@@ -11,7 +11,9 @@ of ``test_adjust_lcr`` (the reference with the rules applied by hand).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
 from decimal import Decimal
 
 import pyarrow as pa
@@ -85,6 +87,51 @@ def test_a_stage_computed_by_another_regflow_version_is_recomputed(setup):
     assert out["recomputed_stages"] == ["entity_buckets", "entity_lcr"]
 
 
+def test_a_corrected_reference_file_of_the_same_size_and_time_is_recomputed(setup, monkeypatch):
+    """A one-byte correction of the factor table kept with the pipeline (L2A's 0.85 becomes
+    0.86): the same size, and the modification time put back. Only its content tells, and the
+    stages reading it are recomputed with the corrected factor. (It runs before the FX
+    correction below, which this module keeps, and puts the table back.)"""
+    from lcr_reference import LCR_CATEGORIES
+
+    table = setup["pr"] / "pipelines" / "reference" / "lcr_categories.csv"
+    original = table.read_bytes()
+    st = table.stat()
+    assert original.count(b"L2A,L2A,0.85,") == 1
+    table.write_bytes(original.replace(b"L2A,L2A,0.85,", b"L2A,L2A,0.86,"))
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert table.stat().st_size == st.st_size and table.stat().st_mtime_ns == st.st_mtime_ns
+    lines: list[str] = []
+    try:
+        out = preview(
+            setup["pr"] / "pipelines" / "lcr.yaml",
+            setup["pr"],
+            [setup["rule"]],
+            COB.isoformat(),
+            setup["storage"],
+            log=lines.append,
+        )
+    finally:
+        table.write_bytes(original)
+        os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # (before: its size and modification time were the base run's, so it was reused and the
+    # figures kept the old factor)
+    assert out["reused_stages"] == []
+    assert out["recomputed_stages"] == ["weigh__adjusted", "entity_buckets", "entity_lcr"]
+    assert (
+        "  recomputing stage weigh__adjusted: source 'lcr_categories' changed since run base: "
+        "its files differ"
+    ) in lines
+    # the figures after: the independent oracle with the corrected factor and the new rule
+    monkeypatch.setitem(LCR_CATEGORIES, "L2A", ("L2A", "0.86"))
+    after = expected_lcr(setup["data"], rule3_add=NEW_ADD).rows
+    got = {(r["legal_entity"], r["measure"]): r for r in out["changes"]["entity_lcr"]}
+    assert ("LE001", "l2a") in got  # the corrected factor moves every entity's L2A
+    for (entity, measure), r in got.items():
+        num = (lambda v: v) if measure == "lcr" else (lambda v: Decimal(str(v)))
+        assert_close(num(r["after"]), after[entity][measure], f"{entity} {measure} after")
+
+
 def test_a_stage_whose_source_was_corrected_is_recomputed(setup):
     """A late correction of the cob's FX rates: every stage reading them, and everything
     downstream, is recomputed; the preview then reports the figures the next run would, with
@@ -151,3 +198,50 @@ def test_the_rule_says_why_not(setup):
     )
     moved = {**now, "fx_rates": (now["fx_rates"][0], "0" * 16)}
     assert "source 'fx_rates' changed" in why(first, state=moved.__getitem__)
+
+
+def test_a_report_from_before_source_places_is_read_and_says_why(setup):
+    """A stage report written before sources had a checkout-independent identity (no
+    ``location``, a fingerprint of sizes and times) is read without error: its sources are
+    compared by absolute path, and a fingerprint of another kind is a reason to recompute."""
+    from regflow.adjust.loader import load_rule_set
+    from regflow.plan.build import build_plan_with_rules
+    from regflow.runtime.executor import run_variables
+    from regflow.runtime.sources import fingerprint, resolve_source_path
+    from regflow.storage.reuse import why_not_reusable
+
+    run = setup["run"]
+    params = json.loads((run.run_dir / "_RUN_SUCCESS").read_text())["params"]
+    rules, _, _ = load_rule_set([setup["pr"] / "adjustments" / "lcr"])
+    plan = build_plan_with_rules(setup["pr"] / "pipelines" / "lcr.yaml", rules, label="PR")
+    first = plan.stages[0]
+    variables = run_variables(plan, COB.isoformat(), params)
+
+    def state(name):  # the reference table as it is now, the data as the report has it
+        if name != "lcr_categories":
+            return recorded[name]
+        path, files = resolve_source_path(plan.source(name), variables)
+        return str(path), fingerprint(files)
+
+    report_file = run.stage_report(first.id)
+    original = report_file.read_text()
+    report = json.loads(original)
+    assert "location" in report["sources"]["lcr_categories"]  # (the current report)
+    recorded = {n: (f["path"], f["fingerprint"]) for n, f in report["sources"].items()}
+    try:
+        for facts in report["sources"].values():
+            del facts["location"]
+        report_file.write_text(json.dumps(report))
+        assert (
+            why_not_reusable(plan, first, run, params=params, reused=(), source_state=state) is None
+        )
+        # the fingerprint an older regflow wrote: names, sizes and modification times
+        table = setup["pr"] / "pipelines" / "reference" / "lcr_categories.csv"
+        st = table.stat()
+        old = hashlib.sha256(f"{table.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        report["sources"]["lcr_categories"]["fingerprint"] = old[:16]
+        report_file.write_text(json.dumps(report))
+        why = why_not_reusable(plan, first, run, params=params, reused=(), source_state=state)
+        assert why == "source 'lcr_categories' changed since run base: its files differ"
+    finally:
+        report_file.write_text(original)

@@ -564,7 +564,7 @@ def test_lcr_checkpoint_layout_is_the_same_on_the_driver_and_with_spark(
 
 # ----------------------------------------------------------------------------- sources
 def test_parquet_source_schema_from_footers_is_what_spark_infers(tmp_path, spark):
-    from regflow.runtime.sources import _parquet_schema
+    from regflow.runtime.sources.schema import parquet_schema
     from regflow.spec.types import Column, Schema
 
     data = pa.table(
@@ -585,17 +585,17 @@ def test_parquet_source_schema_from_footers_is_what_spark_infers(tmp_path, spark
     pq.write_table(data, f)
     plain = [c for c in data.column_names if c != "ts"]
     declared = Schema(tuple(Column(c, "string") for c in plain))
-    ddl = _parquet_schema([f], declared)
+    ddl = parquet_schema([f], declared)
     assert ddl is not None
     ours = spark.read.schema(ddl).parquet(str(f)).schema
     inferred = spark.read.parquet(str(f)).select(*plain).schema
     assert [(x.name, x.dataType) for x in ours] == [(x.name, x.dataType) for x in inferred]
     # timestamps, a missing column or files that disagree: let Spark infer
-    assert _parquet_schema([f], Schema((Column("ts", "timestamp"),))) is None
-    assert _parquet_schema([f], Schema((Column("nope", "string"),))) is None
+    assert parquet_schema([f], Schema((Column("ts", "timestamp"),))) is None
+    assert parquet_schema([f], Schema((Column("nope", "string"),))) is None
     g = tmp_path / "q.parquet"
     pq.write_table(data.set_column(2, "i", pa.array([1, 2], pa.int64())), g)
-    assert _parquet_schema([f, g], declared) is None
+    assert parquet_schema([f, g], declared) is None
 
 
 def test_cluster_parquet_shows_inspect_the_dropped_columns_and_writes_without_them(tmp_path):

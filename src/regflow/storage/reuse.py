@@ -12,9 +12,17 @@ these hold, else it is recomputed (and the rule says why):
   now, each written by a node whose data hash equals this plan's (the hash covers the node's
   op, params, inputs' hashes, operator code and its adjustment rules; owners and docs are
   metadata and do not count) and by the same regflow version;
-* the run's params are the base run's, and every source the stage reads resolves to the
-  same path with the same files (names, sizes, modification times): a late correction of
-  a source makes every stage reading it, and everything downstream, recompute.
+* the run's params are the base run's, and every source the stage reads is read from the
+  same place with the same data: a late correction of a source makes every stage reading
+  it, and everything downstream, recompute.
+
+A source's identity is the same in every checkout of the project, so that a pull request
+checked out in another folder (CI's case) reuses the stages its change cannot touch: its
+place is its path relative to the project root for a file kept with the project (such as
+the LCR's ``pipelines/reference/lcr_categories.csv``), its absolute path outside it
+(:func:`source_location`); its data is a hash of the files' bytes up to 64 MiB in all, above
+that of their names, sizes and modification times (``runtime/sources/identity.py``). A
+stage report written before places were recorded is compared by its absolute path.
 
 Pure Python (no pyspark): it reads the base run's reports and metadata; the caller says which
 upstream stages it took from the base run and where each source is now.
@@ -24,16 +32,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from regflow import __version__
 from regflow.errors import RegflowError, StorageError
 from regflow.plan.model import Plan, Stage
+from regflow.project import project_root
 from regflow.storage import RUN_SUCCESS_FILE, RunRef
 
 SourceState = Callable[[str], tuple[str, str]]
 """A source's data now, by source name: (resolved path, fingerprint of its files), as the
 stage reports record them; raises a :class:`RegflowError` when the source cannot be found."""
+
+
+def source_location(path: str | Path, project_dir: str | Path | None) -> str:
+    """Where a source is read from, the same in every checkout of the project: ``path``
+    relative to the project root when it is inside it (``pipelines/reference/x.csv``), else
+    ``path`` itself (absolute)."""
+    if project_dir:
+        try:
+            return Path(path).resolve().relative_to(Path(project_dir).resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
 
 
 def why_not_reusable(
@@ -79,14 +101,23 @@ def why_not_reusable(
             return f"node '{node}' changed since run {base.run_id}"
         if meta.get("code_version") != f"regflow {__version__}":
             return f"run {base.run_id} was computed by {meta.get('code_version')}"
+    root = project_root(plan.file) if stage.sources else None
     for name in stage.sources:
         was = done.get("sources", {}).get(name) or {}
         try:
             path, fingerprint = source_state(name)
         except RegflowError:
             return f"source '{name}' cannot be found"
-        if was.get("path") != path or was.get("fingerprint") != fingerprint:
-            return f"source '{name}' changed since run {base.run_id}"
+        if "location" in was:
+            was_at, now_at = was["location"], source_location(path, root)
+        else:  # a report from before places were recorded: its absolute path
+            was_at, now_at = was.get("path"), path
+        if was_at != now_at:
+            return (
+                f"source '{name}' changed since run {base.run_id}: read from {now_at}, not {was_at}"
+            )
+        if was.get("fingerprint") != fingerprint:
+            return f"source '{name}' changed since run {base.run_id}: its files differ"
     return None
 
 
