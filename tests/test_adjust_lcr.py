@@ -448,6 +448,7 @@ def test_cli_check_of_an_invalid_rule_fails_without_a_preview(base, tmp_path, mo
         assert report["previews"] == [{"skipped": True, "reason": "the rules are invalid"}]
 
 
+@pytest.mark.slow
 def test_preview_of_a_checkout_elsewhere_reuses_the_untouched_stages(base, lcr_data, tmp_path):
     """The pull request as CI checks it out: a copy of the project in another folder, every
     file with a new modification time. The reference data kept with the pipeline

@@ -743,6 +743,7 @@ def read(path: Path) -> pa.Table:
     return pq.ParquetDataset(files, partitioning=None).read()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cob", ["2026-03-31", "2026-04-01"])
 def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob, engine):
     from regflow.runtime.executor import run_stage

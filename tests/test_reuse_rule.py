@@ -27,6 +27,8 @@ from regflow.cli.adjust_preview import preview
 from regflow.plan.build import build_plan
 from regflow.storage import META_FILE, RunRef, publish_run
 
+pytestmark = pytest.mark.slow  # every test previews a whole LCR run against a base run
+
 COB = dt.date(2026, 3, 31)
 
 
