@@ -26,7 +26,6 @@ from typing import Any
 
 from regflow.errors import ConfigError
 
-PREFIX = "REGFLOW_"
 ENGINES = ("auto", "spark", "driver")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
