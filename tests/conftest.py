@@ -30,6 +30,16 @@ def _fresh_settings():
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto) on 127.0.0.1 with the standard AWS environment set
+    (tests/s3_server.py): ``.endpoint``, ``.client()``, ``.new_bucket()``, ``.keys()``."""
+    from s3_server import serve
+
+    with pytest.MonkeyPatch.context() as mp:
+        yield from serve(mp)
+
+
+@pytest.fixture(scope="session")
 def spark():
     import logging
 
