@@ -33,15 +33,24 @@ def _age(path: Path, when: float) -> None:
     os.utime(path, (when, when))
 
 
+def _commit(node: Path, attempt: str, data: Path | None = None) -> Path:
+    """``node``'s marker naming ``attempt`` (and ``data``, else the attempt's own data), as
+    the commit protocol writes it (docs/storage.md); returns the attempt folder."""
+    root = node.parent.parent.parent.parent
+    (node / attempt).mkdir(parents=True, exist_ok=True)
+    (node / attempt / "_regflow.json").write_text("{}")
+    where = (data or node / attempt).relative_to(root).as_posix()
+    (node / "_SUCCESS").write_text(json.dumps({"attempt": attempt, "data": where}))
+    return node / attempt
+
+
 def _run(cob_dir: Path, run_id: str, *, published: bool, size: int, when: float) -> Path:
-    """A run folder as a run leaves it: node outputs (Parquet, metadata, _SUCCESS), stage
-    reports, and ``_RUN_SUCCESS`` once published."""
+    """A run folder as a run leaves it: node outputs (an attempt's Parquet and metadata, the
+    node's _SUCCESS marker), stage reports, and ``_RUN_SUCCESS`` once published."""
     run = cob_dir / f"run={run_id}"
     node = run / "entity_lcr"
-    node.mkdir(parents=True)
-    (node / "part-00000.parquet").write_bytes(os.urandom(size))
-    (node / "_regflow.json").write_text("{}")
-    (node / "_SUCCESS").write_text("")
+    attempt = _commit(node, "attempt=a1")
+    (attempt / "part-00000.parquet").write_bytes(os.urandom(size))
     (run / "_stages").mkdir()
     (run / "_stages" / "entity_lcr.json").write_text("{}")
     if published:
@@ -76,14 +85,16 @@ def layout(tmp_path) -> dict[str, Path]:
     for cob_dir, run_id in ((old_cob, "r30_latest"), (new_cob, "r31_latest")):
         (cob_dir / "_LATEST").write_text(json.dumps({"run_id": run_id}))
     (new_cob / "_ACTIVE").write_text(json.dumps({"run_id": "r31_active", "pid": 1}))
-    tmp = p["latest_31"] / ".weigh.tmp-0123456789ab"
-    tmp.mkdir()
+    # a killed write in the latest run: an attempt no marker names
+    tmp = p["latest_31"] / "weigh" / "attempt=killed"
+    tmp.mkdir(parents=True)
     (tmp / "part-00000.parquet").write_bytes(os.urandom(900))
     _age(tmp, OLD)
     p["tmp_31"] = tmp
-    # the latest run of 03-31 reused an output of the superseded r31_a: a hard link
-    shared = p["sup_31"] / "entity_lcr" / "part-00000.parquet"
-    os.link(shared, p["latest_31"] / "entity_lcr" / "part-00001.parquet")
+    # the latest run of 03-31 reused an output of the superseded r31_a: by reference
+    p["shared"] = p["sup_31"] / "entity_lcr" / "attempt=a1"
+    _commit(p["latest_31"] / "reused_lcr", "attempt=m", data=p["shared"])
+    _age(p["latest_31"], OLD + 400)
     p["root"] = root
     return p
 
@@ -110,21 +121,30 @@ def test_gc_dry_run_lists_by_policy_and_removes_nothing(base, layout):  # noqa: 
     assert f"would free {expected / 1024:.1f} KB" in out
 
 
-def test_gc_keeps_latest_active_young_and_linked_data(base, layout):  # noqa: F811
-    linked = layout["latest_31"] / "entity_lcr" / "part-00001.parquet"
-    data = linked.read_bytes()
-    unshared = _bytes(layout["sup_31"]) - 6000  # all of r31_a but the file it shares
+def test_gc_keeps_latest_active_young_and_referenced_data(base, layout):  # noqa: F811
+    from regflow.storage import RunRef
+
+    shared = layout["shared"] / "part-00000.parquet"
+    data = shared.read_bytes()
     out = _gc(base, layout["root"], "--keep-runs", "0").stdout
-    gone = {"sup_30_old", "sup_30_new", "failed_30", "sup_31", "tmp_31"}
+    gone = {"sup_30_old", "sup_30_new", "failed_30", "tmp_31"}
     for key in gone:
         assert not layout[key].exists(), key
     for key in ("latest_30", "latest_31", "young_31", "active_31"):
         assert layout[key].exists(), key
-    # the latest run's file that was a hard link into the removed r31_a is intact
-    assert linked.read_bytes() == data
-    # and removing r31_a freed none of the bytes it shared with the latest run
-    assert "r31_a  (superseded published run, not within --keep-runs; 6.0 KB)" not in out
-    assert f"r31_a  (superseded published run, not within --keep-runs; {unshared} B)" in out
+    # r31_a is no run any more (its marker, reports and run marker went) ...
+    assert not (layout["sup_31"] / "_RUN_SUCCESS").exists()
+    assert not (layout["sup_31"] / "entity_lcr" / "_SUCCESS").exists()
+    assert not (layout["sup_31"] / "_stages").exists()
+    assert "r31_a/_RUN_SUCCESS  (superseded published run" in out
+    # ... but the data the latest run refers to stays, never listed, and still reads
+    assert shared.read_bytes() == data and str(layout["shared"]) not in out
+    latest = RunRef(layout["root"], "lcr", "2026-03-31", "r31_latest")
+    assert latest.node_dir("reused_lcr") == layout["shared"]
+    # a second gc (the rest of r31_a now an old unpublished folder) keeps it too
+    _gc(base, layout["root"], "--keep-runs", "0")
+    assert shared.read_bytes() == data
+    assert latest.node_dir("reused_lcr") == layout["shared"]
 
 
 def test_gc_keep_cobs_and_grace(base, layout):  # noqa: F811
@@ -138,10 +158,9 @@ def test_gc_keep_cobs_and_grace(base, layout):  # noqa: F811
 
 def _node_run(root: Path, run_id: str, published: bool) -> None:
     node = root / "lcr" / f"cob={COB}" / f"run={run_id}" / "entity_lcr"
-    node.mkdir(parents=True)
-    pq.write_table(pa.table({"legal_entity": ["LE001"], "lcr": [1.25]}), node / "part-0.parquet")
-    (node / "_regflow.json").write_text("{}")
-    (node / "_SUCCESS").write_text("")
+    attempt = _commit(node, "attempt=a1")
+    table = pa.table({"legal_entity": ["LE001"], "lcr": [1.25]})
+    pq.write_table(table, attempt / "part-0.parquet")
     if published:
         (node.parent / "_RUN_SUCCESS").write_text("{}")
 

@@ -15,8 +15,8 @@ from regflow.storage import (
     LATEST_FILE,
     RunRef,
     latest_run,
-    new_temp_dir,
-    promote,
+    commit,
+    new_attempt,
     publish_run,
     resolve_root,
     safe_run_id,
@@ -26,21 +26,32 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "regflow"
 
 
-def test_promote_is_atomic_and_replaces(tmp_path):
+def test_commit_marks_last_and_the_first_commit_wins(tmp_path):
     run = RunRef(tmp_path, "p", "2026-03-31", "r1")
-    final = run.node_dir("n")
-    tmp = new_temp_dir(final)
-    tmp.mkdir()
+    tmp = new_attempt(run, "n")
+    tmp.mkdir(parents=True)
     (tmp / "part-0.parquet").write_text("v1")
-    assert not run.is_complete("n")  # a temp folder never looks complete
-    promote(tmp, final, {"rows": 1})
+    assert not run.is_complete("n")  # an unmarked attempt never looks complete
+    with pytest.raises(StorageError, match="no committed output 'n'"):
+        run.node_dir("n")
+    meta = {"rows": 1, "node_hash": "h", "input_hashes": {"a": "x"}}
+    assert commit(run, "n", tmp, meta) == tmp
     assert run.is_complete("n") and run.metadata("n")["rows"] == 1
-    tmp2 = new_temp_dir(final)
-    tmp2.mkdir()
+    assert run.node_dir("n") == tmp
+    # a retry of the same run with the same hashes: the first commit stands, no overwrite
+    tmp2 = new_attempt(run, "n")
+    tmp2.mkdir(parents=True)
     (tmp2 / "part-0.parquet").write_text("v2")
-    promote(tmp2, final, {"rows": 2})
-    assert (final / "part-0.parquet").read_text() == "v2"
-    assert [p.name for p in final.parent.iterdir()] == ["n"]  # nothing left over
+    assert commit(run, "n", tmp2, {**meta, "rows": 2}) == tmp
+    assert (run.node_dir("n") / "part-0.parquet").read_text() == "v1"
+    assert not tmp2.exists()  # the losing attempt is discarded
+    # a retry that computed something else: refused, the committed output kept
+    tmp3 = new_attempt(run, "n")
+    tmp3.mkdir(parents=True)
+    with pytest.raises(StorageError, match="start a new run"):
+        commit(run, "n", tmp3, {**meta, "node_hash": "other"})
+    assert run.metadata("n")["rows"] == 1 and not tmp3.exists()
+    assert sorted(p.name for p in run.node_root("n").iterdir()) == ["_SUCCESS", tmp.name]
 
 
 def test_latest_run_ignores_unpublished_runs(tmp_path):

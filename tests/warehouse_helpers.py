@@ -23,7 +23,7 @@ import pytest
 from regflow.plan.build import build_plan
 from regflow.plan.model import Plan
 from regflow.spec.types import decimal_ps
-from regflow.storage import RunRef, new_temp_dir, promote
+from regflow.storage import RunRef, commit, new_attempt
 from regflow.warehouse.model import StarModel, Table, WColumn, star_model, star_table_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,12 +69,12 @@ def _arrow(c: WColumn) -> pa.DataType:
 
 def _write(run: RunRef, t: Table, rows: list[dict[str, Any]]) -> None:
     schema = pa.schema([(c.name, _arrow(c)) for c in t.staged])
-    final = run.node_dir(star_table_name(NODE, t.name))
-    tmp = new_temp_dir(final)
+    name = star_table_name(NODE, t.name)
+    tmp = new_attempt(run, name)
     tmp.mkdir(parents=True)
     if rows:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / "part-0.parquet")
-    promote(tmp, final, {"rows": len(rows), "kind": "star"})
+    commit(run, name, tmp, {"rows": len(rows), "kind": "star"})
 
 
 def stage(

@@ -18,10 +18,16 @@ from regflow.adjust.loader import LoadedRule
 from regflow.errors import StorageError
 from regflow.plan.splice import spliced_at
 from regflow.spec.models import LINEAGE_COLUMN
+from regflow.storage.fs import Location
 
 
 def preview(
-    spec: Path, project: Path, rules: list[LoadedRule], cob: str, storage: Path, log: Any = print
+    spec: Path,
+    project: Path,
+    rules: list[LoadedRule],
+    cob: str,
+    storage: Location,
+    log: Any = print,
 ) -> dict[str, Any]:
     """Recompute what the rules change for ``cob`` and compare the final outputs."""
     from regflow.adjust.models import AdjustmentRule
@@ -45,7 +51,9 @@ def preview(
     merged: dict[str, LoadedRule] = {}
     for d in summary.get("rules") or []:
         rule = AdjustmentRule.model_validate(d)
-        merged[rule.rule_id] = LoadedRule(before.run_dir, rule, SourceMap(str(before.run_dir), ""))
+        merged[rule.rule_id] = LoadedRule(
+            Path(str(before.run_dir)), rule, SourceMap(str(before.run_dir), "")
+        )
     for r in rules:
         merged[r.rule.rule_id] = r
     plan = build_plan_with_rules(spec, list(merged.values()), label=f"run {before.run_id} + PR")

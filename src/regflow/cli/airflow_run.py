@@ -27,6 +27,7 @@ from regflow.cli.airflow_setup import (
     redirect_fds,
 )
 from regflow.errors import RegflowError, RunError
+from regflow.storage.fs import Location
 
 
 @dataclass
@@ -46,7 +47,7 @@ def run_through_airflow(
     *,
     cob: str,
     params: dict[str, Any],
-    storage_root: Path,
+    storage_root: Location,
     verbose: bool = False,
     adjustments: Path | None = None,
 ) -> RunResult:
@@ -137,7 +138,7 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {error['message']}"
 
 
-def _after_failure(plan: Any, root: Path, cob: str) -> str:
+def _after_failure(plan: Any, root: Location, cob: str) -> str:
     """What a failed run left: say "untouched" only when storage and warehouse agree."""
     from regflow.storage import latest_run
 

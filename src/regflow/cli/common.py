@@ -11,6 +11,7 @@ from regflow import settings
 from regflow.errors import ConfigError
 from regflow.plan.cob import parse_cob as cob_date
 from regflow.project import project_root
+from regflow.storage.fs import Location
 
 # what `add_subparsers` returns: each verb module's `add_<verb>` adds its parser to it
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def storage_root(url: str | None, project: Path | None = None) -> Path:
+def storage_root(url: str | None, project: Path | None = None) -> Location:
     """``--storage``, ``$REGFLOW_STORAGE``, else ``project``'s (default: the current
     project's) ``.regflow/storage``."""
     from regflow.storage import resolve_root

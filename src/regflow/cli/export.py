@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from regflow.errors import StorageError
 from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run, read_node
+from regflow.storage.fs import Location
 
 
 def export_node(
-    root: Path,
+    root: Location,
     pipeline: str,
     node: str,
     cob: str,

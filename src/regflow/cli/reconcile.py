@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, RegflowError
+from regflow.storage.fs import Location
 
 
 def _plans(project: Path, pipeline: str | None) -> list[Any]:
@@ -34,7 +35,7 @@ def _plans(project: Path, pipeline: str | None) -> list[Any]:
     return plans
 
 
-def print_agreement(project: Path, root: Path, target: Any) -> int:
+def print_agreement(project: Path, root: Location, target: Any) -> int:
     """Per star and cob, the warehouse's run against storage's; returns the disagreements."""
     from regflow.warehouse.reconcile import status
 
@@ -76,7 +77,9 @@ def _short(s: Any) -> str:
     )
 
 
-def reconcile(project: Path, root: Path, target: Any, pipeline: str | None, cob: str | None) -> int:
+def reconcile(
+    project: Path, root: Location, target: Any, pipeline: str | None, cob: str | None
+) -> int:
     """Bring every disagreeing cob to storage's run, under the cob's claim."""
     from regflow.storage import RunRef, claim
     from regflow.warehouse.reconcile import reconcile_cob, status

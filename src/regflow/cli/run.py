@@ -17,6 +17,7 @@ from regflow.cli.common import (
 )
 from regflow.errors import ConfigError
 from regflow.project import project_root
+from regflow.storage.fs import Location
 
 
 def add_run(sub: Subcommands) -> None:
@@ -91,7 +92,7 @@ def run_pipeline(
     spec: Path,
     cob: str,
     params: dict[str, str],
-    storage: Path,
+    storage: Location,
     verbose: bool = False,
     adjustments: Path | None = None,
     recompute: str = "changed",

@@ -13,18 +13,20 @@ import json
 from pathlib import Path
 
 from regflow.errors import ConfigError
-from regflow.storage import LATEST_FILE
+from regflow.storage import LATEST_FILE, fs
+from regflow.storage.fs import Location
 
 
-def other_spec_runs(storage: Path, pipeline: str, identity: dict[str, str]) -> list[dict]:
+def other_spec_runs(storage: Location, pipeline: str, identity: dict[str, str]) -> list[dict]:
     """The cobs' latest successful runs of ``pipeline`` under ``storage`` that came from
     another spec file (or the same path in another project), newest cob first. Runs whose
     summary predates the record are not counted."""
     found = []
-    for latest in sorted((storage / pipeline).glob(f"cob=*/{LATEST_FILE}"), reverse=True):
+    for cob_dir in reversed(fs.glob(storage / pipeline, "cob=*")):
+        latest = cob_dir / LATEST_FILE
         try:
             summary = json.loads(latest.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # (no _LATEST: FileNotFoundError)
             continue
         if "spec_file" not in summary:
             continue
@@ -37,7 +39,7 @@ def other_spec_runs(storage: Path, pipeline: str, identity: dict[str, str]) -> l
 
 
 def check_spec_owner(
-    storage: Path, pipeline: str, identity: dict[str, str], *, allow: bool = False
+    storage: Location, pipeline: str, identity: dict[str, str], *, allow: bool = False
 ) -> None:
     """Raise ``ConfigError`` when ``pipeline`` already has runs in ``storage`` from another
     spec file; with ``allow``, say so and go on."""

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from regflow.errors import PlanChangedError
@@ -18,6 +16,7 @@ from regflow.project import project_root, spec_identity
 from regflow.project import run_params as checked_params
 from regflow.settings import Settings, current
 from regflow.storage import RunRef, resolve_root, safe_run_id, write_json_atomic
+from regflow.storage.fs import Location, put_if_absent
 
 
 @dataclass(frozen=True)
@@ -40,15 +39,7 @@ def _pin_run(run: RunRef, pin: str) -> str:
     """The plan key the run is pinned to: the one its first task recorded, else ``pin``."""
     path = run.run_dir / PLAN_PIN_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{PLAN_PIN_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(pin)
-        try:
-            os.link(tmp, path)  # atomic, and never replaces another task's record
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        put_if_absent(path, pin.encode())  # never replaces another task's record
     return path.read_text().strip() or pin
 
 
@@ -132,7 +123,7 @@ def _run_params(context: dict[str, Any], plan: Plan) -> dict[str, Any]:
     )
 
 
-def _storage_root(plan: Plan) -> Path:
+def _storage_root(plan: Plan) -> Location:
     """``$REGFLOW_STORAGE``, else the plan's project's ``.regflow/storage`` (never the
     worker's current folder)."""
     return resolve_root(project=project_root(plan.file))

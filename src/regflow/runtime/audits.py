@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow.adjust.models import AdjustmentRule
@@ -28,7 +27,8 @@ from regflow.runtime.persist import Writer, Written
 from regflow.runtime.policy import Declined
 from regflow.runtime.report import identity_columns
 from regflow.spec.models import LINEAGE_COLUMN
-from regflow.storage import discard, new_temp_dir
+from regflow.storage import RunRef, discard_uncommitted, new_attempt
+from regflow.storage.fs import Location, spark_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -55,7 +55,7 @@ class LocalAudit:
     """An audit computed on the driver, written to a temporary folder, to be promoted."""
 
     pending: PendingAudit
-    folder: Path
+    folder: Location
     summary: dict[str, Any]
     seconds: float
 
@@ -117,7 +117,7 @@ class Audits:
         self,
         audits: Mapping[str, PendingAudit],
         table: pa.Table | None,
-        written: Path,
+        written: Location,
         schema: StructType,
     ) -> None:
         """Write ``audits`` from ``table`` (the written rows' lineage ids and audit columns,
@@ -127,7 +127,7 @@ class Audits:
         spark = self.writer.spark
 
         def stored() -> DataFrame:
-            return spark.read.schema(schema).parquet(str(written))
+            return spark.read.schema(schema).parquet(spark_uri(written))
 
         pendings = list(audits.values())
         made = self._locals(pendings, table) if table is not None else []
@@ -141,7 +141,7 @@ class Audits:
                     self.writer.note(f"audit {pending.node.id}", None)
                     self._promote(done, schema)
         except BaseException:  # the audits not yet promoted go too
-            _discard(done_all)
+            _discard(self.writer.run, done_all)
             raise
 
     # ------------------------------------------------------------------ by Spark
@@ -187,14 +187,14 @@ class Audits:
         audit = self._frame(pending, tagged)
         writer = self.writer
 
-        def summarize(written: Path) -> dict[str, Any]:
+        def summarize(written: Location) -> dict[str, Any]:
             # The audit is small (changed rows only): counted with pyarrow, no Spark job
             files = parquet_files(written)
             rows = parquet_rows(written) if files else 0
             why = writer.policy.decline("check_max_rows", rows) if files else None
             matched: dict[str, int] = {}
             if why is not None:
-                matched = _matched_by_spark(writer.spark.read.parquet(str(written)))
+                matched = _matched_by_spark(writer.spark.read.parquet(spark_uri(written)))
             elif files:
                 matched = matched_rows(read_parquet(written, ["rule_id", LINEAGE_COLUMN]))
             return self._summary(pending, matched)
@@ -239,13 +239,13 @@ class Audits:
             return audit
         summary = self._summary(pending, matched_rows(audit))
         name = f"{pending.node.id}.audit"
-        folder = new_temp_dir(self.writer.run.node_dir(name))
+        folder = new_attempt(self.writer.run, name)
         try:
             # (the values that repeat: the only columns worth a dictionary)
             write_parquet_table(audit, folder, dictionary=[*constants, "rule_id", "field"])
             self.writer.show(Written(pending.node, name, folder, None, table=audit))
         except BaseException:
-            discard(folder)
+            discard_uncommitted(self.writer.run, name, folder)
             raise
         return LocalAudit(pending, folder, summary, time.perf_counter() - t0)
 
@@ -263,7 +263,7 @@ class Audits:
             futures = [pool.submit(self._local, p, table) for p in pendings]
         failed = [f.exception() for f in futures if f.exception() is not None]
         if failed:
-            _discard([f.result() for f in futures if f.exception() is None])
+            _discard(self.writer.run, [f.result() for f in futures if f.exception() is None])
             raise failed[0]  # type: ignore[misc]
         return [f.result() for f in futures]
 
@@ -325,9 +325,8 @@ def _matched_by_spark(audit: DataFrame) -> dict[str, int]:
     return {r["rule_id"]: int(r["n"]) for r in rows if r["n"]}
 
 
-def _discard(made: Sequence[LocalAudit | Declined]) -> None:
-    """Remove the temporary folders of audits :meth:`Audits._local` made (a promoted one's
-    folder is gone already: nothing to do)."""
+def _discard(run: RunRef, made: Sequence[LocalAudit | Declined]) -> None:
+    """Remove the attempts of audits :meth:`Audits._local` made (a committed one's stays)."""
     for done in made:
         if isinstance(done, LocalAudit):
-            discard(done.folder)
+            discard_uncommitted(run, f"{done.pending.node.id}.audit", done.folder)

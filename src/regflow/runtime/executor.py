@@ -40,6 +40,7 @@ from regflow.runtime.verify import Verifier
 from regflow.spec.loader import project_dir_of
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.storage import RunRef, write_json_atomic
+from regflow.storage.fs import Location, spark_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -125,9 +126,9 @@ class StageRunner:
         try:
             meta = run.metadata(name)
             self.stored.rows[name] = int(meta["rows"])
-            return self.spark.read.schema(schema_ddl(meta["schema"])).parquet(str(path))
+            return self.spark.read.schema(schema_ddl(meta["schema"])).parquet(spark_uri(path))
         except Exception:  # metadata without a usable schema: let Spark infer it
-            return self.spark.read.parquet(str(path))
+            return self.spark.read.parquet(spark_uri(path))
 
     def _one_partition_if_small(self, node: PlanNode, inputs: list[DataFrame]) -> list[DataFrame]:
         """A node whose inputs are all small stored outputs (at most the policy's
@@ -376,7 +377,7 @@ def run_stage(
     *,
     cob: str,
     run_id: str,
-    root: Path,
+    root: Location,
     params: dict[str, Any] | None = None,
     spark: SparkSession | None = None,
     run_meta: dict[str, Any] | None = None,

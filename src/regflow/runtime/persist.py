@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow import __version__
@@ -25,7 +24,8 @@ from regflow.runtime.parquet import parquet_bytes, parquet_files, parquet_rows, 
 from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.runtime.report import OutputReport, StageReport, run_identity
 from regflow.spec.models import LINEAGE_COLUMN
-from regflow.storage import RunRef, discard, new_temp_dir, promote
+from regflow.storage import RunRef, commit, discard, new_attempt
+from regflow.storage.fs import Location, spark_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 # checks a written folder before it is promoted: (node, name, folder, rows, schema)
-UniqueCheck = Callable[[PlanNode, str, Path, int, "StructType"], None]
+UniqueCheck = Callable[[PlanNode, str, Location, int, "StructType"], None]
 
 
 @dataclass
@@ -43,7 +43,7 @@ class StoredFrames:
 
     run: RunRef
     input_runs: tuple[RunRef, ...] = ()
-    paths: dict[str, Path] = field(default_factory=dict)
+    paths: dict[str, Location] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     local_ids: dict[str, Any] = field(default_factory=dict)  # name -> pa.ChunkedArray
 
@@ -62,7 +62,7 @@ class Written:
 
     node: PlanNode
     name: str
-    folder: Path
+    folder: Location
     schema: StructType | None  # as written, with the carried columns (None: not Spark's)
     carried: Mapping[str, Any] = field(default_factory=dict)  # column -> its subscriber's
     table: pa.Table | None = None  # the data, when the driver holds it
@@ -113,7 +113,7 @@ class Writer:
         """The stored ``name`` as a DataFrame (the schema is known: no job to infer it)."""
         self.stored.paths[name] = self.run.node_dir(name)
         self.stored.rows[name] = int(self.run.metadata(name)["rows"])
-        return self.spark.read.schema(schema).parquet(str(self.run.node_dir(name)))
+        return self.spark.read.schema(schema).parquet(spark_uri(self.run.node_dir(name)))
 
     def write(self, node: PlanNode, name: str, df: DataFrame, **kw: Any) -> DataFrame:
         """Store ``df`` as ``name`` and return the stored data, for what comes next."""
@@ -134,8 +134,8 @@ class Writer:
         kind: str,
         keys: list[str],
         unique_ids: bool = True,
-        summarize: Callable[[Path], dict[str, Any]] | None = None,
-        verify: Callable[[Path, int], None] | None = None,
+        summarize: Callable[[Location], dict[str, Any]] | None = None,
+        verify: Callable[[Location, int], None] | None = None,
         cluster_by: Sequence[str] = (),
         carried: Mapping[str, Any] | None = None,
         describe: Mapping[str, Any] | None = None,
@@ -157,8 +157,8 @@ class Writer:
         schema = StructType([f for f in written_schema.fields if f.name not in carried])
         local: list[pa.Table | None] = [None]
 
-        def write(tmp: Path) -> Path:
-            df.write.mode("overwrite").parquet(str(tmp))
+        def write(tmp: Location) -> Location:
+            df.write.mode("overwrite").parquet(spark_uri(tmp))
             if cluster_by:  # (shown by the clustering, with the data it holds)
                 tmp, local[0] = self._cluster(node, name, tmp, cluster_by, written_schema, carried)
             return tmp
@@ -166,7 +166,7 @@ class Writer:
         described = summarize
         if describe:
 
-            def described(written: Path) -> dict[str, Any]:
+            def described(written: Location) -> dict[str, Any]:
                 extra = summarize(written) if summarize is not None else {}
                 return {**extra, **describe}
 
@@ -183,7 +183,7 @@ class Writer:
         """Write ``table``, an output computed on the driver, as ``name`` (Spark schema
         ``schema``), like :meth:`store`."""
 
-        def write(tmp: Path) -> Path:
+        def write(tmp: Location) -> Location:
             write_parquet_table(table, tmp)
             return tmp
 
@@ -196,14 +196,14 @@ class Writer:
         self,
         node: PlanNode,
         name: str,
-        write: Callable[[Path], Path],
+        write: Callable[[Location], Location],
         schema: StructType,
         *,
         kind: str,
         keys: list[str],
         unique_ids: bool,
-        summarize: Callable[[Path], dict[str, Any]] | None,
-        verify: Callable[[Path, int], None] | None,
+        summarize: Callable[[Location], dict[str, Any]] | None,
+        verify: Callable[[Location, int], None] | None,
         spent: float = 0.0,
         show: bool = True,
         carried: Mapping[str, Any] | None = None,
@@ -214,8 +214,7 @@ class Writer:
         add metadata and promote atomically; a failure leaves nothing. ``spent``: seconds
         already spent making the data (reported with the write's)."""
         t0 = time.perf_counter() - spent
-        final = self.run.node_dir(name)
-        tmp = new_temp_dir(final)
+        tmp = new_attempt(self.run, name)
         try:
             tmp = write(tmp)
             if show:
@@ -228,7 +227,7 @@ class Writer:
             meta = self.metadata(node, name, kind, rows, keys, schema, time.perf_counter() - t0)
             if summarize is not None:
                 meta.update(summarize(tmp))
-            promote(tmp, final, meta)
+            final = commit(self.run, name, tmp, meta)
         except BaseException:
             discard(tmp)
             raise
@@ -240,11 +239,11 @@ class Writer:
         self,
         node: PlanNode,
         name: str,
-        written: Path,
+        written: Location,
         keys: Sequence[str],
         schema: StructType,
         carried: Mapping[str, Any],
-    ) -> tuple[Path, pa.Table | None]:
+    ) -> tuple[Location, pa.Table | None]:
         """Lay the just-written data out as :func:`clustered` does, after showing it to the
         subscribers, and without the ``carried`` columns; returns its folder, and the data
         when it was sorted on the driver.
@@ -274,10 +273,10 @@ class Writer:
             show(None)
         if not files:
             return written, None
-        again = new_temp_dir(self.run.node_dir(name))
+        again = new_attempt(self.run, name)
         try:
-            stored = self.spark.read.schema(schema).parquet(str(written))
-            clustered(stored.drop(*carried), keys).write.mode("overwrite").parquet(str(again))
+            stored = self.spark.read.schema(schema).parquet(spark_uri(written))
+            clustered(stored.drop(*carried), keys).write.mode("overwrite").parquet(spark_uri(again))
         except BaseException:
             discard(again)
             raise

@@ -15,36 +15,28 @@ these hold, else it runs (and says why):
   same path with the same files (names, sizes, modification times): a late correction of
   a source makes every stage reading it, and everything downstream, recompute.
 
-The outputs are hard-linked from the base run (a copy where links are impossible) and
-promoted like any write, with metadata naming this run and ``reused_from``. The audits'
-rows carry the run's identity in their columns, so they are rewritten with this run's
-(they hold the changed rows only: small). Every output of a run then describes that run,
-whether it was computed or reused.
+A reused output refers to the base run's committed data instead of copying or linking it
+(S3 has no links): its attempt holds only its metadata, naming this run and
+``reused_from``, and its marker names the base run's data prefix (``regflow gc`` keeps data
+a kept run refers to). The audits' rows carry the run's identity in their columns, so they
+are rewritten with this run's into the attempt (they hold the changed rows only: small).
+Every output of a run then describes that run, whether it was computed or reused.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from regflow.plan.model import Plan, Stage
+from regflow.runtime.parquet import parquet_dataset, parquet_files, write_parquet_table
 from regflow.runtime.report import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
-from regflow.storage import (
-    META_FILE,
-    SUCCESS_FILE,
-    RunRef,
-    discard,
-    new_temp_dir,
-    promote,
-    write_json_atomic,
-)
+from regflow.storage import RunRef, commit, discard, new_attempt, write_json_atomic
+from regflow.storage.fs import Location
 from regflow.storage.reuse import why_not_reusable
 
 
@@ -89,12 +81,12 @@ def reuse_stage(
     for out in done.get("outputs", []):
         name = out["name"]
         meta = base.metadata(name)
-        final = run.node_dir(name)
-        tmp = new_temp_dir(final)
+        tmp = new_attempt(run, name)
+        data: Location | None = base.node_dir(name)  # (by reference: nothing copied)
         try:
-            _link_files(base.node_dir(name), tmp)
             if meta.get("kind") == "audit":
-                _restamp_audit(tmp, identity)
+                _restamp_audit(base.node_dir(name), tmp, identity)
+                data = None  # (the rewritten rows, in the attempt)
             meta = {
                 **meta,
                 **identity,
@@ -102,7 +94,7 @@ def reuse_stage(
                 "reused_from": base.run_id,
                 "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            promote(tmp, final, meta)
+            final = commit(run, name, tmp, meta, data)
         except BaseException:
             discard(tmp)
             raise
@@ -124,33 +116,17 @@ def _report(run: RunRef, stage: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _link_files(src: Path, dst: Path) -> None:
-    """``src``'s data files into a new folder ``dst``: hard links (no bytes copied; the data
-    outlives the base run's deletion), copies where a link is impossible."""
-    dst.mkdir(parents=True)
-    for f in sorted(src.iterdir()):
-        if f.name in (META_FILE, SUCCESS_FILE) or not f.is_file():
-            continue
-        try:
-            os.link(f, dst / f.name)
-        except OSError:
-            shutil.copy2(f, dst / f.name)
-
-
-def _restamp_audit(folder: Path, identity: Mapping[str, str]) -> None:
-    """Rewrite an audit's Parquet files with ``identity`` (:func:`run_identity`) in its run
-    columns."""
+def _restamp_audit(src: Location, dst: Location, identity: Mapping[str, str]) -> None:
+    """Write an audit's Parquet files in ``src`` into the attempt ``dst``, with ``identity``
+    (:func:`run_identity`) in its run columns."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    for f in sorted(folder.glob("*.parquet")):
-        table = pq.read_table(f)
+    for f in parquet_files(src):
+        table = parquet_dataset([f]).read()
         for name in identity:
             i = table.schema.get_field_index(name)
             if i >= 0:
                 field = table.schema.field(i)
                 value = pa.array([identity[name]] * table.num_rows, pa.string())
                 table = table.set_column(i, field, value.cast(field.type))
-        f.unlink()  # (a hard link: never write through it into the base run's file)
-        f.with_name(f".{f.name}.crc").unlink(missing_ok=True)  # (Spark's checksum of it)
-        pq.write_table(table, f, compression="snappy", use_dictionary=True)
+        write_parquet_table(table, dst, name=f.name)

@@ -11,7 +11,6 @@ import calendar
 import datetime as dt
 import functools
 import operator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow.errors import DataError
@@ -20,10 +19,12 @@ from regflow.plan.model import Plan, PlanNode
 from regflow.runtime.adjust_ops import matched_rules_sql, tag_masks_type
 from regflow.runtime.builtin_ops import node_tag
 from regflow.runtime.driver.audit import rules_by_row
+from regflow.runtime.parquet import parquet_dataset, parquet_files
 from regflow.runtime.persist import Writer
 from regflow.runtime.policy import Declined
 from regflow.runtime.sources import quote_name, schema_ddl, spark_type
 from regflow.spec.models import LINEAGE_COLUMN
+from regflow.storage.fs import Location, spark_uri
 from regflow.warehouse.model import (
     DATE_COLUMNS,
     DATE_KEY,
@@ -265,7 +266,7 @@ class StarBuilder:
             return src, {}
         masks = [(c, tag_masks_type(tag["rules"])) for c, tag in tags.items()]
         ddl = schema_ddl([*meta["schema"], *masks])
-        return self.spark.read.schema(ddl).parquet(str(run.node_dir(name))), tags
+        return self.spark.read.schema(ddl).parquet(spark_uri(run.node_dir(name))), tags
 
     def _with_flags(self, df: DataFrame, name: str, tags: dict[str, dict[str, Any]]) -> DataFrame:
         """``is_adjusted`` / ``adjustment_rules``: the rules that changed each row, from the
@@ -299,7 +300,7 @@ class StarBuilder:
             "is_adjusted", F.col("adjustment_rules").isNotNull()
         )
 
-    def _rules_by_row(self, folders: list[Path], rows: int) -> DataFrame:
+    def _rules_by_row(self, folders: list[Location], rows: int) -> DataFrame:
         """The rules that changed each row, from the audits in ``folders`` (``rows`` in
         all): ``lineage_id``, ``adjustment_rules`` (sorted ids, comma-separated). Audits
         hold the changed rows only: up to the policy's ``flags_max_rows`` they are read and
@@ -307,25 +308,21 @@ class StarBuilder:
         from pyspark.sql import functions as F
 
         schema = "lineage_id bigint, adjustment_rules string"
-        files = {folder: sorted(folder.glob("*.parquet")) for folder in folders}
+        files = {folder: parquet_files(folder) for folder in folders}
         written = [folder for folder in folders if files[folder]]  # (no file: no row changed)
         if not written:
             return self.spark.createDataFrame([], schema)
-        step = f"adjusted flags of {self.node.id} from {', '.join(f.name for f in written)}"
+        step = f"adjusted flags of {self.node.id} from {', '.join(f.parent.name for f in written)}"
         table: Any = self.writer.policy.decline("flags_max_rows", rows)
         if table is None:
-            import pyarrow.parquet as pq
-
-            paths = [str(p) for folder in written for p in files[folder]]
-            audit = pq.ParquetDataset(paths, partitioning=None).read(
-                columns=[LINEAGE_COLUMN, "rule_id"]
-            )
+            paths = [p for folder in written for p in files[folder]]
+            audit = parquet_dataset(paths).read(columns=[LINEAGE_COLUMN, "rule_id"])
             table = rules_by_row(audit)
         self.writer.note(step, table if isinstance(table, Declined) else None)
         if not isinstance(table, Declined):
             return self.spark.createDataFrame(table, schema=schema)
         audits = [
-            self.spark.read.parquet(str(folder)).select(
+            self.spark.read.parquet(spark_uri(folder)).select(
                 F.col(LINEAGE_COLUMN).alias("lineage_id"), "rule_id"
             )
             for folder in written

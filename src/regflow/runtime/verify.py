@@ -27,6 +27,7 @@ from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.runtime.sources import duplicate_keys, duplicate_keys_error
 from regflow.spec.models import LINEAGE_COLUMN
 from regflow.storage import RunRef
+from regflow.storage.fs import Location, S3Path, spark_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -72,7 +73,7 @@ class Verifier:
     # ------------------------------------------------------------------ custom ops
     def custom(
         self, node: PlanNode, inp: DataFrame, out: DataFrame
-    ) -> Callable[[Path, int], None] | None:
+    ) -> Callable[[Location, int], None] | None:
         """A custom row-wise op must not invent, replace or duplicate lineage ids.
 
         When the output is persisted and the input is stored data (or rows computed on the
@@ -89,18 +90,18 @@ class Verifier:
         return None
 
     def _custom_written(
-        self, node: PlanNode, input_ids: Path | Any, written: Path, rows: int
+        self, node: PlanNode, input_ids: Location | Any, written: Location, rows: int
     ) -> None:
         """:meth:`custom` on the written output and the input's lineage ids: the stored
         input's folder, or the ids of an input computed on the driver."""
         step = f"check the ids of {node.id}"
-        if isinstance(input_ids, Path):
+        if isinstance(input_ids, (Path, S3Path)):
             input_dir = input_ids
             why = self.policy.decline("check_max_rows", max(rows, parquet_rows(input_dir)))
             if why is not None:
                 self.note(step, why)
-                inp = self.spark.read.parquet(str(input_dir))
-                self._custom_spark(node, inp, self.spark.read.parquet(str(written)))
+                inp = self.spark.read.parquet(spark_uri(input_dir))
+                self._custom_spark(node, inp, self.spark.read.parquet(spark_uri(written)))
                 return
             input_ids = stored_lineage_ids(parquet_files(input_dir))
         self.note(step, None)
@@ -147,7 +148,7 @@ class Verifier:
 
     # ------------------------------------------------------------------ unique ids
     def check_unique(
-        self, node: PlanNode, name: str, written: Path, rows: int, schema: StructType
+        self, node: PlanNode, name: str, written: Location, rows: int, schema: StructType
     ) -> None:
         """Fail if a lineage id occurs more than once in the just-written data, naming
         where the duplicates first appear.
@@ -165,7 +166,7 @@ class Verifier:
         if why is None:
             dups = stored_duplicate_ids(parquet_files(written))
         else:
-            dups = duplicate_ids(self.spark.read.schema(schema).parquet(str(written)))
+            dups = duplicate_ids(self.spark.read.schema(schema).parquet(spark_uri(written)))
         if dups:
             self._raise_duplicates(node, dups)
 

@@ -1,7 +1,9 @@
 """One active run per (pipeline, cob): an exclusive claim file, ``cob=<cob>/_ACTIVE``.
 
-The run's first task creates the claim atomically (``O_CREAT | O_EXCL``; on S3 this becomes
-a conditional put, ``If-None-Match: *``); every later task checks that the claim is still its
+The run's first task creates the claim by a put that never overwrites one
+(:func:`regflow.storage.fs.put_if_absent`: ``If-None-Match: *`` on S3); a stale claim is
+taken over by compare-and-swap (:func:`~regflow.storage.fs.put_if_match`: ``If-Match``);
+every later task checks that the claim is still its
 run's and refreshes it; ``publish`` and a failing task release it. A second run of the same
 cob is refused with a :class:`~regflow.errors.ConcurrentRunError` naming the active run.
 Different cobs have different claims and run concurrently.
@@ -24,14 +26,13 @@ import json
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConcurrentRunError
 from regflow.settings import current
-from regflow.storage import RunRef, write_json_atomic
+from regflow.storage import RunRef, fs
+from regflow.storage.fs import Location
 
 ACTIVE_FILE = "_ACTIVE"
 TTL_ENV = "REGFLOW_CLAIM_TTL"
@@ -51,16 +52,29 @@ def ttl() -> float:
     return current().claim_ttl
 
 
-def claim_path(run: RunRef) -> Path:
+def claim_path(run: RunRef) -> Location:
     return run.cob_dir / ACTIVE_FILE
 
 
 def read_claim(run: RunRef) -> dict[str, Any] | None:
     """The cob's current claim, or None (a claim being written reads as absent)."""
-    try:
-        return json.loads(claim_path(run).read_text())
-    except (FileNotFoundError, ValueError):
+    got = _read(run)
+    return got[0] if got is not None else None
+
+
+def _read(run: RunRef) -> tuple[dict[str, Any], str] | None:
+    """The claim and its tag (for a compare-and-swap), or None."""
+    got = fs.read_with_tag(claim_path(run))
+    if got is None:
         return None
+    try:
+        return dict(json.loads(got[0])), got[1]
+    except ValueError:
+        return None
+
+
+def _bytes(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, indent=2, sort_keys=True).encode()
 
 
 def _holder_pid(in_task: bool) -> int | None:
@@ -109,20 +123,9 @@ def stale_reason(claim: dict[str, Any]) -> str | None:
 
 
 def _create(run: RunRef, record: dict[str, Any]) -> bool:
-    """Create the claim file if there is none; False if one exists."""
-    path = claim_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written complete under a temporary name, then hard-linked into place: link() fails if
-    # the name exists (as O_EXCL would), and no reader ever sees a half-written claim.
-    tmp = path.parent / f".{ACTIVE_FILE}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
+    """Create the claim file if there is none; False if one exists (never overwritten, and
+    no reader ever sees a half-written claim)."""
+    return fs.put_if_absent(claim_path(run), _bytes(record))
 
 
 def _refused(run: RunRef, claim: dict[str, Any]) -> ConcurrentRunError:
@@ -145,43 +148,33 @@ def acquire(run: RunRef, *, in_task: bool = True, log: Log | None = None) -> dic
     Raises :class:`ConcurrentRunError` when another live run holds it; takes over a stale
     claim (logging why)."""
     say = log or (lambda m: print(m, flush=True))
-    taken_from = None
     for _ in range(5):  # each turn either returns, raises, or saw the claim change under it
-        claim = read_claim(run)
-        if claim is None:
+        got = _read(run)
+        if got is None:
             if _create(run, _record(run, None, in_task)):
                 # (not stored) whose stale claim this run took over, if any
-                return {**(read_claim(run) or {}), "taken_over_from": taken_from}
+                return {**(read_claim(run) or {}), "taken_over_from": None}
             continue
+        claim, tag = got
         if claim.get("run_id") == run.run_id:
             rec = _record(run, claim.get("started_at"), in_task)
-            write_json_atomic(claim_path(run), rec)
-            return rec
+            if fs.put_if_match(claim_path(run), _bytes(rec), tag):
+                return rec
+            continue
         reason = stale_reason(claim)
         if reason is None:
             raise _refused(run, claim)
-        # Move the stale claim aside under a unique name: of two runs taking it over at once,
-        # only one rename succeeds, and the other sees a new (live) claim next turn.
-        aside = claim_path(run).with_name(f".{ACTIVE_FILE}.stale-{uuid.uuid4().hex[:8]}")
-        try:
-            os.rename(claim_path(run), aside)
-        except FileNotFoundError:
+        # Compare-and-swap on the stale claim as read: of two runs taking it over at once,
+        # or a holder refreshing it meanwhile, only one write succeeds; the others see the
+        # new (live) claim next turn.
+        record = _record(run, None, in_task)
+        if not fs.put_if_match(claim_path(run), _bytes(record), tag):
             continue
-        moved = json.loads(aside.read_text())
-        if (moved.get("run_id"), moved.get("heartbeat")) != (
-            claim.get("run_id"),
-            claim.get("heartbeat"),
-        ):  # refreshed between our read and the rename: its holder lives, put it back
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, claim_path(run))
-            aside.unlink(missing_ok=True)
-            continue
-        aside.unlink(missing_ok=True)
-        taken_from = claim.get("run_id")
         say(
             f"warning: taking over the claim of run {claim.get('run_id')} on "
             f"{run.pipeline} cob {run.cob}: {reason}"
         )
+        return {**record, "taken_over_from": claim.get("run_id")}
     raise _refused(run, read_claim(run) or {"run_id": "?"})
 
 
@@ -192,17 +185,18 @@ def holds(run: RunRef) -> bool:
 
 def touch(run: RunRef, *, in_task: bool) -> None:
     """Refresh ``run``'s claim (heartbeat; the pid only while a task runs), if it holds it."""
-    claim = read_claim(run)
-    if claim is not None and claim.get("run_id") == run.run_id:
-        write_json_atomic(claim_path(run), _record(run, claim.get("started_at"), in_task))
+    got = _read(run)
+    if got is not None and got[0].get("run_id") == run.run_id:
+        rec = _record(run, got[0].get("started_at"), in_task)
+        fs.put_if_match(claim_path(run), _bytes(rec), got[1])
 
 
 def release(run: RunRef) -> bool:
     """Give up ``run``'s claim; another run's claim is left alone. True if released."""
-    if not holds(run):
+    got = _read(run)
+    if got is None or got[0].get("run_id") != run.run_id:
         return False
-    claim_path(run).unlink(missing_ok=True)
-    return True
+    return fs.delete_if_match(claim_path(run), got[1])
 
 
 @contextlib.contextmanager

@@ -10,13 +10,18 @@ Per pipeline and cob (``{root}/{pipeline}/cob={cob}/``), with ``grace`` an age:
   (``None``: every cob); the rest are removed;
 * an *unpublished* run folder (failed, killed, or abandoned mid-write) older than ``grace``
   is removed;
-* a temporary folder or file (``.<name>.tmp-*``, ``.<name>.old-*``: a write or a swap that
-  was killed) older than ``grace`` is removed, wherever it is under the pipeline (not
-  inside the active run).
+* an unmarked attempt (``{node}/attempt=<id>/`` that the node's ``_SUCCESS`` does not
+  name: a write that was killed, or lost to an earlier commit) and a temporary file
+  (``.<name>.tmp-*``) older than ``grace`` are removed, wherever they are under the
+  pipeline (not inside the active run).
 
 The age of a folder is that of the newest file in it, so a run still writing is young.
-Outputs another run reused are hard links (:mod:`regflow.runtime.reuse`): removing the
-run they came from frees no bytes they share and leaves the reusing run intact.
+An output another run reused is referred to by that run's marker (:mod:`regflow.runtime.
+reuse`): data a kept run refers to is never removed; of a removed run it stays, and only
+its other files go.
+
+Local storage only: on ``s3://`` storage gc refuses with a clear error (use an S3
+lifecycle rule, docs/storage.md).
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regflow.storage import LATEST_FILE, RUN_SUCCESS_FILE
+from regflow.errors import ConfigError
+from regflow.storage import ATTEMPT_PREFIX, LATEST_FILE, RUN_SUCCESS_FILE, SUCCESS_FILE
 from regflow.storage.claim import ACTIVE_FILE
+from regflow.storage.fs import Location
 
 _TEMP = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]+$")
+_ATTEMPT = re.compile(rf"^{re.escape(ATTEMPT_PREFIX)}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ def _read_run_id(path: Path) -> str | None:
 
 
 def plan_gc(
-    root: Path,
+    root: Location,
     *,
     pipeline: str | None = None,
     keep_runs: int = 1,
@@ -122,9 +130,16 @@ def plan_gc(
     now: float | None = None,
 ) -> GcReport:
     """What :func:`collect` would remove under ``root`` (nothing is changed)."""
+    if not isinstance(root, Path):
+        raise ConfigError(
+            f"regflow gc works on local storage only, not {root}: on S3, expire superseded"
+            " runs and unmarked attempts with a lifecycle rule (docs/storage.md, 'Garbage"
+            " collection on S3')"
+        )
     now = time.time() if now is None else now
     report = GcReport()
     chosen: list[tuple[Path, str]] = []
+    protected: set[Path] = set()  # data a kept run refers to
     pipelines = [root / pipeline] if pipeline else sorted(p for p in root.iterdir() if p.is_dir())
     for pdir in pipelines:
         if not pdir.is_dir() or pdir.name.startswith("."):
@@ -161,6 +176,15 @@ def plan_gc(
                 else:
                     why = "within --keep-runs" if cob_dir in recent else "beyond --keep-cobs"
                     chosen.append((run_dir, f"superseded published run, not {why}"))
+            # data a kept run of the cob refers to (a reused output) outlives its own run
+            gone = {p for p, _ in chosen}
+            referenced = _referenced(root, [d for d in cob_dir.glob("run=*") if d not in gone])
+            protected |= referenced
+            chosen = [
+                (part, why)
+                for path, why in chosen
+                for part in (_removable(path, referenced) if path in gone else [path])
+            ]
         # leftovers of killed writes, anywhere under the pipeline but the active runs
         active_runs = {
             cob_dir / f"run={a}"
@@ -174,16 +198,56 @@ def plan_gc(
                 dirs[:] = []
                 continue
             for name in [*dirs, *files]:
-                if not _TEMP.match(name):
+                if not _TEMP.match(name) and not (name in dirs and _unmarked(here, name)):
                     continue
                 path = here / name
+                if path in protected:
+                    continue
                 age = now - _newest_mtime(path)
                 if age > grace_seconds:
                     chosen.append((path, f"leftover temporary write, {_age(age)} old"))
-            dirs[:] = [d for d in dirs if not _TEMP.match(d) and here / d not in taken]
+            dirs[:] = [
+                d
+                for d in dirs
+                if not _TEMP.match(d) and not _ATTEMPT.match(d) and here / d not in taken
+            ]
     freed = _freed([p for p, _ in chosen])
     report.removals = [Removal(p, why, freed[p]) for p, why in chosen]
     return report
+
+
+def _referenced(root: Path, runs: list[Path]) -> set[Path]:
+    """The data prefixes the committed outputs of ``runs`` name (their own, or a reused
+    run's)."""
+    out: set[Path] = set()
+    for run_dir in runs:
+        for marker in run_dir.glob(f"*/{SUCCESS_FILE}"):
+            try:
+                out.add(root / str(json.loads(marker.read_text())["data"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def _removable(path: Path, referenced: set[Path]) -> list[Path]:
+    """``path``, or, when it holds data in ``referenced``, everything in it but that data."""
+    if path in referenced:
+        return []
+    if not any(path in r.parents for r in referenced):
+        return [path]
+    return [p for child in sorted(path.iterdir()) for p in _removable(child, referenced)]
+
+
+def _unmarked(node_dir: Path, name: str) -> bool:
+    """Whether ``node_dir/name`` is an attempt its node's marker does not name."""
+    if not _ATTEMPT.match(name):
+        return False
+    try:
+        return str(json.loads((node_dir / SUCCESS_FILE).read_text())["attempt"]) != name
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def collect(report: GcReport) -> None:

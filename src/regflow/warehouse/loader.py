@@ -21,13 +21,13 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from regflow.errors import ConfigError, DataError, StorageError, WarehouseError
 from regflow.plan.cob import parse_cob
 from regflow.settings import current
-from regflow.storage import RunRef
+from regflow.storage import RunRef, fs
+from regflow.storage.fs import Location
 from regflow.warehouse import sql as S
 from regflow.warehouse.migrate import check_columns, existing_schema
 from regflow.warehouse.model import StarModel, Table, star_table_name
@@ -87,17 +87,16 @@ class LoadReport:
         }
 
 
-def staged_dir(run: RunRef, node: str, table: str) -> Path:
+def staged_dir(run: RunRef, node: str, table: str) -> Location:
     return run.node_dir(star_table_name(node, table))
 
 
-def staged_files(run: RunRef, node: str, table: str) -> list[Path]:
-    d = staged_dir(run, node, table)
-    if not run.is_complete(d.name):
+def staged_files(run: RunRef, node: str, table: str) -> list[Location]:
+    if not run.is_complete(star_table_name(node, table)):
         raise StorageError(
             f"staged table '{table}' is missing in {run.run_dir}; run the '{node}' stage first"
         )
-    return sorted(d.glob("*.parquet"))
+    return fs.glob(staged_dir(run, node, table), "*.parquet")
 
 
 def choose_method(

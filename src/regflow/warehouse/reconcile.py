@@ -16,13 +16,13 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from regflow.errors import StorageError
 from regflow.plan.cob import parse_cob
 from regflow.plan.model import Plan
 from regflow.storage import RUN_SUCCESS_FILE, RunRef, latest_run
+from regflow.storage.fs import Location
 from regflow.warehouse import sql as S
 from regflow.warehouse.model import DATE_KEY, StarModel, star_model
 from regflow.warehouse.targets import Target
@@ -94,14 +94,14 @@ def warehouse_runs(
     return {cob: runs.pop() if len(runs) == 1 else MIXED for cob, runs in out.items()}
 
 
-def storage_run(root: Path, pipeline: str, cob: str) -> str | None:
+def storage_run(root: Location, pipeline: str, cob: str) -> str | None:
     try:
         return latest_run(root, pipeline, cob).run_id
     except StorageError:
         return None
 
 
-def status(plan: Plan, root: Path, target: Target, cob: str | None = None) -> list[CobState]:
+def status(plan: Plan, root: Location, target: Target, cob: str | None = None) -> list[CobState]:
     """Every cob of every star of ``plan`` that storage or the warehouse knows (or ``cob``)."""
     states = []
     conn = target.connect()
@@ -170,7 +170,7 @@ def _remove_cob(target: Target, model: StarModel, plan: Plan, cob: str) -> None:
 
 def reconcile_cob(
     plan: Plan,
-    root: Path,
+    root: Location,
     target: Target,
     state: CobState,
     log: Callable[[str], None] = print,

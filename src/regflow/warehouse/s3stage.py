@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from regflow.errors import ConfigError, StorageError
+from regflow.storage import fs
+from regflow.storage.fs import Location, S3Path
 
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -86,15 +87,20 @@ class S3Staging:
         parts = [p for p in (self.prefix, pipeline, f"cob={cob}", f"run={run_id}") if p]
         return "/".join(parts)
 
-    def upload(self, table: str, files: list[Path], prefix: str) -> StagedTable:
-        """Upload a staged table's Parquet files and write its manifest."""
+    def upload(self, table: str, files: list[Location], prefix: str) -> StagedTable:
+        """Upload a staged table's Parquet files and write its manifest (files already on
+        S3, in s3:// storage: copied there, server-side)."""
         entries = []
         keys = []
         total = 0
-        for i, f in enumerate(sorted(files)):
+        for i, f in enumerate(sorted(files, key=str)):
             key = f"{prefix}/{table}/part-{i:05d}.parquet"
-            size = f.stat().st_size
-            self.client.upload_file(str(f), self.bucket, key)
+            size = fs.size(f)
+            if isinstance(f, S3Path):
+                source = {"Bucket": f.bucket, "Key": f.key}
+                self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=key)
+            else:
+                self.client.upload_file(str(f), self.bucket, key)
             entries.append(
                 {
                     "url": f"s3://{self.bucket}/{key}",

@@ -9,26 +9,24 @@ for small outputs and well under a second for millions of rows. The Spark twins 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from regflow.runtime.parquet import parquet_dataset
 from regflow.spec.models import LINEAGE_COLUMN
+from regflow.storage.fs import Location
 
 
-def stored_lineage_ids(files: Sequence[Path]) -> Any:
+def stored_lineage_ids(files: Sequence[Location]) -> Any:
     """The ``_lineage_id`` column of Parquet ``files`` as a pyarrow ChunkedArray."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not files:
         return pa.chunked_array([], pa.int64())
-    table = pq.ParquetDataset([str(f) for f in files], partitioning=None).read(
-        columns=[LINEAGE_COLUMN]
-    )
+    table = parquet_dataset(files).read(columns=[LINEAGE_COLUMN])
     return table.column(LINEAGE_COLUMN)
 
 
-def stored_duplicate_ids(files: Sequence[Path], limit: int = 5) -> list[Any]:
+def stored_duplicate_ids(files: Sequence[Location], limit: int = 5) -> list[Any]:
     """Lineage ids that occur more than once in Parquet ``files`` (at most ``limit``).
 
     Same answer as :func:`duplicate_ids` on the same rows (a repeated null counts too).
@@ -51,7 +49,7 @@ def stored_foreign_ids(out_ids: Any, inp_ids: Any) -> Any:
 
 
 def not_rollup_totals(
-    written: Sequence[Path], checkpoint: Sequence[Path], by: Sequence[str], foreign: Any
+    written: Sequence[Location], checkpoint: Sequence[Location], by: Sequence[str], foreign: Any
 ) -> list[Any]:
     """Ids of the ``foreign`` rows (a mask) of a custom rollup's ``written`` files that are
     not its total rows.
@@ -59,15 +57,9 @@ def not_rollup_totals(
     A total row's (rollup_by values, lineage id) must be one of the pairs recorded in the
     rollup's ``checkpoint`` files (each input row's rollup_by values and its total's id).
     """
-    import pyarrow.parquet as pq
-
-    rows = (
-        pq.ParquetDataset([str(f) for f in written], partitioning=None)
-        .read(columns=[*by, LINEAGE_COLUMN])
-        .filter(foreign)
-    )
+    rows = parquet_dataset(written).read(columns=[*by, LINEAGE_COLUMN]).filter(foreign)
     pairs = [*by, "_lineage_rollup_id"]
-    ckpt = pq.ParquetDataset([str(f) for f in checkpoint], partitioning=None).read(columns=pairs)
+    ckpt = parquet_dataset(checkpoint).read(columns=pairs)
     totals = {
         tuple(r[c] for c in pairs)
         for r in ckpt.group_by(pairs, use_threads=False).aggregate([]).to_pylist()

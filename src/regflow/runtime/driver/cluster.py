@@ -5,18 +5,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from regflow.runtime.parquet import parquet_dataset
 from regflow.runtime.policy import Declined
 from regflow.spec.models import LINEAGE_COLUMN
+from regflow.storage import fs
+from regflow.storage.fs import Location
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
 def cluster_parquet(
-    folder: Path,
+    folder: Location,
     keys: Sequence[str],
     *,
     row_group_rows: int = 131_072,
@@ -49,10 +51,10 @@ def cluster_parquet(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = sorted(folder.glob("*.parquet"))
+    files = fs.glob(folder, "*.parquet")
     if not files:
         return Declined("no rows written")
-    dataset = pq.ParquetDataset([str(f) for f in files], partitioning=None)
+    dataset = parquet_dataset(files)
     # The dropped columns are read on their own, and only for ``inspect``: pyarrow reads
     # a table that mixes flat and nested (struct) columns markedly slower than the two
     # parts apart (measured: 0.125 s against 0.06 + 0.03 s for a 1M-row checkpoint with
@@ -97,10 +99,11 @@ def cluster_parquet(
     def write(i: int) -> None:
         a, b = bounds[i]
         part = parts_out[i] = table.take(pa.array(order[a:b]))
-        target = folder / f"part-{i:05d}-{run}-c000.snappy.parquet"
+        filesystem, target = fs.arrow(folder / f"part-{i:05d}-{run}-c000.snappy.parquet")
         pq.write_table(
             part,
             target,
+            filesystem=filesystem,
             row_group_size=row_group_rows,
             compression="snappy",
             use_dictionary=list(keys),  # (a checkpoint's other columns hardly repeat)

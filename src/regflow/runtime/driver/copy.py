@@ -3,10 +3,10 @@ collects them with no job (an adjust node's small input, see the runner's adjust
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from regflow.runtime.parquet import parquet_files
+from regflow.runtime.parquet import parquet_dataset, parquet_files
+from regflow.storage.fs import Location
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,19 +25,17 @@ def copyable(schema: StructType) -> bool:
 
 
 def driver_copy(
-    spark: SparkSession, df: DataFrame, schema: StructType, stored: Path | None
+    spark: SparkSession, df: DataFrame, schema: StructType, stored: Location | None
 ) -> DataFrame:
     """``df`` (a few rows, of ``schema``; ``stored``: its folder when it is stored data as
     is) as rows held by the driver. Stored data is read with pyarrow; anything else is
     collected once."""
     if stored is None:
         return spark.createDataFrame(df.toArrow(), schema=schema)
-    import pyarrow.parquet as pq
-
-    files = [str(f) for f in parquet_files(stored)]
+    files = parquet_files(stored)
     if not files:
         return df
-    table = pq.ParquetDataset(files, partitioning=None).read(columns=schema.names)
+    table = parquet_dataset(files).read(columns=schema.names)
     # (createDataFrame pairs columns by position: read in the schema's order)
     return spark.createDataFrame(table, schema=schema)
 

@@ -1,0 +1,420 @@
+"""The one filesystem abstraction of regflow's storage: a local folder or an S3 prefix.
+
+A storage location is a :class:`Location`: a :class:`pathlib.Path` for local storage, an
+:class:`S3Path` for ``s3://bucket/prefix``. :class:`S3Path` has the part of ``Path``'s API the
+storage code uses (``/``, ``name``, ``parent``, ``read_text``/``read_bytes``,
+``write_text``/``write_bytes`` (a plain put), ``exists``, ``is_dir``, ``iterdir``, one-level
+``glob``, ``unlink``, ``mkdir`` (a no-op: S3 has no folders)); the functions here add what
+``Path`` lacks, for both backends alike:
+
+- :func:`put_if_absent`: create an object only if there is none (S3: ``PutObject`` with
+  ``If-None-Match: *``; locally: a complete temporary file hard-linked into place, which
+  fails if the name exists);
+- :func:`read_with_tag` / :func:`put_if_match`: compare-and-swap (S3: the ETag and
+  ``If-Match``; locally: the content's hash, checked and replaced under an ``fcntl`` lock);
+- :func:`rmtree`, :func:`mtime`, :func:`spark_uri` (``s3a://`` for Spark's S3A connector),
+  :func:`arrow` (a pyarrow filesystem and path).
+
+Credentials and endpoint come only from the standard AWS chain (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
+IRSA); ``REGFLOW_S3_ENDPOINT`` still overrides the endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import hashlib
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from regflow.errors import ConfigError
+
+# the S3 bucket naming rules (3-63 lower-case letters, digits, dots and hyphens)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class S3Path:
+    """An object or prefix ``s3://bucket/key`` (``key`` without a trailing slash)."""
+
+    bucket: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> S3Path:
+        """``s3://bucket/prefix``, validated: a legal bucket name and no ``.``/``..`` parts."""
+        rest = url[len("s3://") :]
+        bucket, _, key = rest.partition("/")
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise ConfigError(
+                f"storage URL '{url}': '{bucket}' is not a valid S3 bucket name (3-63 lower-case"
+                " letters, digits, dots and hyphens); write s3://bucket/prefix"
+            )
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ConfigError(
+                f"storage URL '{url}': '.' and '..' are not allowed in an S3 prefix; write the"
+                " prefix out in full"
+            )
+        return cls(bucket, "/".join(parts))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+    def __truediv__(self, part: str) -> S3Path:
+        part = str(part).strip("/")
+        return S3Path(self.bucket, f"{self.key}/{part}" if self.key else part)
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> S3Path:
+        return S3Path(self.bucket, self.key.rsplit("/", 1)[0] if "/" in self.key else "")
+
+    def with_name(self, name: str) -> S3Path:
+        return self.parent / name
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(p for p in self.key.split("/") if p)
+
+    def relative_to(self, other: S3Path) -> Path:
+        if self.bucket != other.bucket or not (self.key + "/").startswith(other.key + "/"):
+            raise ValueError(f"{self} is not under {other}")
+        return Path(self.key[len(other.key) :].lstrip("/"))
+
+    # -- reads and writes ------------------------------------------------------------------
+
+    def read_bytes(self) -> bytes:
+        got = _get(self)
+        if got is None:
+            raise FileNotFoundError(str(self))
+        return got[0]
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> int:
+        _client().put_object(Bucket=self.bucket, Key=self.key, Body=data)
+        return len(data)
+
+    def write_text(self, data: str, encoding: str = "utf-8") -> int:
+        return self.write_bytes(data.encode(encoding))
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if not missing_ok and not self.is_file():
+            raise FileNotFoundError(str(self))
+        _client().delete_object(Bucket=self.bucket, Key=self.key)
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """S3 has no folders: a prefix exists once an object is under it."""
+
+    # -- listing ---------------------------------------------------------------------------
+
+    def is_file(self) -> bool:
+        return _head(self) is not None
+
+    def is_dir(self) -> bool:
+        prefix = f"{self.key}/" if self.key else ""
+        page = _client().list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        return bool(page.get("KeyCount", 0))
+
+    def exists(self) -> bool:
+        return self.is_file() or self.is_dir()
+
+    def iterdir(self) -> Iterator[S3Path]:
+        """The objects and sub-prefixes one level below (sorted by name)."""
+        prefix = f"{self.key}/" if self.key else ""
+        names: set[str] = set()
+        pages = _client().get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            names.update(
+                p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            )
+            names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
+        for name in sorted(n for n in names if n):
+            yield self / name
+
+    def glob(self, pattern: str) -> Iterator[S3Path]:
+        """One level only (``*.parquet``, ``run=*``), like the storage code uses it."""
+        if "/" in pattern:
+            raise ValueError(f"S3Path.glob supports one level only, not '{pattern}'")
+        return (p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern))
+
+    def walk_keys(self) -> Iterator[tuple[str, float, int]]:
+        """Every object under this prefix: (key, mtime, size)."""
+        prefix = f"{self.key}/" if self.key else ""
+        for page in (
+            _client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        ):
+            for o in page.get("Contents", []):
+                yield o["Key"], o["LastModified"].timestamp(), int(o["Size"])
+
+
+Location = Union[Path, S3Path]  # noqa: UP007 (a runtime alias, usable in isinstance)
+
+
+def glob(path: Location, pattern: str) -> list[Location]:
+    """The entries of ``path`` (one level) whose name matches ``pattern``, sorted."""
+    return sorted(path.glob(pattern), key=str)
+
+
+def location(raw: str) -> Location:
+    """A storage location from its text: ``s3://...`` or a local path."""
+    return S3Path.parse(raw) if raw.startswith("s3://") else Path(raw)
+
+
+# -- conditional writes --------------------------------------------------------------------
+
+
+def put_if_absent(path: Location, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` if nothing is there; False (nothing written) if it
+    exists. Readers never see a partial object."""
+    if isinstance(path, S3Path):
+        return _conditional_put(path, data, IfNoneMatch="*")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)  # fails if the name exists, and never replaces it
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def read_with_tag(path: Location) -> tuple[bytes, str] | None:
+    """``path``'s content and a tag for :func:`put_if_match`; None if there is no object."""
+    if isinstance(path, S3Path):
+        return _get(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def put_if_match(path: Location, data: bytes, tag: str) -> bool:
+    """Replace ``path`` with ``data`` only if it still has ``tag`` (from
+    :func:`read_with_tag`); False (nothing written) if it changed or is gone."""
+    if isinstance(path, S3Path):
+        return _conditional_put(path, data, IfMatch=tag)
+    with _locked(path):
+        now = read_with_tag(path)
+        if now is None or now[1] != tag:
+            return False
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return True
+
+
+def delete_if_match(path: Location, tag: str) -> bool:
+    """Remove ``path`` if it still has ``tag``. On S3 the check and the delete are two calls
+    (conditional deletes are not universal); regflow only uses this under the cob's claim."""
+    if isinstance(path, S3Path):
+        now = _get(path)
+        if now is None or now[1] != tag:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    with _locked(path):
+        now = read_with_tag(path)
+        if now is None or now[1] != tag:
+            return False
+        path.unlink(missing_ok=True)
+    return True
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s sibling lock file, across processes (``fcntl``) and
+    threads (flock locks belong to the open file, so threads need their own lock too)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = path.parent / f".{path.name}.lock"
+    with _GUARD:
+        tlock = _THREAD_LOCKS.setdefault(str(lock_file), threading.Lock())
+    with tlock, open(lock_file, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# -- the rest of Path's API, for both --------------------------------------------------------
+
+
+def rmtree(path: Location) -> None:
+    """Remove ``path`` and everything under it (no error if it is gone)."""
+    if isinstance(path, Path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    keys = [k for k, _, _ in path.walk_keys()]
+    client = _client()
+    for i in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[i : i + 1000]]
+        client.delete_objects(Bucket=path.bucket, Delete={"Objects": batch, "Quiet": True})
+
+
+def mtime(path: Location) -> float:
+    """When ``path`` was last written (a prefix: its newest object); FileNotFoundError."""
+    if isinstance(path, Path):
+        return path.stat().st_mtime
+    head = _head(path)
+    if head is not None:
+        return float(head["LastModified"].timestamp())
+    times = [t for _, t, _ in path.walk_keys()]
+    if not times:
+        raise FileNotFoundError(str(path))
+    return max(times)
+
+
+def size(path: Location) -> int:
+    if isinstance(path, Path):
+        return path.stat().st_size
+    head = _head(path)
+    if head is None:
+        raise FileNotFoundError(str(path))
+    return int(head["ContentLength"])
+
+
+def spark_uri(path: Location) -> str:
+    """The URI Spark reads and writes: ``s3a://bucket/key`` (the S3A connector) or the
+    local path."""
+    if isinstance(path, S3Path):
+        return f"s3a://{path.bucket}/{path.key}"
+    return str(path)
+
+
+def arrow(path: Location) -> tuple[Any, str]:
+    """A pyarrow filesystem and the path in it."""
+    import pyarrow.fs as pafs
+
+    if isinstance(path, S3Path):
+        return _arrow_s3(), f"{path.bucket}/{path.key}"
+    return pafs.LocalFileSystem(), str(path)
+
+
+def is_s3(path: Location) -> bool:
+    return isinstance(path, S3Path)
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+def endpoint() -> str | None:
+    """The S3 endpoint: ``REGFLOW_S3_ENDPOINT`` (an override kept for the warehouse
+    staging), else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS's own."""
+    from regflow.settings import current
+
+    return (
+        current().s3_endpoint
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+def _client() -> Any:
+    return _cached_client(endpoint(), region())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client(url: str | None, region_name: str | None) -> Any:
+    try:
+        import boto3
+    except ImportError as e:  # pragma: no cover - the s3 extra is missing
+        raise ConfigError("s3:// storage needs boto3: pip install 'regflow[s3]'") from e
+    return boto3.client("s3", endpoint_url=url, region_name=region_name)
+
+
+def _arrow_s3() -> Any:
+    return _cached_arrow(endpoint(), region())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_arrow(url: str | None, region_name: str | None) -> Any:
+    import pyarrow.fs as pafs
+
+    kw: dict[str, Any] = {}
+    if url:
+        scheme, _, host = url.partition("://")
+        kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if region_name:
+        kw["region"] = region_name
+    return pafs.S3FileSystem(**kw)
+
+
+def _error_code(e: Exception) -> str:
+    return str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _status(e: Exception) -> int:
+    meta = getattr(e, "response", {}).get("ResponseMetadata", {})
+    return int(meta.get("HTTPStatusCode", 0))
+
+
+def _conditional_put(path: S3Path, data: bytes, **cond: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        _client().put_object(Bucket=path.bucket, Key=path.key, Body=data, **cond)
+    except ClientError as e:
+        # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match
+        # on a missing object
+        if _status(e) in (404, 409, 412) or _error_code(e) in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+            "NoSuchKey",
+        ):
+            return False
+        raise
+    return True
+
+
+def _get(path: S3Path) -> tuple[bytes, str] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        got = _client().get_object(Bucket=path.bucket, Key=path.key)
+    except ClientError as e:
+        if _error_code(e) in ("NoSuchKey", "404") or _status(e) == 404:
+            return None
+        raise
+    return got["Body"].read(), str(got["ETag"])
+
+
+def _head(path: S3Path) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    if not path.key:
+        return None
+    try:
+        return dict(_client().head_object(Bucket=path.bucket, Key=path.key))
+    except ClientError as e:
+        if _status(e) == 404 or _error_code(e) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
