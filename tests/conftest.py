@@ -19,6 +19,19 @@ COB = dt.date(2026, 3, 31)
 os.environ.setdefault("REGFLOW_SHUFFLE_PARTITIONS", "4")
 
 
+def unmarked_attempts(run_dir: Path) -> list[str]:
+    """The attempts under ``run_dir``'s nodes that no marker names (what a killed or failed
+    write leaves; the commit protocol, docs/storage.md)."""
+    import json
+
+    out = []
+    for node in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        marker = node / "_SUCCESS"
+        named = json.loads(marker.read_text())["attempt"] if marker.exists() else None
+        out += [f"{node.name}/{a.name}" for a in node.glob("attempt=*") if a.name != named]
+    return sorted(out)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings():
     """No test sees another's settings (the CLI's configure(), an override left behind)."""

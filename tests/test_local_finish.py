@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import unmarked_attempts
 from pyspark.sql import functions as F
 from runtime_helpers import COB, rule, run_all_stages
 
@@ -259,9 +260,7 @@ def test_adjusted_lcr_is_identical_finished_on_the_driver_and_by_spark(tmp_path,
     remote = _run_lcr(tmp_path / "spark", lcr_data, spark, ExecutionPolicy.for_mode("spark"))
 
     def stored(run: RunRef) -> list[str]:  # the outputs, checkpoints and audits
-        return sorted(
-            p.name for p in run.node_dir("x").parent.iterdir() if p.is_dir() and p.name[0] != "_"
-        )
+        return sorted(p.name for p in run.run_dir.iterdir() if p.is_dir() and p.name[0] != "_")
 
     names = stored(local)
     assert {"entity_buckets", "entity_lcr", "classify__adjusted.audit"} <= set(names)
@@ -318,6 +317,7 @@ def test_a_failed_driver_audit_leaves_no_audit_and_no_temporary_folder(tmp_path,
     run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
     left = sorted(p.name for p in run_dir.iterdir())
     assert not [n for n in left if ".tmp-" in n or n.endswith(".audit")], left
+    assert unmarked_attempts(run_dir) == []
 
 
 def test_rules_by_row_is_sparks_sorted_set_of_rule_ids(spark):
@@ -431,6 +431,7 @@ def test_a_failed_promotion_of_a_driver_audit_leaves_no_temporary_folder(tmp_pat
     run_dir = RunRef(tmp_path / "storage", "lcr", COB, "r1").run_dir
     left = sorted(p.name for p in run_dir.iterdir())
     assert not [n for n in left if ".tmp-" in n], left
+    assert unmarked_attempts(run_dir) == []
 
 
 def test_audit_table_declines_a_value_between_two_writes_that_needs_arithmetic(spark, deals):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import unmarked_attempts
 from runtime_helpers import COB
 
 from regflow.plan.compiler import compile_file
@@ -115,9 +116,10 @@ def test_on_written_sees_every_write_before_it_is_promoted(tmp_path, spark, engi
     _project(tmp_path)
     seen: list[tuple[str, bool, bool]] = []
 
-    def look(w: Written) -> None:
-        final = RunRef(tmp_path / "storage", "eng", COB, "r1").node_dir(w.name)
-        seen.append((w.name, w.folder != final and w.folder.is_dir(), final.exists()))
+    def look(w: Written) -> None:  # in an attempt of its own, not yet committed
+        run = RunRef(tmp_path / "storage", "eng", COB, "r1")
+        attempt = w.folder.parent == run.node_root(w.name) and w.folder.is_dir()
+        seen.append((w.name, attempt, run.is_complete(w.name)))
 
     _run(tmp_path, spark, engine, on_written=[look])
     assert sorted(seen) == [("total", True, False), ("total.lineage", True, False)]
@@ -141,3 +143,4 @@ def test_a_failed_write_leaves_the_previous_good_output(tmp_path, spark, engine)
     assert _totals(tmp_path, "r1") == good == _expected()
     run_dir = RunRef(tmp_path / "storage", "eng", COB, "r1").run_dir
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert unmarked_attempts(run_dir) == []

@@ -14,8 +14,8 @@ from regflow.errors import ConfigError, StorageError
 from regflow.storage import (
     LATEST_FILE,
     RunRef,
-    latest_run,
     commit,
+    latest_run,
     new_attempt,
     publish_run,
     resolve_root,

@@ -13,6 +13,7 @@ CLI reads it with pyarrow.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -163,14 +164,18 @@ def commit(
 
 
 def discard(tmp: Location) -> None:
+    """Remove an attempt, and locally its node's folder if nothing else is left in it."""
     fs.rmtree(tmp)
+    if isinstance(tmp, Path):
+        with contextlib.suppress(OSError):
+            tmp.parent.rmdir()  # (only if empty)
 
 
 def discard_uncommitted(run: RunRef, node: str, attempt: Location) -> None:
     """Remove ``attempt`` of ``node`` unless it is the committed one."""
     marker = run.marker(node)
     if marker is None or marker.get("attempt") != attempt.name:
-        fs.rmtree(attempt)
+        discard(attempt)
 
 
 def _json(data: Any) -> bytes:
