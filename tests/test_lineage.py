@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import unmarked_attempts
 from runtime_helpers import COB, run_all_stages
 
 from regflow.errors import DataError, LineageError, UserCodeError
@@ -69,8 +70,9 @@ def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, 
     run_all_stages(plan, root, "r1", spark, {"data_root": str(lcr_data)}, policy=engine)
     run = RunRef(root, "lcr", COB, "r1")
     for name in ("entity_buckets", "entity_buckets.lineage", "entity_lcr", "entity_lcr.lineage"):
-        d = run.node_dir(name)
-        assert (d / SUCCESS_FILE).exists()
+        d = run.node_dir(name)  # the attempt the node's marker (written last) names
+        marker = json.loads((run.node_root(name) / SUCCESS_FILE).read_text())
+        assert d.parent == run.node_root(name) and marker["attempt"] == d.name
         meta = json.loads((d / META_FILE).read_text())
         assert meta["rows"] == read(d).num_rows
         assert meta["spec_hash"] == plan.data_hash
@@ -81,6 +83,7 @@ def test_outputs_carry_metadata_and_success_marker(project, lcr_data, tmp_path, 
     assert set(meta["input_hashes"]) == {"weigh"}
     # no temporary folders are left behind
     assert not [p for p in run.run_dir.iterdir() if p.name.startswith(".")]
+    assert unmarked_attempts(run.run_dir) == []
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from regflow.errors import ConfigError, StorageError
 from regflow.storage import (
     LATEST_FILE,
     RunRef,
-    commit,
+    commit_attempt,
     latest_run,
     new_attempt,
     publish_run,
@@ -35,21 +35,21 @@ def test_commit_marks_last_and_the_first_commit_wins(tmp_path):
     with pytest.raises(StorageError, match="no committed output 'n'"):
         run.node_dir("n")
     meta = {"rows": 1, "node_hash": "h", "input_hashes": {"a": "x"}}
-    assert commit(run, "n", tmp, meta) == tmp
+    assert commit_attempt(run, "n", tmp, meta) == tmp
     assert run.is_complete("n") and run.metadata("n")["rows"] == 1
     assert run.node_dir("n") == tmp
     # a retry of the same run with the same hashes: the first commit stands, no overwrite
     tmp2 = new_attempt(run, "n")
     tmp2.mkdir(parents=True)
     (tmp2 / "part-0.parquet").write_text("v2")
-    assert commit(run, "n", tmp2, {**meta, "rows": 2}) == tmp
+    assert commit_attempt(run, "n", tmp2, {**meta, "rows": 2}) == tmp
     assert (run.node_dir("n") / "part-0.parquet").read_text() == "v1"
     assert not tmp2.exists()  # the losing attempt is discarded
     # a retry that computed something else: refused, the committed output kept
     tmp3 = new_attempt(run, "n")
     tmp3.mkdir(parents=True)
     with pytest.raises(StorageError, match="start a new run"):
-        commit(run, "n", tmp3, {**meta, "node_hash": "other"})
+        commit_attempt(run, "n", tmp3, {**meta, "node_hash": "other"})
     assert run.metadata("n")["rows"] == 1 and not tmp3.exists()
     assert sorted(p.name for p in run.node_root("n").iterdir()) == ["_SUCCESS", tmp.name]
 

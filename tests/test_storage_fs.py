@@ -22,7 +22,7 @@ from regflow.runtime.parquet import write_parquet_table
 from regflow.storage import (
     RUN_SUCCESS_FILE,
     RunRef,
-    commit,
+    commit_attempt,
     fs,
     latest_run,
     new_attempt,
@@ -132,7 +132,7 @@ def _write(run: RunRef, node: str, values: list[int], **meta: object) -> object:
     attempt = new_attempt(run, node)
     write_parquet_table(pa.table({"v": values}), attempt)
     metadata = {"rows": len(values), "node_hash": "h", "input_hashes": {}, **meta}
-    return commit(run, node, attempt, metadata)
+    return commit_attempt(run, node, attempt, metadata)
 
 
 def test_a_reader_trusts_only_a_marker(root):
@@ -175,7 +175,7 @@ def test_reuse_by_reference_reads_the_base_rows(root):
     base = RunRef(root, "p", COB, "base")
     data = _write(base, "n", [4, 5, 6])
     run = RunRef(root, "p", COB, "next")
-    commit(run, "n", new_attempt(run, "n"), {"rows": 3, "reused_from": "base"}, data)
+    commit_attempt(run, "n", new_attempt(run, "n"), {"rows": 3, "reused_from": "base"}, data)
     assert run.node_dir("n") == data
     assert read_node(run, "n").column("v").to_pylist() == [4, 5, 6]
     assert run.metadata("n")["reused_from"] == "base"
@@ -190,12 +190,12 @@ _KILLED_WRITER = """
 import sys
 import pyarrow as pa
 from regflow.runtime.parquet import write_parquet_table
-from regflow.storage import RunRef, commit, new_attempt, resolve_root
+from regflow.storage import RunRef, commit_attempt, new_attempt, resolve_root
 
 run = RunRef(resolve_root(sys.argv[1]), "p", "2026-03-31", "r1")
 attempt = new_attempt(run, "n")
 write_parquet_table(pa.table({"v": list(range(100))}), attempt)
-commit(run, "n", attempt, {"rows": 100, "node_hash": "h", "input_hashes": {}})
+commit_attempt(run, "n", attempt, {"rows": 100, "node_hash": "h", "input_hashes": {}})
 print("committed")
 """
 

@@ -23,7 +23,7 @@ import pytest
 from regflow.plan.build import build_plan
 from regflow.plan.model import Plan
 from regflow.spec.types import decimal_ps
-from regflow.storage import RunRef, commit, new_attempt
+from regflow.storage import RunRef, commit_attempt, new_attempt
 from regflow.warehouse.model import StarModel, Table, WColumn, star_model, star_table_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def _write(run: RunRef, t: Table, rows: list[dict[str, Any]]) -> None:
     tmp.mkdir(parents=True)
     if rows:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / "part-0.parquet")
-    commit(run, name, tmp, {"rows": len(rows), "kind": "star"})
+    commit_attempt(run, name, tmp, {"rows": len(rows), "kind": "star"})
 
 
 def stage(

@@ -24,7 +24,7 @@ from regflow.runtime.parquet import parquet_bytes, parquet_files, parquet_rows, 
 from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.runtime.report import OutputReport, StageReport, run_identity
 from regflow.spec.models import LINEAGE_COLUMN
-from regflow.storage import RunRef, commit, discard, new_attempt
+from regflow.storage import RunRef, commit_attempt, discard, new_attempt
 from regflow.storage.fs import Location, spark_uri
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class Writer:
             meta = self.metadata(node, name, kind, rows, keys, schema, time.perf_counter() - t0)
             if summarize is not None:
                 meta.update(summarize(tmp))
-            final = commit(self.run, name, tmp, meta)
+            final = commit_attempt(self.run, name, tmp, meta)
         except BaseException:
             discard(tmp)
             raise

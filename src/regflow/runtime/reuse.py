@@ -35,7 +35,7 @@ from regflow.plan.model import Plan, Stage
 from regflow.runtime.parquet import parquet_dataset, parquet_files, write_parquet_table
 from regflow.runtime.report import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
-from regflow.storage import RunRef, commit, discard, new_attempt, write_json_atomic
+from regflow.storage import RunRef, commit_attempt, discard, new_attempt, write_json_atomic
 from regflow.storage.fs import Location
 from regflow.storage.reuse import why_not_reusable
 
@@ -94,7 +94,7 @@ def reuse_stage(
                 "reused_from": base.run_id,
                 "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            final = commit(run, name, tmp, meta, data)
+            final = commit_attempt(run, name, tmp, meta, data)
         except BaseException:
             discard(tmp)
             raise

@@ -130,7 +130,7 @@ def new_attempt(run: RunRef, node: str) -> Location:
     return run.node_root(node) / f"{ATTEMPT_PREFIX}{stamp}-{uuid.uuid4().hex[:12]}"
 
 
-def commit(
+def commit_attempt(
     run: RunRef,
     node: str,
     attempt: Location,
