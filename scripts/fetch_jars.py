@@ -202,7 +202,8 @@ def fetch_plain(arts: list[dict[str, str]], into: Path, central: str) -> None:
         checked = verify(part, a, base)
         part.rename(into / jar_name(a))
         size = (into / jar_name(a)).stat().st_size
-        _say(f"  {jar_name(a)}: {size / (1 << 20):.1f} MiB, {checked} verified")
+        shown = f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+        _say(f"  {jar_name(a)}: {shown}, {checked} verified")
 
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">

@@ -283,3 +283,28 @@ def test_the_session_conf_carries_no_credential(s3a_spark):
     assert hconf.get(provider[len("spark.hadoop.") :]) == conf[provider]
     assert not [k for k, v in conf.items() if "s3a" in k and secret in v]
     assert not [k for k in conf if "secret" in k or "access.key" in k or "session.token" in k]
+
+
+PROBE = """
+import sys
+from regflow.runtime.session import get_spark
+spark = get_spark()
+spark.range(5).write.parquet(f"s3a://{sys.argv[1]}/probe/")
+assert spark.read.parquet(f"s3a://{sys.argv[1]}/probe/").count() == 5
+import time; time.sleep(0.5)  # (the forwarding thread writes asynchronously)
+"""
+
+
+@pytest.mark.slow
+def test_a_task_using_s3a_logs_no_slf4j_noise(s3_server):
+    """The AWS SDK bundle's shaded SLF4J prints three lines on stderr at the first s3a://
+    access; a task's stderr is logged by Airflow as ERROR, so the session's filter drops them.
+    A fresh process: the test process's JVM printed them long ago."""
+    s3a.require_jars()
+    bucket = s3_server.new_bucket("probe")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, bucket], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SLF4J" not in proc.stderr, proc.stderr[-3000:]
+    assert any(k.endswith(".parquet") for k in s3_server.keys(bucket, "probe/"))

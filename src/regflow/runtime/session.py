@@ -149,7 +149,11 @@ _JVM_BANNER = re.compile(
     rb"|To adjust logging level use sc\.setLogLevel"
     rb"|\S+ \S+ WARN Utils: (Your hostname, .* resolves to a loopback address"
     rb"|Set SPARK_LOCAL_IP if you need)"
-    rb"|\S+ \S+ WARN NativeCodeLoader: Unable to load native-hadoop library)"
+    rb"|\S+ \S+ WARN NativeCodeLoader: Unable to load native-hadoop library"
+    # the AWS SDK bundle's shaded SLF4J 1.x, at the first s3a:// access (its logging is off)
+    rb'|SLF4J: (Failed to load class "org\.slf4j\.impl\.StaticLoggerBinder"'
+    rb"|Defaulting to no-operation \(NOP\) logger implementation"
+    rb"|See http://www\.slf4j\.org/codes\.html#StaticLoggerBinder))"
 )
 
 
