@@ -72,17 +72,39 @@ def test_missing_jars_fail_with_the_command_to_fetch_them(tmp_path, monkeypatch)
         s3a.require_jars()
 
 
+def test_the_pinned_dependency_versions_are_what_hadoop_project_declares():
+    """The plain download fetches a fixed list (no POM resolution): the versions of hadoop-aws's
+    other runtime dependencies must be the ones its parent POM, hadoop-project, declares."""
+    from test_deploy_versions import NS, _pom, _versions
+
+    fetch_jars = _fetch_module()
+    parent = _pom("org.apache.hadoop", "hadoop-project", _versions()["HADOOP_VERSION"])
+    props = parent.find("m:properties", NS)
+    assert props is not None
+    declared = {el.tag.split("}")[1]: (el.text or "").strip() for el in props}
+    assert declared["amazon-s3-analyticsaccelerator-s3.version"] == (
+        fetch_jars.ANALYTICS_ACCELERATOR_VERSION
+    )
+    assert declared["openssl-wildfly.version"] == fetch_jars.WILDFLY_OPENSSL_VERSION
+    assert declared["aws-java-sdk-v2.version"] == _versions()["AWS_SDK_VERSION"]
+
+
+def _fetch_module():
+    sys.path.insert(0, str(FETCH.parent))
+    try:
+        import fetch_jars
+    finally:
+        sys.path.pop(0)
+    return fetch_jars
+
+
 # --- the fetch script's plain-download path (no mvn), against a local Maven layout ------------
 
 
 def _fake_repo(root: Path) -> tuple[Path, dict[str, bytes]]:
     """A Maven-layout folder with a small fake jar for every artifact the script fetches, each
     with its .sha1 (the bundle also with a .sha512), and a versions.env pinning two SHA-256s."""
-    sys.path.insert(0, str(FETCH.parent))
-    try:
-        import fetch_jars
-    finally:
-        sys.path.pop(0)
+    fetch_jars = _fetch_module()
     v = {"HADOOP_VERSION": "9.9.9", "AWS_SDK_VERSION": "2.0.1"}
     blobs = {}
     for a in fetch_jars.artifacts(v):
