@@ -79,19 +79,19 @@ def artifacts(v: dict[str, str]) -> list[dict[str, str]]:
         {
             "group": "software.amazon.s3.analyticsaccelerator",
             "artifact": "analyticsaccelerator-s3",
-            "version": ANALYTICS_ACCELERATOR_VERSION,
+            "version": v.get("ANALYTICS_ACCELERATOR_VERSION", ANALYTICS_ACCELERATOR_VERSION),
             "sha256": "",
         },
         {
             "group": "org.wildfly.openssl",
             "artifact": "wildfly-openssl",
-            "version": WILDFLY_OPENSSL_VERSION,
+            "version": v.get("WILDFLY_OPENSSL_VERSION", WILDFLY_OPENSSL_VERSION),
             "sha256": "",
         },
         {
             "group": "org.apache.spark",
             "artifact": "spark-hadoop-cloud_2.13",
-            "version": SPARK_HADOOP_CLOUD_VERSION,
+            "version": v.get("SPARK_HADOOP_CLOUD_VERSION", SPARK_HADOOP_CLOUD_VERSION),
             "sha256": "",
         },
     ]
