@@ -13,6 +13,9 @@ ARG HADOOP_VERSION=3.5.0
 ARG AWS_SDK_VERSION=2.35.4
 ARG HADOOP_AWS_SHA256=66bd9eefb938b1a1657487324b63c13df2d8b17164a1dd24e0ef37b905bc5baa
 ARG AWS_SDK_BUNDLE_SHA256=db4b55f24ad1b4e70f17eb1717a4de76a8dadc5a27d764be7c44ff67b2c1c677
+ARG ANALYTICS_ACCELERATOR_VERSION=1.3.1
+ARG WILDFLY_OPENSSL_VERSION=2.2.5.Final
+ARG SPARK_HADOOP_CLOUD_VERSION=4.1.2
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
 
@@ -44,30 +47,19 @@ FROM apache/spark:${SPARK_VERSION}-python3 AS spark
 ARG SPARK_VERSION
 ARG HADOOP_VERSION
 ARG AWS_SDK_VERSION
-ARG HADOOP_AWS_SHA256
-ARG AWS_SDK_BUNDLE_SHA256
 USER root
 RUN python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
         f"regflow needs Python 3.11+; this base image has {sys.version.split()[0]}")'
-# S3A: hadoop-aws at the version of the Hadoop client Spark bundles, and the AWS SDK v2
-# bundle hadoop-aws declares; each checked against its SHA-256 before it is kept.
-RUN set -eux; cd "${SPARK_HOME}/jars"; \
-    test -f "hadoop-client-api-${HADOOP_VERSION}.jar"; \
-    central=https://repo1.maven.org/maven2; \
-    wget -q -O "hadoop-aws-${HADOOP_VERSION}.jar" \
-        "${central}/org/apache/hadoop/hadoop-aws/${HADOOP_VERSION}/hadoop-aws-${HADOOP_VERSION}.jar"; \
-    echo "${HADOOP_AWS_SHA256}  hadoop-aws-${HADOOP_VERSION}.jar" | sha256sum -c -; \
-    wget -q -O "bundle-${AWS_SDK_VERSION}.jar" \
-        "${central}/software/amazon/awssdk/bundle/${AWS_SDK_VERSION}/bundle-${AWS_SDK_VERSION}.jar"; \
-    echo "${AWS_SDK_BUNDLE_SHA256}  bundle-${AWS_SDK_VERSION}.jar" | sha256sum -c -; \
-    chmod 644 "hadoop-aws-${HADOOP_VERSION}.jar" "bundle-${AWS_SDK_VERSION}.jar"
-# The S3A magic committer needs Spark's PathOutputCommitProtocol (spark-hadoop-cloud).
-# Maven Central has no spark-hadoop-cloud for Spark 4.3.0 (checked 2026-12-06; the latest
-# published is 4.1.2), so the base image's distribution must hold it: fail loudly if not.
-RUN ls "${SPARK_HOME}"/jars/spark-hadoop-cloud_2.13-"${SPARK_VERSION}".jar \
-    || { echo "error: ${SPARK_HOME}/jars lacks spark-hadoop-cloud_2.13-${SPARK_VERSION}.jar" \
-              "(org.apache.spark.internal.io.cloud.PathOutputCommitProtocol): use a Spark" \
-              "distribution built with -Phadoop-cloud, see docs/deploy.md" >&2; exit 1; }
+# S3A and the magic committer: the jars the tests run with, fetched by the same script
+# (`make jars`) from deploy/versions.env: hadoop-aws at the version of the Hadoop client
+# Spark bundles, the AWS SDK v2 bundle it declares, its other runtime dependencies and
+# spark-hadoop-cloud; each checked against Maven Central's checksum and the pinned SHA-256.
+COPY deploy/versions.env scripts/fetch_jars.py /tmp/fetch/
+RUN set -eux; test -f "${SPARK_HOME}/jars/hadoop-client-api-${HADOOP_VERSION}.jar"; \
+    python3 /tmp/fetch/fetch_jars.py --no-mvn --versions /tmp/fetch/versions.env \
+        --dest /tmp/fetch/jars; \
+    cp /tmp/fetch/jars/*.jar "${SPARK_HOME}/jars/"; chmod 644 "${SPARK_HOME}"/jars/*.jar; \
+    rm -rf /tmp/fetch
 # regflow in a venv of its own, pinned to the Spark it runs on
 COPY --from=wheel /dist /tmp/dist
 RUN set -eux; python3 -m venv /opt/regflow/venv \

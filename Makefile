@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench install check-java clean
+.PHONY: demo test test-fast lint format bench install check-java jars clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "regflow needs Python 3.11+")'
@@ -20,17 +20,22 @@ check-java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "error: Spark 4 needs Java 17+, found '$$v' ($$(command -v java))." >&2; exit 1; fi
 
+# Spark's S3A connector, the AWS SDK v2 bundle (~650 MiB) and the S3A committer's Spark
+# binding, into .regflow/jars (once; `mvn` when installed, else Maven Central with checksums)
+jars:
+	@$(PYTHON) scripts/fetch_jars.py
+
 demo: check-java install
 	$(VENV)/bin/regflow demo
 
-test: check-java install
+test: check-java install jars
 	$(PY) -m pytest -q
 
 # The inner loop: every test not marked slow (unit and golden tests, single stages on real
 # Spark; no whole-pipeline Airflow runs, subprocess CLIs or spark-submit), on TEST_WORKERS
 # pytest-xdist workers, a module's tests on one worker (its module fixtures built once).
 TEST_WORKERS ?= 2
-test-fast: check-java install
+test-fast: check-java install jars
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
@@ -43,7 +48,7 @@ format: install
 	$(VENV)/bin/ruff format src tests operators dags benchmarks
 	$(VENV)/bin/ruff check --fix src tests operators dags benchmarks
 
-bench: check-java install
+bench: check-java install jars
 	$(VENV)/bin/pip install --quiet -e '.[dev,warehouse,bench]'
 	$(PY) benchmarks/run_all.py
 

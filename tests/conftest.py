@@ -53,7 +53,9 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(s3_server):
+    """The process's one SparkSession, started after the S3 server: the JVM reads the AWS
+    credentials from its environment once, at launch (no secret ever goes in a conf)."""
     import logging
 
     from regflow.runtime.session import get_spark

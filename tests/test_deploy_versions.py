@@ -101,3 +101,26 @@ def test_image_layout_matches_the_manifests() -> None:
     assert f"COPY pipelines {PROJECT_IN_IMAGE}/pipelines" in text
     assert re.search(r"^USER 185$", text, flags=re.M)  # the last USER is not root
     assert text.rstrip().splitlines()[-2] == "USER 185"
+
+
+def test_the_image_gets_the_jars_the_tests_run_with() -> None:
+    """The Spark image fetches its S3A and committer jars with the script `make jars` runs,
+    from the same versions.env, so the image's jars are the ones the tests' Spark loads."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("fetch_jars", ROOT / "scripts" / "fetch_jars.py")
+    assert spec is not None and spec.loader is not None
+    fetch_jars = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch_jars)
+
+    text = (ROOT / "Dockerfile").read_text()
+    assert "COPY deploy/versions.env scripts/fetch_jars.py /tmp/fetch/" in text
+    assert "fetch_jars.py --no-mvn --versions /tmp/fetch/versions.env" in text
+    assert 'cp /tmp/fetch/jars/*.jar "${SPARK_HOME}/jars/"' in text
+    image = {fetch_jars.jar_name(a) for a in fetch_jars.artifacts(_versions())}
+    assert f"hadoop-aws-{_versions()['HADOOP_VERSION']}.jar" in image
+    assert f"spark-hadoop-cloud_2.13-{_versions()['SPARK_HADOOP_CLOUD_VERSION']}.jar" in image
+    fetched = ROOT / ".regflow" / "jars" / "jars.json"  # `make test` fetched them first
+    assert fetched.is_file(), "run `make jars` first"
+    assert set(json.loads(fetched.read_text())) == image

@@ -34,6 +34,7 @@ CASES = [
     ("REGFLOW_CACHE_DIR", "/c", "cache_dir", "/c"),
     ("REGFLOW_K8S_CONFIG", "/k.yaml", "k8s_config", "/k.yaml"),
     ("REGFLOW_S3_ENDPOINT", "http://localhost:9000", "s3_endpoint", "http://localhost:9000"),
+    ("REGFLOW_JARS_DIR", "/jars", "jars_dir", "/jars"),
     ("REGFLOW_ENGINE", "driver", "engine", "driver"),
 ]
 

@@ -58,6 +58,8 @@ class Settings:
     cache_dir: str | None = field(default=None, metadata={"env": "REGFLOW_CACHE_DIR"})
     k8s_config: str | None = field(default=None, metadata={"env": "REGFLOW_K8S_CONFIG"})
     s3_endpoint: str | None = field(default=None, metadata={"env": "REGFLOW_S3_ENDPOINT"})
+    # the S3A jars `make test` fetches (scripts/fetch_jars.py); default <checkout>/.regflow/jars
+    jars_dir: str | None = field(default=None, metadata={"env": "REGFLOW_JARS_DIR"})
     engine: str = field(default="auto", metadata={"env": "REGFLOW_ENGINE"})
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from regflow.errors import ConfigError
+from regflow.runtime import s3a
 from regflow.settings import current
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ DEFAULT_JAVA_OPTIONS = "-Xss16m -XX:-DontCompileHugeMethods"
 
 _LOCK = threading.Lock()
 _SESSION: SparkSession | None = None
+_SUBMITTED = False
 
 
 def check_java() -> str:
@@ -79,9 +81,11 @@ def _java_major(text: str) -> int | None:
 
 def get_spark() -> SparkSession:
     """The process-wide session: ``local[*]`` unless ``REGFLOW_SPARK_MASTER`` says otherwise."""
-    global _SESSION
+    global _SESSION, _SUBMITTED
     with _LOCK:
         if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():
+            if not _SUBMITTED:
+                s3a.apply_endpoint(_SESSION)  # the AWS variables may have changed since
             return _SESSION
         check_java()
         from pyspark import SparkConf
@@ -107,10 +111,23 @@ def get_spark() -> SparkSession:
             .set("spark.ui.enabled", "false")
             .set("spark.ui.showConsoleProgress", "false")
         )
+        jars = [] if submitted else s3a.local_jars()
+        if jars:
+            # the S3A connector, fetched by `make jars`; under spark-submit the image has them
+            # and the SparkApplication's sparkConf carries s3a_conf(). Jars cannot be added to
+            # a running session: they are on every session created while they are present.
+            # On the driver's class path (local mode: the executors share its JVM; no copy of
+            # the 650 MiB bundle per session), shipped to a cluster's executors as spark.jars.
+            conf = conf.set("spark.driver.extraClassPath", os.pathsep.join(jars))
+            if not (settings.spark_master or "local").startswith("local"):
+                conf = conf.set("spark.jars", ",".join(jars))
+            for key, value in s3a.s3a_conf().items():
+                conf = conf.set(key, value)
         if not submitted:  # spark-submit's JVM is already running, with its own stderr
             _launch_quiet_gateway(conf)
         builder = SparkSession.builder.config(conf=conf)
         _SESSION = builder.getOrCreate()
+        _SUBMITTED = submitted
         _SESSION.sparkContext.setLogLevel("ERROR")
         return _SESSION
 
@@ -132,7 +149,11 @@ _JVM_BANNER = re.compile(
     rb"|To adjust logging level use sc\.setLogLevel"
     rb"|\S+ \S+ WARN Utils: (Your hostname, .* resolves to a loopback address"
     rb"|Set SPARK_LOCAL_IP if you need)"
-    rb"|\S+ \S+ WARN NativeCodeLoader: Unable to load native-hadoop library)"
+    rb"|\S+ \S+ WARN NativeCodeLoader: Unable to load native-hadoop library"
+    # the AWS SDK bundle's shaded SLF4J 1.x, at the first s3a:// access (its logging is off)
+    rb'|SLF4J: (Failed to load class "org\.slf4j\.impl\.StaticLoggerBinder"'
+    rb"|Defaulting to no-operation \(NOP\) logger implementation"
+    rb"|See http://www\.slf4j\.org/codes\.html#StaticLoggerBinder))"
 )
 
 
