@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "regflow needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev,warehouse,test-k8s]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,warehouse,test-k8s,s3]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -91,6 +91,14 @@ def staged_dir(run: RunRef, node: str, table: str) -> Location:
     return run.node_dir(star_table_name(node, table))
 
 
+def parquet_file(path: Location) -> Any:
+    """A staged Parquet file opened through storage's filesystem (local or S3)."""
+    import pyarrow.parquet as pq
+
+    filesystem, where = fs.arrow(path)
+    return pq.ParquetFile(where, filesystem=filesystem)
+
+
 def staged_files(run: RunRef, node: str, table: str) -> list[Location]:
     if not run.is_complete(star_table_name(node, table)):
         raise StorageError(
@@ -367,7 +375,6 @@ class Loader:
             )
             return
         import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
 
         sql = (
             f"COPY {self.d.q(S.staging_name(t))} ({S.copy_columns(self.d, t)}) "
@@ -377,7 +384,7 @@ class Loader:
         names = [c.name for c in t.staged]
         with cur.copy(sql) as copy:
             for f in staged_files(self.run, self.model.node, t.name):
-                for batch in pq.ParquetFile(f).iter_batches(COPY_BATCH_ROWS, columns=names):
+                for batch in parquet_file(f).iter_batches(COPY_BATCH_ROWS, columns=names):
                     buf = io.BytesIO()
                     pacsv.write_csv(batch, buf, opts)
                     copy.write(buf.getbuffer())
@@ -391,7 +398,9 @@ class Loader:
         files = staged_files(self.run, self.model.node, t.name)
         if not files or rows > UNIQUE_CHECK_MAX_ROWS:
             return False
-        keys = pq.ParquetDataset([str(f) for f in files]).read(columns=list(t.grain))
+        paths = [fs.arrow(f)[1] for f in files]
+        dataset = pq.ParquetDataset(paths, filesystem=fs.arrow(files[0])[0])
+        keys = dataset.read(columns=list(t.grain))
         groups = keys.group_by(list(t.grain)).aggregate([]).num_rows
         if groups != rows:
             self.log(
@@ -401,14 +410,13 @@ class Loader:
         return groups == rows
 
     def _upsert(self, cur: Any, t: Table) -> None:
-        import pyarrow.parquet as pq
 
         names = [c.name for c in t.staged]
         per = max(1, min(self.d.max_statement_rows, 60_000 // max(1, len(names))))
         cur, numbered = _raw_cursor(cur)
         full = S.insert_staging(self.d, t, per, numbered=numbered)
         for f in staged_files(self.run, self.model.node, t.name):
-            for batch in pq.ParquetFile(f).iter_batches(per * 20, columns=names):
+            for batch in parquet_file(f).iter_batches(per * 20, columns=names):
                 rows = list(zip(*[batch.column(n).to_pylist() for n in names], strict=True))
                 for i in range(0, len(rows), per):
                     chunk = rows[i : i + per]
