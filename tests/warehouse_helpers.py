@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from regflow.plan.build import build_plan
 from regflow.plan.model import Plan
+from regflow.runtime.parquet import write_parquet_table
 from regflow.spec.types import decimal_ps
 from regflow.storage import RunRef, commit_attempt, new_attempt
 from regflow.warehouse.model import StarModel, Table, WColumn, star_model, star_table_name
@@ -72,8 +72,9 @@ def _write(run: RunRef, t: Table, rows: list[dict[str, Any]]) -> None:
     name = star_table_name(NODE, t.name)
     tmp = new_attempt(run, name)
     tmp.mkdir(parents=True)
-    if rows:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / "part-0.parquet")
+    if rows:  # (through storage's filesystem: a local folder or S3)
+        table = pa.Table.from_pylist(rows, schema=schema)
+        write_parquet_table(table, tmp, name="part-0.parquet")
     commit_attempt(run, name, tmp, {"rows": len(rows), "kind": "star"})
 
 
