@@ -242,3 +242,29 @@ def test_local_and_s3_share_one_layout(tmp_path, s3_server):
         )
     assert names[0] == names[1]
     assert isinstance(local, Path)
+
+
+def test_the_claim_is_created_refused_taken_over_and_released_on_both(root):
+    from regflow.errors import ConcurrentRunError
+    from regflow.storage import claim
+
+    a, b, c = (RunRef(root, "p", COB, r) for r in ("a", "b", "c"))
+    said: list[str] = []
+    assert claim.acquire(a, in_task=False, log=said.append)["run_id"] == "a"
+    with pytest.raises(ConcurrentRunError, match="run a of this cob is active"):
+        claim.acquire(b, in_task=False)
+    assert claim.holds(a) and not claim.release(b) and claim.release(a)
+    assert not (root / "p" / f"cob={COB}" / "_ACTIVE").exists()
+    # a dead holder's claim (a heartbeat long past, another host) is taken over, once
+    dead = {
+        "run_id": "b",
+        "host": "elsewhere",
+        "pid": None,
+        "heartbeat": "2020-01-01T00:00:00+00:00",
+    }
+    fs.put_if_absent(claim.claim_path(b), json.dumps(dead).encode())
+    took = claim.acquire(c, in_task=False, log=said.append)
+    assert took["taken_over_from"] == "b" and claim.holds(c)
+    assert said and "taking over the claim of run b" in said[-1]
+    with pytest.raises(ConcurrentRunError, match="run c of this cob is active"):
+        claim.acquire(a, in_task=False)
