@@ -149,3 +149,58 @@ def test_a_kill_before_the_marker_on_s3_commits_nothing_and_the_retry_is_identic
     for name in NODES:
         assert _rows(run, name) == _rows(clean, name), name
     assert run.node_dir("entity_lcr") != attempts[0]  # the retry's own attempt
+
+
+@pytest.mark.slow
+def test_regflow_run_through_airflow_on_s3_publishes_and_loads_the_warehouse(
+    s3_server, project, lcr_data, tmp_path
+):
+    """`regflow run --storage s3://...`: the claim, the plan pin, every stage (Spark on
+    s3a://), the warehouse load from the S3 files and the publish (``_RUN_SUCCESS``,
+    ``_LATEST`` by compare-and-swap), all on S3; then `regflow export` from it."""
+    import shutil
+    import tempfile
+
+    from regflow.storage import latest_run
+    from regflow.warehouse.embedded import get_server
+
+    s3a.require_jars()
+    bucket = s3_server.new_bucket("run")
+    url = f"s3://{bucket}/regflow"
+    warehouse = Path(tempfile.mkdtemp(prefix="regflow-s3-wh-"))  # (see test_run_consistency)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}
+    env.update(REGFLOW_PROJECT=str(project), REGFLOW_WAREHOUSE_DIR=str(warehouse))
+    env.pop("REGFLOW_WAREHOUSE", None)
+    exe = Path(sys.executable).parent / "regflow"
+    cob = COB.isoformat()
+    try:
+        proc = subprocess.run(
+            [str(exe), "run", "lcr", "--cob", cob, "--param", f"data_root={lcr_data}",
+             "--storage", url],
+            cwd=project, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        root = S3Path(bucket, "regflow")
+        run = latest_run(root, "lcr", cob)
+        assert json.loads((run.cob_dir / "_LATEST").read_bytes())["run_id"] == run.run_id
+        assert (run.run_dir / "_PLAN").is_file() and (run.run_dir / "_RUN_SUCCESS").is_file()
+        assert not (run.cob_dir / "_ACTIVE").exists()  # released by publish
+        assert read_node(run, "entity_lcr").num_rows == 6
+        out = tmp_path / "entity_lcr.csv"
+        exported = subprocess.run(
+            [str(exe), "export", "lcr", "entity_lcr", "--cob", cob, "--storage", url,
+             "--out", str(out)],
+            cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        assert out.read_text().count("\n") == 7
+        query = subprocess.run(
+            [str(exe), "warehouse", "query",
+             "SELECT COUNT(*) FROM lcr.fact_lcr_entity WHERE cob_date = DATE '2026-03-31'"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert query.returncode == 0, query.stderr
+        assert "6" in query.stdout.split()
+    finally:
+        get_server(warehouse).release()
+        shutil.rmtree(warehouse, ignore_errors=True)
