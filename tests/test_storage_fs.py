@@ -268,3 +268,11 @@ def test_the_claim_is_created_refused_taken_over_and_released_on_both(root):
     assert said and "taking over the claim of run b" in said[-1]
     with pytest.raises(ConcurrentRunError, match="run c of this cob is active"):
         claim.acquire(a, in_task=False)
+
+
+def test_gc_refuses_s3_storage_with_a_clear_error(capsys):
+    from regflow.cli.main import main
+
+    assert main(["gc", "--storage", "s3://some-bucket/storage", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "regflow gc works on local storage only" in err and "lifecycle rule" in err

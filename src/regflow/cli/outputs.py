@@ -140,11 +140,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc
+    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc, require_local
 
     if args.keep_runs < 0 or (args.keep_cobs is not None and args.keep_cobs < 0):
         raise ConfigError("--keep-runs and --keep-cobs must be 0 or more")
-    root = storage_root(args.storage)
+    root = require_local(storage_root(args.storage))
     if not root.is_dir():
         raise ConfigError(f"no storage folder at {root}; pass --storage or set REGFLOW_STORAGE")
     pipeline = args.pipeline

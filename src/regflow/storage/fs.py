@@ -17,14 +17,13 @@ storage code uses (``/``, ``name``, ``parent``, ``read_text``/``read_bytes``,
 
 Credentials and endpoint come only from the standard AWS chain (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
-IRSA); ``REGFLOW_S3_ENDPOINT`` still overrides the endpoint.
+IRSA; :mod:`regflow.storage.s3client`); ``REGFLOW_S3_ENDPOINT`` still overrides the endpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import functools
 import hashlib
 import os
 import re
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from regflow.errors import ConfigError
+from regflow.storage import s3client
 
 # the S3 bucket naming rules (3-63 lower-case letters, digits, dots and hyphens)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -97,7 +97,7 @@ class S3Path:
     # -- reads and writes ------------------------------------------------------------------
 
     def read_bytes(self) -> bytes:
-        got = _get(self)
+        got = s3client.get(self.bucket, self.key)
         if got is None:
             raise FileNotFoundError(str(self))
         return got[0]
@@ -106,7 +106,7 @@ class S3Path:
         return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> int:
-        _client().put_object(Bucket=self.bucket, Key=self.key, Body=data)
+        s3client.client().put_object(Bucket=self.bucket, Key=self.key, Body=data)
         return len(data)
 
     def write_text(self, data: str, encoding: str = "utf-8") -> int:
@@ -115,7 +115,7 @@ class S3Path:
     def unlink(self, missing_ok: bool = False) -> None:
         if not missing_ok and not self.is_file():
             raise FileNotFoundError(str(self))
-        _client().delete_object(Bucket=self.bucket, Key=self.key)
+        s3client.client().delete_object(Bucket=self.bucket, Key=self.key)
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """S3 has no folders: a prefix exists once an object is under it."""
@@ -123,11 +123,11 @@ class S3Path:
     # -- listing ---------------------------------------------------------------------------
 
     def is_file(self) -> bool:
-        return _head(self) is not None
+        return s3client.head(self.bucket, self.key) is not None
 
     def is_dir(self) -> bool:
         prefix = f"{self.key}/" if self.key else ""
-        page = _client().list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        page = s3client.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         return bool(page.get("KeyCount", 0))
 
     def exists(self) -> bool:
@@ -137,7 +137,7 @@ class S3Path:
         """The objects and sub-prefixes one level below (sorted by name)."""
         prefix = f"{self.key}/" if self.key else ""
         names: set[str] = set()
-        pages = _client().get_paginator("list_objects_v2")
+        pages = s3client.client().get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
             names.update(
                 p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
@@ -155,9 +155,8 @@ class S3Path:
     def walk_keys(self) -> Iterator[tuple[str, float, int]]:
         """Every object under this prefix: (key, mtime, size)."""
         prefix = f"{self.key}/" if self.key else ""
-        for page in (
-            _client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        ):
+        pages = s3client.client().get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
             for o in page.get("Contents", []):
                 yield o["Key"], o["LastModified"].timestamp(), int(o["Size"])
 
@@ -170,11 +169,6 @@ def glob(path: Location, pattern: str) -> list[Location]:
     return sorted(path.glob(pattern), key=str)
 
 
-def location(raw: str) -> Location:
-    """A storage location from its text: ``s3://...`` or a local path."""
-    return S3Path.parse(raw) if raw.startswith("s3://") else Path(raw)
-
-
 # -- conditional writes --------------------------------------------------------------------
 
 
@@ -182,7 +176,7 @@ def put_if_absent(path: Location, data: bytes) -> bool:
     """Create ``path`` holding ``data`` if nothing is there; False (nothing written) if it
     exists. Readers never see a partial object."""
     if isinstance(path, S3Path):
-        return _conditional_put(path, data, IfNoneMatch="*")
+        return s3client.conditional_put(path.bucket, path.key, data, IfNoneMatch="*")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
     tmp.write_bytes(data)
@@ -198,7 +192,7 @@ def put_if_absent(path: Location, data: bytes) -> bool:
 def read_with_tag(path: Location) -> tuple[bytes, str] | None:
     """``path``'s content and a tag for :func:`put_if_match`; None if there is no object."""
     if isinstance(path, S3Path):
-        return _get(path)
+        return s3client.get(path.bucket, path.key)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -210,7 +204,7 @@ def put_if_match(path: Location, data: bytes, tag: str) -> bool:
     """Replace ``path`` with ``data`` only if it still has ``tag`` (from
     :func:`read_with_tag`); False (nothing written) if it changed or is gone."""
     if isinstance(path, S3Path):
-        return _conditional_put(path, data, IfMatch=tag)
+        return s3client.conditional_put(path.bucket, path.key, data, IfMatch=tag)
     with _locked(path):
         now = read_with_tag(path)
         if now is None or now[1] != tag:
@@ -225,7 +219,7 @@ def delete_if_match(path: Location, tag: str) -> bool:
     """Remove ``path`` if it still has ``tag``. On S3 the check and the delete are two calls
     (conditional deletes are not universal); regflow only uses this under the cob's claim."""
     if isinstance(path, S3Path):
-        now = _get(path)
+        now = s3client.get(path.bucket, path.key)
         if now is None or now[1] != tag:
             return False
         path.unlink(missing_ok=True)
@@ -269,7 +263,7 @@ def rmtree(path: Location) -> None:
         shutil.rmtree(path, ignore_errors=True)
         return
     keys = [k for k, _, _ in path.walk_keys()]
-    client = _client()
+    client = s3client.client()
     for i in range(0, len(keys), 1000):
         batch = [{"Key": k} for k in keys[i : i + 1000]]
         client.delete_objects(Bucket=path.bucket, Delete={"Objects": batch, "Quiet": True})
@@ -279,7 +273,7 @@ def mtime(path: Location) -> float:
     """When ``path`` was last written (a prefix: its newest object); FileNotFoundError."""
     if isinstance(path, Path):
         return path.stat().st_mtime
-    head = _head(path)
+    head = s3client.head(path.bucket, path.key)
     if head is not None:
         return float(head["LastModified"].timestamp())
     times = [t for _, t, _ in path.walk_keys()]
@@ -291,7 +285,7 @@ def mtime(path: Location) -> float:
 def size(path: Location) -> int:
     if isinstance(path, Path):
         return path.stat().st_size
-    head = _head(path)
+    head = s3client.head(path.bucket, path.key)
     if head is None:
         raise FileNotFoundError(str(path))
     return int(head["ContentLength"])
@@ -310,111 +304,5 @@ def arrow(path: Location) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     if isinstance(path, S3Path):
-        return _arrow_s3(), f"{path.bucket}/{path.key}"
+        return s3client.arrow_s3(), f"{path.bucket}/{path.key}"
     return pafs.LocalFileSystem(), str(path)
-
-
-def is_s3(path: Location) -> bool:
-    return isinstance(path, S3Path)
-
-
-# -- clients ---------------------------------------------------------------------------------
-
-
-def endpoint() -> str | None:
-    """The S3 endpoint: ``REGFLOW_S3_ENDPOINT`` (an override kept for the warehouse
-    staging), else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS's own."""
-    from regflow.settings import current
-
-    return (
-        current().s3_endpoint
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or None
-    )
-
-
-def region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-
-
-def _client() -> Any:
-    return _cached_client(endpoint(), region())
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_client(url: str | None, region_name: str | None) -> Any:
-    try:
-        import boto3
-    except ImportError as e:  # pragma: no cover - the s3 extra is missing
-        raise ConfigError("s3:// storage needs boto3: pip install 'regflow[s3]'") from e
-    return boto3.client("s3", endpoint_url=url, region_name=region_name)
-
-
-def _arrow_s3() -> Any:
-    return _cached_arrow(endpoint(), region())
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_arrow(url: str | None, region_name: str | None) -> Any:
-    import pyarrow.fs as pafs
-
-    kw: dict[str, Any] = {}
-    if url:
-        scheme, _, host = url.partition("://")
-        kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if region_name:
-        kw["region"] = region_name
-    return pafs.S3FileSystem(**kw)
-
-
-def _error_code(e: Exception) -> str:
-    return str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
-
-
-def _status(e: Exception) -> int:
-    meta = getattr(e, "response", {}).get("ResponseMetadata", {})
-    return int(meta.get("HTTPStatusCode", 0))
-
-
-def _conditional_put(path: S3Path, data: bytes, **cond: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        _client().put_object(Bucket=path.bucket, Key=path.key, Body=data, **cond)
-    except ClientError as e:
-        # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match
-        # on a missing object
-        if _status(e) in (404, 409, 412) or _error_code(e) in (
-            "PreconditionFailed",
-            "ConditionalRequestConflict",
-            "NoSuchKey",
-        ):
-            return False
-        raise
-    return True
-
-
-def _get(path: S3Path) -> tuple[bytes, str] | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        got = _client().get_object(Bucket=path.bucket, Key=path.key)
-    except ClientError as e:
-        if _error_code(e) in ("NoSuchKey", "404") or _status(e) == 404:
-            return None
-        raise
-    return got["Body"].read(), str(got["ETag"])
-
-
-def _head(path: S3Path) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError
-
-    if not path.key:
-        return None
-    try:
-        return dict(_client().head_object(Bucket=path.bucket, Key=path.key))
-    except ClientError as e:
-        if _status(e) == 404 or _error_code(e) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise

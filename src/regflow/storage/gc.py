@@ -120,6 +120,17 @@ def _read_run_id(path: Path) -> str | None:
         return None
 
 
+def require_local(root: Location) -> Path:
+    """``root``, if local; a :class:`ConfigError` for ``s3://`` storage."""
+    if not isinstance(root, Path):
+        raise ConfigError(
+            f"regflow gc works on local storage only, not {root}: on S3, expire superseded"
+            " runs and unmarked attempts with a lifecycle rule (docs/storage.md, 'Garbage"
+            " collection on S3')"
+        )
+    return root
+
+
 def plan_gc(
     root: Location,
     *,
@@ -130,12 +141,7 @@ def plan_gc(
     now: float | None = None,
 ) -> GcReport:
     """What :func:`collect` would remove under ``root`` (nothing is changed)."""
-    if not isinstance(root, Path):
-        raise ConfigError(
-            f"regflow gc works on local storage only, not {root}: on S3, expire superseded"
-            " runs and unmarked attempts with a lifecycle rule (docs/storage.md, 'Garbage"
-            " collection on S3')"
-        )
+    root = require_local(root)
     now = time.time() if now is None else now
     report = GcReport()
     chosen: list[tuple[Path, str]] = []

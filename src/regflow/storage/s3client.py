@@ -1,0 +1,115 @@
+"""The S3 clients of :mod:`regflow.storage.fs`: boto3 (the conditional puts) and pyarrow's
+``S3FileSystem`` (Parquet), from the standard AWS chain only (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
+IRSA); ``REGFLOW_S3_ENDPOINT`` still overrides the endpoint."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from regflow.errors import ConfigError
+
+
+def endpoint() -> str | None:
+    """The S3 endpoint: ``REGFLOW_S3_ENDPOINT`` (an override kept for the warehouse
+    staging), else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS's own."""
+    from regflow.settings import current
+
+    return (
+        current().s3_endpoint
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+def client() -> Any:
+    return _cached_client(endpoint(), region())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client(url: str | None, region_name: str | None) -> Any:
+    try:
+        import boto3
+    except ImportError as e:  # pragma: no cover - the s3 extra is missing
+        raise ConfigError("s3:// storage needs boto3: pip install 'regflow[s3]'") from e
+    return boto3.client("s3", endpoint_url=url, region_name=region_name)
+
+
+def arrow_s3() -> Any:
+    return _cached_arrow(endpoint(), region())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_arrow(url: str | None, region_name: str | None) -> Any:
+    import pyarrow.fs as pafs
+
+    kw: dict[str, Any] = {}
+    if url:
+        scheme, _, host = url.partition("://")
+        kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if region_name:
+        kw["region"] = region_name
+    return pafs.S3FileSystem(**kw)
+
+
+def _error_code(e: Exception) -> str:
+    return str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _status(e: Exception) -> int:
+    meta = getattr(e, "response", {}).get("ResponseMetadata", {})
+    return int(meta.get("HTTPStatusCode", 0))
+
+
+def conditional_put(bucket: str, key: str, data: bytes, **cond: str) -> bool:
+    """``PutObject`` with a condition (``IfNoneMatch="*"`` or ``IfMatch=etag``); False when
+    the condition failed."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client().put_object(Bucket=bucket, Key=key, Body=data, **cond)
+    except ClientError as e:
+        # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match
+        # on a missing object
+        if _status(e) in (404, 409, 412) or _error_code(e) in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+            "NoSuchKey",
+        ):
+            return False
+        raise
+    return True
+
+
+def get(bucket: str, key: str) -> tuple[bytes, str] | None:
+    """An object's bytes and ETag, or None."""
+    from botocore.exceptions import ClientError
+
+    try:
+        got = client().get_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if _error_code(e) in ("NoSuchKey", "404") or _status(e) == 404:
+            return None
+        raise
+    return got["Body"].read(), str(got["ETag"])
+
+
+def head(bucket: str, key: str) -> dict[str, Any] | None:
+    """An object's metadata, or None (a prefix is no object)."""
+    from botocore.exceptions import ClientError
+
+    if not key:
+        return None
+    try:
+        return dict(client().head_object(Bucket=bucket, Key=key))
+    except ClientError as e:
+        if _status(e) == 404 or _error_code(e) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
