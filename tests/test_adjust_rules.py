@@ -791,7 +791,7 @@ def test_effective_and_expiry_dates_are_inclusive(tiny, spark, cob, engine):
 
     # the audit: one row per adjusted row, at <node>__adjusted.audit
     audit_dir = run.node_dir("prep__adjusted.audit")
-    assert (audit_dir / SUCCESS_FILE).exists()
+    assert (run.node_root("prep__adjusted.audit") / SUCCESS_FILE).exists()  # its marker
     audit = read(audit_dir).to_pylist()
     got = sorted((a["rule_id"], members[a[LID]], a["old_value"], a["new_value"]) for a in audit)
     want = sorted(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import unmarked_attempts
 from runtime_helpers import COB, ctx, run_all_stages
 
 from regflow.errors import DataError, LineageError
@@ -486,6 +487,7 @@ def test_custom_op_on_stored_input_is_verified_on_its_written_output(
     run = RunRef(tmp_path / "storage", name, COB, "r1")
     assert run.is_complete("sums") and not run.is_complete("step")
     assert not [p for p in run.run_dir.iterdir() if p.name.startswith(".")]  # no leftovers
+    assert unmarked_attempts(run.run_dir) == []
 
 
 @pytest.mark.parametrize("suffix", ["same", "total"])
