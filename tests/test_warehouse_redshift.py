@@ -45,8 +45,8 @@ from regflow.spec.types import decimal_ps
 from regflow.storage import RunRef
 from regflow.warehouse import sql as S
 from regflow.warehouse.dialects import get_dialect
-from regflow.warehouse.loader import LoadReport, load_star, staged_dir, staged_files
-from regflow.warehouse.model import StarModel, Table, star_model
+from regflow.warehouse.loader import LoadReport, load_star, staged_files
+from regflow.warehouse.model import StarModel, Table, star_model, star_table_name
 from regflow.warehouse.s3stage import MANIFEST_SCHEMA, S3Staging, copy_sql, split_s3
 from regflow.warehouse.targets import Target
 
@@ -383,7 +383,7 @@ def check_manifest(client: Any, manifest_url: str, t: Table, run: RunRef) -> dic
         for c in t.staged:
             assert _arrow_matches(schema.field(c.name).type, c.type), (t.name, c.name, c.type)
         rows += pq.ParquetFile(pa.BufferReader(body)).metadata.num_rows
-    assert rows == run.metadata(staged_dir(run, "lcr_star", t.name).name)["rows"]
+    assert rows == run.metadata(star_table_name("lcr_star", t.name))["rows"]
     return manifest
 
 
@@ -450,7 +450,7 @@ def test_copy_load_statements(model: StarModel, staged: RunRef, s3: Any) -> None
     assert not any(s.startswith("BEGIN") or s.startswith("COMMIT") for s in conn.statements)
     assert load[-1].startswith('INSERT INTO "lcr"."regflow_loads" ')
     counts = ",".join(
-        f"{t.name}={staged.metadata(staged_dir(staged, 'lcr_star', t.name).name)['rows']}"
+        f"{t.name}={staged.metadata(star_table_name('lcr_star', t.name))['rows']}"
         for t in model.tables
     )
     assert f"'copy', '{counts}', " in load[-1] and f"'{RUN_ID}', 'spec-hash', " in load[-1]
@@ -623,7 +623,7 @@ def test_upsert_path(model: StarModel, staged: RunRef, s3: Any) -> None:
         statements += 1
 
     deal = model.table("fact_lcr_deal")
-    n_deal = staged.metadata(staged_dir(staged, "lcr_star", deal.name).name)["rows"]
+    n_deal = staged.metadata(star_table_name("lcr_star", deal.name))["rows"]
     assert n_deal == 10_000
     assert statements >= n_deal // 500
     for t in model.tables:
