@@ -136,7 +136,7 @@ def test_the_settings_reach_the_code_that_uses_them(monkeypatch, tmp_path):
 
 # Files that may still read REGFLOW_* from os.environ: the settings module itself, and the
 # test-only fault hook (read at each fault point, inherited by every child process)
-ALLOWED = {"settings.py", "render/faults.py"}
+ALLOWED = {"settings.py", "storage/faults.py"}
 _READ = re.compile(r"(?:os\.environ|getenv)\b[^\n]*REGFLOW_|REGFLOW_[A-Z_]+\"\s*\]\s*=")
 
 
