@@ -35,6 +35,7 @@ CASES = [
     ("REGFLOW_K8S_CONFIG", "/k.yaml", "k8s_config", "/k.yaml"),
     ("REGFLOW_S3_ENDPOINT", "http://localhost:9000", "s3_endpoint", "http://localhost:9000"),
     ("REGFLOW_ENGINE", "driver", "engine", "driver"),
+    ("REGFLOW_EXECUTOR", "Kubernetes", "executor", "kubernetes"),
 ]
 
 
@@ -61,6 +62,7 @@ def test_defaults_and_empty_means_unset():
     ("var", "raw", "want"),
     [
         ("REGFLOW_ENGINE", "fast", "expected one of auto, spark, driver"),
+        ("REGFLOW_EXECUTOR", "k8s", "expected one of local, kubernetes"),
         ("REGFLOW_CLAIM_TTL", "15m", "expected a number of seconds"),
         ("REGFLOW_CLAIM_TTL", "0", "expected a positive number of seconds"),
         ("REGFLOW_SHUFFLE_PARTITIONS", "0", "expected a whole number >= 1"),

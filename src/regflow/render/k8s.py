@@ -35,6 +35,8 @@ K8S_CONFIG_ENV = "REGFLOW_K8S_CONFIG"
 PROJECT_IN_IMAGE = "/opt/regflow/project"
 MAIN_FILE = "local:///opt/regflow/stage_main.py"
 
+# TODO(hsa): the coordinator replaces this dict by the runtime's own S3A + committer conf
+# (``regflow.runtime.s3a``), so the pods and the local session share one source; keep the name.
 # S3A as in production: the magic committer (no rename on S3), credentials from the
 # default chain (IRSA's web identity token in EKS), Spark's cloud commit protocol.
 S3A_CONF = {
@@ -280,11 +282,19 @@ def spark_application(
 
 
 def spark_applications(
-    plan: Plan, settings: KubernetesSettings, *, cob: str, run_id: str
+    plan: Plan,
+    settings: KubernetesSettings,
+    *,
+    cob: str,
+    run_id: str,
+    plan_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest per stage, in the plan's stage order. Loads and publish are not here:
     they stay light Airflow tasks."""
-    return [spark_application(plan, s.id, settings, cob=cob, run_id=run_id) for s in plan.stages]
+    return [
+        spark_application(plan, s.id, settings, cob=cob, run_id=run_id, plan_key=plan_key)
+        for s in plan.stages
+    ]
 
 
 def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
