@@ -236,15 +236,20 @@ def test_bad_settings_are_clear_errors(tmp_path) -> None:
 
 
 def test_plan_cli_prints_the_manifests(capsys, monkeypatch) -> None:
-    """``regflow plan lcr --executor kubernetes`` prints one YAML document per stage."""
+    """``regflow plan lcr --executor kubernetes`` prints one YAML document per stage, with
+    the plan key the DAG pins (``--plan-key``), as the DAG's operator submits them."""
+    from regflow.plan.cache import load_plan, plan_pin
+
     monkeypatch.setenv("REGFLOW_PROJECT", str(ROOT))
     monkeypatch.setenv("REGFLOW_K8S_CONFIG", str(GOLDEN / "settings.yaml"))
     assert main(["plan", "lcr", "--executor", "kubernetes", "--cob", "2026-03-31"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == ["SparkApplication"] * 4
-    assert docs[0]["spec"]["arguments"][-4:] == [
+    assert docs[0]["spec"]["arguments"][-6:] == [
         "--cob",
         "2026-03-31",
         "--run-id",
         "manual__preview",
+        "--plan-key",
+        plan_pin(load_plan(ROOT / "pipelines" / "lcr.yaml")),
     ]
