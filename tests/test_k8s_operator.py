@@ -102,8 +102,9 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
     return out
 
 
-def _dags_test(project: dict[str, Any]) -> subprocess.Popen:
-    return _airflow(project, "dags", "test", PIPELINE, COB, "-c", json.dumps({"cob": COB}))
+def _dags_test(project: dict[str, Any], **conf: str) -> subprocess.Popen:
+    conf = {"cob": COB, **conf}
+    return _airflow(project, "dags", "test", PIPELINE, COB, "-c", json.dumps(conf))
 
 
 def _task_states(project: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -206,7 +207,8 @@ def test_conform_to_crd_moves_the_provider_labels() -> None:
 @pytest.mark.parametrize("when", ["while_followed", "before_first_poll"])
 def test_driver_failure_fails_the_task_with_the_driver_log(project, when):
     """A driver exiting 1 fails the stage task; the driver's log, served by the stub, is in
-    the task log; the failed application is deleted (delete_on_termination). Two timings:
+    the task log; the failed application is deleted (delete_on_termination); the trigger's
+    params (``data_root``, ``recompute``) are on the driver's command line. Two timings:
     the driver fails while the operator follows its log (the usual case), or before the
     operator's first status poll (the provider then raises in its submission step, and left
     the application behind before regflow's operator deleted it).
@@ -226,12 +228,17 @@ def test_driver_failure_fails_the_task_with_the_driver_log(project, when):
 
         stub.driver = fail
         stub.kubeconfig(project["kubeconfig"])
-        out = _finish(_dags_test(project))
+        out = _finish(_dags_test(project, data_root="/mnt/deals", recompute="all"))
         _, states = _task_states(project)
         (sent,) = stub.received
         name = sent["metadata"]["name"]
         assert stub.states[name] == ["SUBMITTED", "RUNNING", "FAILED"]
         assert stub.deleted == [name]
+    # the trigger's params reach the driver, as a local task sees them
+    args = sent["spec"]["arguments"]
+    assert args[args.index("--run-id") + 2 :] == [
+        "--recompute", "all", "--param", "data_root=/mnt/deals", "--plan-key", args[-1]
+    ]  # fmt: skip
     assert states[STAGE] == "failed"
     assert states.get("publish") in ("upstream_failed", None)
     assert "regflow-driver-marker: error: source deals: no parquet files" in out

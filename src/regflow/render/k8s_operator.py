@@ -56,7 +56,8 @@ def stage_manifest(
 ) -> dict[str, Any]:
     """The ``SparkApplication`` of ``stage_id`` for the run of ``context``: the DAG's pinned
     plan, the run's cob (its ``cob`` param, else the cob rule, as a local task), the raw
-    Airflow run id, the deployment's Kubernetes settings."""
+    Airflow run id, the run's params (those that differ from the spec's defaults), the
+    deployment's Kubernetes settings."""
     from regflow.plan.cache import load_pinned
     from regflow.project import project_root
     from regflow.render.k8s import load_settings, spark_application
@@ -71,6 +72,7 @@ def stage_manifest(
         cob=_cob(context, plan).isoformat(),
         run_id=str(context["run_id"]),
         plan_key=plan_key,
+        params=dict(context.get("params") or {}),
     )
 
 
