@@ -81,6 +81,8 @@ def _env(project: Path, home: Path, kubeconfig: Path) -> dict[str, str]:
         "REGFLOW_EXECUTOR": "kubernetes",
         "REGFLOW_PROJECT": str(project),
         "REGFLOW_CACHE_DIR": str(project.parent / "cache"),
+        # the workers' storage is the pods' (the chart sets both from one value)
+        "REGFLOW_STORAGE": str(project.parent / "storage"),
     }
 
 
@@ -284,3 +286,99 @@ def test_reattach_after_a_worker_restart_submits_once(project):
         assert stub.deleted == [sent["metadata"]["name"]]
     assert "driver: finished after the reattach" in out
     assert "Reattaching" in out or "Found matching driver pod" in out
+
+
+def _deals(folder: Path) -> list[dict[str, Any]]:
+    """Four deals of the ``linear`` pipeline's source (two of them BIG_BOND, one negative)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        ("d1", "1500000.00", "1.10000000", "BOND"),
+        ("d2", "10.00", "1.10000000", "BOND"),
+        ("d3", "2000000.00", "0.90000000", "LOAN"),
+        ("d4", "-5.00", "1.00000000", "BOND"),
+    ]
+    schema = pa.schema(
+        [
+            ("deal_id", pa.string()),
+            ("cob_date", pa.date32()),
+            ("amount", pa.decimal128(20, 2)),
+            ("usd_rate", pa.decimal128(18, 8)),
+            ("product_type", pa.string()),
+        ]
+    )
+    cob = dt.date.fromisoformat(COB)
+    table = pa.Table.from_pylist(
+        [
+            {"deal_id": d, "cob_date": cob, "amount": Decimal(a), "usd_rate": Decimal(r),
+             "product_type": p}
+            for d, a, r, p in rows
+        ],
+        schema=schema,
+    )  # fmt: skip
+    (folder / "deals").mkdir(parents=True)
+    pq.write_table(table, folder / "deals" / "part-0.parquet")
+    return table.to_pylist()
+
+
+def test_the_driver_runs_the_stage_entrypoint_and_the_run_publishes(project):
+    """The stub's driver runs what the manifest says the driver pod runs: ``stage_main``
+    with the manifest's arguments and env (the image's project folder mapped to the test's,
+    the warehouse Secret resolved by the stub), as a local process. The stage computes its
+    output into the storage the manifest names, the local ``publish`` task publishes the run,
+    the whole DAG run succeeds, and the stage's rows are the ones the spec's rules give
+    (computed here by hand).
+
+    Does not prove: anything about the image or spark-submit in a pod (the driver here is
+    ``python -m regflow.render.stage_main`` with local Spark; test_stage_main.py runs it under
+    spark-submit), nor that executors elsewhere see the storage.
+    """
+    import pyarrow.parquet as pq
+
+    from regflow.render.k8s import PROJECT_IN_IMAGE
+    from regflow.storage import safe_run_id
+
+    data = project["base"] / "data"
+    if not data.exists():
+        _deals(data)
+    secrets = {("regflow-warehouse", "url"): "postgresql://unused@127.0.0.1:1/none"}
+
+    def stage_main(app: dict[str, Any], emit) -> int:
+        spec = app["spec"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REGFLOW_"))}
+        for var in spec["driver"]["env"]:
+            if "value" in var:
+                env[var["name"]] = var["value"].replace(PROJECT_IN_IMAGE, str(project["project"]))
+            else:
+                ref = var["valueFrom"]["secretKeyRef"]
+                env[var["name"]] = secrets[(ref["name"], ref["key"])]
+        env["REGFLOW_SHUFFLE_PARTITIONS"] = "2"
+        args = [a.replace(PROJECT_IN_IMAGE, str(project["project"])) for a in spec["arguments"]]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "regflow.render.stage_main", *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            emit(line.rstrip("\n"))
+        return proc.wait()
+
+    with KubeStub(driver=stage_main) as stub:
+        stub.kubeconfig(project["kubeconfig"])
+        out = _finish(_dags_test(project, data_root=str(data)))
+        run_id, states = _task_states(project)
+        assert states == {STAGE: "success", "publish": "success"}, out[-6000:]
+        (sent,) = stub.received
+        assert stub.invalid == [] and stub.deleted == [sent["metadata"]["name"]]
+    storage = project["base"] / "storage"
+    (run_dir,) = [p for p in (storage / PIPELINE / f"cob={COB}").glob("run=*") if p.is_dir()]
+    assert run_dir.name == f"run={safe_run_id(run_id)}"  # the Airflow run's own id
+    rows = pq.read_table(run_dir / STAGE, partitioning=None).to_pylist()
+    got = sorted((r["deal_id"], r["category"], r["rule"]) for r in rows)
+    # amount * usd_rate > 0 keeps d1..d3; BIG_BOND: a BOND over 1,000,000 USD
+    assert got == [("d1", "BIG_BOND", "B"), ("d2", "OTHER", "O"), ("d3", "OTHER", "O")]
+    assert "published run" in out
