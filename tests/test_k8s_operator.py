@@ -382,3 +382,44 @@ def test_the_driver_runs_the_stage_entrypoint_and_the_run_publishes(project):
     # amount * usd_rate > 0 keeps d1..d3; BIG_BOND: a BOND over 1,000,000 USD
     assert got == [("d1", "BIG_BOND", "B"), ("d2", "OTHER", "O"), ("d3", "OTHER", "O")]
     assert "published run" in out
+
+
+PARSE_PROBE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags["linear"]
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "tasks": {t.task_id: [c.__name__ for c in type(t).__mro__] for t in dag.tasks},
+    "provider": "airflow.providers.cncf.kubernetes.operators.spark_kubernetes" in sys.modules,
+    "heavy": sorted(m for m in ("pyspark", "pandas") if m in sys.modules),
+}))
+"""
+
+
+@pytest.mark.parametrize("executor", ["local", "kubernetes"])
+def test_the_executor_is_a_deployment_setting_read_at_parse(project, executor):
+    """The same DAG file gives SparkKubernetesOperator stage tasks with
+    ``REGFLOW_EXECUTOR=kubernetes`` and PythonOperators by default; loads and publish stay
+    PythonOperators; the provider is imported only for ``kubernetes``; neither parse imports
+    pyspark or pandas.
+
+    Does not prove: how long the parse takes (benchmarks/dag_parse.py measures it).
+    """
+    env = _env(project["project"], project["home"], project["kubeconfig"])
+    env["REGFLOW_EXECUTOR"] = executor
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(project["project"] / "dags")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["errors"] == {} and got["heavy"] == []
+    kinds = {t: ("SparkKubernetesOperator" in m, m[0]) for t, m in got["tasks"].items()}
+    if executor == "kubernetes":
+        assert kinds[STAGE] == (True, "StageSparkOperator")
+    else:
+        assert kinds[STAGE] == (False, "PythonOperator")
+    assert kinds["publish"] == (False, "PythonOperator")
+    assert got["provider"] is (executor == "kubernetes")
