@@ -184,6 +184,10 @@ def test_spark_conf_comes_from_the_runtime_and_s3a_as_in_production() -> None:
         "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter"
     )
     assert S3A_CONF.items() <= conf.items()
+    # the local session's committer and credential chain, from the one source (runtime.s3a)
+    from regflow.runtime.s3a import COMMITTER_CONF, CREDENTIALS_CONF
+
+    assert {**COMMITTER_CONF, **CREDENTIALS_CONF}.items() <= conf.items()
     assert all(isinstance(v, str) for v in conf.values())  # the CRD's map of strings
 
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from regflow.errors import ConfigError
 from regflow.plan.model import Plan, Stage
+from regflow.runtime.s3a import s3a_conf
 from regflow.runtime.session import DEFAULT_JAVA_OPTIONS, SESSION_CONF
 
 API_VERSION = "sparkoperator.k8s.io/v1beta2"
@@ -36,29 +37,11 @@ K8S_CONFIG_ENV = "REGFLOW_K8S_CONFIG"
 PROJECT_IN_IMAGE = "/opt/regflow/project"
 MAIN_FILE = "local:///opt/regflow/stage_main.py"
 
-# TODO(hsa): the coordinator replaces this dict by the runtime's own S3A + committer conf
-# (``regflow.runtime.s3a``), so the pods and the local session share one source; keep the name.
-# S3A as in production: the magic committer (no rename on S3), credentials from the
-# default chain (IRSA's web identity token in EKS), Spark's cloud commit protocol.
-S3A_CONF = {
-    "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-    # the SDK v2 default chain: IRSA's web identity token in EKS, the environment locally
-    "spark.hadoop.fs.s3a.aws.credentials.provider": (
-        "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
-    ),
-    "spark.hadoop.fs.s3a.committer.name": "magic",
-    "spark.hadoop.fs.s3a.committer.magic.enabled": "true",
-    "spark.hadoop.fs.s3a.bucket.all.committer.magic.enabled": "true",
-    "spark.sql.sources.commitProtocolClass": (
-        "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol"
-    ),
-    "spark.sql.parquet.output.committer.class": (
-        "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter"
-    ),
-    "spark.hadoop.mapreduce.outputcommitter.factory.scheme.s3a": (
-        "org.apache.hadoop.fs.s3a.commit.S3ACommitterFactory"
-    ),
-}
+# S3A as in production, from the one source the local session uses too
+# (regflow.runtime.s3a): the magic committer through Spark's PathOutputCommitProtocol (no
+# rename on S3), credentials from the SDK's default chain (IRSA's web identity token in
+# EKS). No endpoint or region: on EKS the SDK finds them (AWS_REGION from the pod's env).
+S3A_CONF = {"spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem", **s3a_conf({})}
 
 _LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
