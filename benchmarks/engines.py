@@ -54,8 +54,8 @@ DEALS = (1_000_000, 10_000_000)
 ENTITIES = 10
 SEED = 7
 MODES = ("spark", "auto")
-FIGURES = ("cob_date", "legal_entity", "l1", "l2a", "l2b", "adj_15", "adj_40", "hqla")
-FIGURES += ("outflows", "inflows", "capped_inflows", "net_outflows", "lcr")
+FIGURES: tuple[str, ...] = ("cob_date", "legal_entity", "l1", "l2a", "l2b", "adj_15", "adj_40")
+FIGURES += ("hqla", "outflows", "inflows", "capped_inflows", "net_outflows", "lcr")
 
 
 def quiet(_: str) -> None:
