@@ -119,7 +119,13 @@ def read_figures(path: Path) -> list[tuple]:
 
 
 def measure(
-    deals: int, reps: int, max_side_minutes: float, work: Path, spec: Path, spark: Any
+    deals: int,
+    reps: int,
+    max_side_minutes: float,
+    work: Path,
+    spec: Path,
+    spark: Any,
+    order: tuple[str, ...] = MODES,
 ) -> dict[str, Any]:
     from regflow.demo.data import generate_demo_data
     from regflow.plan.build import build_plan
@@ -135,7 +141,7 @@ def measure(
 
     # the first run of each side: a warm-up where there is time for repetitions, else the
     # only measurement
-    first = {m: sides[m].run() for m in MODES}
+    first = {m: sides[m].run() for m in order}
     for m in MODES:
         print(f"  {m}: first run {first[m]['seconds']:.1f}s", flush=True)
     if first["spark"]["figures"] != first["auto"]["figures"]:
@@ -147,8 +153,7 @@ def measure(
             samples[m].append(first[m])
     else:
         for i in range(reps):
-            order = MODES if i % 2 == 0 else MODES[::-1]
-            for m in order:
+            for m in order if i % 2 == 0 else order[::-1]:
                 samples[m].append(sides[m].run())
                 if samples[m][-1]["figures"] != first[m]["figures"]:
                     raise SystemExit(f"{deals:,} deals: {m} changed its figures on a rerun")
@@ -233,6 +238,7 @@ def main() -> None:
         help="timed pairs after the warm-up, per size (0: the first run of each side only)",
     )
     parser.add_argument("--max-side-minutes", type=float, default=25.0)
+    parser.add_argument("--first", choices=MODES, default="spark", help="the side run first")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -247,7 +253,8 @@ def main() -> None:
     reps = [int(r) for r in args.reps.split(",")]
     reps += [reps[-1]] * (len(sizes) - len(reps))
     for deals, n in zip(sizes, reps, strict=False):
-        results.append(measure(deals, n, args.max_side_minutes, work, spec, spark))
+        order = (args.first, *(m for m in MODES if m != args.first))
+        results.append(measure(deals, n, args.max_side_minutes, work, spec, spark, order))
         # write after each size, so a long 10M run leaves the 1M figures behind
         path = write_result(
             "engines",
