@@ -1,6 +1,7 @@
 """Run every benchmark, each in its own process, and print a one-screen summary.
 
-``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 35 minutes on 2 cores).
+``make bench`` runs ``.venv/bin/python benchmarks/run_all.py`` (about 35 minutes on 2 cores,
+plus 25-40 for ``engines``, whose 10M-deal runs take minutes each).
 Results: ``benchmarks/results/<name>.json``; method and figures: ``docs/benchmarks.md``.
 """
 
@@ -20,6 +21,7 @@ BENCHMARKS = (
     "incremental",
     "warehouse_load",
     "decimal_exactness",
+    "engines",
 )
 ARGS = {"adjustments_overhead": ["--with-star", "--reps", "9"]}  # (the shipped pipeline too)
 
@@ -99,6 +101,17 @@ def main() -> int:
                     f"aggregate on {dec[engine]['entity_aggregate_on']}): per-deal amounts "
                     f"and all sums exact (max |diff| 0); caps within {caps:.1e} on GROUP"
                 )
+    eng = _load("engines")
+    if eng and "engines" not in failed:
+        for size in eng["sizes"]:
+            s = size["seconds"]
+            print(
+                f"Engines, {size['deals']:,} deals, whole LCR: spark {s['spark']['median']:.1f}s "
+                f"vs auto {s['auto']['median']:.1f}s, paired spark/auto "
+                f"{size['paired_ratio_spark_vs_auto']:.2f}x (CPU "
+                f"{size['paired_cpu_ratio_spark_vs_auto'] or float('nan'):.2f}x, "
+                f"{size['pairs']} pair(s)), identical figures"
+            )
     if failed:
         print(f"FAILED: {', '.join(failed)}")
         return 1

@@ -130,9 +130,12 @@ def test_configmap_settings_drive_the_manifests() -> None:
     """The ConfigMap's ``kubernetes.yaml`` is a valid regflow Kubernetes settings file, and
     the manifests it yields run in the namespace the Role covers, under the IRSA account
     the chart creates, with the chart's image and per-node overrides; the Airflow values
-    mount that very ConfigMap where REGFLOW_K8S_CONFIG points.
+    mount that very ConfigMap where REGFLOW_K8S_CONFIG points, and set
+    REGFLOW_EXECUTOR=kubernetes (each stage a SparkKubernetesOperator reading it, see
+    test_k8s_operator.py).
 
-    Does not prove: that the SparkKubernetesOperator wiring reads it (not built yet).
+    Does not prove: that the Airflow chart passes ``airflow.env`` to every pod that parses or
+    runs the DAGs (the dependency charts are not fetched here).
     """
     values = {
         "execution": {
@@ -163,4 +166,5 @@ def test_configmap_settings_drive_the_manifests() -> None:
     airflow_env = {e["name"]: e["value"] for e in airflow["env"]}
     assert airflow_env["REGFLOW_K8S_CONFIG"] == f"{mount['mountPath']}/kubernetes.yaml"
     assert cm["data"]["REGFLOW_K8S_CONFIG"] == airflow_env["REGFLOW_K8S_CONFIG"]
+    assert airflow_env["REGFLOW_EXECUTOR"] == cm["data"]["REGFLOW_EXECUTOR"] == "kubernetes"
     assert airflow["executor"] == "KubernetesExecutor"

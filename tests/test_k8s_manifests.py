@@ -184,6 +184,10 @@ def test_spark_conf_comes_from_the_runtime_and_s3a_as_in_production() -> None:
         "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter"
     )
     assert S3A_CONF.items() <= conf.items()
+    # the local session's committer and credential chain, from the one source (runtime.s3a)
+    from regflow.runtime.s3a import COMMITTER_CONF, CREDENTIALS_CONF
+
+    assert {**COMMITTER_CONF, **CREDENTIALS_CONF}.items() <= conf.items()
     assert all(isinstance(v, str) for v in conf.values())  # the CRD's map of strings
 
 
@@ -236,15 +240,42 @@ def test_bad_settings_are_clear_errors(tmp_path) -> None:
 
 
 def test_plan_cli_prints_the_manifests(capsys, monkeypatch) -> None:
-    """``regflow plan lcr --executor kubernetes`` prints one YAML document per stage."""
+    """``regflow plan lcr --executor kubernetes`` prints one YAML document per stage, with
+    the plan key the DAG pins (``--plan-key``), as the DAG's operator submits them."""
+    from regflow.plan.cache import load_plan, plan_pin
+
     monkeypatch.setenv("REGFLOW_PROJECT", str(ROOT))
     monkeypatch.setenv("REGFLOW_K8S_CONFIG", str(GOLDEN / "settings.yaml"))
     assert main(["plan", "lcr", "--executor", "kubernetes", "--cob", "2026-03-31"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == ["SparkApplication"] * 4
-    assert docs[0]["spec"]["arguments"][-4:] == [
+    assert docs[0]["spec"]["arguments"][-6:] == [
         "--cob",
         "2026-03-31",
         "--run-id",
         "manual__preview",
+        "--plan-key",
+        plan_pin(load_plan(ROOT / "pipelines" / "lcr.yaml")),
     ]
+
+
+def test_the_runs_params_reach_the_driver() -> None:
+    """A trigger's params that differ from the spec's defaults, and ``recompute: all``, are on
+    the driver's command line (stage_main's ``--param`` / ``--recompute``); defaults and the
+    cob (its own flag) are not repeated, so a default run's manifest is the golden one."""
+    plan = compile_file(ROOT / "pipelines" / "lcr.yaml")
+    default = dict(plan.params)
+    args = spark_application(
+        plan, "weigh", _settings(), cob="2026-03-31", run_id="r",
+        params={"cob": "2026-03-31", "recompute": "changed", **default},
+    )["spec"]["arguments"]  # fmt: skip
+    assert args == ["--spec", "/opt/regflow/project/pipelines/lcr.yaml", "--stage", "weigh",
+                    "--cob", "2026-03-31", "--run-id", "r"]  # fmt: skip
+    args = spark_application(
+        plan, "weigh", _settings(), cob="2026-03-31", run_id="r", plan_key="k",
+        params={"recompute": "all", "data_root": "/mnt/deals", "typo_root": "/x"},
+    )["spec"]["arguments"]  # fmt: skip
+    assert args[args.index("r") + 1 :] == [
+        "--recompute", "all", "--param", "data_root=/mnt/deals", "--param", "typo_root=/x",
+        "--plan-key", "k",
+    ]  # fmt: skip

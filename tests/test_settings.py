@@ -36,6 +36,7 @@ CASES = [
     ("REGFLOW_S3_ENDPOINT", "http://localhost:9000", "s3_endpoint", "http://localhost:9000"),
     ("REGFLOW_JARS_DIR", "/jars", "jars_dir", "/jars"),
     ("REGFLOW_ENGINE", "driver", "engine", "driver"),
+    ("REGFLOW_EXECUTOR", "Kubernetes", "executor", "kubernetes"),
 ]
 
 
@@ -62,6 +63,7 @@ def test_defaults_and_empty_means_unset():
     ("var", "raw", "want"),
     [
         ("REGFLOW_ENGINE", "fast", "expected one of auto, spark, driver"),
+        ("REGFLOW_EXECUTOR", "k8s", "expected one of local, kubernetes"),
         ("REGFLOW_CLAIM_TTL", "15m", "expected a number of seconds"),
         ("REGFLOW_CLAIM_TTL", "0", "expected a positive number of seconds"),
         ("REGFLOW_SHUFFLE_PARTITIONS", "0", "expected a whole number >= 1"),

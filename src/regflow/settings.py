@@ -27,6 +27,8 @@ from typing import Any
 from regflow.errors import ConfigError
 
 ENGINES = ("auto", "spark", "driver")
+# where a DAG's stages run: in the Airflow worker (local Spark) or as SparkApplications
+EXECUTORS = ("local", "kubernetes")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -61,10 +63,13 @@ class Settings:
     # the S3A jars `make test` fetches (scripts/fetch_jars.py); default <checkout>/.regflow/jars
     jars_dir: str | None = field(default=None, metadata={"env": "REGFLOW_JARS_DIR"})
     engine: str = field(default="auto", metadata={"env": "REGFLOW_ENGINE"})
+    executor: str = field(default="local", metadata={"env": "REGFLOW_EXECUTOR"})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise _bad("engine", self.engine, f"one of {', '.join(ENGINES)}")
+        if self.executor not in EXECUTORS:
+            raise _bad("executor", self.executor, f"one of {', '.join(EXECUTORS)}")
         if not self.claim_ttl > 0:
             raise _bad("claim_ttl", self.claim_ttl, "a positive number of seconds, e.g. 900")
         if self.shuffle_partitions < 1:
@@ -126,7 +131,7 @@ def _parse(name: str, raw: str) -> Any:
             return float(raw.strip())
         except ValueError:
             raise _bad(name, raw, "a number of seconds, e.g. 900") from None
-    if name == "engine":  # a mode, as `regflow plan` prints it
+    if name in ("engine", "executor"):  # a mode, as `regflow plan` prints it
         return raw.strip().lower()
     return raw
 

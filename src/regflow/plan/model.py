@@ -179,7 +179,9 @@ class Plan:
                     tuple(Column(**c) for c in n["schema"]["columns"]), known=n["schema"]["known"]
                 )
             )
-        return json.dumps(d, sort_keys=True, default=enc)
+        # not sort_keys: a mapping's order is meaning (an aggregate's measures and a calc's
+        # columns are the output's column order), and from_json must give it back
+        return json.dumps(d, default=enc)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:

@@ -12,6 +12,7 @@ from regflow.plan.cache import pin_plan
 from regflow.plan.cob import describe as describe_cob_rule
 from regflow.plan.model import Plan, task_id_of  # (task_id_of: re-exported)
 from regflow.render.docs import dag_doc, load_doc, stage_display_name, stage_doc
+from regflow.settings import current
 
 
 def _param(default: Any) -> Param:
@@ -61,11 +62,10 @@ def build_dag(plan: Plan) -> DAG:
     tasks = {}
     stage_ids = {s.id for s in plan.stages}
     for stage in plan.stages:
-        tasks[stage.id] = PythonOperator(
+        tasks[stage.id] = _stage_operator(
             task_id=task_id_of(stage.id, stage_ids),
             dag=dag,
-            python_callable=_run_stage_task,
-            op_kwargs={
+            kwargs={
                 "spec_file": plan.file,
                 "stage_id": stage.id,
                 "adjustments_dir": plan.adjustments_dir,
@@ -108,6 +108,16 @@ def build_dag(plan: Plan) -> DAG:
         if not t.downstream_list:
             t >> publish
     return dag
+
+
+def _stage_operator(*, kwargs: dict[str, Any], **task: Any) -> Any:
+    """A stage's task: in the Airflow worker (``REGFLOW_EXECUTOR=local``, the default), or a
+    ``SparkApplication`` (``kubernetes``; the provider is imported only then)."""
+    if current().executor == "kubernetes":
+        from regflow.render.k8s_operator import StageSparkOperator
+
+        return StageSparkOperator(**kwargs, **task)
+    return PythonOperator(python_callable=_run_stage_task, op_kwargs=kwargs, **task)
 
 
 def _run_stage_task(

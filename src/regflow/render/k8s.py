@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from regflow.errors import ConfigError
 from regflow.plan.model import Plan, Stage
+from regflow.runtime.s3a import s3a_conf
 from regflow.runtime.session import DEFAULT_JAVA_OPTIONS, SESSION_CONF
 
 API_VERSION = "sparkoperator.k8s.io/v1beta2"
@@ -35,27 +37,11 @@ K8S_CONFIG_ENV = "REGFLOW_K8S_CONFIG"
 PROJECT_IN_IMAGE = "/opt/regflow/project"
 MAIN_FILE = "local:///opt/regflow/stage_main.py"
 
-# S3A as in production: the magic committer (no rename on S3), credentials from the
-# default chain (IRSA's web identity token in EKS), Spark's cloud commit protocol.
-S3A_CONF = {
-    "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-    # the SDK v2 default chain: IRSA's web identity token in EKS, the environment locally
-    "spark.hadoop.fs.s3a.aws.credentials.provider": (
-        "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
-    ),
-    "spark.hadoop.fs.s3a.committer.name": "magic",
-    "spark.hadoop.fs.s3a.committer.magic.enabled": "true",
-    "spark.hadoop.fs.s3a.bucket.all.committer.magic.enabled": "true",
-    "spark.sql.sources.commitProtocolClass": (
-        "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol"
-    ),
-    "spark.sql.parquet.output.committer.class": (
-        "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter"
-    ),
-    "spark.hadoop.mapreduce.outputcommitter.factory.scheme.s3a": (
-        "org.apache.hadoop.fs.s3a.commit.S3ACommitterFactory"
-    ),
-}
+# S3A as in production, from the one source the local session uses too
+# (regflow.runtime.s3a): the magic committer through Spark's PathOutputCommitProtocol (no
+# rename on S3), credentials from the SDK's default chain (IRSA's web identity token in
+# EKS). No endpoint or region: on EKS the SDK finds them (AWS_REGION from the pod's env).
+S3A_CONF = {"spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem", **s3a_conf({})}
 
 _LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -169,12 +155,28 @@ def stage_args(
     run_id: str,
     spec_in_image: str | None = None,
     plan_key: str | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The command line of :mod:`regflow.render.stage_main` for one stage; with the DAG's
-    ``plan_key`` (:func:`regflow.plan.cache.plan_pin`) the stage refuses any other plan."""
+    ``plan_key`` (:func:`regflow.plan.cache.plan_pin`) the stage refuses any other plan.
+
+    ``params`` are the run's DAG params (a trigger's conf): ``recompute`` other than
+    ``changed`` and every other param whose value differs from the spec's default are passed
+    on (``--recompute``, ``--param K=V``), so the driver runs with the params a local task
+    would see; an unknown name reaches the driver, which refuses it as a local task does."""
     spec = spec_in_image or f"{PROJECT_IN_IMAGE}/pipelines/{Path(plan.file).name}"
-    pinned = ["--plan-key", plan_key] if plan_key else []
-    return ["--spec", spec, "--stage", stage_id, "--cob", cob, "--run-id", run_id, *pinned]
+    args = ["--spec", spec, "--stage", stage_id, "--cob", cob, "--run-id", run_id]
+    given = dict(params or {})
+    given.pop("cob", None)
+    recompute = given.pop("recompute", None) or "changed"
+    if recompute != "changed":
+        args += ["--recompute", str(recompute)]
+    for name in sorted(given):
+        value = given[name]
+        if value is None or (name in plan.params and value == plan.params[name]):
+            continue
+        args += ["--param", f"{name}={value}"]
+    return [*args, *(["--plan-key", plan_key] if plan_key else [])]
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,10 @@ def spark_application(
     cob: str,
     run_id: str,
     plan_key: str | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``SparkApplication`` that runs ``stage_id`` of ``plan`` for one run.
+    """The ``SparkApplication`` that runs ``stage_id`` of ``plan`` for one run (with the
+    run's DAG ``params``, see :func:`stage_args`).
 
     ``cob`` and ``run_id`` are filled at submit time (the raw Airflow run id: the entrypoint
     makes it storage-safe as the local task does; labels carry a label-safe form). The name
@@ -254,7 +258,7 @@ def spark_application(
             "imagePullPolicy": settings.image_pull_policy,
             "sparkVersion": settings.spark_version or metadata.version("pyspark"),
             "mainApplicationFile": MAIN_FILE,
-            "arguments": stage_args(plan, stage_id, cob, run_id, plan_key=plan_key),
+            "arguments": stage_args(plan, stage_id, cob, run_id, plan_key=plan_key, params=params),
             "sparkConf": {**SESSION_CONF, **S3A_CONF},
             # Airflow owns retries (a retried task resubmits); the operator never restarts
             "restartPolicy": {"type": "Never"},
@@ -280,11 +284,19 @@ def spark_application(
 
 
 def spark_applications(
-    plan: Plan, settings: KubernetesSettings, *, cob: str, run_id: str
+    plan: Plan,
+    settings: KubernetesSettings,
+    *,
+    cob: str,
+    run_id: str,
+    plan_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest per stage, in the plan's stage order. Loads and publish are not here:
     they stay light Airflow tasks."""
-    return [spark_application(plan, s.id, settings, cob=cob, run_id=run_id) for s in plan.stages]
+    return [
+        spark_application(plan, s.id, settings, cob=cob, run_id=run_id, plan_key=plan_key)
+        for s in plan.stages
+    ]
 
 
 def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
