@@ -302,7 +302,7 @@ def instrumented_run(bench: Bench) -> dict[str, Any]:
     orig_parquet = DataFrameWriter.parquet
 
     def write_parquet(self: Any, path: str, *a: Any, **kw: Any) -> Any:
-        name = Path(path).name.split(".tmp-")[0].lstrip(".")
+        name = Path(path).parent.name  # (written to {node}/attempt=<id>/)
         kind = "lineage checkpoint" if name.endswith(".lineage") else "output"
         return t.wrap(f"Spark write job: {kind} {name}", orig_parquet)(self, path, *a, **kw)
 

@@ -44,7 +44,6 @@ import argparse
 import datetime as dt
 import gc
 import io
-import json
 import shutil
 import statistics
 import time
@@ -109,12 +108,13 @@ def make_run(base: Any, storage: Path, rows: int) -> Any:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from regflow.storage import RunRef, new_temp_dir, promote
+    from regflow.storage import RunRef, commit_attempt, new_attempt
 
     run = RunRef(storage, base.pipeline, base.cob, f"n{rows}")
     for d in sorted(base.run_dir.glob(f"{NODE}.*")):
-        if d.name != f"{NODE}.{FACT}":
-            shutil.copytree(d, run.node_dir(d.name))
+        if d.name != f"{NODE}.{FACT}":  # the staged ones, by reference
+            meta = base.metadata(d.name)
+            commit_attempt(run, d.name, new_attempt(run, d.name), meta, base.node_dir(d.name))
     src_dir = base.node_dir(f"{NODE}.{FACT}")
     src = pa.concat_tables(
         pq.read_table(f, partitioning=None) for f in sorted(src_dir.glob("*.parquet"))
@@ -130,8 +130,7 @@ def make_run(base: Any, storage: Path, rows: int) -> Any:
         done += take
         copies += 1
     table = pa.concat_tables(parts).combine_chunks()
-    final = run.node_dir(f"{NODE}.{FACT}")
-    tmp = new_temp_dir(final)
+    tmp = new_attempt(run, f"{NODE}.{FACT}")
     tmp.mkdir(parents=True)
     for i in range(0, rows, PART_ROWS):
         pq.write_table(
@@ -139,9 +138,9 @@ def make_run(base: Any, storage: Path, rows: int) -> Any:
             tmp / f"part-{i // PART_ROWS:05d}.snappy.parquet",
             compression="snappy",
         )
-    meta = json.loads((src_dir / "_regflow.json").read_text())
+    meta = base.metadata(f"{NODE}.{FACT}")
     meta.update(rows=rows, run_id=run.run_id)
-    promote(tmp, final, meta)
+    commit_attempt(run, f"{NODE}.{FACT}", tmp, meta)
     return run
 
 
