@@ -21,6 +21,7 @@ BENCHMARKS = (
     "incremental",
     "warehouse_load",
     "decimal_exactness",
+    "s3_storage",
     "engines",
 )
 ARGS = {"adjustments_overhead": ["--with-star", "--reps", "9"]}  # (the shipped pipeline too)
