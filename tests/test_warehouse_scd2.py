@@ -179,7 +179,13 @@ def test_a_rename_then_a_revert_leaves_one_version(pg_db, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the property
-@pytest.mark.parametrize("seed", range(30))
+# 30 random load sequences in the full suite; the first 10 also in `make test-fast`
+FAST_SEEDS = 10
+
+
+@pytest.mark.parametrize(
+    "seed", [s if s < FAST_SEEDS else pytest.param(s, marks=pytest.mark.slow) for s in range(30)]
+)
 def test_scd2_matches_the_model_for_random_load_sequences(pg_db, tmp_path, seed):
     rng = random.Random(seed)
     plan = mini_plan(tmp_path)
