@@ -49,8 +49,8 @@ stage reports record them; raises a :class:`RegflowError` when the source cannot
 def source_location(path: str | Path, project_dir: str | Path | None) -> str:
     """Where a source is read from, the same in every checkout of the project: ``path``
     relative to the project root when it is inside it (``pipelines/reference/x.csv``), else
-    ``path`` itself (absolute)."""
-    if project_dir:
+    ``path`` itself (absolute, or ``s3://bucket/prefix``)."""
+    if project_dir and not str(path).startswith("s3://"):
         try:
             return Path(path).resolve().relative_to(Path(project_dir).resolve()).as_posix()
         except ValueError:

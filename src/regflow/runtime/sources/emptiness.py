@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from regflow.plan.cob import parse_cob
 from regflow.plan.model import PlanSource
 from regflow.runtime.sources.paths import cob_partitions
 from regflow.runtime.sources.schema import corrupt_file
 from regflow.runtime.spark_sql import quote_name
+from regflow.storage.fs import Location, S3Path, arrow
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def has_rows(
-    df: DataFrame, src: PlanSource, files: list[Path], rows_at_most: int | None, cob: str
+    df: DataFrame, src: PlanSource, files: Sequence[Location], rows_at_most: int | None, cob: str
 ) -> bool:
     """Whether the source ``df`` (filtered to the cob) has a row."""
     if rows_at_most == 0:
@@ -43,16 +46,25 @@ def has_rows(
     return not df.isEmpty()
 
 
-def _cob_in_row_groups(files: list[Path], column: str, cob: dt.date) -> bool | None:
+def _parquet_metadata(f: Location) -> Any:
+    """``f``'s Parquet footer (local or on S3: only the footer's bytes are fetched)."""
+    import pyarrow.parquet as pq
+
+    if isinstance(f, S3Path):
+        fs, where = arrow(f)
+        return pq.read_metadata(where, filesystem=fs)
+    return pq.read_metadata(f)
+
+
+def _cob_in_row_groups(files: Sequence[Location], column: str, cob: dt.date) -> bool | None:
     """From the row groups' statistics of ``column``: True when one holds only ``cob``,
     False when none can hold it, None when they cannot tell."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     maybe = False
     for f in files:
         try:
-            meta = pq.read_metadata(f)
+            meta = _parquet_metadata(f)
         except (OSError, pa.ArrowException) as exc:
             raise corrupt_file(f, str(exc)) from exc
         names = [meta.schema.column(i).path for i in range(meta.num_columns)]
@@ -77,7 +89,7 @@ def _cob_in_row_groups(files: list[Path], column: str, cob: dt.date) -> bool | N
     return None if maybe else False
 
 
-def _csv_has_rows(files: list[Path], options: dict[str, Any]) -> bool | None:
+def _csv_has_rows(files: Sequence[Location], options: dict[str, Any]) -> bool | None:
     """Whether CSV ``files`` hold a data line (after the header), from their first lines;
     None for options that change what a line is."""
     if set(options) - {"header", "sep", "delimiter", "encoding"}:
@@ -85,7 +97,7 @@ def _csv_has_rows(files: list[Path], options: dict[str, Any]) -> bool | None:
     header = str(options.get("header", "true")).lower() == "true"
     encoding = str(options.get("encoding", "utf-8"))
     for f in files:
-        with f.open(encoding=encoding, errors="replace") as fh:
+        with _open_text(f, encoding) as fh:
             lines = (line for line in fh if line.strip())
             if header:
                 next(lines, None)
@@ -94,7 +106,14 @@ def _csv_has_rows(files: list[Path], options: dict[str, Any]) -> bool | None:
     return False
 
 
-def partition_cobs(path: Path, src: PlanSource) -> list[str]:
+def _open_text(f: Location, encoding: str) -> IO[str]:
+    if isinstance(f, S3Path):  # streamed: only the first lines are read
+        fs, where = arrow(f)
+        return io.TextIOWrapper(fs.open_input_stream(where), encoding=encoding, errors="replace")
+    return f.open(encoding=encoding, errors="replace")
+
+
+def partition_cobs(path: Location, src: PlanSource) -> list[str]:
     return cob_partitions(path.parent, src.format) if path.name.startswith("cob=") else []
 
 
@@ -113,23 +132,27 @@ def rows_upper_bound(df: DataFrame, fmt: str, max_files: int = 256) -> int | Non
     """At most how many rows the file source ``df`` has, from the files Spark reads, without
     a Spark job: the row counts in the Parquet footers; for CSV, the bytes (every row but
     a file's last ends with a line break). None for files elsewhere than on the local file
-    system, too many files, or unreadable ones."""
+    system or S3 (``s3a://``), too many files, or unreadable ones."""
     from urllib.parse import unquote, urlparse
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    paths = []
+    from regflow.storage.fs import size
+
+    paths: list[Location] = []
     for uri in df.inputFiles():
         parsed = urlparse(uri)
-        if parsed.scheme not in ("", "file"):
+        if parsed.scheme in ("s3a", "s3"):
+            paths.append(S3Path(parsed.netloc, unquote(parsed.path).lstrip("/")))
+        elif parsed.scheme in ("", "file"):
+            paths.append(Path(unquote(parsed.path)))
+        else:
             return None
-        paths.append(Path(unquote(parsed.path)))
     if len(paths) > max_files:
         return None
     try:
         if fmt == "parquet":
-            return sum(pq.read_metadata(f).num_rows for f in paths)
-        return sum(f.stat().st_size + 1 for f in paths)
+            return sum(_parquet_metadata(f).num_rows for f in paths)
+        return sum(size(f) + 1 for f in paths)
     except (OSError, pa.ArrowException):
         return None

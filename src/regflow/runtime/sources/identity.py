@@ -6,14 +6,18 @@ in another folder (CI's case) still reuses the base run's stages (``storage/reus
 * where it is read from: :func:`regflow.storage.reuse.source_location`, the path relative
   to the project root for a file kept with the project (absolute outside it);
 * what it holds: :func:`fingerprint`, a hash of the files' bytes up to a size limit, above
-  it of their names, sizes and modification times.
+  it of their names, sizes and modification times; for objects on S3 (``s3://``), always
+  of their names, sizes and ETags (no object is downloaded to hash it).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
+from regflow.storage import s3client
+from regflow.storage.fs import Location, S3Path
 from regflow.storage.reuse import source_location
 
 __all__ = ["CONTENT_HASH_MAX_BYTES", "fingerprint", "source_location"]
@@ -23,7 +27,9 @@ __all__ = ["CONTENT_HASH_MAX_BYTES", "fingerprint", "source_location"]
 CONTENT_HASH_MAX_BYTES = 64 * 1024 * 1024
 
 
-def fingerprint(files: list[Path], *, content_max_bytes: int = CONTENT_HASH_MAX_BYTES) -> str:
+def fingerprint(
+    files: Sequence[Location], *, content_max_bytes: int = CONTENT_HASH_MAX_BYTES
+) -> str:
     """Content identity of a snapshot of a source's files.
 
     Up to ``content_max_bytes`` in all: the files' names and bytes, so a corrected value is
@@ -31,7 +37,33 @@ def fingerprint(files: list[Path], *, content_max_bytes: int = CONTENT_HASH_MAX_
     elsewhere (new modification times) counts as unchanged. Above it: the files' names,
     sizes and modification times (as before content hashing), so a large source is not
     read just to hash it; a copy of it then counts as changed.
+
+    Objects on S3: their names, sizes and ETags, whatever their size. S3 computes the ETag
+    from the bytes written (their MD5 for a single-part upload), so any new write of other
+    bytes changes it, a rewrite of the same bytes (in the same parts) keeps it, and nothing
+    is downloaded: reading up to 64 MiB over the network on every run and every reuse check
+    would cost more than the whole read of a small source.
     """
+    if any(isinstance(f, S3Path) for f in files):
+        return _s3_fingerprint(files)
+    local = [f for f in files if isinstance(f, Path)]
+    return _local_fingerprint(local, content_max_bytes)
+
+
+def _s3_fingerprint(files: Sequence[Location]) -> str:
+    h = hashlib.sha256()
+    h.update(b"s3-etag\0")
+    for f in files:
+        if not isinstance(f, S3Path):
+            raise TypeError(f"a source's files are all on S3 or all local, not {f}")
+        head = s3client.head(f.bucket, f.key)
+        if head is None:  # listed a moment ago, gone now: the source is being rewritten
+            raise FileNotFoundError(str(f))
+        h.update(f"{f.name}:{int(head['ContentLength'])}:{head['ETag']}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def _local_fingerprint(files: list[Path], content_max_bytes: int) -> str:
     stats = [f.stat() for f in files]
     h = hashlib.sha256()
     if sum(st.st_size for st in stats) > content_max_bytes:

@@ -8,15 +8,28 @@ from typing import Any
 
 from regflow.errors import DataError
 from regflow.plan.model import PlanSource
+from regflow.storage.fs import Location, S3Path
 
 
 def render_path(template: str, variables: dict[str, Any]) -> str:
     return template.format_map({k: "" if v is None else str(v) for k, v in variables.items()})
 
 
+def source_base(rendered: str, project_dir: Any = None) -> Location:
+    """A rendered source path as a location: ``s3://bucket/prefix`` an :class:`S3Path`
+    (listed and read through :mod:`regflow.storage.fs`), else a local path (relative to the
+    project root ``project_dir`` when relative)."""
+    if rendered.startswith("s3://"):
+        return S3Path.parse(rendered)
+    base = Path(rendered)
+    if not base.is_absolute() and project_dir:
+        base = Path(project_dir) / base
+    return base
+
+
 def resolve_source_path(
     src: PlanSource, variables: dict[str, Any], *, pipeline: str | None = None
-) -> tuple[Path, list[Path]]:
+) -> tuple[Location, list[Location]]:
     """Find a source's data for the cob.
 
     A folder with ``cob=YYYY-MM-DD/`` subfolders is partitioned by cob: only
@@ -25,11 +38,10 @@ def resolve_source_path(
     then ``<path>.<format>`` (a single file). Returns the path and the data files behind it:
     none only for an empty cob partition of a source that allows it (``allow_empty``).
     A relative path is relative to the project root (``project_dir``), wherever the process
-    runs.
+    runs. A path ``s3://bucket/prefix`` is the same on S3: its partitions and files are
+    found by listing the prefix.
     """
-    base = Path(render_path(src.path, variables))
-    if not base.is_absolute() and variables.get("project_dir"):
-        base = Path(variables["project_dir"]) / base
+    base = source_base(render_path(src.path, variables), variables.get("project_dir"))
     cob = str(variables["cob"])
     part = base / f"cob={cob}"
     if part.is_dir() or (base.is_dir() and any(p.is_dir() for p in base.glob("cob=*"))):
@@ -39,7 +51,8 @@ def resolve_source_path(
         state = "is empty" if part.is_dir() else "does not exist"
         cobs = [c for c in cob_partitions(base, src.format) if c != cob]
         raise EmptySourceError(src.name, cob, f"{part} {state}", cobs, pipeline=pipeline)
-    for cand in (base, base.with_name(f"{base.name}.{src.format}")):
+    cands: tuple[Location, ...] = (base, base.with_name(f"{base.name}.{src.format}"))
+    for cand in cands:
         if cand.is_dir():
             files = _data_files(cand, src.format)
             if files:
@@ -56,15 +69,28 @@ def resolve_source_path(
     )
 
 
-def _data_files(folder: Path, fmt: str) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob(f"*.{fmt}")
-        if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+def _data_files(folder: Location, fmt: str) -> list[Location]:
+    if isinstance(folder, S3Path):  # every object under the prefix, at any depth
+        prefix = f"{folder.key}/" if folder.key else ""
+        found: list[Location] = [
+            S3Path(folder.bucket, key)
+            for key, _, _ in folder.walk_keys()
+            if key.endswith(f".{fmt}")
+            and not any(part.startswith((".", "_")) for part in key[len(prefix) :].split("/"))
+        ]
+        return sorted(found, key=str)
+    local: list[Location] = []
+    local.extend(
+        sorted(
+            p
+            for p in folder.rglob(f"*.{fmt}")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+        )
     )
+    return local
 
 
-def cob_partitions(base: Path, fmt: str) -> list[str]:
+def cob_partitions(base: Location, fmt: str) -> list[str]:
     """The cobs of a partitioned source folder that hold data files (``cob=*/``)."""
     if not base.is_dir():
         return []

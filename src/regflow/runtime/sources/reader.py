@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow.core.types import Schema
@@ -23,6 +22,7 @@ from regflow.runtime.sources.schema import (
 )
 from regflow.runtime.spark_sql import quote_name
 from regflow.spec.models import LINEAGE_COLUMN
+from regflow.storage.fs import Location, spark_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -97,7 +97,7 @@ def read_source(
     facts = {
         "path": str(path),
         # where it is read from, the same in every checkout of the project (storage/reuse.py)
-        "location": source_location(path, variables.get("project_dir")),
+        "location": source_location(str(path), variables.get("project_dir")),
         "files": len(files),
         "fingerprint": fingerprint(files),
         "rows_at_most": rows_at_most,
@@ -108,8 +108,8 @@ def read_source(
 def _read_files(
     spark: SparkSession,
     src: PlanSource,
-    path: Path,
-    files: list[Path],
+    path: Location,
+    files: list[Location],
     declared: Schema,
 ) -> DataFrame:
     reader = spark.read
@@ -124,9 +124,9 @@ def _read_files(
                     for c in declared.columns
                 )
             )
-        return reader.csv(str(path))
+        return reader.csv(spark_uri(path))
     options = {k: str(v) for k, v in src.options.items()}
     known = None if options or not declared.known else parquet_schema(files, declared)
     if known is not None:  # saves the Spark job that would infer it from the files
         reader = reader.schema(known)
-    return reader.options(**options).parquet(str(path))
+    return reader.options(**options).parquet(spark_uri(path))

@@ -4,13 +4,13 @@ casts to the declared types (a value that does not fit fails naming it, nothing 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regflow.core.types import Schema, decimal_ps
 from regflow.errors import DataError
 from regflow.plan.model import PlanSource
 from regflow.runtime.spark_sql import quote_name
+from regflow.storage.fs import Location, S3Path, arrow
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -47,18 +47,21 @@ class CorruptFileError(DataError):
     """A source's data file cannot be read (not Parquet, truncated, a bad footer)."""
 
 
-def read_parquet_schema(f: Path) -> Any:
+def read_parquet_schema(f: Location) -> Any:
     """The Arrow schema in ``f``'s footer; a file that is no readable Parquet fails naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        if isinstance(f, S3Path):
+            fs, where = arrow(f)
+            return pq.read_schema(where, filesystem=fs)
         return pq.read_schema(f)
     except (OSError, pa.ArrowException) as exc:
         raise corrupt_file(f, str(exc)) from exc
 
 
-def corrupt_file(f: Path | str, why: str) -> CorruptFileError:
+def corrupt_file(f: Location | str, why: str) -> CorruptFileError:
     first = why.strip().splitlines()[0] if why.strip() else "unreadable"
     return CorruptFileError(
         f"file {f} is not a readable Parquet file ({first}). Replace it with a good copy "
@@ -66,7 +69,7 @@ def corrupt_file(f: Path | str, why: str) -> CorruptFileError:
     )
 
 
-def parquet_schema(files: list[Path], declared: Schema, max_files: int = 256) -> str | None:
+def parquet_schema(files: Sequence[Location], declared: Schema, max_files: int = 256) -> str | None:
     """The declared columns with their types in the files, as Spark would infer them, read
     from the Parquet footers (no Spark job); None when in doubt (Spark then infers it).
 
