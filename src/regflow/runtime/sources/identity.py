@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from regflow.errors import DataError
 from regflow.storage import s3client
 from regflow.storage.fs import Location, S3Path
 from regflow.storage.reuse import source_location
@@ -58,7 +59,9 @@ def _s3_fingerprint(files: Sequence[Location]) -> str:
             raise TypeError(f"a source's files are all on S3 or all local, not {f}")
         head = s3client.head(f.bucket, f.key)
         if head is None:  # listed a moment ago, gone now: the source is being rewritten
-            raise FileNotFoundError(str(f))
+            raise DataError(
+                f"source file {f} disappeared while being read; rerun once the source is written"
+            )
         h.update(f"{f.name}:{int(head['ContentLength'])}:{head['ETag']}\0".encode())
     return h.hexdigest()[:16]
 
