@@ -21,6 +21,7 @@ from runtime_helpers import run_all_stages
 from regflow.errors import DataError
 from regflow.plan.build import build_plan
 from regflow.plan.compiler import compile_file
+from regflow.project import run_params
 from regflow.runtime import s3a
 from regflow.runtime.executor import run_variables
 from regflow.runtime.reuse import why_not_reuse
@@ -55,7 +56,7 @@ def test_a_source_on_s3_resolves_its_cob_partition_and_files_like_the_local_copy
 ):
     plan = compile_file(project / "pipelines" / "lcr.yaml")
     src = plan.source("deals")
-    local_path, local_files = resolve_source_path(src, _variables(plan, str(lcr_data)))
+    _, local_files = resolve_source_path(src, _variables(plan, str(lcr_data)))
     path, files = resolve_source_path(src, _variables(plan, s3_data))
     assert str(path) == f"{s3_data}/deals/cob={COB.isoformat()}"
     assert local_files and [str(f).removeprefix(s3_data) for f in files] == [
@@ -156,3 +157,16 @@ def test_the_lcr_on_s3_sources_equals_the_local_copy_and_a_changed_object_is_not
     key = f"data/{deals_file.relative_to(lcr_data).as_posix()}"
     s3_server.client().put_object(Bucket=bucket, Key=key, Body=sink.getvalue().to_pybytes())
     assert re.fullmatch(r"source 'deals' changed since run r1: its files differ", why() or "")
+
+
+def test_an_s3_data_root_param_is_kept_as_it_is(tmp_path):
+    """A path param is resolved against the project root when relative; ``s3://`` is no
+    relative path (``Path`` would make it ``<root>/s3:/bucket/data``)."""
+    got = run_params(
+        {"data_root": "s3://bank-data/lcr"},
+        declared={"data_root": "./data"},
+        source_paths=["{data_root}/deals"],
+        root=tmp_path,
+        pipeline="lcr",
+    )
+    assert got == {"data_root": "s3://bank-data/lcr"}

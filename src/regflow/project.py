@@ -104,7 +104,10 @@ def path_params(declared: Iterable[str], source_paths: Iterable[str] = ()) -> se
 
 def resolve_path(value: str, root: Path) -> str:
     """A path param's value: relative means relative to the project root, never to the
-    current folder (the CLI and an Airflow worker then read the same files)."""
+    current folder (the CLI and an Airflow worker then read the same files). An
+    ``s3://bucket/prefix`` is kept as it is."""
+    if value.startswith("s3://"):
+        return value
     path = Path(value).expanduser()
     return str(path) if path.is_absolute() else os.path.normpath(root / path)
 
