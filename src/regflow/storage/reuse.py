@@ -19,10 +19,11 @@ these hold, else it is recomputed (and the rule says why):
 A source's identity is the same in every checkout of the project, so that a pull request
 checked out in another folder (CI's case) reuses the stages its change cannot touch: its
 place is its path relative to the project root for a file kept with the project (such as
-the LCR's ``pipelines/reference/lcr_categories.csv``), its absolute path outside it
-(:func:`source_location`); its data is a hash of the files' bytes up to 64 MiB in all, above
-that of their names, sizes and modification times (``runtime/sources/identity.py``). A
-stage report written before places were recorded is compared by its absolute path.
+the LCR's ``pipelines/reference/lcr_categories.csv``), its absolute path (or ``s3://`` URL)
+outside it (:func:`source_location`); its data is a hash of the files' bytes up to 64 MiB in
+all, above that of their names, sizes and modification times, and on S3 of the objects'
+names, sizes and ETags (``runtime/sources/identity.py``). A stage report written before
+places were recorded is compared by its absolute path.
 
 Pure Python (no pyspark): it reads the base run's reports and metadata; the caller says which
 upstream stages it took from the base run and where each source is now.
