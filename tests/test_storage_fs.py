@@ -276,3 +276,17 @@ def test_gc_refuses_s3_storage_with_a_clear_error(capsys):
     assert main(["gc", "--storage", "s3://some-bucket/storage", "--dry-run"]) == 1
     err = capsys.readouterr().err
     assert "regflow gc works on local storage only" in err and "lifecycle rule" in err
+
+
+def test_a_missing_bucket_is_a_clear_storage_error(s3_server) -> None:
+    """An S3 request that fails for another reason than its condition (here: no such
+    bucket) is a StorageError naming the object and the fix, never a raw botocore error."""
+    from regflow.errors import StorageError
+    from regflow.storage import latest_run, resolve_root
+    from regflow.storage.fs import put_if_absent
+
+    root = resolve_root("s3://regflow-no-such-bucket/storage")
+    with pytest.raises(StorageError, match=r"NoSuchBucket.*create the bucket"):
+        put_if_absent(root / "x" / "_SUCCESS", b"{}")
+    with pytest.raises(StorageError, match="s3://regflow-no-such-bucket/"):
+        latest_run(root, "lcr", "2026-03-31")

@@ -106,7 +106,8 @@ class S3Path:
         return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> int:
-        s3client.client().put_object(Bucket=self.bucket, Key=self.key, Body=data)
+        with s3client.requests("write", self.bucket, self.key):
+            s3client.client().put_object(Bucket=self.bucket, Key=self.key, Body=data)
         return len(data)
 
     def write_text(self, data: str, encoding: str = "utf-8") -> int:
@@ -115,7 +116,8 @@ class S3Path:
     def unlink(self, missing_ok: bool = False) -> None:
         if not missing_ok and not self.is_file():
             raise FileNotFoundError(str(self))
-        s3client.client().delete_object(Bucket=self.bucket, Key=self.key)
+        with s3client.requests("delete", self.bucket, self.key):
+            s3client.client().delete_object(Bucket=self.bucket, Key=self.key)
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """S3 has no folders: a prefix exists once an object is under it."""
@@ -127,7 +129,8 @@ class S3Path:
 
     def is_dir(self) -> bool:
         prefix = f"{self.key}/" if self.key else ""
-        page = s3client.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        with s3client.requests("listing", self.bucket, prefix):
+            page = s3client.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         return bool(page.get("KeyCount", 0))
 
     def exists(self) -> bool:
@@ -138,11 +141,12 @@ class S3Path:
         prefix = f"{self.key}/" if self.key else ""
         names: set[str] = set()
         pages = s3client.client().get_paginator("list_objects_v2")
-        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-            names.update(
-                p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
-            )
-            names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
+        with s3client.requests("listing", self.bucket, prefix):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                names.update(
+                    p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+                )
+                names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
         for name in sorted(n for n in names if n):
             yield self / name
 
@@ -156,9 +160,10 @@ class S3Path:
         """Every object under this prefix: (key, mtime, size)."""
         prefix = f"{self.key}/" if self.key else ""
         pages = s3client.client().get_paginator("list_objects_v2")
-        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
-            for o in page.get("Contents", []):
-                yield o["Key"], o["LastModified"].timestamp(), int(o["Size"])
+        with s3client.requests("listing", self.bucket, prefix):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                for o in page.get("Contents", []):
+                    yield o["Key"], o["LastModified"].timestamp(), int(o["Size"])
 
 
 Location = Union[Path, S3Path]  # noqa: UP007 (a runtime alias, usable in isinstance)

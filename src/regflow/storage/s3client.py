@@ -5,11 +5,13 @@ IRSA); ``REGFLOW_S3_ENDPOINT`` still overrides the endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from regflow.errors import ConfigError
+from regflow.errors import ConfigError, StorageError
 
 
 def endpoint() -> str | None:
@@ -68,42 +70,78 @@ def _status(e: Exception) -> int:
     return int(meta.get("HTTPStatusCode", 0))
 
 
+def failed(op: str, bucket: str, key: str, e: Exception) -> StorageError:
+    """A clear error for an S3 request that failed for another reason than its condition
+    (no bucket, access denied, no credentials, endpoint unreachable)."""
+    code = _error_code(e) or type(e).__name__
+    hint = {
+        "NoSuchBucket": f"create the bucket '{bucket}' or fix the URL",
+        "AccessDenied": "grant the role the permissions listed in docs/storage.md",
+        "NoCredentialsError": (
+            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a profile, or IRSA on EKS)"
+        ),
+        "EndpointConnectionError": "check AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and the network",
+    }.get(code, "check the bucket, the AWS credentials and region, and docs/storage.md")
+    return StorageError(f"S3 {op} of s3://{bucket}/{key} failed: {code}: {e}; {hint}")
+
+
+@contextlib.contextmanager
+def requests(op: str, bucket: str, key: str) -> Iterator[None]:
+    """Turn an S3 request's failure inside the block into :func:`failed`'s clear error."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError) as e:
+        raise failed(op, bucket, key, e) from e
+
+
 def conditional_put(bucket: str, key: str, data: bytes, **cond: str) -> bool:
     """``PutObject`` with a condition (``IfNoneMatch="*"`` or ``IfMatch=etag``); False when
     the condition failed."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         client().put_object(Bucket=bucket, Key=key, Body=data, **cond)
     except ClientError as e:
         # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match
         # on a missing object
-        if _status(e) in (404, 409, 412) or _error_code(e) in (
-            "PreconditionFailed",
-            "ConditionalRequestConflict",
-            "NoSuchKey",
+        if _error_code(e) != "NoSuchBucket" and (
+            _status(e) in (404, 409, 412)
+            or _error_code(e)
+            in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+                "NoSuchKey",
+            )
         ):
             return False
-        raise
+        raise failed("conditional put", bucket, key, e) from e
+    except BotoCoreError as e:
+        raise failed("conditional put", bucket, key, e) from e
     return True
 
 
 def get(bucket: str, key: str) -> tuple[bytes, str] | None:
     """An object's bytes and ETag, or None."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         got = client().get_object(Bucket=bucket, Key=key)
     except ClientError as e:
-        if _error_code(e) in ("NoSuchKey", "404") or _status(e) == 404:
+        if _error_code(e) != "NoSuchBucket" and (
+            _error_code(e) in ("NoSuchKey", "404") or _status(e) == 404
+        ):
             return None
-        raise
+        raise failed("read", bucket, key, e) from e
+    except BotoCoreError as e:
+        raise failed("read", bucket, key, e) from e
     return got["Body"].read(), str(got["ETag"])
 
 
 def head(bucket: str, key: str) -> dict[str, Any] | None:
     """An object's metadata, or None (a prefix is no object)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     if not key:
         return None
@@ -112,4 +150,6 @@ def head(bucket: str, key: str) -> dict[str, Any] | None:
     except ClientError as e:
         if _status(e) == 404 or _error_code(e) in ("404", "NoSuchKey", "NotFound"):
             return None
-        raise
+        raise failed("HEAD", bucket, key, e) from e
+    except BotoCoreError as e:
+        raise failed("HEAD", bucket, key, e) from e
