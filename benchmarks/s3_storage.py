@@ -1,7 +1,7 @@
 """Storage on S3 against local storage: the LCR on 1M deals, the same runtime, two roots.
 
 Both sides run in one process on the same SparkSession (``local[*]``), every stage of
-``pipelines/lcr.yaml`` without its warehouse star (``_common.lcr_calculation_spec``) with
+``pipelines/lcr.yaml`` (its warehouse star included, without the warehouse load) with
 ``regflow.runtime.executor.run_stage``:
 
 * ``local``: storage a local folder (``benchmarks/.work/s3_storage/storage``);
@@ -40,7 +40,7 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
-from _common import fresh_dir, lcr_calculation_spec, machine, print_table, summary, write_result
+from _common import PROJECT_DIR, fresh_dir, machine, print_table, summary, write_result
 
 COB = date(2026, 3, 31)
 DEALS = 1_000_000
@@ -161,7 +161,7 @@ def _bench(args: Any, bucket: str) -> None:
     from regflow.storage import resolve_root
 
     work = fresh_dir("s3_storage")
-    plan = compile_file(lcr_calculation_spec(work))
+    plan = compile_file(PROJECT_DIR / "pipelines" / "lcr.yaml")
     data_root = work / "data"
     t0 = time.perf_counter()
     generate_demo_data(data_root, cob=COB, deals=args.deals, entities=ENTITIES, seed=SEED)
@@ -171,19 +171,17 @@ def _bench(args: Any, bucket: str) -> None:
         "local": resolve_root(str(work / "storage")),
         "s3": resolve_root(f"s3://{bucket}/storage"),
     }
-    runs = 0
 
-    def one(side: str) -> tuple[float, list[Any], str]:
-        nonlocal runs
-        runs += 1
-        run_id = f"bench{runs:03d}"
+    def one(side: str, run_id: str) -> tuple[float, list[Any], str]:
+        """One run of every stage into ``run_id`` (the same id on both sides: the star's rows
+        carry the run's identity, and the two roots are separate)."""
         gc.collect()
         spark.sparkContext._jvm.java.lang.System.gc()
         t0 = time.perf_counter()
         reports = run_all(plan, roots[side], run_id, spark, data_root)
         return time.perf_counter() - t0, reports, run_id
 
-    warm = {side: one(side) for side in ("local", "s3")}
+    warm = {side: one(side, "warm") for side in ("local", "s3")}
     names = [o.name for r in warm["local"][1] for o in r.outputs]
     a = digest(roots["local"], plan, warm["local"][2], names)
     b = digest(roots["s3"], plan, warm["s3"][2], names)
@@ -201,7 +199,7 @@ def _bench(args: Any, bucket: str) -> None:
     for rep in range(args.reps):
         order = ("local", "s3") if rep % 2 == 0 else ("s3", "local")
         for side in order:
-            seconds, reports, _ = one(side)
+            seconds, reports, _ = one(side, f"rep{rep + 1}")
             times[side].append(seconds)
             last[side] = reports
             print(f"rep {rep + 1}: {side} {seconds:.1f}s", flush=True)
