@@ -290,3 +290,27 @@ def test_a_missing_bucket_is_a_clear_storage_error(s3_server) -> None:
         put_if_absent(root / "x" / "_SUCCESS", b"{}")
     with pytest.raises(StorageError, match="s3://regflow-no-such-bucket/"):
         latest_run(root, "lcr", "2026-03-31")
+
+
+def test_an_output_in_the_layout_before_attempts_stays_readable(tmp_path) -> None:
+    """Storage written before the attempt protocol (data and ``_regflow.json`` in the node's
+    folder, an empty ``_SUCCESS``) reads as committed: an upgrade keeps old runs readable,
+    exportable and reusable (the demo's second run reads the first one's metadata)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from regflow.storage import RunRef, read_node
+
+    run = RunRef(tmp_path, "lcr", "2026-03-31", "old")
+    node = run.node_root("weigh")
+    node.mkdir(parents=True)
+    pq.write_table(pa.table({"deal_id": ["d1", "d2"], "amount": [1, 2]}), node / "part-0.parquet")
+    (node / "_regflow.json").write_text(json.dumps({"rows": 2, "node_hash": "h"}))
+    (node / "_SUCCESS").write_text("")
+
+    assert run.is_complete("weigh")
+    assert run.node_dir("weigh") == node
+    assert run.metadata("weigh") == {"rows": 2, "node_hash": "h"}
+    assert read_node(run, "weigh").to_pydict() == {"deal_id": ["d1", "d2"], "amount": [1, 2]}

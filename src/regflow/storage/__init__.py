@@ -90,11 +90,19 @@ class RunRef:
         return self.run_dir / node
 
     def marker(self, node: str) -> dict[str, Any] | None:
-        """``node``'s commit marker (which attempt, where its data is), or None."""
+        """``node``'s commit marker (which attempt, where its data is), or None.
+
+        An empty marker is the layout regflow wrote before the attempt protocol (local
+        storage only): the data and ``_regflow.json`` in the node's folder itself, promoted
+        there by a rename. It reads as committed data in place (``attempt`` empty), so runs
+        written before an upgrade stay readable, reusable and exportable."""
         try:
-            return dict(json.loads((self.node_root(node) / SUCCESS_FILE).read_text()))
+            text = (self.node_root(node) / SUCCESS_FILE).read_text()
         except FileNotFoundError:
             return None
+        if not text.strip():
+            return {"attempt": "", "data": self.relative(self.node_root(node))}
+        return dict(json.loads(text))
 
     def node_dir(self, node: str) -> Location:
         """The committed data of ``node`` (the attempt its marker names, or the base run's
@@ -117,7 +125,10 @@ class RunRef:
         marker = self.marker(node)
         if marker is None:
             raise StorageError(f"no complete output for node '{node}' in {self.run_dir}")
-        return dict(json.loads((self.node_root(node) / marker["attempt"] / META_FILE).read_text()))
+        folder = self.node_root(node)
+        if marker["attempt"]:  # (empty: the layout before attempts, see marker())
+            folder = folder / str(marker["attempt"])
+        return dict(json.loads((folder / META_FILE).read_text()))
 
     def relative(self, path: Location) -> str:
         """``path`` relative to the storage root (what markers record)."""
