@@ -33,7 +33,10 @@ def add_run(sub: Subcommands) -> None:
     )
     r.add_argument(
         "--storage",
-        help="storage root (default: $REGFLOW_STORAGE, else the project root's .regflow/storage)",
+        help=(
+            "storage root: a local path or s3://bucket/prefix (default: $REGFLOW_STORAGE, else"
+            " the project root's .regflow/storage)"
+        ),
     )
     r.add_argument(
         "--adjustments",
