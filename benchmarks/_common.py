@@ -93,6 +93,35 @@ def cpu_seconds(spark: Any) -> float | None:
     return jvm + own.user + own.system
 
 
+def run_all_stages(
+    plan: Any,
+    root: Any,
+    run_id: str,
+    spark: Any,
+    data_root: Path,
+    cob: str,
+    policy: Any = None,
+) -> list[Any]:
+    """Every stage of ``plan`` in order into ``run_id`` under storage ``root``, quietly, with
+    the execution ``policy`` (None: mode auto); the stage reports."""
+    from regflow.runtime.executor import run_stage
+
+    return [
+        run_stage(
+            plan,
+            stage.id,
+            cob=cob,
+            run_id=run_id,
+            root=root,
+            params={"data_root": str(data_root)},
+            spark=spark,
+            log=lambda _msg: None,
+            policy=policy,
+        )
+        for stage in plan.stages
+    ]
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

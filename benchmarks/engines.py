@@ -45,6 +45,7 @@ from _common import (
     fresh_dir,
     lcr_calculation_spec,
     print_table,
+    run_all_stages,
     summary,
     write_result,
 )
@@ -56,10 +57,6 @@ SEED = 7
 MODES = ("spark", "auto")
 FIGURES: tuple[str, ...] = ("cob_date", "legal_entity", "l1", "l2a", "l2b", "adj_15", "adj_40")
 FIGURES += ("hqla", "outflows", "inflows", "capped_inflows", "net_outflows", "lcr")
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 class Side:
@@ -74,7 +71,6 @@ class Side:
         self.runs = 0
 
     def run(self) -> dict[str, Any]:
-        from regflow.runtime.executor import run_stage
         from regflow.storage import RunRef
 
         self.runs += 1
@@ -83,20 +79,10 @@ class Side:
         gc.collect()
         self.spark.sparkContext._jvm.java.lang.System.gc()
         c0, t0 = cpu_seconds(self.spark), time.perf_counter()
-        reports = [
-            run_stage(
-                self.plan,
-                stage.id,
-                cob=COB.isoformat(),
-                run_id=run_id,
-                root=self.storage,
-                params={"data_root": str(self.data_root)},
-                spark=self.spark,
-                log=quiet,
-                policy=self.policy,
-            )
-            for stage in self.plan.stages
-        ]
+        reports = run_all_stages(
+            self.plan, self.storage, run_id, self.spark, self.data_root, COB.isoformat(),
+            self.policy,
+        )  # fmt: skip
         seconds = time.perf_counter() - t0
         c1 = cpu_seconds(self.spark)
         run = RunRef(self.storage, self.plan.pipeline, COB.isoformat(), run_id)

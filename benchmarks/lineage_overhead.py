@@ -48,6 +48,7 @@ from _common import (
     fresh_dir,
     lcr_calculation_spec,
     print_table,
+    run_all_stages,
     summary,
     write_result,
 )
@@ -70,10 +71,6 @@ AMOUNT_COLUMNS = (
     "capped_inflows",
     "net_outflows",
 )
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 # --------------------------------------------------------------------------- the two sides
@@ -110,7 +107,6 @@ class Bench:
     def regflow(self, policy: Any = None) -> tuple[float, Any, list[Any]]:
         """All stages of the plan, in order, into a fresh run id, with the execution policy
         ``policy`` (None: mode auto). Returns (seconds, df, reports)."""
-        from regflow.runtime.executor import run_stage
         from regflow.storage import RunRef
 
         self.runs += 1
@@ -118,20 +114,9 @@ class Bench:
         shutil.rmtree(self.storage, ignore_errors=True)
         self.settle()
         j0, c0, t0 = self.job_count(), self.cpu_seconds(), time.perf_counter()
-        reports = [
-            run_stage(
-                self.plan,
-                stage.id,
-                cob=COB.isoformat(),
-                run_id=run_id,
-                root=self.storage,
-                params={"data_root": str(self.data_root)},
-                spark=self.spark,
-                log=quiet,
-                policy=policy,
-            )
-            for stage in self.plan.stages
-        ]
+        reports = run_all_stages(
+            self.plan, self.storage, run_id, self.spark, self.data_root, COB.isoformat(), policy
+        )
         seconds = time.perf_counter() - t0
         self.cpu["regflow"] = self.cpu_seconds() - c0
         self.jobs["regflow"] = self.job_count() - j0

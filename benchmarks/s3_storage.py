@@ -40,16 +40,20 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
-from _common import PROJECT_DIR, fresh_dir, machine, print_table, summary, write_result
+from _common import (
+    PROJECT_DIR,
+    fresh_dir,
+    machine,
+    print_table,
+    run_all_stages,
+    summary,
+    write_result,
+)
 
 COB = date(2026, 3, 31)
 DEALS = 1_000_000
 ENTITIES = 10
 SEED = 7
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def free_port() -> int:
@@ -74,24 +78,6 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"moto did not start on {endpoint}")
-
-
-def run_all(plan: Any, root: Any, run_id: str, spark: Any, data_root: Any) -> list[Any]:
-    from regflow.runtime.executor import run_stage
-
-    return [
-        run_stage(
-            plan,
-            stage.id,
-            cob=COB.isoformat(),
-            run_id=run_id,
-            root=root,
-            params={"data_root": str(data_root)},
-            spark=spark,
-            log=quiet,
-        )
-        for stage in plan.stages
-    ]
 
 
 def digest(root: Any, plan: Any, run_id: str, names: list[str]) -> dict[str, Any]:
@@ -178,7 +164,7 @@ def _bench(args: Any, bucket: str) -> None:
         gc.collect()
         spark.sparkContext._jvm.java.lang.System.gc()
         t0 = time.perf_counter()
-        reports = run_all(plan, roots[side], run_id, spark, data_root)
+        reports = run_all_stages(plan, roots[side], run_id, spark, data_root, COB.isoformat())
         return time.perf_counter() - t0, reports, run_id
 
     warm = {side: one(side, "warm") for side in ("local", "s3")}
