@@ -100,8 +100,13 @@ def _airflow(project: dict[str, Any], *args: str, timeout: float = 600) -> subpr
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    """The process's output, ending with how it exited: a failure message then tells a task
+    that failed from a process killed from outside (a negative code: the OOM killer on an
+    overloaded machine ends `dags test` mid-task, its task left "queued")."""
     out, _ = proc.communicate(timeout=timeout)
-    return out
+    code = proc.returncode
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"{out}\n[airflow dags test: {how}]"
 
 
 def _dags_test(project: dict[str, Any], **conf: str) -> subprocess.Popen:
@@ -232,6 +237,7 @@ def test_driver_failure_fails_the_task_with_the_driver_log(project, when):
         stub.kubeconfig(project["kubeconfig"])
         out = _finish(_dags_test(project, data_root="/mnt/deals", recompute="all"))
         _, states = _task_states(project)
+        assert len(stub.received) == 1, out[-5000:]
         (sent,) = stub.received
         name = sent["metadata"]["name"]
         assert stub.states[name] == ["SUBMITTED", "RUNNING", "FAILED"]

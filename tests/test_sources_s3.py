@@ -170,3 +170,16 @@ def test_an_s3_data_root_param_is_kept_as_it_is(tmp_path):
         pipeline="lcr",
     )
     assert got == {"data_root": "s3://bank-data/lcr"}
+
+
+def test_a_bad_bucket_in_a_source_path_names_the_source_not_the_storage(project):
+    """An invalid bucket in ``data_root`` is refused before any request, and the error says
+    it is the source's path (not the storage URL the user did not set)."""
+    from regflow.errors import ConfigError
+
+    plan = compile_file(project / "pipelines" / "lcr.yaml")
+    with pytest.raises(ConfigError) as info:
+        resolve_source_path(plan.source("deals"), _variables(plan, "s3://Bad_Bucket/data"))
+    message = str(info.value)
+    assert "source 'deals' path 's3://Bad_Bucket/data/deals'" in message
+    assert "not a valid S3 bucket name" in message and "storage URL" not in message

@@ -50,19 +50,20 @@ class S3Path:
     key: str = ""
 
     @classmethod
-    def parse(cls, url: str) -> S3Path:
-        """``s3://bucket/prefix``, validated: a legal bucket name and no ``.``/``..`` parts."""
+    def parse(cls, url: str, what: str = "storage URL") -> S3Path:
+        """``s3://bucket/prefix``, validated: a legal bucket name and no ``.``/``..`` parts.
+        ``what`` names the URL in an error (the storage URL, a source's path)."""
         rest = url[len("s3://") :]
         bucket, _, key = rest.partition("/")
         if not _BUCKET.match(bucket) or ".." in bucket:
             raise ConfigError(
-                f"storage URL '{url}': '{bucket}' is not a valid S3 bucket name (3-63 lower-case"
+                f"{what} '{url}': '{bucket}' is not a valid S3 bucket name (3-63 lower-case"
                 " letters, digits, dots and hyphens); write s3://bucket/prefix"
             )
         parts = [p for p in key.split("/") if p]
         if any(p in (".", "..") for p in parts):
             raise ConfigError(
-                f"storage URL '{url}': '.' and '..' are not allowed in an S3 prefix; write the"
+                f"{what} '{url}': '.' and '..' are not allowed in an S3 prefix; write the"
                 " prefix out in full"
             )
         return cls(bucket, "/".join(parts))

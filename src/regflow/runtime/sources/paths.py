@@ -15,12 +15,12 @@ def render_path(template: str, variables: dict[str, Any]) -> str:
     return template.format_map({k: "" if v is None else str(v) for k, v in variables.items()})
 
 
-def source_base(rendered: str, project_dir: Any = None) -> Location:
+def source_base(rendered: str, project_dir: Any = None, name: str = "") -> Location:
     """A rendered source path as a location: ``s3://bucket/prefix`` an :class:`S3Path`
     (listed and read through :mod:`regflow.storage.fs`), else a local path (relative to the
-    project root ``project_dir`` when relative)."""
+    project root ``project_dir`` when relative). ``name``: the source's, for errors."""
     if rendered.startswith("s3://"):
-        return S3Path.parse(rendered)
+        return S3Path.parse(rendered, f"source '{name}' path" if name else "source path")
     base = Path(rendered)
     if not base.is_absolute() and project_dir:
         base = Path(project_dir) / base
@@ -41,7 +41,7 @@ def resolve_source_path(
     runs. A path ``s3://bucket/prefix`` is the same on S3: its partitions and files are
     found by listing the prefix.
     """
-    base = source_base(render_path(src.path, variables), variables.get("project_dir"))
+    base = source_base(render_path(src.path, variables), variables.get("project_dir"), src.name)
     cob = str(variables["cob"])
     part = base / f"cob={cob}"
     if part.is_dir() or (base.is_dir() and any(p.is_dir() for p in base.glob("cob=*"))):
