@@ -279,3 +279,24 @@ def test_the_runs_params_reach_the_driver() -> None:
         "--recompute", "all", "--param", "data_root=/mnt/deals", "--param", "typo_root=/x",
         "--plan-key", "k",
     ]  # fmt: skip
+
+
+def test_the_workers_storage_must_be_the_pods(monkeypatch, tmp_path):
+    """A stage task refuses to submit when the Airflow workers (claim, load, publish) and
+    the Spark pods (the Kubernetes settings' ``storage``) were given two storages: the run
+    would otherwise fail at its load or publish another storage's outputs."""
+    from regflow import settings
+    from regflow.render.k8s_operator import require_one_storage
+
+    monkeypatch.setenv("REGFLOW_STORAGE", "s3://bank-data/regflow")
+    settings.reset()
+    require_one_storage("s3://bank-data/regflow/", tmp_path)  # the same prefix: accepted
+    with pytest.raises(ConfigError) as info:
+        require_one_storage("s3://bank-data/other", tmp_path)
+    message = str(info.value)
+    assert "workers' storage is s3://bank-data/regflow (REGFLOW_STORAGE)" in message
+    assert "the Spark pods' is s3://bank-data/other" in message and "one value" in message
+    monkeypatch.delenv("REGFLOW_STORAGE")
+    settings.reset()
+    with pytest.raises(ConfigError, match="REGFLOW_STORAGE unset"):
+        require_one_storage("s3://bank-data/regflow", tmp_path)

@@ -64,7 +64,9 @@ def stage_manifest(
     from regflow.render.tasks import _cob
 
     plan = load_pinned(spec_file, adjustments=adjustments_dir, pin=plan_key)
-    settings = load_settings(project=project_root(plan.file))
+    project = project_root(plan.file)
+    settings = load_settings(project=project)
+    require_one_storage(settings.storage, project)
     return spark_application(
         plan,
         stage_id,
@@ -74,6 +76,27 @@ def stage_manifest(
         plan_key=plan_key,
         params=dict(context.get("params") or {}),
     )
+
+
+def require_one_storage(pods: str, project: Any) -> None:
+    """The Spark pods write where the Airflow workers read: the claim, the warehouse load and
+    the publish run on the workers (``REGFLOW_STORAGE``) and take the stages' outputs from
+    the storage the pods were given (``storage`` of the Kubernetes settings). Two values
+    would make a run fail at its load, or publish another storage's outputs; a
+    :class:`ConfigError` before any submission instead (the chart sets both from one value)."""
+    from regflow.errors import ConfigError
+    from regflow.settings import current
+    from regflow.storage import resolve_root
+
+    workers = resolve_root(None, project)
+    if str(resolve_root(pods, project)) != str(workers):
+        where = "REGFLOW_STORAGE" if current().storage else "the default: REGFLOW_STORAGE unset"
+        raise ConfigError(
+            f"the Airflow workers' storage is {workers} ({where}) but the Spark pods' is "
+            f"{pods} (storage in the Kubernetes settings, deploy/kubernetes.yaml or "
+            "$REGFLOW_K8S_CONFIG): the workers claim, load and publish what the pods write, "
+            "so set both from one value (the Helm chart's `storage` sets both)"
+        )
 
 
 class StageSparkOperator(SparkKubernetesOperator):
