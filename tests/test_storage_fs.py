@@ -29,6 +29,7 @@ from regflow.storage import (
     publish_run,
     read_node,
     resolve_root,
+    s3client,
 )
 from regflow.storage.commit import move_latest, read_latest
 from regflow.storage.fs import S3Path
@@ -71,6 +72,26 @@ def test_put_if_match_refuses_a_stale_tag(root):
     assert data == b"v2" and tag2 != tag1
     assert not fs.delete_if_match(path, tag1)
     assert fs.delete_if_match(path, tag2) and not path.exists()
+
+
+def test_a_delete_if_match_on_s3_is_conditional_at_the_server(s3_server, monkeypatch):
+    """The object changes between delete_if_match's read of its tag and its delete (a
+    claim taken over in that window): the delete itself carries ``If-Match``, so the new
+    object survives. (Before, the read was the only check and the delete was plain.)"""
+    path = S3Path(s3_server.new_bucket(), "regflow/_ACTIVE")
+    fs.put_if_absent(path, b"ours")
+    _, ours = fs.read_with_tag(path)  # type: ignore[misc]
+    real_get = s3client.get
+
+    def get_then_taken_over(bucket: str, key: str):
+        seen = real_get(bucket, key)
+        assert fs.put_if_match(path, b"theirs", ours)  # another run takes it over now
+        return seen
+
+    monkeypatch.setattr(s3client, "get", get_then_taken_over)
+    assert not fs.delete_if_match(path, ours)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"theirs"
 
 
 def test_concurrent_writers_exactly_one_wins(root):

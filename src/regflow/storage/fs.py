@@ -222,14 +222,14 @@ def put_if_match(path: Location, data: bytes, tag: str) -> bool:
 
 
 def delete_if_match(path: Location, tag: str) -> bool:
-    """Remove ``path`` if it still has ``tag``. On S3 the check and the delete are two calls
-    (conditional deletes are not universal); regflow only uses this under the cob's claim."""
+    """Remove ``path`` if it still has ``tag``. On S3 a ``DeleteObject`` with ``If-Match``,
+    after a read of the tag (an S3-compatible store that ignores the condition on deletes
+    then only leaves the window between the two calls)."""
     if isinstance(path, S3Path):
         now = s3client.get(path.bucket, path.key)
         if now is None or now[1] != tag:
             return False
-        path.unlink(missing_ok=True)
-        return True
+        return s3client.conditional_delete(path.bucket, path.key, tag)
     with _locked(path):
         now = read_with_tag(path)
         if now is None or now[1] != tag:

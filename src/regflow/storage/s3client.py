@@ -122,6 +122,27 @@ def conditional_put(bucket: str, key: str, data: bytes, **cond: str) -> bool:
     return True
 
 
+def conditional_delete(bucket: str, key: str, etag: str) -> bool:
+    """``DeleteObject`` with ``If-Match: etag`` (S3 general purpose buckets honour it since
+    September 2025); False when the object changed or is gone. A store that ignores the
+    header deletes unconditionally: :func:`regflow.storage.fs.delete_if_match` checks the
+    tag first, so the window is then only between the two calls."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client().delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as e:
+        if _error_code(e) != "NoSuchBucket" and (
+            _status(e) in (404, 409, 412)
+            or _error_code(e) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+        ):
+            return False
+        raise failed("conditional delete", bucket, key, e) from e
+    except BotoCoreError as e:
+        raise failed("conditional delete", bucket, key, e) from e
+    return True
+
+
 def get(bucket: str, key: str) -> tuple[bytes, str] | None:
     """An object's bytes and ETag, or None."""
     from botocore.exceptions import BotoCoreError, ClientError
