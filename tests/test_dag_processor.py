@@ -10,6 +10,7 @@ AIRFLOW_HOME and reads the metadata database.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -254,3 +255,58 @@ def test_regflow_dags_writes_one_file_per_spec_and_removes_stale_ones(tmp_path):
         "regflow_a.py",
         "regflow_dag_files.py",
     ]
+
+
+PROBE = """
+import json, sys
+import airflow  # (imports airflow_local_settings, as every Airflow process does at start)
+print(json.dumps({m: m in sys.modules for m in sys.argv[1:]}))
+"""
+PRELOADED = ("regflow.render.airflow_dag", "regflow.render.k8s_operator")
+PROVIDER = "airflow.providers.cncf.kubernetes.operators.spark_kubernetes"
+
+
+@pytest.mark.slow
+def test_the_charts_local_settings_preload_regflow_for_the_dag_processor(tmp_path):
+    """The Helm chart's ``airflowLocalSettings`` (helm/values.yaml), as the chart mounts it
+    in ``$AIRFLOW_HOME/config``: every Airflow process imports regflow's DAG building at
+    start, and the Kubernetes operator with its provider only under
+    ``REGFLOW_EXECUTOR=kubernetes``; the real dag-processor still parses the LCR DAG with
+    no import error under both executors (no import cycle with Airflow's own start).
+
+    Does not prove: the time it saves per parse (benchmarks/dag_processor.py measures it)."""
+    import yaml
+
+    from regflow.render.dagfile import write_dag_files
+
+    values = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
+    settings = values["airflow"]["airflowLocalSettings"]
+    project = tmp_path / "project"
+    for name in ("pipelines", "operators"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    write_dag_files(project)
+    dags = project / "dags"
+    home = tmp_path / "airflow"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "airflow_local_settings.py").write_text(settings)
+    airflow(home, dags, "db", "migrate")
+    for executor in ("local", "kubernetes"):
+        os.environ["REGFLOW_EXECUTOR"] = executor
+        try:
+            active, errors = parse(home, dags)
+            env = {**os.environ, "AIRFLOW_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+            probe = subprocess.run(
+                [sys.executable, "-c", PROBE, *PRELOADED, PROVIDER],
+                env=env, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+        finally:
+            del os.environ["REGFLOW_EXECUTOR"]
+        assert (active, errors) == ({"lcr": True}, {}), executor
+        assert probe.returncode == 0, probe.stderr[-3000:]
+        loaded = json.loads(probe.stdout.strip().splitlines()[-1])
+        kubernetes = executor == "kubernetes"
+        assert loaded == {
+            "regflow.render.airflow_dag": True,
+            "regflow.render.k8s_operator": kubernetes,
+            PROVIDER: kubernetes,
+        }, executor
