@@ -16,6 +16,7 @@ from _common import BENCH_DIR, RESULTS_DIR
 
 BENCHMARKS = (
     "dag_parse",
+    "dag_processor",
     "lineage_overhead",
     "adjustments_overhead",
     "incremental",
