@@ -127,7 +127,8 @@ def test_on_written_sees_every_write_before_it_is_promoted(tmp_path, spark, engi
 
 def test_a_failed_write_leaves_the_previous_good_output(tmp_path, spark, engine):
     """A failure while a rerun writes (injected through the on_written hook) fails the run
-    and leaves the earlier run's output, and no temporary folder, behind."""
+    and leaves the earlier run's output, and no temporary folder, behind. (A rerun is a new
+    run: a retry of the same run does not recompute a completed stage, test_stage_retry.)"""
     _project(tmp_path)
     _run(tmp_path, spark, engine)
     good = _totals(tmp_path, "r1")
@@ -139,8 +140,10 @@ def test_a_failed_write_leaves_the_previous_good_output(tmp_path, spark, engine)
     changed = [(i, g, str(Decimal(v) + 1)) for i, g, v in ROWS]
     _project(tmp_path, changed)
     with pytest.raises(Exception, match="disk full"):
-        _run(tmp_path, spark, engine, run_id="r1", on_written=[broken])
+        _run(tmp_path, spark, engine, run_id="r2", on_written=[broken])
     assert _totals(tmp_path, "r1") == good == _expected()
-    run_dir = RunRef(tmp_path / "storage", "eng", COB, "r1").run_dir
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
-    assert unmarked_attempts(run_dir) == []
+    failed = RunRef(tmp_path / "storage", "eng", COB, "r2")
+    assert not failed.is_complete("total")
+    for run_dir in (RunRef(tmp_path / "storage", "eng", COB, "r1").run_dir, failed.run_dir):
+        assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+        assert unmarked_attempts(run_dir) == []

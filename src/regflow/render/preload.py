@@ -15,15 +15,21 @@ again at each parse).
 
 from __future__ import annotations
 
-import os
-
 
 def preload() -> list[str]:
-    """Import what a regflow DAG file's parse needs; returns the modules imported."""
+    """Import what a regflow DAG file's parse needs; returns the modules imported. Never
+    raises for a bad setting: Airflow would not start; the parse reports it instead."""
     import importlib
 
+    from regflow.errors import RegflowError
+    from regflow.settings import current
+
     names = ["regflow.render.dagfile", "regflow.render.airflow_dag", "regflow.plan.cache"]
-    if (os.environ.get("REGFLOW_EXECUTOR") or "local").strip().lower() == "kubernetes":
+    try:
+        kubernetes = current().executor == "kubernetes"
+    except RegflowError:  # (a bad REGFLOW_* value: each parse's import error names it)
+        kubernetes = False
+    if kubernetes:
         names.append("regflow.render.k8s_operator")
     for name in names:
         importlib.import_module(name)

@@ -33,7 +33,7 @@ from regflow.runtime.lineage import require_lineage_column, rollup_lineage_id
 from regflow.runtime.persist import StoredFrames, Writer, Written
 from regflow.runtime.policy import Declined, ExecutionPolicy
 from regflow.runtime.report import OutputReport, StageReport, run_identity, run_variables
-from regflow.runtime.reuse import reuse_stage, why_not_reuse
+from regflow.runtime.reuse import completed_report, reuse_stage, why_not_reuse
 from regflow.runtime.sources import read_source, schema_ddl
 from regflow.runtime.star import run_star
 from regflow.runtime.verify import Verifier
@@ -418,6 +418,13 @@ def run_stage(
     run = RunRef(root, plan.pipeline, cob, run_id)
     meta = {"adjustment_set_hash": plan.adjustment_set_hash, **(run_meta or {})}
     variables = run_variables(plan, cob, params)
+    done = completed_report(plan, stage, run)
+    if done is not None:
+        log(
+            f"stage {plan.task_id(stage.id)}: already complete in run {run.run_id} (an earlier "
+            "attempt committed every output); not recomputed"
+        )
+        return StageReport.from_dict(done)
     if reuse_from is not None and reuse_from.run_dir != run.run_dir:
         why = why_not_reuse(plan, stage, run, reuse_from, variables, params or {})
         if why is None:

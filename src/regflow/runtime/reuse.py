@@ -63,6 +63,31 @@ def why_not_reuse(
     )
 
 
+def completed_report(plan: Plan, stage: Stage, run: RunRef) -> dict[str, Any] | None:
+    """The report of ``stage`` when an earlier attempt of this same ``run`` completed it (its
+    report written, every output it lists committed by this plan's nodes), else None.
+
+    A retried stage task (the worker died after the stage finished, before Airflow heard of
+    it) then returns at once instead of recomputing outputs the commit protocol would
+    discard anyway: a committed output is never replaced, and a retry only ever keeps the
+    first commit. A stage left half done (no report) is recomputed."""
+    done = _report(run, stage.id)
+    if done is None or done.get("run_id") != run.run_id:
+        return None
+    names = {o["name"] for o in done.get("outputs", [])}
+    for want in (*stage.outputs, *stage.checkpoints):  # (a star writes `<node>.<table>`s)
+        if want not in names and not any(n.startswith(f"{want}.") for n in names):
+            return None
+    for name in names:
+        if not run.is_complete(name):
+            return None
+        meta = run.metadata(name)
+        node = meta.get("node", "")
+        if node not in stage.nodes or meta.get("node_hash") != plan.node(node).data_hash:
+            return None
+    return done
+
+
 def reuse_stage(
     plan: Plan,
     stage: Stage,
