@@ -140,13 +140,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc, require_local
+    from regflow.storage.fs import S3Path
+    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc
 
     if args.keep_runs < 0 or (args.keep_cobs is not None and args.keep_cobs < 0):
         raise ConfigError("--keep-runs and --keep-cobs must be 0 or more")
-    root = require_local(storage_root(args.storage))
-    if not root.is_dir():
-        raise ConfigError(f"no storage folder at {root}; pass --storage or set REGFLOW_STORAGE")
+    root = storage_root(args.storage)
+    if not root.is_dir():  # (on S3, a missing bucket is a StorageError saying so)
+        what = "nothing stored under" if isinstance(root, S3Path) else "no storage folder at"
+        raise ConfigError(f"{what} {root}; pass --storage or set REGFLOW_STORAGE")
     pipeline = args.pipeline
     if pipeline and not (root / pipeline).is_dir():  # a spec path, or an id of no runs
         pipeline = pipeline_id(pipeline)
