@@ -61,12 +61,19 @@ def add_gc(sub: Subcommands) -> None:
     g = sub.add_parser(
         "gc",
         help="remove failed and superseded runs and leftover temporary writes from storage",
-        description="Remove what runs leave in storage, by a retention policy. Never removed: "
-        "the run a cob's _LATEST names and the run holding its claim (_ACTIVE). See "
-        "docs/operations.md.",
+        description="Remove what runs leave in storage (a local folder or s3://bucket/prefix), "
+        "by a retention policy. Never removed: the run a cob's _LATEST names, the run holding "
+        "its claim (_ACTIVE), and data a kept run refers to. On S3 it also aborts incomplete "
+        "multipart uploads older than --grace. See docs/operations.md and docs/storage.md.",
     )
     g.add_argument("pipeline", nargs="?", help="only this pipeline id (default: every one)")
-    g.add_argument("--storage")
+    g.add_argument(
+        "--storage",
+        help=(
+            "storage root: a local path or s3://bucket/prefix (default: $REGFLOW_STORAGE, else"
+            " the project root's .regflow/storage)"
+        ),
+    )
     g.add_argument(
         "--keep-runs",
         type=int,

@@ -15,13 +15,17 @@ Per pipeline and cob (``{root}/{pipeline}/cob={cob}/``), with ``grace`` an age:
   (``.<name>.tmp-*``) older than ``grace`` are removed, wherever they are under the
   pipeline (not inside the active run).
 
-The age of a folder is that of the newest file in it, so a run still writing is young.
-An output another run reused is referred to by that run's marker (:mod:`regflow.runtime.
-reuse`): data a kept run refers to is never removed; of a removed run it stays, and only
-its other files go.
+The age of a folder is that of the newest file in it (on S3, which has no folders: the
+newest object under the prefix), so a run still writing is young. An output another run
+reused is referred to by that run's marker (:mod:`regflow.runtime.reuse`): data a kept run
+refers to is never removed; of a removed run it stays, and only its other files go.
 
-Local storage only: on ``s3://`` storage gc refuses with a clear error (use an S3
-lifecycle rule, docs/storage.md).
+One code path for local and ``s3://`` storage: the plan is made from one listing of the
+root (:func:`regflow.storage.fs.list_all`: a walk, or one paginated ``ListObjectsV2``), then
+fresh reads of each cob's ``_LATEST`` and ``_ACTIVE`` and of the markers it needs. On S3,
+:func:`collect` deletes the objects listed when planning (``DeleteObjects``, 1,000 a
+request), and incomplete multipart uploads (a killed S3A committer's) older than ``grace``,
+outside the active runs, are aborted and reported like removals.
 """
 
 from __future__ import annotations
