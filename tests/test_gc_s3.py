@@ -391,3 +391,27 @@ def test_gc_of_a_missing_bucket_or_an_empty_prefix_is_a_clear_error(s3_server, c
     assert main(["gc", "--storage", f"s3://{bucket}/nothing-here"]) == 1
     err = capsys.readouterr().err
     assert f"nothing stored under s3://{bucket}/nothing-here" in err and "--storage" in err
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_killed_write_in_a_removed_run_is_listed_and_counted_once(backend, s3_server, tmp_path):
+    """A superseded run whose data the latest run refers to goes part by part; an unmarked
+    attempt in it is one of those parts, and is not listed (and its bytes counted) again as a
+    leftover of a killed write."""
+    from regflow.storage import RunRef, publish_run, resolve_root
+    from regflow.storage.gc import plan_gc
+
+    if backend == "s3":
+        root = resolve_root(f"s3://{s3_server.new_bucket()}/storage")
+    else:
+        root = tmp_path / "storage"
+    sup = _run(root, NEW_COB, "r_a", 5, publish=True)
+    _put(sup.node_root("entity_lcr") / "attempt=killed" / "part-00000.parquet", b"k" * 700)
+    latest = RunRef(root, "lcr", NEW_COB, "r_latest")
+    _output(latest, "reused_lcr", 5, data=sup.node_dir("entity_lcr"))
+    publish_run(latest, {"run_id": "r_latest"})
+    report = plan_gc(root, keep_runs=0, now=time.time() + 3 * 24 * 3600)
+    paths = [str(r.path).removeprefix(f"{root}/") for r in report.removals]
+    assert sorted(paths) == sorted(set(paths))
+    killed = "lcr/cob=2026-03-31/run=r_a/entity_lcr/attempt=killed"
+    assert [r.bytes for r in report.removals if str(r.path).endswith(killed)] == [700]

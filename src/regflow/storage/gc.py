@@ -231,7 +231,7 @@ def plan_gc(
                     child.is_dir() and _unmarked(here, name, markers)
                 ):
                     continue
-                if child.rel in protected:
+                if child.rel in protected or child.rel in taken:  # (taken: a removed run's part)
                     continue
                 age = now - child.newest()
                 if age > grace_seconds:
