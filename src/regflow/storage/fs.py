@@ -13,7 +13,10 @@ storage code uses (``/``, ``name``, ``parent``, ``read_text``/``read_bytes``,
 - :func:`read_with_tag` / :func:`put_if_match`: compare-and-swap (S3: the ETag and
   ``If-Match``; locally: the content's hash, checked and replaced under an ``fcntl`` lock);
 - :func:`rmtree`, :func:`mtime`, :func:`spark_uri` (``s3a://`` for Spark's S3A connector),
-  :func:`arrow` (a pyarrow filesystem and path).
+  :func:`arrow` (a pyarrow filesystem and path);
+- for ``regflow gc``: :func:`list_all` (everything under a prefix with sizes and times, in one
+  pass), :func:`delete_keys` (``DeleteObjects`` in batches), :func:`pending_uploads` and
+  :func:`abort_upload` (incomplete multipart uploads).
 
 Credentials and endpoint come only from the standard AWS chain (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
