@@ -124,9 +124,11 @@ def s3(s3_server):
     build_young(root)
 
     def grace(now: float) -> float:
-        """Young ones' ages at ``now`` are below, old ones' above (by GAP - 1: a second left
-        for a server that keeps LastModified to the second)."""
-        return now - young_start + 1.0
+        """Young ones' ages at ``now`` are below, old ones' above. S3 (and moto) keep
+        LastModified to the second, which makes an object look up to a second older: 1.5 s
+        more than the young phase's age (half a second for the gc to start), GAP - 1.5 s
+        below the old phase's."""
+        return now - young_start + 1.5
 
     return {"root": root, "bucket": bucket, "grace": grace, "uploads": uploads}
 
