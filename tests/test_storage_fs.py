@@ -291,14 +291,6 @@ def test_the_claim_is_created_refused_taken_over_and_released_on_both(root):
         claim.acquire(a, in_task=False)
 
 
-def test_gc_refuses_s3_storage_with_a_clear_error(capsys):
-    from regflow.cli.main import main
-
-    assert main(["gc", "--storage", "s3://some-bucket/storage", "--dry-run"]) == 1
-    err = capsys.readouterr().err
-    assert "regflow gc works on local storage only" in err and "lifecycle rule" in err
-
-
 def test_a_missing_bucket_is_a_clear_storage_error(s3_server) -> None:
     """An S3 request that fails for another reason than its condition (here: no such
     bucket) is a StorageError naming the object and the fix, never a raw botocore error."""

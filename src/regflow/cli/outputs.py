@@ -61,12 +61,19 @@ def add_gc(sub: Subcommands) -> None:
     g = sub.add_parser(
         "gc",
         help="remove failed and superseded runs and leftover temporary writes from storage",
-        description="Remove what runs leave in storage, by a retention policy. Never removed: "
-        "the run a cob's _LATEST names and the run holding its claim (_ACTIVE). See "
-        "docs/operations.md.",
+        description="Remove what runs leave in storage (a local folder or s3://bucket/prefix), "
+        "by a retention policy. Never removed: the run a cob's _LATEST names, the run holding "
+        "its claim (_ACTIVE), and data a kept run refers to. On S3 it also aborts incomplete "
+        "multipart uploads older than --grace. See docs/operations.md and docs/storage.md.",
     )
     g.add_argument("pipeline", nargs="?", help="only this pipeline id (default: every one)")
-    g.add_argument("--storage")
+    g.add_argument(
+        "--storage",
+        help=(
+            "storage root: a local path or s3://bucket/prefix (default: $REGFLOW_STORAGE, else"
+            " the project root's .regflow/storage)"
+        ),
+    )
     g.add_argument(
         "--keep-runs",
         type=int,
@@ -140,13 +147,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc, require_local
+    from regflow.storage.fs import S3Path
+    from regflow.storage.gc import collect, human_bytes, parse_age, plan_gc
 
     if args.keep_runs < 0 or (args.keep_cobs is not None and args.keep_cobs < 0):
         raise ConfigError("--keep-runs and --keep-cobs must be 0 or more")
-    root = require_local(storage_root(args.storage))
-    if not root.is_dir():
-        raise ConfigError(f"no storage folder at {root}; pass --storage or set REGFLOW_STORAGE")
+    root = storage_root(args.storage)
+    if not root.is_dir():  # (on S3, a missing bucket is a StorageError saying so)
+        what = "nothing stored under" if isinstance(root, S3Path) else "no storage folder at"
+        raise ConfigError(f"{what} {root}; pass --storage or set REGFLOW_STORAGE")
     pipeline = args.pipeline
     if pipeline and not (root / pipeline).is_dir():  # a spec path, or an id of no runs
         pipeline = pipeline_id(pipeline)

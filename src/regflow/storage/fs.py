@@ -13,7 +13,10 @@ storage code uses (``/``, ``name``, ``parent``, ``read_text``/``read_bytes``,
 - :func:`read_with_tag` / :func:`put_if_match`: compare-and-swap (S3: the ETag and
   ``If-Match``; locally: the content's hash, checked and replaced under an ``fcntl`` lock);
 - :func:`rmtree`, :func:`mtime`, :func:`spark_uri` (``s3a://`` for Spark's S3A connector),
-  :func:`arrow` (a pyarrow filesystem and path).
+  :func:`arrow` (a pyarrow filesystem and path);
+- for ``regflow gc``: :func:`list_all` (everything under a prefix with sizes and times, in one
+  pass), :func:`delete_keys` (``DeleteObjects`` in batches), :func:`pending_uploads` and
+  :func:`abort_upload` (incomplete multipart uploads).
 
 Credentials and endpoint come only from the standard AWS chain (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from regflow.errors import ConfigError
+from regflow.errors import ConfigError, StorageError
 from regflow.storage import s3client
 
 # the S3 bucket naming rules (3-63 lower-case letters, digits, dots and hyphens)
@@ -312,3 +315,136 @@ def arrow(path: Location) -> tuple[Any, str]:
     if isinstance(path, S3Path):
         return s3client.arrow_s3(), f"{path.bucket}/{path.key}"
     return pafs.LocalFileSystem(), str(path)
+
+
+# -- listing and bulk removal (regflow gc) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing under a listed prefix (:func:`list_all`)."""
+
+    rel: str  # relative to the listed prefix, '/'-separated
+    mtime: float  # a file's or folder's modification time; an object's LastModified
+    size: int  # bytes (a folder: 0)
+    folder: bool = False  # a local folder, or an S3 folder marker object (a key ending in /)
+    key: str = ""  # on S3: the object's key
+    link: tuple[int, int, int] | None = None  # locally: (st_dev, st_ino, st_nlink)
+
+
+def list_all(path: Location) -> list[Entry]:
+    """Everything under ``path`` with its size and modification time, in one pass: on S3 one
+    paginated ``ListObjectsV2`` (one request per 1,000 keys, no per-object ``HEAD``); locally a
+    walk (folders too: S3 has none, but a local folder's own time counts for its age).
+    Nothing (an empty list) if ``path`` does not exist; on S3 a missing bucket is a
+    :class:`StorageError`."""
+    out: list[Entry] = []
+    if isinstance(path, S3Path):
+        prefix = f"{path.key}/" if path.key else ""
+        pages = s3client.client().get_paginator("list_objects_v2")
+        with s3client.requests("listing", path.bucket, prefix):
+            for page in pages.paginate(Bucket=path.bucket, Prefix=prefix):
+                for o in page.get("Contents", []):
+                    rel = o["Key"][len(prefix) :]
+                    if rel.strip("/"):
+                        out.append(
+                            Entry(
+                                rel.strip("/"),
+                                o["LastModified"].timestamp(),
+                                int(o["Size"]),
+                                folder=rel.endswith("/"),
+                                key=o["Key"],
+                            )
+                        )
+        return out
+    for dirpath, dirs, files in os.walk(path):
+        here = Path(dirpath)
+        subdirs = set(dirs)
+        for name in [*dirs, *files]:
+            p = here / name
+            try:
+                st = p.lstat()
+            except FileNotFoundError:  # (removed while listing)
+                continue
+            folder = name in subdirs and not p.is_symlink()
+            rel = p.relative_to(path).as_posix()
+            if folder:
+                out.append(Entry(rel, st.st_mtime, 0, folder=True))
+            else:
+                out.append(
+                    Entry(rel, st.st_mtime, st.st_size, link=(st.st_dev, st.st_ino, st.st_nlink))
+                )
+    return out
+
+
+def delete_keys(bucket: str, keys: list[str]) -> None:
+    """Delete the objects ``keys`` of ``bucket``: ``DeleteObjects`` in batches of 1,000 (its
+    limit). Objects S3 could not delete are a :class:`StorageError` naming them (the first
+    five) and the fix, after every batch was tried."""
+    failed: list[tuple[str, str, str]] = []
+    for i in range(0, len(keys), 1000):
+        batch = keys[i : i + 1000]
+        with s3client.requests("delete", bucket, batch[0]):
+            got = s3client.client().delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+        failed += [
+            (str(e.get("Key")), str(e.get("Code")), str(e.get("Message", "")))
+            for e in got.get("Errors", [])
+        ]
+    if failed:
+        _, code, message = failed[0]
+        hint = s3client.hint(code, bucket)
+        names = ", ".join(f"s3://{bucket}/{k} ({c})" for k, c, _ in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise StorageError(
+            f"S3 could not delete {len(failed)} object(s): {names}{more}: {code}: {message}; {hint}"
+        )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An incomplete multipart upload (S3 only)."""
+
+    key: str
+    upload_id: str
+    initiated: float
+    size: int  # the bytes of its parts uploaded so far
+
+
+def pending_uploads(path: Location) -> list[Upload]:
+    """The incomplete multipart uploads under ``path`` (``ListMultipartUploads``, one request
+    per 1,000, and ``ListParts`` for each one's size); none locally."""
+    if not isinstance(path, S3Path):
+        return []
+    prefix = f"{path.key}/" if path.key else ""
+    client = s3client.client()
+    out: list[Upload] = []
+    with s3client.requests("multipart upload listing", path.bucket, prefix):
+        pages = client.get_paginator("list_multipart_uploads")
+        for page in pages.paginate(Bucket=path.bucket, Prefix=prefix):
+            for u in page.get("Uploads", []):
+                size = 0
+                for parts in client.get_paginator("list_parts").paginate(
+                    Bucket=path.bucket, Key=u["Key"], UploadId=u["UploadId"]
+                ):
+                    size += sum(int(p["Size"]) for p in parts.get("Parts", []))
+                out.append(Upload(u["Key"], u["UploadId"], u["Initiated"].timestamp(), size))
+    return out
+
+
+def abort_upload(bucket: str, upload: Upload) -> None:
+    """Abort an incomplete multipart upload (its parts are deleted); gone already: nothing."""
+    from botocore.exceptions import ClientError
+
+    try:
+        with s3client.requests("multipart upload abort", bucket, upload.key):
+            try:
+                s3client.client().abort_multipart_upload(
+                    Bucket=bucket, Key=upload.key, UploadId=upload.upload_id
+                )
+            except ClientError as e:
+                if s3client.error_code(e) != "NoSuchUpload":
+                    raise
+    except StorageError as e:
+        raise StorageError(f"{e} (upload id {upload.upload_id})") from e

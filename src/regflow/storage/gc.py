@@ -15,19 +15,22 @@ Per pipeline and cob (``{root}/{pipeline}/cob={cob}/``), with ``grace`` an age:
   (``.<name>.tmp-*``) older than ``grace`` are removed, wherever they are under the
   pipeline (not inside the active run).
 
-The age of a folder is that of the newest file in it, so a run still writing is young.
-An output another run reused is referred to by that run's marker (:mod:`regflow.runtime.
-reuse`): data a kept run refers to is never removed; of a removed run it stays, and only
-its other files go.
+The age of a folder is that of the newest file in it (on S3, which has no folders: the
+newest object under the prefix), so a run still writing is young. An output another run
+reused is referred to by that run's marker (:mod:`regflow.runtime.reuse`): data a kept run
+refers to is never removed; of a removed run it stays, and only its other files go.
 
-Local storage only: on ``s3://`` storage gc refuses with a clear error (use an S3
-lifecycle rule, docs/storage.md).
+One code path for local and ``s3://`` storage: the plan is made from one listing of the
+root (:func:`regflow.storage.fs.list_all`: a walk, or one paginated ``ListObjectsV2``), then
+fresh reads of each cob's ``_LATEST`` and ``_ACTIVE`` and of the markers it needs. On S3,
+:func:`collect` deletes the objects listed when planning (``DeleteObjects``, 1,000 a
+request), and incomplete multipart uploads (a killed S3A committer's) older than ``grace``,
+outside the active runs, are aborted and reported like removals.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -35,10 +38,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regflow.errors import ConfigError
-from regflow.storage import ATTEMPT_PREFIX, LATEST_FILE, RUN_SUCCESS_FILE, SUCCESS_FILE
+from regflow.storage import ATTEMPT_PREFIX, LATEST_FILE, RUN_SUCCESS_FILE, SUCCESS_FILE, fs
 from regflow.storage.claim import ACTIVE_FILE
-from regflow.storage.fs import Location
+from regflow.storage.fs import Location, S3Path
 
 _TEMP = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]+$")
 _ATTEMPT = re.compile(rf"^{re.escape(ATTEMPT_PREFIX)}")
@@ -46,89 +48,101 @@ _ATTEMPT = re.compile(rf"^{re.escape(ATTEMPT_PREFIX)}")
 
 @dataclass(frozen=True)
 class Removal:
-    path: Path
+    path: Location
     reason: str
     bytes: int  # what removing it frees (files shared by hard link with kept ones: not counted)
+    # on S3: the objects to delete (listed when planning), or the upload to abort
+    keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    upload: fs.Upload | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
 class GcReport:
     removals: list[Removal] = field(default_factory=list)
-    kept: list[tuple[Path, str]] = field(default_factory=list)
+    kept: list[tuple[Location, str]] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
         return sum(r.bytes for r in self.removals)
 
 
-def _files(path: Path) -> Iterator[Path]:
-    if path.is_symlink() or path.is_file():
-        yield path
-        return
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            yield Path(dirpath) / f
+@dataclass(eq=False)
+class _Node:
+    """A file or folder (locally), an object or prefix (S3), from one listing
+    (:func:`regflow.storage.fs.list_all`)."""
+
+    path: Location
+    rel: str
+    entry: fs.Entry | None = None  # None: a prefix with no object (or folder) of its own
+    children: dict[str, _Node] = field(default_factory=dict)
+    _newest: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.rel.rsplit("/", 1)[-1]
+
+    def is_dir(self) -> bool:
+        return bool(self.children) or (self.entry is not None and self.entry.folder)
+
+    def child(self, name: str) -> _Node | None:
+        return self.children.get(name)
+
+    def dirs(self, prefix: str) -> list[_Node]:
+        """The sub-folders whose name starts with ``prefix``, by name."""
+        return [c for n, c in sorted(self.children.items()) if n.startswith(prefix) and c.is_dir()]
+
+    def newest(self) -> float:
+        """The age of a folder is that of its newest file (S3: its newest object)."""
+        if self._newest is None:
+            times = [c.newest() for c in self.children.values()]
+            if self.entry is not None:
+                times.append(self.entry.mtime)
+            self._newest = max(times, default=0.0)
+        return self._newest
+
+    def entries(self) -> Iterator[fs.Entry]:
+        """Every file or object here and below (not folders)."""
+        if self.entry is not None and not self.entry.folder:
+            yield self.entry
+        for c in self.children.values():
+            yield from c.entries()
+
+    def keys(self) -> Iterator[str]:
+        """On S3: every object key here and below (folder markers too)."""
+        if self.entry is not None and self.entry.key:
+            yield self.entry.key
+        for c in self.children.values():
+            yield from c.keys()
 
 
-def _newest_mtime(path: Path) -> float:
-    newest = path.lstat().st_mtime
-    for f in _files(path):
-        try:
-            newest = max(newest, f.lstat().st_mtime)
-        except FileNotFoundError:
-            continue
-    if path.is_dir():
-        for dirpath, _, _ in os.walk(path):
-            try:
-                newest = max(newest, Path(dirpath).lstat().st_mtime)
-            except FileNotFoundError:
+def _tree(root: Location, pipeline: str | None) -> _Node:
+    """``root`` (only ``root/pipeline`` if given) from one listing."""
+    top = _Node(root, "")
+    base = f"{pipeline}/" if pipeline else ""
+    for e in fs.list_all(root / pipeline if pipeline else root):
+        node = top
+        for part in f"{base}{e.rel}".split("/"):
+            if not part:
                 continue
-    return newest
+            nxt = node.children.get(part)
+            if nxt is None:
+                rel = f"{node.rel}/{part}" if node.rel else part
+                nxt = node.children[part] = _Node(root / rel, rel)
+            node = nxt
+        if node.entry is None or not e.folder:  # (an object and a folder marker: the object)
+            node.entry = e
+    return top
 
 
-def _freed(paths: list[Path]) -> dict[Path, int]:
-    """Bytes each removal frees: a file's bytes count only when every hard link to it goes."""
-    links: dict[tuple[int, int], int] = {}
-    stats: dict[Path, list[tuple[tuple[int, int], int, int]]] = {}
-    for p in paths:
-        entries = []
-        for f in _files(p):
-            try:
-                st = f.lstat()
-            except FileNotFoundError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            links[key] = links.get(key, 0) + 1
-            entries.append((key, st.st_nlink, st.st_size))
-        stats[p] = entries
-    counted: set[tuple[int, int]] = set()
-    out = {}
-    for p, entries in stats.items():
-        total = 0
-        for key, nlink, size in entries:
-            if links[key] >= nlink and key not in counted:
-                counted.add(key)
-                total += size
-        out[p] = total
-    return out
-
-
-def _read_run_id(path: Path) -> str | None:
+def _read_run_id(path: Location) -> str | None:
     try:
         return str(json.loads(path.read_text())["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def require_local(root: Location) -> Path:
-    """``root``, if local; a :class:`ConfigError` for ``s3://`` storage."""
-    if not isinstance(root, Path):
-        raise ConfigError(
-            f"regflow gc works on local storage only, not {root}: on S3, expire superseded"
-            " runs and unmarked attempts with a lifecycle rule (docs/storage.md, 'Garbage"
-            " collection on S3')"
-        )
-    return root
+def _under(rel: str, parent: str) -> bool:
+    return rel.startswith(f"{parent}/")
 
 
 def plan_gc(
@@ -140,129 +154,210 @@ def plan_gc(
     grace_seconds: float = 24 * 3600,
     now: float | None = None,
 ) -> GcReport:
-    """What :func:`collect` would remove under ``root`` (nothing is changed)."""
-    root = require_local(root)
+    """What :func:`collect` would remove under ``root`` (nothing is changed): one listing of
+    ``root`` (or ``root/pipeline``), then reads of the cobs' ``_LATEST`` and ``_ACTIVE`` and
+    of the markers of the kept runs and of the nodes with attempts."""
     now = time.time() if now is None else now
+    tree = _tree(root, pipeline)
     report = GcReport()
-    chosen: list[tuple[Path, str]] = []
-    protected: set[Path] = set()  # data a kept run refers to
-    pipelines = [root / pipeline] if pipeline else sorted(p for p in root.iterdir() if p.is_dir())
+    chosen: list[tuple[_Node, str]] = []
+    protected: set[str] = set()  # data a kept run refers to (root-relative)
+    active_runs: set[str] = set()
+    markers: dict[str, dict[str, object] | None] = {}  # a node's marker, read once
+    if pipeline:
+        top = tree.child(pipeline)
+        pipelines = [top] if top is not None else []
+    else:
+        pipelines = tree.dirs("")
     for pdir in pipelines:
         if not pdir.is_dir() or pdir.name.startswith("."):
             continue
-        cobs = sorted((d for d in pdir.glob("cob=*") if d.is_dir()), reverse=True)
-        published_cobs = [c for c in cobs if any(c.glob(f"run=*/{RUN_SUCCESS_FILE}"))]
+        cobs = list(reversed(pdir.dirs("cob=")))
+        published_cobs = [c for c in cobs if any(r.child(RUN_SUCCESS_FILE) for r in c.dirs("run="))]
         recent = set(published_cobs if keep_cobs is None else published_cobs[:keep_cobs])
         for cob_dir in cobs:
-            latest = _read_run_id(cob_dir / LATEST_FILE)
-            active = _read_run_id(cob_dir / ACTIVE_FILE)
-            superseded: list[tuple[float, Path]] = []
-            for run_dir in sorted(cob_dir.glob("run=*")):
+            # read now, not from the listing: a run that claimed or published since is kept
+            latest = _read_run_id(cob_dir.path / LATEST_FILE)
+            active = _read_run_id(cob_dir.path / ACTIVE_FILE)
+            if active is not None:
+                active_runs.add(f"{cob_dir.rel}/run={active}")
+            superseded: list[tuple[float, str, _Node]] = []
+            for run_dir in cob_dir.dirs("run="):
                 run_id = run_dir.name.removeprefix("run=")
                 if run_id == latest:
-                    report.kept.append((run_dir, "the cob's _LATEST"))
+                    report.kept.append((run_dir.path, "the cob's _LATEST"))
                     continue
                 if run_id == active:
-                    report.kept.append((run_dir, "holds the cob's claim (_ACTIVE)"))
+                    report.kept.append((run_dir.path, "holds the cob's claim (_ACTIVE)"))
                     continue
-                marker = run_dir / RUN_SUCCESS_FILE
-                if marker.exists():
-                    superseded.append((marker.stat().st_mtime, run_dir))
+                marker = run_dir.child(RUN_SUCCESS_FILE)
+                if marker is not None:
+                    superseded.append((marker.newest(), run_dir.rel, run_dir))
                     continue
-                age = now - _newest_mtime(run_dir)
+                age = now - run_dir.newest()
                 if age > grace_seconds:
                     chosen.append((run_dir, f"unpublished run (failed or killed), {_age(age)} old"))
                 else:
-                    report.kept.append((run_dir, "unpublished, within the grace period"))
-            superseded.sort(reverse=True)
+                    report.kept.append((run_dir.path, "unpublished, within the grace period"))
+            superseded.sort(key=lambda t: (t[0], t[1]), reverse=True)
             keep = keep_runs if cob_dir in recent else 0
-            for i, (_, run_dir) in enumerate(superseded):
+            for i, (_, _, run_dir) in enumerate(superseded):
                 if i < keep:
-                    report.kept.append((run_dir, "superseded published run within --keep-runs"))
+                    report.kept.append(
+                        (run_dir.path, "superseded published run within --keep-runs")
+                    )
                 else:
                     why = "within --keep-runs" if cob_dir in recent else "beyond --keep-cobs"
                     chosen.append((run_dir, f"superseded published run, not {why}"))
             # data a kept run of the cob refers to (a reused output) outlives its own run
-            gone = {p for p, _ in chosen}
-            referenced = _referenced(root, [d for d in cob_dir.glob("run=*") if d not in gone])
+            gone = {id(n) for n, _ in chosen}
+            kept_runs = [d for d in cob_dir.dirs("run=") if id(d) not in gone]
+            referenced = _referenced(kept_runs, markers)
             protected |= referenced
             chosen = [
                 (part, why)
-                for path, why in chosen
-                for part in (_removable(path, referenced) if path in gone else [path])
+                for node, why in chosen
+                for part in (_removable(node, referenced) if id(node) in gone else [node])
             ]
         # leftovers of killed writes, anywhere under the pipeline but the active runs
-        active_runs = {
-            cob_dir / f"run={a}"
-            for cob_dir in cobs
-            if (a := _read_run_id(cob_dir / ACTIVE_FILE)) is not None
-        }
-        taken = {p for p, _ in chosen}
-        for dirpath, dirs, files in os.walk(pdir):
-            here = Path(dirpath)
-            if here in taken or here in active_runs:
-                dirs[:] = []
+        taken = {n.rel for n, _ in chosen}
+        todo = [pdir]
+        while todo:
+            here = todo.pop()
+            if here.rel in taken or here.rel in active_runs:
                 continue
-            for name in [*dirs, *files]:
-                if not _TEMP.match(name) and not (name in dirs and _unmarked(here, name)):
+            for name, child in sorted(here.children.items()):
+                if not _TEMP.match(name) and not (
+                    child.is_dir() and _unmarked(here, name, markers)
+                ):
                     continue
-                path = here / name
-                if path in protected:
+                if child.rel in protected or child.rel in taken:  # (taken: a removed run's part)
                     continue
-                age = now - _newest_mtime(path)
+                age = now - child.newest()
                 if age > grace_seconds:
-                    chosen.append((path, f"leftover temporary write, {_age(age)} old"))
-            dirs[:] = [
-                d
-                for d in dirs
-                if not _TEMP.match(d) and not _ATTEMPT.match(d) and here / d not in taken
+                    chosen.append((child, f"leftover temporary write, {_age(age)} old"))
+            todo += [
+                c
+                for n, c in sorted(here.children.items(), reverse=True)
+                if c.is_dir()
+                and not _TEMP.match(n)
+                and not _ATTEMPT.match(n)
+                and c.rel not in taken
             ]
-    freed = _freed([p for p, _ in chosen])
-    report.removals = [Removal(p, why, freed[p]) for p, why in chosen]
+    freed = _freed([n for n, _ in chosen])
+    report.removals = [
+        Removal(n.path, why, freed[i], keys=tuple(n.keys())) for i, (n, why) in enumerate(chosen)
+    ]
+    # incomplete multipart uploads (S3: a killed Spark job's S3A committer leaves them)
+    scope = root / pipeline if pipeline else root
+    for up in fs.pending_uploads(scope):
+        rel = up.key[len(_key(root)) :].lstrip("/") if _key(root) else up.key
+        if any(rel == a or _under(rel, a) for a in active_runs):
+            continue
+        age = now - up.initiated
+        if age > grace_seconds:
+            report.removals.append(
+                Removal(
+                    root / rel,
+                    f"incomplete multipart upload {up.upload_id[:16]}, {_age(age)} old",
+                    up.size,
+                    upload=up,
+                )
+            )
     return report
 
 
-def _referenced(root: Path, runs: list[Path]) -> set[Path]:
-    """The data prefixes the committed outputs of ``runs`` name (their own, or a reused
-    run's)."""
-    out: set[Path] = set()
-    for run_dir in runs:
-        for marker in run_dir.glob(f"*/{SUCCESS_FILE}"):
-            try:
-                out.add(root / str(json.loads(marker.read_text())["data"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+def _key(root: Location) -> str:
+    return root.key if isinstance(root, S3Path) else ""
+
+
+def _freed(nodes: list[_Node]) -> list[int]:
+    """Bytes each removal frees: a local file's bytes count only when every hard link to it
+    goes (S3 has no hard links: an object's size)."""
+    links: dict[object, int] = {}
+    for n in nodes:
+        for e in n.entries():
+            ident = e.link[:2] if e.link else e.key or id(e)
+            links[ident] = links.get(ident, 0) + 1
+    counted: set[object] = set()
+    out = []
+    for n in nodes:
+        total = 0
+        for e in n.entries():
+            ident = e.link[:2] if e.link else e.key or id(e)
+            nlink = e.link[2] if e.link else 1
+            if links[ident] >= nlink and ident not in counted:
+                counted.add(ident)
+                total += e.size
+        out.append(total)
     return out
 
 
-def _removable(path: Path, referenced: set[Path]) -> list[Path]:
-    """``path``, or, when it holds data in ``referenced``, everything in it but that data."""
-    if path in referenced:
+def _marker(
+    node_dir: _Node, cache: dict[str, dict[str, object] | None]
+) -> dict[str, object] | None:
+    """``node_dir``'s ``_SUCCESS``, read once (None: none, or unreadable)."""
+    if node_dir.rel not in cache:
+        try:
+            cache[node_dir.rel] = dict(json.loads((node_dir.path / SUCCESS_FILE).read_text()))
+        except FileNotFoundError:
+            cache[node_dir.rel] = None
+        except (OSError, ValueError, TypeError):
+            cache[node_dir.rel] = {}  # (unreadable, or the layout before attempts)
+    return cache[node_dir.rel]
+
+
+def _referenced(runs: list[_Node], cache: dict[str, dict[str, object] | None]) -> set[str]:
+    """The data prefixes (root-relative) the committed outputs of ``runs`` name (their own,
+    or a reused run's)."""
+    out: set[str] = set()
+    for run_dir in runs:
+        for node_dir in run_dir.children.values():
+            if node_dir.child(SUCCESS_FILE) is None:
+                continue
+            marker = _marker(node_dir, cache)
+            if marker and "data" in marker:
+                out.add(str(marker["data"]).strip("/"))
+    return out
+
+
+def _removable(node: _Node, referenced: set[str]) -> list[_Node]:
+    """``node``, or, when it holds data in ``referenced``, everything in it but that data."""
+    if node.rel in referenced:
         return []
-    if not any(path in r.parents for r in referenced):
-        return [path]
-    return [p for child in sorted(path.iterdir()) for p in _removable(child, referenced)]
+    if not any(_under(r, node.rel) for r in referenced):
+        return [node]
+    return [p for _, c in sorted(node.children.items()) for p in _removable(c, referenced)]
 
 
-def _unmarked(node_dir: Path, name: str) -> bool:
+def _unmarked(node_dir: _Node, name: str, cache: dict[str, dict[str, object] | None]) -> bool:
     """Whether ``node_dir/name`` is an attempt its node's marker does not name."""
     if not _ATTEMPT.match(name):
         return False
-    try:
-        return str(json.loads((node_dir / SUCCESS_FILE).read_text())["attempt"]) != name
-    except FileNotFoundError:
+    marker = _marker(node_dir, cache)
+    if marker is None:
         return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return "attempt" in marker and str(marker["attempt"]) != name
 
 
 def collect(report: GcReport) -> None:
-    """Remove what ``report`` lists."""
+    """Remove what ``report`` lists: locally the files and folders; on S3 the objects listed
+    when planning (``DeleteObjects``, 1,000 a request; an object written since stays for the
+    next gc) and the incomplete multipart uploads (``AbortMultipartUpload``)."""
+    by_bucket: dict[str, list[str]] = {}
     for r in report.removals:
-        if r.path.is_dir() and not r.path.is_symlink():
-            shutil.rmtree(r.path)
-        else:
-            r.path.unlink(missing_ok=True)
+        if isinstance(r.path, Path):
+            if r.path.is_dir() and not r.path.is_symlink():
+                shutil.rmtree(r.path)
+            else:
+                r.path.unlink(missing_ok=True)
+        elif r.upload is None:
+            by_bucket.setdefault(r.path.bucket, []).extend(r.keys)
+    for bucket, keys in by_bucket.items():
+        fs.delete_keys(bucket, keys)
+    for r in report.removals:
+        if isinstance(r.path, S3Path) and r.upload is not None:
+            fs.abort_upload(r.path.bucket, r.upload)
 
 
 def parse_age(text: str) -> float:

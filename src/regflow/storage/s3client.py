@@ -74,7 +74,12 @@ def failed(op: str, bucket: str, key: str, e: Exception) -> StorageError:
     """A clear error for an S3 request that failed for another reason than its condition
     (no bucket, access denied, no credentials, endpoint unreachable)."""
     code = _error_code(e) or type(e).__name__
-    hint = {
+    return StorageError(f"S3 {op} of s3://{bucket}/{key} failed: {code}: {e}; {hint(code, bucket)}")
+
+
+def hint(code: str, bucket: str) -> str:
+    """The fix for an S3 error ``code``."""
+    return {
         "NoSuchBucket": f"create the bucket '{bucket}' or fix the URL",
         "AccessDenied": "grant the role the permissions listed in docs/storage.md",
         "NoCredentialsError": (
@@ -82,7 +87,10 @@ def failed(op: str, bucket: str, key: str, e: Exception) -> StorageError:
         ),
         "EndpointConnectionError": "check AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and the network",
     }.get(code, "check the bucket, the AWS credentials and region, and docs/storage.md")
-    return StorageError(f"S3 {op} of s3://{bucket}/{key} failed: {code}: {e}; {hint}")
+
+
+def error_code(e: Exception) -> str:
+    return _error_code(e)
 
 
 @contextlib.contextmanager
