@@ -4,42 +4,47 @@ leaves nothing a reader takes as committed, and the rerun gives identical figure
 1. **The stages** (:func:`test_a_kill_at_every_storage_point_of_the_stages_on_s3`). The points
    are found from a clean run, not from the code: every node folder the clean run stored
    (outputs, lineage checkpoints, the star's staged tables; this project has no rules, so no
-   audits) gives ``data:<name>`` (its data written, no ``_regflow.json``) and
-   ``commit:<name>`` (data and metadata written, no marker), in the order its stage report
-   lists the writes, and every stage of the plan gives ``stage:<task id>`` (the task started,
-   the claim taken, nothing written). ONE run id, a chain of attempts: each a process of its
-   own (its own Spark), killed at the next point, running the stage tasks
-   (``run_stage_task``, the function the Airflow task and the Kubernetes entrypoint call) the
-   run has not completed yet, as Airflow retries only the failed task. So each retry holds the
-   run's own claim again and meets the outputs its stage committed before the kill (first
-   commit wins, its own attempt discarded). After every kill: every committed
-   output reads and equals the clean run's rows and metadata, and its marker never changes
-   once written; the killed output is not complete and ``read_node`` refuses it; the bucket
-   holds no temporary object, no leftover of Spark's magic committer, no marker naming a
-   missing attempt or data, and no unmarked attempt but one per killed write; nothing is
-   published. The last attempt, with no fault, gives the clean run's outputs, and the LCR per
-   entity equals tests/lcr_reference.py's.
+   audits) gives ``commit:<name>`` (data and metadata written, no marker), in the order its
+   stage report lists the writes; the first write of each stage also gives ``data:<name>``
+   (its data written, no ``_regflow.json``); every stage of the plan gives
+   ``stage:<task id>`` (the task started, the claim taken, nothing written): 18 points.
+   ONE run id, a chain of attempts: each a process of its own (its own Spark), killed at the
+   next point, running the stage tasks the run has not completed yet (``run_stage_task``, the
+   function the Airflow task and the Kubernetes entrypoint call), as Airflow retries only the
+   failed task. So each retry meets the outputs its stage committed before the kill (first
+   commit wins, its own attempt discarded). After every kill: every committed output reads
+   and equals the clean run's rows and metadata, and its marker never changes once written;
+   the killed output is not complete and ``read_node`` refuses it; the bucket holds no
+   temporary object, no leftover of Spark's magic committer, no marker naming a missing
+   attempt or data, and no unmarked attempt but one per killed write; nothing is published.
+   The last attempt, with no fault, gives the clean run's outputs, and the LCR per entity
+   equals tests/lcr_reference.py's.
 2. **The run** (:func:`test_a_kill_at_each_run_level_point_on_s3_the_next_run_takes_over`):
-   real ``regflow run --storage s3://...`` processes (Airflow ``dag.test``, Spark, the embedded
-   PostgreSQL) killed at a stage's start, at ``load:lcr_star`` and at ``publish:published``;
-   after each, the next ``regflow run`` of the cob takes over the dead run's claim and
-   succeeds, and ``_LATEST``, ``regflow export`` and the warehouse's ``rpt_lcr_entity`` name the
-   same run with the reference's figures.
+   real ``regflow run --storage s3://...`` processes (Airflow ``dag.test``, Spark, the
+   embedded PostgreSQL) killed at a stage's start (the cob's first run) and at
+   ``publish:published`` (storage published, the warehouse not committed); after each, the
+   next ``regflow run`` of the cob takes over the dead run's claim and succeeds, and
+   ``_LATEST``, ``regflow export`` and the warehouse's ``rpt_lcr_entity`` name the same run
+   with the reference's figures.
 
-Not covered here: ``publish:loaded`` and ``publish:commit`` through ``regflow run`` on S3
-(``publish:loaded`` leaves storage as a kill at ``load:lcr_star`` does, unpublished, and is
-killed through ``regflow run`` on local storage in tests/test_run_consistency.py; nothing runs
-between ``publish:published`` and ``publish:commit``, so a kill at either leaves the same
-state); a kill in the middle of a Spark write (no named point is inside Spark's job: with the
-magic committer nothing is visible under the attempt before the job commits, and an attempt
-without a marker is invisible anyway; tests/test_spark_s3a.py covers a failing task); audits
-(the LCR project here has no rules: their writes take the same ``commit_attempt``).
+Not covered by default (the budget: a ``regflow run`` costs ~30 s): ``load:lcr_star``,
+``publish:loaded`` and ``publish:commit`` through ``regflow run`` on S3. Each passes when
+swept (``REGFLOW_TEST_RUN_KILLS``, below); ``publish:loaded`` is also killed on local
+storage in tests/test_run_consistency.py, and nothing runs between ``publish:published`` and
+``publish:commit``. ``data:`` at a stage's later writes (it leaves what that write's
+``commit:`` leaves, less the metadata). A kill in the middle of a Spark write: no named
+point is inside Spark's job (with the magic committer nothing is complete under the attempt
+before the job commits, and an attempt without a marker is invisible anyway);
+tests/test_spark_s3a.py covers a failing task. Audits (no rules here: their writes go
+through the same ``commit_attempt``).
 
 Does not prove: AWS S3 itself (moto stands in: its conditional puts, listing and multipart
-uploads, in one process on loopback, without S3's network failures or throttling); a kill of
-one executor or of a pod on a cluster (local Spark: the driver process is killed with its
-executors); a kill inside boto3's own put of a marker (S3's puts are atomic, so the marker is
-there or not, which the points before and after it cover).
+uploads, in one process on loopback, without S3's network failures, throttling or
+replication); a kill of one executor or of a pod on a cluster (local Spark: the driver
+process dies with its executors); a claim taken over from another host (by heartbeat age,
+``REGFLOW_CLAIM_TTL``: here the dead process is on this host); a kill inside boto3's put of
+a marker (S3's puts are atomic: the marker is there or not, which the points before and
+after it cover).
 """
 
 from __future__ import annotations
@@ -121,8 +126,10 @@ def _points(plan, clean: RunRef) -> list[str]:
     for stage in plan.stages:
         points.append(f"stage:{plan.task_id(stage.id)}")
         report = json.loads(clean.stage_report(stage.id).read_text())
-        for out in report["outputs"]:
-            points += [f"data:{out['name']}", f"commit:{out['name']}"]
+        for i, out in enumerate(report["outputs"]):
+            # data: the stage's first write only (the budget: each point is a Spark process;
+            # a kill at a later write's data: leaves what its commit: leaves, less metadata)
+            points += [f"data:{out['name']}"] * (i == 0) + [f"commit:{out['name']}"]
             written.append(out["name"])
     assert sorted(written) == sorted(stored)  # every stored folder is a write of a stage
     return points
@@ -134,7 +141,7 @@ def _bucket_view(s3_server, bucket: str, run: RunRef) -> dict[str, list[str]]:
     keys = s3_server.keys(bucket)
     assert not [k for k in keys if ".tmp-" in k or "__magic" in k or "_temporary" in k]
     assert not [k for k in keys if k.endswith(("_RUN_SUCCESS", "_LATEST"))]  # (unpublished)
-    prefix = f"{run.root.key}/{run.relative(run.run_dir)}/"  # type: ignore[union-attr]
+    prefix = f"{run.root.key}/{run.relative(run.run_dir)}/"
     attempts: dict[str, set[str]] = {}
     for k in keys:
         m = re.match(re.escape(prefix) + r"([^/_][^/]*)/(attempt=[^/]+)/", k)
@@ -146,7 +153,7 @@ def _bucket_view(s3_server, bucket: str, run: RunRef) -> dict[str, list[str]]:
         if marker is not None:  # it names an attempt with metadata, and data with Parquet
             assert marker["attempt"] in found, node
             assert f"{prefix}{node}/{marker['attempt']}/_regflow.json" in keys, node
-            data = f"{run.root.key}/{marker['data']}/"  # type: ignore[union-attr]
+            data = f"{run.root.key}/{marker['data']}/"
             assert [k for k in keys if k.startswith(data) and k.endswith(".parquet")], node
             found = found - {marker["attempt"]}
         unmarked[node] = sorted(found)
@@ -165,7 +172,7 @@ def test_a_kill_at_every_storage_point_of_the_stages_on_s3(
     run_all_stages(plan, clean.root, "r1", spark, {"data_root": str(lcr_data)})
     points = _points(plan, clean)
     names = [p.removeprefix("commit:") for p in points if p.startswith("commit:")]
-    assert len(names) == 10 and len(points) == 24  # (4 stages; lcr_star stages 5 tables)
+    assert len(names) == 10 and len(points) == 18  # (4 stages; lcr_star stages 5 tables)
 
     bucket = s3_server.new_bucket("kills")
     run = RunRef(S3Path(bucket, "regflow"), "lcr", cob, "r1")
@@ -190,7 +197,7 @@ def test_a_kill_at_every_storage_point_of_the_stages_on_s3(
             if n in markers:  # a committed output is never replaced
                 assert run.marker(n) == markers[n], (point, n)
                 continue
-            markers[n] = run.marker(n)  # type: ignore[assignment]
+            markers[n] = run.marker(n)
             assert _rows(run, n) == _rows(clean, n), (point, n)
             for key in ("rows", "node_hash", "input_hashes"):
                 assert run.metadata(n)[key] == clean.metadata(n)[key], (point, n, key)
@@ -318,12 +325,23 @@ def _run_id(proc) -> str:
     return re.search(r"^run (\S+): success", proc.stdout, re.M).group(1)  # type: ignore[union-attr]
 
 
+# By default a stage's start on the cob's first run (nothing to fall back on), then storage
+# published and the warehouse not committed on a cob that has a good run: ~30 s a run, so
+# the other points (each passes) are kept out of `make test`'s budget; sweep them all with
+# REGFLOW_TEST_RUN_KILLS=stage:entity_lcr,load:lcr_star,publish:loaded,publish:published,
+# publish:commit (one line, comma-separated)
+RUN_POINTS = tuple(
+    os.environ.get("REGFLOW_TEST_RUN_KILLS", "stage:entity_lcr,publish:published").split(",")
+)
+AHEAD = ("publish:published", "publish:commit")  # storage published, the warehouse not
+
+
 def test_a_kill_at_each_run_level_point_on_s3_the_next_run_takes_over(s3run, lcr_data, tmp_path):
     reference = _reference(lcr_data)
     cob_dir = s3run["root"] / "lcr" / f"cob={COB}"
 
     good = None
-    for point in ("stage:entity_lcr", "publish:published"):
+    for point in RUN_POINTS:
         before = {d.name for d in cob_dir.glob("run=*")}
         killed = _run(s3run, lcr_data, fault=f"{point}@kill")
         assert killed.returncode == -9, f"{point}: {killed.stderr[-3000:]}"
@@ -331,18 +349,23 @@ def test_a_kill_at_each_run_level_point_on_s3_the_next_run_takes_over(s3run, lcr
         dead = dead.removeprefix("run=")
         claim = json.loads((cob_dir / "_ACTIVE").read_bytes())
         assert claim["run_id"] == dead  # the dead run's claim is left on S3
-        if point == "publish:published":  # storage one run ahead, the warehouse not
+        if point in AHEAD:  # storage one run ahead, the warehouse not
             assert _latest(s3run) == dead and _exported(s3run, tmp_path)[0] == dead
             assert _warehouse(s3run)[0] == {good}
-        else:  # the first run of the cob: nothing published, nothing loaded
+        elif good is None:  # the first run of the cob: nothing published, nothing loaded
             assert _latest(s3run) is None and not _warehouse(s3run)[0]
             assert not (cob_dir / f"run={dead}" / "_RUN_SUCCESS").exists()
-            assert _cli(s3run, "export", "lcr", "entity_lcr", "--cob", str(COB)).returncode
+            refused = _cli(s3run, "export", "lcr", "entity_lcr", "--cob", str(COB))
+            assert refused.returncode and "no successful run" in refused.stderr
+        else:  # both stores still on the last good run; the dead run unpublished
+            assert _assert_agree(s3run, tmp_path, reference) == good
+            assert not (cob_dir / f"run={dead}" / "_RUN_SUCCESS").exists()
 
         after = _run(s3run, lcr_data)
         assert after.returncode == 0, f"{point}: {after.stdout[-3000:]}\n{after.stderr[-3000:]}"
-        assert f"taking over the claim of run {dead}" in after.stdout, point
-        if point == "publish:published":
+        took = re.search(f"taking over the claim of run {re.escape(dead)}.*", after.stdout)
+        assert took and "is gone" in took.group(0), point  # (its process died on this host)
+        if point in AHEAD:  # (it first brought the warehouse to storage's latest)
             assert f"reloaded run {dead}" in after.stdout, point
         good = _assert_agree(s3run, tmp_path, reference)
         assert good == _run_id(after) != dead, point
