@@ -76,10 +76,6 @@ psycopg = pytest.importorskip("psycopg")
 
 EXE = Path(sys.executable).parent / "regflow"
 TESTS = Path(__file__).resolve().parent
-# The chain's attempts reach no warehouse: a retry that takes over a claim tries to
-# reconcile the warehouse first (best effort, a warning when it cannot); the stages are
-# what this test kills. A closed port on loopback refuses at once.
-NO_WAREHOUSE = "postgresql://regflow@127.0.0.1:9/none"
 
 
 def _rows(run: RunRef, name: str) -> list:
@@ -177,7 +173,6 @@ def test_a_kill_at_every_storage_point_of_the_stages_on_s3(
     bucket = s3_server.new_bucket("kills")
     run = RunRef(S3Path(bucket, "regflow"), "lcr", cob, "r1")
     env = {**os.environ, "REGFLOW_STORAGE": f"s3://{bucket}/regflow"}
-    env["REGFLOW_WAREHOUSE"] = NO_WAREHOUSE
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     args = [sys.executable, "-c", _ATTEMPT, str(spec), cob, str(lcr_data)]
 
