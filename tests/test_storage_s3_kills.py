@@ -343,7 +343,8 @@ def test_a_kill_at_each_run_level_point_on_s3_the_next_run_takes_over(s3run, lcr
         (dead,) = {d.name for d in cob_dir.glob("run=*")} - before
         dead = dead.removeprefix("run=")
         claim = json.loads((cob_dir / "_ACTIVE").read_bytes())
-        assert claim["run_id"] == dead  # the dead run's claim is left on S3
+        assert claim["run_id"] == dead  # the dead run's claim is left on S3, and its plan pin
+        assert (cob_dir / f"run={dead}" / "_PLAN").exists()
         if point in AHEAD:  # storage one run ahead, the warehouse not
             assert _latest(s3run) == dead and _exported(s3run, tmp_path)[0] == dead
             assert _warehouse(s3run)[0] == {good}
