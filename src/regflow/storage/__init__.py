@@ -157,6 +157,7 @@ def commit_attempt(
     else this raises :class:`StorageError` (start a new run)."""
     from regflow.storage.faults import fault_point
 
+    fault_point(f"data:{node}")  # (the data is in place; no metadata, no marker yet)
     _write_json(attempt / META_FILE, metadata)
     fault_point(f"commit:{node}")
     marker = {"attempt": attempt.name, "data": run.relative(data or attempt)}

@@ -6,8 +6,9 @@
 hold a run at a point without any timing). Points: ``stage:<task id>`` and
 ``load:<star>`` at the start of those tasks, ``publish:loaded`` (the warehouse merged, not
 committed; storage not published), ``publish:published`` (storage published, the warehouse
-not yet committed), ``publish:commit`` (just before the warehouse commit), ``commit:<output>``
-(storage: an output's data and metadata are written, its marker not yet).
+not yet committed), ``publish:commit`` (just before the warehouse commit), ``data:<output>``
+(storage: an output's data is written and checked, its metadata and marker not yet) and
+``commit:<output>`` (its data and metadata are written, its marker not yet).
 
 Here, below every layer that has fault points; ``regflow.render.faults`` re-exports it.
 """
