@@ -37,7 +37,7 @@ from regflow.runtime.report import run_identity
 from regflow.runtime.sources import fingerprint, resolve_source_path
 from regflow.storage import RunRef, commit_attempt, discard, new_attempt, write_json_atomic
 from regflow.storage.fs import Location
-from regflow.storage.reuse import why_not_reusable
+from regflow.storage.reuse import why_not_reusable, why_outputs_differ
 
 
 def why_not_reuse(
@@ -74,18 +74,7 @@ def completed_report(plan: Plan, stage: Stage, run: RunRef) -> dict[str, Any] | 
     done = _report(run, stage.id)
     if done is None or done.get("run_id") != run.run_id:
         return None
-    names = {o["name"] for o in done.get("outputs", [])}
-    for want in (*stage.outputs, *stage.checkpoints):  # (a star writes `<node>.<table>`s)
-        if want not in names and not any(n.startswith(f"{want}.") for n in names):
-            return None
-    for name in names:
-        if not run.is_complete(name):
-            return None
-        meta = run.metadata(name)
-        node = meta.get("node", "")
-        if node not in stage.nodes or meta.get("node_hash") != plan.node(node).data_hash:
-            return None
-    return done
+    return done if why_outputs_differ(plan, stage, run, done) is None else None
 
 
 def reuse_stage(

@@ -271,11 +271,7 @@ def rmtree(path: Location) -> None:
     if isinstance(path, Path):
         shutil.rmtree(path, ignore_errors=True)
         return
-    keys = [k for k, _, _ in path.walk_keys()]
-    client = s3client.client()
-    for i in range(0, len(keys), 1000):
-        batch = [{"Key": k} for k in keys[i : i + 1000]]
-        client.delete_objects(Bucket=path.bucket, Delete={"Objects": batch, "Quiet": True})
+    _delete_batches(path.bucket, [k for k, _, _ in path.walk_keys()])  # (refusals ignored)
 
 
 def mtime(path: Location) -> float:
@@ -341,21 +337,10 @@ def list_all(path: Location) -> list[Entry]:
     out: list[Entry] = []
     if isinstance(path, S3Path):
         prefix = f"{path.key}/" if path.key else ""
-        pages = s3client.client().get_paginator("list_objects_v2")
-        with s3client.requests("listing", path.bucket, prefix):
-            for page in pages.paginate(Bucket=path.bucket, Prefix=prefix):
-                for o in page.get("Contents", []):
-                    rel = o["Key"][len(prefix) :]
-                    if rel.strip("/"):
-                        out.append(
-                            Entry(
-                                rel.strip("/"),
-                                o["LastModified"].timestamp(),
-                                int(o["Size"]),
-                                folder=rel.endswith("/"),
-                                key=o["Key"],
-                            )
-                        )
+        for key, mtime, size in path.walk_keys():
+            rel = key[len(prefix) :]
+            if rel.strip("/"):
+                out.append(Entry(rel.strip("/"), mtime, size, folder=rel.endswith("/"), key=key))
         return out
     for dirpath, dirs, files in os.walk(path):
         here = Path(dirpath)
@@ -381,17 +366,7 @@ def delete_keys(bucket: str, keys: list[str]) -> None:
     """Delete the objects ``keys`` of ``bucket``: ``DeleteObjects`` in batches of 1,000 (its
     limit). Objects S3 could not delete are a :class:`StorageError` naming them (the first
     five) and the fix, after every batch was tried."""
-    failed: list[tuple[str, str, str]] = []
-    for i in range(0, len(keys), 1000):
-        batch = keys[i : i + 1000]
-        with s3client.requests("delete", bucket, batch[0]):
-            got = s3client.client().delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-            )
-        failed += [
-            (str(e.get("Key")), str(e.get("Code")), str(e.get("Message", "")))
-            for e in got.get("Errors", [])
-        ]
+    failed = _delete_batches(bucket, keys)
     if failed:
         _, code, message = failed[0]
         hint = s3client.hint(code, bucket)
@@ -400,6 +375,23 @@ def delete_keys(bucket: str, keys: list[str]) -> None:
         raise StorageError(
             f"S3 could not delete {len(failed)} object(s): {names}{more}: {code}: {message}; {hint}"
         )
+
+
+def _delete_batches(bucket: str, keys: list[str]) -> list[tuple[str, str, str]]:
+    """``DeleteObjects`` of ``keys`` in batches of 1,000 (its limit); the objects S3 refused
+    to delete: (key, code, message)."""
+    refused: list[tuple[str, str, str]] = []
+    for i in range(0, len(keys), 1000):
+        batch = keys[i : i + 1000]
+        with s3client.requests("delete", bucket, batch[0]):
+            got = s3client.client().delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+        refused += [
+            (str(e.get("Key")), str(e.get("Code")), str(e.get("Message", "")))
+            for e in got.get("Errors", [])
+        ]
+    return refused
 
 
 @dataclass(frozen=True)

@@ -274,20 +274,22 @@ def _key(root: Location) -> str:
 def _freed(nodes: list[_Node]) -> list[int]:
     """Bytes each removal frees: a local file's bytes count only when every hard link to it
     goes (S3 has no hard links: an object's size)."""
+
+    def ident(e: fs.Entry) -> object:  # (a local file's inode, an S3 object's key)
+        return e.link[:2] if e.link else e.key or id(e)
+
     links: dict[object, int] = {}
     for n in nodes:
         for e in n.entries():
-            ident = e.link[:2] if e.link else e.key or id(e)
-            links[ident] = links.get(ident, 0) + 1
+            links[ident(e)] = links.get(ident(e), 0) + 1
     counted: set[object] = set()
     out = []
     for n in nodes:
         total = 0
         for e in n.entries():
-            ident = e.link[:2] if e.link else e.key or id(e)
             nlink = e.link[2] if e.link else 1
-            if links[ident] >= nlink and ident not in counted:
-                counted.add(ident)
+            if links[ident(e)] >= nlink and ident(e) not in counted:
+                counted.add(ident(e))
                 total += e.size
         out.append(total)
     return out

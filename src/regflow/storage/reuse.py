@@ -47,6 +47,35 @@ SourceState = Callable[[str], tuple[str, str]]
 stage reports record them; raises a :class:`RegflowError` when the source cannot be found."""
 
 
+def why_outputs_differ(
+    plan: Plan,
+    stage: Stage,
+    run: RunRef,
+    report: Mapping[str, Any],
+    *,
+    same_version: bool = False,
+) -> str | None:
+    """Why the outputs ``report`` (``stage``'s report in ``run``) lists are not what ``plan``
+    writes now; None when they are: every output and checkpoint of the stage is listed (a
+    star's as its ``<node>.<table>`` outputs), each committed by one of the stage's nodes
+    with this plan's data hash, and with ``same_version`` by this regflow version."""
+    outputs = {o["name"] for o in report.get("outputs", [])}
+    for name in [*stage.outputs, *stage.checkpoints]:
+        if name not in outputs and not any(n.startswith(f"{name}.") for n in outputs):
+            return f"run {run.run_id} did not store '{name}'"
+    for name in sorted(outputs):
+        try:
+            meta = run.metadata(name)
+        except StorageError:
+            return f"'{name}' of run {run.run_id} is incomplete"
+        node = meta.get("node", "")
+        if node not in stage.nodes or meta.get("node_hash") != plan.node(node).data_hash:
+            return f"node '{node}' changed since run {run.run_id}"
+        if same_version and meta.get("code_version") != f"regflow {__version__}":
+            return f"run {run.run_id} was computed by {meta.get('code_version')}"
+    return None
+
+
 def source_location(path: str | Path, project_dir: str | Path | None) -> str:
     """Where a source is read from, the same in every checkout of the project: ``path``
     relative to the project root when it is inside it (``pipelines/reference/x.csv``), else
@@ -88,20 +117,9 @@ def why_not_reusable(
     summary = json.loads(published.read_text())
     if dict(summary.get("params") or {}) != dict(params):
         return f"the run's params differ from run {base.run_id}'s"
-    outputs = {o["name"] for o in done.get("outputs", [])}
-    for name in [*stage.outputs, *stage.checkpoints]:
-        if name not in outputs:
-            return f"run {base.run_id} did not store '{name}'"
-    for name in sorted(outputs):
-        try:
-            meta = base.metadata(name)
-        except StorageError:
-            return f"'{name}' of run {base.run_id} is incomplete"
-        node = meta.get("node", "")
-        if node not in stage.nodes or meta.get("node_hash") != plan.node(node).data_hash:
-            return f"node '{node}' changed since run {base.run_id}"
-        if meta.get("code_version") != f"regflow {__version__}":
-            return f"run {base.run_id} was computed by {meta.get('code_version')}"
+    why = why_outputs_differ(plan, stage, base, done, same_version=True)
+    if why is not None:
+        return why
     root = project_root(plan.file) if stage.sources else None
     for name in stage.sources:
         was = done.get("sources", {}).get(name) or {}

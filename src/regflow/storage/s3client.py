@@ -104,6 +104,16 @@ def requests(op: str, bucket: str, key: str) -> Iterator[None]:
         raise failed(op, bucket, key, e) from e
 
 
+def _condition_failed(e: Exception) -> bool:
+    """Whether a conditional request failed on its condition (412), lost to a concurrent
+    conditional request (409), or named a missing object (404: ``If-Match`` on nothing);
+    a missing bucket is no failed condition."""
+    return _error_code(e) != "NoSuchBucket" and (
+        _status(e) in (404, 409, 412)
+        or _error_code(e) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+    )
+
+
 def conditional_put(bucket: str, key: str, data: bytes, **cond: str) -> bool:
     """``PutObject`` with a condition (``IfNoneMatch="*"`` or ``IfMatch=etag``); False when
     the condition failed."""
@@ -112,17 +122,7 @@ def conditional_put(bucket: str, key: str, data: bytes, **cond: str) -> bool:
     try:
         client().put_object(Bucket=bucket, Key=key, Body=data, **cond)
     except ClientError as e:
-        # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match
-        # on a missing object
-        if _error_code(e) != "NoSuchBucket" and (
-            _status(e) in (404, 409, 412)
-            or _error_code(e)
-            in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "NoSuchKey",
-            )
-        ):
+        if _condition_failed(e):
             return False
         raise failed("conditional put", bucket, key, e) from e
     except BotoCoreError as e:
@@ -140,10 +140,7 @@ def conditional_delete(bucket: str, key: str, etag: str) -> bool:
     try:
         client().delete_object(Bucket=bucket, Key=key, IfMatch=etag)
     except ClientError as e:
-        if _error_code(e) != "NoSuchBucket" and (
-            _status(e) in (404, 409, 412)
-            or _error_code(e) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
-        ):
+        if _condition_failed(e):
             return False
         raise failed("conditional delete", bucket, key, e) from e
     except BotoCoreError as e:
